@@ -1,0 +1,3 @@
+from discord_orch.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""Typed values for the parts of Discord's v10 objects that discord-orch reads.
+
+The HTTP layer (``discord_api.py``) turns JSON into these at the edge, so the
+rest of the code never indexes raw dicts. Unknown fields are ignored; missing
+optional fields get safe defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple
+
+# Message types that can carry a task: DEFAULT and REPLY. Everything else
+# (joins, pins, thread starters...) is a system message.
+TASK_MESSAGE_TYPES = (0, 19)
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str = ""
+    bot: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "User":
+        return cls(id=str(data["id"]), username=str(data.get("username") or ""),
+                   bot=bool(data.get("bot", False)))
+
+
+@dataclass(frozen=True)
+class Reaction:
+    emoji: str          # unicode emoji, or "name:id" for a custom one
+    count: int = 0
+    me: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Reaction":
+        emoji = data.get("emoji") or {}
+        name = emoji.get("name") or ""
+        if emoji.get("id"):
+            name = f"{name}:{emoji['id']}"
+        return cls(emoji=name, count=int(data.get("count", 0)), me=bool(data.get("me", False)))
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: str
+    filename: str
+    size: int
+    url: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Attachment":
+        return cls(id=str(data["id"]), filename=str(data.get("filename", "")),
+                   size=int(data.get("size", 0)), url=str(data.get("url", "")))
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    channel_id: str
+    author: User
+    content: str = ""
+    type: int = 0
+    reactions: Tuple[Reaction, ...] = ()
+    attachments: Tuple[Attachment, ...] = ()
+    referenced_message_id: Optional[str] = None
+    nonce: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Message":
+        ref = data.get("message_reference") or {}
+        nonce = data.get("nonce")
+        return cls(
+            id=str(data["id"]),
+            channel_id=str(data.get("channel_id", "")),
+            author=User.from_json(data.get("author") or {"id": "0"}),
+            content=str(data.get("content") or ""),
+            type=int(data.get("type", 0)),
+            reactions=tuple(Reaction.from_json(r) for r in data.get("reactions") or ()),
+            attachments=tuple(Attachment.from_json(a) for a in data.get("attachments") or ()),
+            referenced_message_id=str(ref["message_id"]) if ref.get("message_id") else None,
+            nonce=None if nonce is None else str(nonce),
+        )
+
+    def reaction(self, emoji: str) -> Optional[Reaction]:
+        for r in self.reactions:
+            if r.emoji == emoji:
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    name: str = ""
+    guild_id: Optional[str] = None
+    type: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Channel":
+        gid = data.get("guild_id")
+        return cls(id=str(data["id"]), name=str(data.get("name") or ""),
+                   guild_id=None if gid is None else str(gid), type=int(data.get("type", 0)))
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    roles: Tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Member":
+        user = data.get("user") or {}
+        return cls(user_id=str(user.get("id", "")), roles=tuple(str(r) for r in data.get("roles") or ()))
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """A file to attach to a message: name and bytes."""
+
+    filename: str
+    data: bytes
+    description: str = ""
