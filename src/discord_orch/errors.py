@@ -8,6 +8,7 @@ Only ``cli.py`` turns them into exit codes (``exit_code`` is a hint it reads).
 The tree is deliberately shallow::
 
     OrchError
+    ├── InputError             bad input on the command line (exit 2)
     ├── ConfigError            a key is missing or malformed
     ├── StateError             .runtime/ or a workspace cannot be written
     ├── AgentError             the agent could not be started at all
@@ -41,6 +42,19 @@ class OrchError(Exception):
 
     def __str__(self) -> str:  # pragma: no cover - overridden everywhere
         return self.__class__.__name__
+
+
+class InputError(OrchError):
+    """Bad command-line input: unknown alias or level, empty task, unreadable file."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 class ConfigError(OrchError):

@@ -1,0 +1,218 @@
+"""The `discord-orch` command line: submit, orchestrate, demo.
+
+Thin on purpose (house rule 8): options are defined once, turned into
+``Settings`` by config.py (flag > environment > discord-config.env > default),
+and handed to the module that does the work. This is the only place where
+exceptions become exit codes: an ``OrchError`` is printed as one line on
+stderr, never as a traceback (``-v`` adds the traceback of an internal error).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import click
+
+from . import __version__
+from .errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
+
+log = logging.getLogger("discord_orch")
+
+LOG_FORMAT = "%(asctime)s discord-orch[%(process)d] %(levelname)s %(message)s"
+LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S"
+LOG_ROTATE_BYTES = 5 * 1024 * 1024
+LOG_ROTATE_KEEP = 3
+
+
+class _Group(click.Group):
+    """Turns OrchError into a one-line message and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OrchError as exc:
+            _fail(ctx, exc)
+        except KeyboardInterrupt:
+            click.echo("discord-orch: interrupted", err=True)
+            ctx.exit(EXIT_SIGINT)
+
+
+def _fail(ctx: click.Context, exc: OrchError) -> None:
+    settings = (ctx.obj or {}).get("settings")
+    text = str(exc)
+    if isinstance(exc, DiscordError) and exc.channel_id and settings is not None:
+        for key in ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL"):
+            if getattr(settings, key.lower()) == exc.channel_id:
+                text += f" [check {key}]"
+                break
+    click.echo(f"discord-orch: error: {text}", err=True)
+    ctx.exit(exc.exit_code)
+
+
+def _setup_logging(verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
+    root = logging.getLogger("discord_orch")
+    root.handlers.clear()
+    root.setLevel(level)
+    root.propagate = False
+    fmt = logging.Formatter(LOG_FORMAT, LOG_DATEFMT)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_ROTATE_BYTES,
+                                                           backupCount=LOG_ROTATE_KEEP, encoding="utf-8")
+        except OSError as exc:
+            raise click.UsageError(f"--log-file {log_file}: {exc.strerror or exc}") from None
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    # HTTP detail only with -v; it never contains the token (see discord_api.py).
+    logging.getLogger("discord_orch.http").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _load(ctx: click.Context, **overrides: Any):
+    from .config import load_settings
+
+    home = ctx.obj["home"]
+    settings = load_settings(home, overrides)
+    ctx.obj["settings"] = settings
+    _setup_logging(ctx.obj["verbose"], ctx.obj["quiet"], ctx.obj["log_file"] or settings.log_file)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    return settings
+
+
+def _client(settings):
+    from .discord_api import DiscordClient
+
+    return DiscordClient(settings.token.reveal(), base_url=settings.api_base_url,
+                         max_wait=settings.rate_limit_max_wait)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="discord-orch")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="DISCORD_ORCH_HOME",
+              help="Directory holding discord-config.env, workers/, .runtime/, archive/ (default: current).")
+@click.option("-v", "--verbose", count=True, help="More detail (HTTP requests, never the token).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also append the log here (rotated).")
+@click.pass_context
+def cli(ctx: click.Context, home: Optional[Path], verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
+    """Turn a Discord server into a task queue for OpenClaw agents."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(home=home, verbose=verbose, quiet=quiet, log_file=log_file)
+
+
+@cli.command()
+@click.argument("task", required=False)
+@click.argument("model", required=False)
+@click.argument("thinking", required=False)
+@click.option("--file", "task_file", type=click.File("r", encoding="utf-8", errors="strict"),
+              help="Read the task from a file ('-' for standard input).")
+@click.option("--worker", help="Worker type: uses workers/<TYPE>/TOOLS.md and AGENTS.md.")
+@click.pass_context
+def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinking: Optional[str],
+           task_file, worker: Optional[str]) -> None:
+    """Post TASK to #task-queue; print its task id.
+
+    MODEL is an alias (cheap, primary, coder, research, or one from MODEL_ALIASES)
+    or a full provider/model id; THINKING is off, minimal, low, medium, high or xhigh.
+    """
+    from .submit import read_task_text, submit_task, validate_submission
+
+    if task_file is not None:
+        if task is not None and model is None:  # `submit --file x cheap`: shift the arguments
+            task, model, thinking = None, task, model
+        elif task is not None:
+            raise click.UsageError("give the task either as TASK or with --file, not both")
+    text = read_task_text(task, task_file)
+    settings = _load(ctx)
+    validate_submission(text, model, thinking, worker, settings.aliases)
+    settings.require_token()
+    settings.require_channels("TASK_QUEUE_CHANNEL")
+    with _client(settings) as client:
+        task_id = submit_task(client, settings, text, model, thinking, worker)
+    click.echo(task_id)
+
+
+@cli.command()
+@click.option("--watch", is_flag=True, help="Keep polling and running until stopped (for systemd or a terminal).")
+@click.option("--interval", type=click.FloatRange(min=0.2), help="Seconds between polls (POLL_INTERVAL, default 5).")
+@click.option("--max-agents", type=click.IntRange(min=1, max=1000), help="Agents at once (MAX_AGENTS, default 2).")
+@click.option("--timeout", type=click.FloatRange(min=1), help="Agent timeout in seconds (TIMEOUT).")
+@click.pass_context
+def orchestrate(ctx: click.Context, watch: bool, interval: Optional[float], max_agents: Optional[int],
+                timeout: Optional[float]) -> None:
+    """Run one pass: claim pending tasks, run their agents, post results."""
+    from .orchestrator import Orchestrator
+    from .state import Store, check_writable
+
+    settings = _load(ctx, POLL_INTERVAL=interval, MAX_AGENTS=max_agents, TIMEOUT=timeout)
+    settings.require_token()
+    settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
+    for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
+        check_writable(directory)
+    store = Store(settings.runtime_dir)
+    client = _client(settings)
+    orch = Orchestrator(settings, client, store)
+    previous = {sig: signal.signal(sig, lambda signum, frame: orch.request_stop(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGCHLD, lambda signum, frame: orch.wake())
+    try:
+        stats = orch.run_pass(watch=watch)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        client.close()
+        store.close()
+    orch.raise_if_fatal()
+    if stats.stopped_by is not None:
+        ctx.exit(EXIT_SIGINT if stats.stopped_by == signal.SIGINT else EXIT_SIGTERM)
+
+
+@cli.command()
+@click.option("--real-agent", is_flag=True, help="Use the real `openclaw` on PATH instead of the built-in stand-in.")
+@click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print where it is.")
+@click.pass_context
+def demo(ctx: click.Context, real_agent: bool, keep: bool) -> None:
+    """Run the whole flow on a local Discord stand-in: no token needed."""
+    from .demo import run_demo
+
+    _setup_logging(ctx.obj["verbose"], ctx.obj["quiet"], ctx.obj["log_file"])
+    run_demo(real_agent=real_agent, keep=keep, echo=click.echo)
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Entry point: one line per problem, never a traceback (unless -v)."""
+    try:
+        rc = cli.main(args=argv, prog_name="discord-orch", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f"discord-orch {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "discord-orch --help"
+        if exc.ctx and exc.ctx.info_name == "discord-orch":
+            where = "discord-orch --help"
+        click.echo(f"discord-orch: error: {exc.format_message()} (see {where})", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.Abort:
+        click.echo("discord-orch: interrupted", err=True)
+        sys.exit(EXIT_SIGINT)
+    except click.ClickException as exc:
+        click.echo(f"discord-orch: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # an internal error: one line, the traceback only with -v
+        if logging.getLogger("discord_orch").isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"discord-orch: internal error: {exc.__class__.__name__}: {exc} (run with -v for details)",
+                   err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+__all__ = ["cli", "main", "EXIT_USAGE"]

@@ -1,0 +1,102 @@
+"""Lanes: one worker thread per Discord channel the orchestrator writes to.
+
+Why: Discord's rate limits, not the machine, bound a pass, and they are per
+channel: result posts in #results (5 per 5 s), reactions in #task-queue (4
+per second) and notices in #worker-pool are limited independently. Doing
+them one after the other in the main loop would add those waits up; a lane
+per channel lets each bucket drain at its own pace while the main loop keeps
+supervising agents. Within a lane, jobs run in order (a result is posted
+before its task's final reaction).
+
+``NoticeLane`` batches: lines submitted while the lane is busy (often: while
+the client waits for #worker-pool's bucket) go out together in as few
+messages as fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable, List, Optional
+
+log = logging.getLogger("discord_orch")
+
+Job = Callable[[], None]
+_STOP = object()
+
+
+class Lane:
+    """A FIFO of jobs run by one daemon thread. Jobs must not raise (they log)."""
+
+    def __init__(self, name: str, on_done: Optional[Callable[[], None]] = None) -> None:
+        self.name = name
+        self._queue: "queue.Queue[object]" = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._on_done = on_done
+        self._thread = threading.Thread(target=self._work, name=f"lane-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self._queue.put(job)
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def wait_idle(self, timeout: Optional[float]) -> bool:
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is _STOP:
+                return
+            try:
+                job()  # type: ignore[operator]
+            except Exception:  # a job that raises is a bug; keep the lane alive
+                log.exception("internal error in lane %s", self.name)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.set()
+                if self._on_done is not None:
+                    self._on_done()
+
+
+class NoticeLane(Lane):
+    """A lane that sends buffered lines in batches through ``send(lines)``."""
+
+    def __init__(self, name: str, send: Callable[[List[str]], None],
+                 on_done: Optional[Callable[[], None]] = None) -> None:
+        super().__init__(name, on_done)
+        self._send = send
+        self._buffer: List[str] = []
+        self._buffer_lock = threading.Lock()
+        self._flush_queued = False
+
+    def add(self, line: str) -> None:
+        with self._buffer_lock:
+            self._buffer.append(line)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self.submit(self._flush)
+
+    def _flush(self) -> None:
+        with self._buffer_lock:
+            lines, self._buffer = self._buffer, []
+            self._flush_queued = False
+        if lines:
+            self._send(lines)
