@@ -1,0 +1,424 @@
+"""One agent's workspace on disk: create, describe, remove, archive, prune.
+
+Layout (all paths absolute)::
+
+    workers/<agent-id>/                 agent_dir: OPENCLAW_STATE_DIR of the agent
+        openclaw.json                   overlay config ($include of the user's config)
+        AGENTS.md, TOOLS.md             (copies, as the original scripts had them)
+        tasks/<task-id>/                task_dir: the agent's OpenClaw workspace and cwd
+            AGENTS.md, TOOLS.md         read by openclaw into the system prompt
+            TASK.txt                    "TASK: <description>", byte-exact UTF-8
+            RESULT.txt, SUMMARY.txt     written by the agent
+            agent-output.json           openclaw's --json (stdout)
+            agent-output.log            openclaw's log (stderr)
+
+Everything here is created 0600 (files) / 0700 (directories): a workspace may
+hold private data. Disk problems surface as :class:`errors.StateError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import shutil
+import stat
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+from discord_orch.errors import StateError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+TASK_FILE = "TASK.txt"
+RESULT_FILE = "RESULT.txt"
+SUMMARY_FILE = "SUMMARY.txt"
+STDOUT_FILE = "agent-output.json"
+STDERR_FILE = "agent-output.log"
+AGENTS_FILE = "AGENTS.md"
+TOOLS_FILE = "TOOLS.md"
+OVERLAY_CONFIG = "openclaw.json"
+TASK_PREFIX = "TASK: "
+
+#: files of ours in the task dir that files_left() does not report
+OWN_FILES = frozenset({AGENTS_FILE, TOOLS_FILE, TASK_FILE, STDOUT_FILE, STDERR_FILE})
+FILES_LEFT_MAX = 50          # at most this many paths reported
+_FILES_LEFT_SCAN_MAX = 5000  # stop walking a huge tree after this many entries
+
+_SNOWFLAKE_RE = re.compile(r"[0-9]{17,20}")
+_AGENT_ID_RE = re.compile(r"agent-[0-9]{1,12}-[a-z0-9]{6}")
+_WORKER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+# ---------------------------------------------------------------- validation
+
+def is_snowflake(value: object) -> bool:
+    """True for a Discord id: 17 to 20 ASCII digits, nothing else."""
+    return isinstance(value, str) and _SNOWFLAKE_RE.fullmatch(value) is not None
+
+
+def check_task_id(task_id: object) -> str:
+    if not is_snowflake(task_id):
+        raise ValueError(f"task id must be a Discord snowflake (17-20 digits), got {task_id!r}")
+    return task_id  # type: ignore[return-value]
+
+
+def is_agent_id(value: object) -> bool:
+    return isinstance(value, str) and _AGENT_ID_RE.fullmatch(value) is not None
+
+
+def check_agent_id(agent_id: object) -> str:
+    if not is_agent_id(agent_id):
+        raise ValueError(f"agent id must look like agent-<epoch>-<6 [a-z0-9]>, got {agent_id!r}")
+    return agent_id  # type: ignore[return-value]
+
+
+def check_worker_name(worker: object) -> str:
+    """A worker type name: ``[A-Za-z0-9_-]{1,32}`` (no dots, no slashes: no traversal)."""
+    if not isinstance(worker, str) or _WORKER_RE.fullmatch(worker) is None:
+        raise ValueError(f"worker name must match [A-Za-z0-9_-]{{1,32}}, got {worker!r}")
+    return worker
+
+
+def new_agent_id(now_epoch: float, rand: Optional[random.Random] = None) -> str:
+    """``agent-<epoch seconds>-<6 random [a-z0-9]>``; ``rand`` defaults to a system RNG."""
+    rng = rand if rand is not None else random.SystemRandom()
+    suffix = "".join(rng.choice(_ID_ALPHABET) for _ in range(6))
+    return f"agent-{int(now_epoch)}-{suffix}"
+
+
+def _abs(path: PathLike) -> Path:
+    """Absolute, user-expanded, without touching the disk (no symlink resolution)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+# ---------------------------------------------------------------- Workspace
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where one agent runs one task. Paths are absolute; nothing here touches the disk."""
+
+    agent_id: str
+    task_id: str
+    agent_dir: Path
+    task_dir: Path
+
+    @classmethod
+    def at(cls, workers_dir: PathLike, agent_id: str, task_id: str) -> "Workspace":
+        """The workspace paths for (agent_id, task_id) under ``workers_dir``.
+
+        Validates both ids (ValueError) so a stored value can never point outside
+        ``workers_dir``; does not create or read anything.
+        """
+        check_agent_id(agent_id)
+        check_task_id(task_id)
+        agent_dir = _abs(workers_dir) / agent_id
+        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir,
+                   task_dir=agent_dir / "tasks" / task_id)
+
+    @property
+    def task_file(self) -> Path:
+        return self.task_dir / TASK_FILE
+
+    @property
+    def result_file(self) -> Path:
+        return self.task_dir / RESULT_FILE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.task_dir / SUMMARY_FILE
+
+    @property
+    def stdout_file(self) -> Path:
+        """openclaw's ``--json`` output."""
+        return self.task_dir / STDOUT_FILE
+
+    @property
+    def stderr_file(self) -> Path:
+        """openclaw's log (stderr), as the original scripts' agent-output.log."""
+        return self.task_dir / STDERR_FILE
+
+    @property
+    def overlay_config(self) -> Path:
+        return self.agent_dir / OVERLAY_CONFIG
+
+
+# ---------------------------------------------------------------- texts
+
+def render_agents_md(*, agent_id: str, task_id: str, task_dir: PathLike, description: str,
+                     model: str, thinking: str, template: Optional[str] = None,
+                     summary_max: int = 1500) -> str:
+    """AGENTS.md for one agent: the built-in text, or ``template`` + the task context.
+
+    Contains only what is passed in (ids, paths, the task, model names): never a secret.
+    """
+    tdir = os.fspath(_abs(task_dir))
+    context = (
+        f"## Your task (task {task_id})\n"
+        f"\n"
+        f"{description}\n"
+        f"\n"
+        f"The task is also in TASK.txt in {tdir}/.\n"
+        f"\n"
+        f"## How to deliver\n"
+        f"\n"
+        f"- Write the FULL result to RESULT.txt in {tdir}/\n"
+        f"- Also write SUMMARY.txt (at most {summary_max} characters) in {tdir}/: "
+        f"a short summary of the result, shown on Discord; RESULT.txt keeps everything.\n"
+        f"- Put any other files you create in {tdir}/ as well.\n"
+        f"- Answer in the language of the task.\n"
+        f"\n"
+        f"Agent: {agent_id} - model: {model} - thinking: {thinking}\n"
+    )
+    if template is not None:
+        body = template.rstrip("\n")
+        return f"{body}\n\n---\n\n{context}" if body else context
+    head = (
+        f"# Agent {agent_id}\n"
+        f"\n"
+        f"You are a fresh agent started by discord-orch for exactly one task. "
+        f"Work only in {tdir}/, complete the task, write the result files, then stop.\n"
+        f"\n"
+    )
+    return head + context
+
+
+def _read_optional_text(path: Path) -> Optional[str]:
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return None
+    except OSError as exc:
+        raise StateError(os.fspath(path), exc.strerror or str(exc)) from exc
+
+
+def tools_md_for(workers_dir: PathLike, worker: Optional[str]) -> Optional[str]:
+    """The TOOLS.md text for a worker type: ``workers/<TYPE>/TOOLS.md`` if given and present,
+    else ``workers/TOOLS.md`` if present, else None. Bad worker names raise ValueError."""
+    base = _abs(workers_dir)
+    if worker is not None:
+        check_worker_name(worker)
+        text = _read_optional_text(base / worker / TOOLS_FILE)
+        if text is not None:
+            return text
+    return _read_optional_text(base / TOOLS_FILE)
+
+
+def agents_template_for(workers_dir: PathLike, worker: Optional[str]) -> Optional[str]:
+    """``workers/<TYPE>/AGENTS.md`` (a per-worker AGENTS.md template) if present, else None."""
+    if worker is None:
+        return None
+    check_worker_name(worker)
+    return _read_optional_text(_abs(workers_dir) / worker / AGENTS_FILE)
+
+
+def overlay_config_dict(user_openclaw_config: PathLike, task_dir: PathLike) -> dict:
+    """The per-agent openclaw.json (NOTES.md recipe): include the user's config, override
+    ``agents.defaults`` with ``skipBootstrap`` and the task dir as workspace."""
+    defaults = {"skipBootstrap": True, "workspace": os.fspath(_abs(task_dir))}
+    user = _abs(user_openclaw_config)
+    cfg: dict = {}
+    if user.is_file():
+        cfg["$include"] = os.fspath(user)
+    cfg["agents"] = {"defaults": defaults}
+    return cfg
+
+
+# ---------------------------------------------------------------- create
+
+def _mkdir(path: Path, created: List[Path]) -> None:
+    os.mkdir(path, _DIR_MODE)
+    created.append(path)
+    os.chmod(path, _DIR_MODE)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    finally:
+        os.close(fd)
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: cannot be UTF-8 at all
+        return text.encode("utf-8", errors="replace")
+
+
+def create_workspace(workers_dir: PathLike, agent_id: str, task_id: str, task_text: str, *,
+                     agents_md: str, tools_md: Optional[str],
+                     user_openclaw_config: PathLike) -> Workspace:
+    """Create the agent dir with AGENTS.md/TOOLS.md (in agent dir and task dir), TASK.txt
+    and the overlay openclaw.json. Ids are validated before any path is touched
+    (ValueError). On OSError what was created is removed and StateError is raised."""
+    check_task_id(task_id)
+    check_agent_id(agent_id)
+    ws = Workspace.at(workers_dir, agent_id, task_id)
+    workers = ws.agent_dir.parent
+    created: List[Path] = []
+    files = [
+        (ws.agent_dir / AGENTS_FILE, _encode(agents_md)),
+        (ws.task_dir / AGENTS_FILE, _encode(agents_md)),
+    ]
+    if tools_md is not None:
+        files += [(ws.agent_dir / TOOLS_FILE, _encode(tools_md)),
+                  (ws.task_dir / TOOLS_FILE, _encode(tools_md))]
+    files.append((ws.task_file, TASK_PREFIX.encode("utf-8") + _encode(task_text)))
+    overlay = overlay_config_dict(user_openclaw_config, ws.task_dir)
+    files.append((ws.overlay_config,
+                  (json.dumps(overlay, indent=2, ensure_ascii=False) + "\n").encode("utf-8")))
+    where = ws.agent_dir
+    try:
+        where = workers
+        if not workers.is_dir():
+            os.makedirs(workers, _DIR_MODE, exist_ok=True)
+        where = ws.agent_dir
+        _mkdir(ws.agent_dir, created)
+        _mkdir(ws.agent_dir / "tasks", created)
+        _mkdir(ws.task_dir, created)
+        for path, data in files:
+            where = path
+            _write_new(path, data)
+    except OSError as exc:
+        if created:  # only ever remove what we made ourselves
+            shutil.rmtree(created[0], ignore_errors=True)
+        problem = exc.strerror or str(exc)
+        if exc.errno == errno.EEXIST and not created:
+            problem = "agent directory already exists"
+        raise StateError(os.fspath(where), problem) from exc
+    return ws
+
+
+# ---------------------------------------------------------------- remove / archive
+
+def _rmtree(path: Path) -> None:
+    """rmtree that also copes with read-only directories the agent left behind."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        if not os.path.lexists(path):
+            return
+    except OSError:
+        pass
+    # make every directory writable and searchable by us, then try once more
+    try:
+        os.chmod(path, stat.S_IRWXU)
+    except OSError:
+        pass
+    for root, dirs, _files in os.walk(path, topdown=True):
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                try:
+                    os.chmod(full, stat.S_IRWXU)
+                except OSError:
+                    pass
+    shutil.rmtree(path)
+
+
+def remove_workspace(ws: Workspace) -> None:
+    """Delete the agent dir (missing already is fine). StateError when it cannot be removed."""
+    try:
+        _rmtree(ws.agent_dir)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateError(os.fspath(ws.agent_dir), f"cannot remove: {exc.strerror or exc}") from exc
+
+
+def archive_workspace(ws: Workspace, archive_dir: PathLike) -> Path:
+    """Move the whole agent dir (logs, JSON, RESULT.txt...) to ``archive_dir/<agent_id>``.
+
+    The archived dir's mtime is set to now, so retention counts from the archiving.
+    Returns the new path. StateError on failure.
+    """
+    archive = _abs(archive_dir)
+    dest = archive / ws.agent_id
+    try:
+        os.makedirs(archive, _DIR_MODE, exist_ok=True)
+        n = 1
+        while os.path.lexists(dest):
+            dest = archive / f"{ws.agent_id}.{n}"
+            n += 1
+        shutil.move(os.fspath(ws.agent_dir), os.fspath(dest))
+        os.utime(dest)
+    except OSError as exc:
+        raise StateError(os.fspath(ws.agent_dir),
+                         f"cannot archive to {dest}: {exc.strerror or exc}") from exc
+    return dest
+
+
+def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: float) -> List[Path]:
+    """Remove archived agent dirs (``agent-*`` only) whose mtime is older than the limit.
+    Returns what was removed; entries that cannot be removed are skipped."""
+    archive = _abs(archive_dir)
+    limit = now_epoch - older_than_hours * 3600.0
+    removed: List[Path] = []
+    try:
+        entries = sorted(os.scandir(archive), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    except OSError as exc:
+        raise StateError(os.fspath(archive), exc.strerror or str(exc)) from exc
+    for entry in entries:
+        if not entry.name.startswith("agent-"):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime >= limit:
+                continue
+            _rmtree(Path(entry.path))
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def files_left(ws: Workspace, limit: int = FILES_LEFT_MAX) -> Tuple[str, ...]:
+    """Files the agent left in the task dir, relative POSIX-style paths, sorted, at most
+    ``limit``; our own files (AGENTS.md, TOOLS.md, TASK.txt, agent-output.*) at the top
+    level are left out. Symlinks are listed, never followed."""
+    root = os.fspath(ws.task_dir)
+    found: List[str] = []
+    scanned = 0
+    stack = [""]
+    while stack and scanned < _FILES_LEFT_SCAN_MAX:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel_dir)))
+        except OSError:
+            continue
+        for entry in entries:
+            scanned += 1
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(rel)
+                continue
+            if not rel_dir and (entry.name in OWN_FILES or entry.name.startswith("agent-output.")):
+                continue
+            found.append(rel)
+    found.sort()
+    return tuple(found[:max(0, limit)])
