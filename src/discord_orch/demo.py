@@ -1,0 +1,97 @@
+"""`discord-orch demo`: the whole product on a local Discord, no token needed.
+
+Starts the loopback Discord (localdiscord.py) with a server, a bot and the
+three channels, writes a throw-away home with its discord-config.env, submits
+two sample tasks through the real submit path, runs one real orchestrate pass
+(a subprocess per agent, as in production) with the built-in stand-in agent or
+the real `openclaw`, and prints what appeared in each channel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import AgentError
+
+SAMPLE_TASKS = (
+    ("Write a haiku about cron jobs", "cheap", "low"),
+    ('Summarise: "quotes", back\\slashes and\nnewlines all survive', None, None),
+)
+
+
+def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[str], None] = print) -> None:
+    from .config import load_settings
+    from .discord_api import DiscordClient
+    from .localdiscord import LocalDiscord, RateLimits
+    from .orchestrator import Orchestrator
+    from .standin_openclaw import write_standin_executable
+    from .state import Store
+    from .submit import submit_task
+
+    home = Path(tempfile.mkdtemp(prefix="discord-orch-demo-"))
+    try:
+        with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld:
+            guild = ld.create_guild("demo")
+            bot = ld.create_user("discord-orch", bot=True)
+            ld.add_member(guild, bot.id)
+            channels = {name: ld.create_channel(guild, name) for name in ("task-queue", "results", "worker-pool")}
+            if real_agent:
+                openclaw = shutil.which("openclaw")
+                if openclaw is None:
+                    raise AgentError("openclaw", "not found on PATH (drop --real-agent to use the stand-in)")
+            else:
+                openclaw = str(write_standin_executable(home / "bin"))
+            for sub in ("workers", ".runtime", "archive"):
+                (home / sub).mkdir()
+            config = home / "discord-config.env"
+            config.write_text(
+                "# written by discord-orch demo: a local Discord on 127.0.0.1, not discord.com\n"
+                f"CHIP_TOKEN={bot.token}\n"
+                f"GUILD_ID={guild}\n"
+                f"TASK_QUEUE_CHANNEL={channels['task-queue']}\n"
+                f"RESULTS_CHANNEL={channels['results']}\n"
+                f"WORKER_POOL_CHANNEL={channels['worker-pool']}\n"
+                f"DISCORD_API_BASE_URL={ld.base_url}\n"
+                f"OPENCLAW_BIN={openclaw}\n"
+                "TIMEOUT=60\n", encoding="utf-8")
+            os.chmod(config, 0o600)
+            settings = load_settings(home, environ={k: v for k, v in os.environ.items()
+                                                    if k not in _CONFIG_ENV_KEYS})
+            echo(f"local Discord at {ld.base_url}; home {home}")
+            with DiscordClient(settings.token.reveal(), base_url=settings.api_base_url) as client:
+                for text, model, thinking in SAMPLE_TASKS:
+                    task_id = submit_task(client, settings, text, model, thinking, None)
+                    echo(f"submitted task {task_id}")
+                echo("running one orchestrate pass ...")
+                store = Store(settings.runtime_dir)
+                try:
+                    Orchestrator(settings, client, store).run_pass()
+                finally:
+                    store.close()
+            for name, cid in channels.items():
+                echo("")
+                echo(f"#{name}")
+                for msg in ld.messages(cid):
+                    reactions = " ".join(f"{e}{len(users)}" for e, users in ld.reactions(cid, msg["id"]).items())
+                    files = " ".join(f"[{a['filename']}]" for a in msg.get("attachments") or ())
+                    echo(f"  ┌ {msg['author']['username']}  {reactions} {files}".rstrip())
+                    for line in (msg.get("content") or "").splitlines() or [""]:
+                        echo(f"  │ {line}")
+            leftover = [p.name for p in (home / "workers").iterdir()]
+            echo("")
+            echo(f"workers/ after the pass: {leftover or 'empty (workspaces removed)'}")
+    finally:
+        if keep:
+            echo(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+# Keys the user's own environment must not inject into the demo's config.
+_CONFIG_ENV_KEYS = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN", "TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL",
+                    "WORKER_POOL_CHANNEL", "GUILD_ID", "DISCORD_API_BASE_URL", "OPENCLAW_BIN", "TIMEOUT",
+                    "MAX_AGENTS", "ALLOWED_USER_IDS", "ALLOWED_ROLE_IDS", "ALLOW_ANYONE", "DISCORD_ORCH_HOME")

@@ -1,0 +1,77 @@
+"""`discord-orch submit`: validate a task, post it to #task-queue, show its id.
+
+The seed's visible form is kept: the message ends up as
+``**[Task: <id>]** <task> [model:<m>] [thinking:<t>]``. The id is the
+message's own id, which exists only after the post, so the message is posted
+with its tags first and edited to add the header (as the seed did). The
+orchestrator strips the header, so a pass that reads the message between the
+two requests sees the same task. A task too long for one message is posted
+as a short message with the full text attached as ``TASK.txt``.
+
+Every create carries a nonce with ``enforce_nonce`` (discord_api.py), so a
+retried post cannot create the task twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import IO, Mapping, Optional
+
+from .errors import DiscordError, InputError
+from .models import FileUpload
+from .tasks import (THINKING_LEVELS, fits_in_message, format_attached_task_message, format_task_message,
+                    resolve_model, valid_models_text)
+
+log = logging.getLogger("discord_orch")
+
+MAX_TASK_CHARS = 1_000_000   # a task beyond this is surely a mistake (wrong file)
+WORKER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
+    if task_file is not None:
+        name = getattr(task_file, "name", "-")
+        try:
+            text = task_file.read(MAX_TASK_CHARS + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the task from {name}: {exc}") from None
+        if len(text) > MAX_TASK_CHARS:
+            raise InputError(f"the task in {name} is longer than {MAX_TASK_CHARS:,} characters")
+    elif task is not None:
+        text = task
+    else:
+        raise InputError('no task given: discord-orch submit "Your task here" [MODEL] [THINKING] '
+                         "(or --file PATH, --file - for standard input)")
+    if not text.strip():
+        raise InputError("the task is empty")
+    return text
+
+
+def validate_submission(text: str, model: Optional[str], thinking: Optional[str], worker: Optional[str],
+                        aliases: Mapping[str, str]) -> None:
+    """Check everything before anything is posted."""
+    if model is not None and resolve_model(model, aliases) is None:
+        raise InputError(f"unknown model {model!r}: use {valid_models_text(aliases)}")
+    if thinking is not None and thinking not in THINKING_LEVELS:
+        raise InputError(f"unknown thinking level {thinking!r}: use one of {', '.join(THINKING_LEVELS)}")
+    if worker is not None and (not worker or len(worker) > 32 or set(worker) - WORKER_NAME_CHARS):
+        raise InputError(f"bad worker type {worker!r}: 1-32 letters, digits, '-' or '_'")
+
+
+def submit_task(client, settings, text: str, model: Optional[str], thinking: Optional[str],
+                worker: Optional[str]) -> str:
+    """Post the task; returns its id (the message id)."""
+    channel = settings.task_queue_channel
+    tags = dict(model_alias=model, thinking=thinking, worker=worker)
+    if fits_in_message(format_task_message(text, task_id="0" * 20, **tags)):
+        msg = client.create_message(channel, format_task_message(text, **tags))
+        final = format_task_message(text, task_id=msg.id, **tags)
+    else:
+        upload = FileUpload("TASK.txt", text.encode("utf-8"))
+        msg = client.create_message(channel, format_attached_task_message(len(text), **tags), files=(upload,))
+        final = format_attached_task_message(len(text), task_id=msg.id, **tags)
+    try:
+        client.edit_message(channel, msg.id, final)
+    except DiscordError as exc:  # the task is posted and will run; only the visible header is missing
+        log.warning("task %s posted, but adding its header failed: %s", msg.id, exc)
+    return msg.id
