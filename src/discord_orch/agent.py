@@ -52,7 +52,7 @@ AGENT_MESSAGE = "Complete the task in TASK.txt. Write result to RESULT.txt in {t
 
 RESULT_READ_MAX = 8 * 1024 * 1024     # bytes of RESULT.txt we read at most
 SUMMARY_READ_MAX = 256 * 1024
-JSON_TAIL_MAX = 4 * 1024 * 1024       # bytes from the end of agent-output.json we parse
+JSON_TAIL_MAX = 1024 * 1024           # bytes from the end of agent-output.json we parse
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 20
 STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
@@ -301,7 +301,7 @@ def _read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bo
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            data = fh.read(limit)
+            data = fh.read(min(limit, size + 1))  # read(n) preallocates n bytes
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None, None, False
     except OSError:
@@ -602,6 +602,11 @@ class RunningAgent:
                    proc_start_ticks=proc_start_ticks, started_at=started_at, popen=None)
 
     # -- supervision ---------------------------------------------------------------
+
+    @property
+    def proc_start(self) -> Optional[int]:
+        """Alias of ``proc_start_ticks`` (what the state record stores)."""
+        return self.proc_start_ticks
 
     @property
     def finished(self) -> bool:

@@ -1,0 +1,103 @@
+"""Helpers for test_agent.py / test_workspace.py: a stand-in openclaw on disk, workspaces,
+running an agent to its end with a hard wall-clock bound, and /proc checks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from discord_orch import agent as A
+from discord_orch import workspace as W
+from discord_orch.standin_openclaw import write_standin_executable
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SAMPLES = SHARED / "openclaw" / "samples"
+MODEL = "openrouter/moonshotai/kimi-k2.5"
+_task_ids = itertools.count(123456789012345678)
+
+
+def next_task_id() -> str:
+    return str(next(_task_ids))
+
+
+class Rig:
+    """A temp dir with bin/openclaw (the stand-in), workers/, archive/ and a run log."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path
+        self.bin_dir = tmp_path / "bin"
+        self.openclaw = write_standin_executable(self.bin_dir)
+        self.workers = tmp_path / "workers"
+        self.archive = tmp_path / "archive"
+        self.run_log = tmp_path / "runs.jsonl"
+        self.user_config = tmp_path / "user-openclaw" / "openclaw.json"
+
+    def config(self, **kw) -> A.AgentConfig:
+        base = dict(openclaw_bin=str(self.openclaw), timeout_s=20.0, kill_grace_s=0.5,
+                    user_openclaw_config=self.user_config)
+        base.update(kw)
+        return A.AgentConfig(**base)
+
+    def workspace(self, task: str, *, task_id: Optional[str] = None,
+                  tools_md: Optional[str] = None) -> W.Workspace:
+        agent_id = W.new_agent_id(time.time())
+        task_id = task_id or next_task_id()
+        probe = W.Workspace.at(self.workers, agent_id, task_id)
+        md = W.render_agents_md(agent_id=agent_id, task_id=task_id, task_dir=probe.task_dir,
+                                description=task, model=MODEL, thinking="low")
+        return W.create_workspace(self.workers, agent_id, task_id, task, agents_md=md,
+                                  tools_md=tools_md, user_openclaw_config=self.user_config)
+
+    def start(self, task: str, cfg: Optional[A.AgentConfig] = None, *, thinking: str = "low",
+              model: str = MODEL):
+        ws = self.workspace(task)
+        ra = A.RunningAgent.start(cfg or self.config(), ws, task_id=ws.task_id,
+                                  session_id=f"{ws.agent_id}-{ws.task_id}", model=model,
+                                  thinking=thinking, now=time.time())
+        return ws, ra
+
+    def runs(self) -> List[dict]:
+        if not self.run_log.exists():
+            return []
+        return [json.loads(line) for line in self.run_log.read_text().splitlines() if line]
+
+
+def drive(ra: A.RunningAgent, limit_s: float = 30.0, interval: float = 0.02) -> A.Outcome:
+    """poll() until finished, failing the test if it takes longer than ``limit_s``."""
+    end = time.time() + limit_s
+    while not ra.poll(time.time()):
+        assert time.time() < end, f"agent {ra.agent_id} still not finished after {limit_s}s"
+        time.sleep(interval)
+    return ra.outcome(time.time())
+
+
+def pids_with_marker(agent_id: str) -> List[int]:
+    """Independent of agent.py: live (non-zombie) processes carrying the agent's marker."""
+    marker = f"DISCORD_ORCH_AGENT_ID={agent_id}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in env and state not in (b"Z", b"X"):
+            found.append(int(name))
+    return found
+
+
+def wait_for(predicate, limit_s: float = 5.0, interval: float = 0.02) -> bool:
+    end = time.time() + limit_s
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
