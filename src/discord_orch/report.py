@@ -1,0 +1,555 @@
+"""Outcome → Discord payloads: the result post, the refusal post, #worker-pool notices. Pure.
+
+No I/O and no clock: everything comes in as arguments, a :class:`Post` goes out.
+
+Text safety (every post also goes out with ``allowed_mentions {"parse": []}``,
+set by the client; this module makes the text safe on its own):
+
+* Agent text (RESULT/SUMMARY/reply, openclaw's error message, the log tail) is
+  shown only inside ````` ``` ````` code blocks. Discord's markdown does NOT honour
+  CommonMark's longer fences: a block always ends at the first ````` ``` ````` after
+  its opening (a ```````` ```` ```````` fence shows stray backticks and ends just as
+  early). So fences are always exactly three backticks and, inside, a
+  zero-width space (U+200B) is put between any two adjacent backticks: the text
+  can hold no ````` ``` ````` and cannot close the block. Blocks are never empty.
+* Any other untrusted text (the task's head, file names, reasons, model names,
+  paths) is shown on one line outside the blocks with Discord's markdown
+  characters backslash-escaped (``\\ ` * _ ~ | [ ]``), so it can neither open a
+  code span or block nor format, spoil or mask a link; and ``@everyone``,
+  ``@here`` and ``<@…>`` get a zero-width space after the ``@`` / ``<`` so they
+  are never mentions, even without allowed_mentions.
+* Short trusted-shape values (ids, model ids, file names without backticks) are
+  shown as inline code spans.
+* NULs are removed everywhere.
+
+Length: a post's content is at most 2,000 characters, always. The header lines
+are never cut; body parts are cut in a fixed order (least useful first), each
+down to a floor, before anything is dropped; cuts happen before fencing, so
+blocks stay balanced. RESULT.txt is attached whenever the post does not show it
+exactly and completely (cut, not shown because SUMMARY.txt was, or altered by the
+backtick escaping), so a result of any length stays retrievable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal as _signal
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import models
+from .agent import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage
+
+MESSAGE_LIMIT = 2000
+ZWSP = "\u200b"
+FENCE = "```"
+SUMMARY_MAX = 1500
+TASK_HEAD_MAX = 200          # characters of the task prompt in a result post
+NOTICE_TASK_MAX = 60         # characters of the task in a spawn notice
+REASON_MAX = 300
+ERROR_MAX = 600
+LOG_MAX = 1000
+LOG_LINES = 20
+FILES_MAX = 10               # names listed at most; "(+N more)" after
+FILE_NAME_MAX = 80
+ID_MAX = 64                  # agent ids, worker names... as shown
+MODEL_MAX = 100
+PATH_MAX = 200
+ATTACHMENT_MAX_BYTES = 8 * 1024 * 1024   # below Discord's 10 MiB upload limit for bots
+RESULT_FILE = "RESULT.txt"
+REPLY_FILE = "REPLY.txt"
+
+STATUS_LABELS = {
+    OK: "✅ **DONE**",
+    FAILED: "❌ **FAILED**",
+    TIMED_OUT: "⏱ **TIMED OUT**",
+    KILLED: "⛔ **KILLED**",
+    INTERRUPTED: "⛔ **INTERRUPTED**",
+}
+STATUS_WORDS = {OK: "done", FAILED: "failed", TIMED_OUT: "timed out", KILLED: "killed",
+                INTERRUPTED: "interrupted"}
+
+Prices = Mapping[str, Tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Post:
+    """One message to create. ``reply_to`` is a message id in the same channel."""
+
+    content: str
+    files: Tuple[models.FileUpload, ...] = ()
+    reply_to: Optional[str] = None
+    embeds: tuple = ()
+
+
+# ----------------------------------------------------------------------
+# text safety
+# ----------------------------------------------------------------------
+_BACKTICK_PAIR = re.compile(r"`(?=`)")
+_MARKDOWN = re.compile(r"([\\`*_~|\[\]])")
+_MASS_MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
+_USER_MENTION = re.compile(r"<(?=@)")
+_BLANKS = re.compile(r"\s+")
+_LINK_ID = re.compile(r"[0-9]{1,24}|@me")
+
+
+def _no_nul(text: object) -> str:
+    return ("" if text is None else str(text)).replace("\x00", "")
+
+
+def neutralize_mentions(text: str) -> str:
+    """``@everyone``/``@here``/``<@id>``/``<@&id>`` → the same with a zero-width space, never a ping."""
+    return _USER_MENTION.sub("<" + ZWSP, _MASS_MENTION.sub("@" + ZWSP + r"\1", text))
+
+
+def escape_inline(text: str) -> str:
+    """Untrusted text for outside code blocks: NULs dropped, markdown escaped, mentions neutralised."""
+    return neutralize_mentions(_MARKDOWN.sub(r"\\\1", _no_nul(text)))
+
+
+def escape_fenced(text: str) -> str:
+    """Text for inside a ``` block: NULs dropped, a zero-width space between adjacent backticks."""
+    return _BACKTICK_PAIR.sub("`" + ZWSP, _no_nul(text))
+
+
+def fence(text: str) -> str:
+    """A code block around ``text`` (escaped with :func:`escape_fenced`)."""
+    return f"{FENCE}\n{escape_fenced(text)}\n{FENCE}"
+
+
+def one_line(text: str) -> str:
+    """All runs of blanks and line breaks → one space; trimmed."""
+    return _BLANKS.sub(" ", _no_nul(text)).strip()
+
+
+def _cut(text: str, n: int) -> str:
+    """At most n characters, with "…" as the last one when cut."""
+    if len(text) <= n:
+        return text
+    return text[:max(0, n - 1)] + "…" if n > 0 else ""
+
+
+def _inline(text: str, n: int) -> str:
+    """One line of untrusted text, at most n characters of it, escaped."""
+    return escape_inline(_cut(one_line(text), n))
+
+
+def _code(value: object, n: int = ID_MAX) -> str:
+    """An inline code span when the value can be one, else escaped text."""
+    text = _cut(one_line(_no_nul(value)), n)
+    if text and "`" not in text:
+        return f"`{text}`"
+    return escape_inline(text) if text else "`-`"
+
+
+# ----------------------------------------------------------------------
+# numbers
+# ----------------------------------------------------------------------
+def format_duration(seconds: Optional[float]) -> str:
+    """``4s``, ``1m 04s``, ``2h 03m 09s``; "n/a" when unknown or not a sane number."""
+    if seconds is None or isinstance(seconds, bool):
+        return "n/a"
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(value) or value < 0:
+        return "n/a"
+    total = int(value + 0.5)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _valid_money(value: object) -> Optional[float]:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def format_cost(cost_usd: Optional[float], *, estimated: bool = False) -> str:
+    """``$0.0123`` (4 decimals under $1, 2 from $1), ``$0.00`` for free, "n/a" when unknown.
+
+    ``estimated`` (a cost computed from the price table, not reported by
+    openclaw) appends " (est.)".
+    """
+    cost = _valid_money(cost_usd)
+    if cost is None:
+        return "n/a"
+    if cost == 0:
+        text = "$0.00"
+    elif cost < 0.0001:
+        text = "<$0.0001"
+    elif cost < 1:
+        text = f"${cost:.4f}"
+    else:
+        text = f"${cost:,.2f}"
+    return f"{text} (est.)" if estimated else text
+
+
+def model_used(usage: Usage, model_requested: Optional[str] = None) -> Optional[str]:
+    """``provider/model`` from openclaw's usage, else the requested model, else None."""
+    model = (usage.model or "").strip()
+    provider = (usage.provider or "").strip()
+    if model:
+        return model if not provider or model.startswith(provider + "/") else f"{provider}/{model}"
+    return (model_requested or "").strip() or None
+
+
+def _tokens(value: object) -> Optional[int]:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def estimate_cost(usage: Usage, prices: Optional[Prices], model_id: Optional[str]) -> Optional[float]:
+    """tokens_in/1000*p_in + tokens_out/1000*p_out from ``prices[model_id]``; None when anything is unknown."""
+    if not prices or not model_id:
+        return None
+    tin, tout = _tokens(usage.input_tokens), _tokens(usage.output_tokens)
+    if tin is None or tout is None:
+        return None
+    price = prices.get(model_id)
+    if price is None and usage.model:
+        price = prices.get(usage.model)
+    if not price or len(price) != 2:
+        return None
+    pin, pout = _valid_money(price[0]), _valid_money(price[1])
+    if pin is None or pout is None:
+        return None
+    return tin / 1000 * pin + tout / 1000 * pout
+
+
+def cost_text(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None) -> str:
+    """openclaw's own cost when it gave one, else the price-table estimate, else "n/a"."""
+    reported = _valid_money(usage.cost_usd)
+    if reported is not None:
+        return format_cost(reported)
+    return format_cost(estimate_cost(usage, prices, model_id), estimated=True)
+
+
+def _tokens_text(usage: Usage) -> str:
+    tin, tout = _tokens(usage.input_tokens), _tokens(usage.output_tokens)
+    if tin is None and tout is None:
+        return "tokens n/a"
+    show = lambda n: "n/a" if n is None else f"{n:,}"  # noqa: E731
+    return f"{show(tin)} in / {show(tout)} out tokens"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{_signal.Signals(number).name} ({number})"
+    except (ValueError, TypeError):
+        return str(number)
+
+
+def exit_text(outcome: Outcome) -> str:
+    """``exit code 1`` / ``signal SIGKILL (9)`` / ``exit code unknown``."""
+    if outcome.signal is not None:
+        return f"signal {_signal_name(outcome.signal)}"
+    if outcome.exit_code is not None:
+        return f"exit code {outcome.exit_code}"
+    return "exit code unknown"
+
+
+# ----------------------------------------------------------------------
+# where the post goes
+# ----------------------------------------------------------------------
+def jump_link(guild_id: Optional[str], channel_id: str, message_id: str) -> str:
+    """``https://discord.com/channels/<guild>/<channel>/<message>`` (``@me`` without a guild)."""
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def _placement(task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
+               guild_id: Optional[str]) -> Tuple[Optional[str], str]:
+    """(reply_to, " · <link>"): a reply in the same channel, else a jump link in the header."""
+    if task_channel_id and str(task_channel_id) == str(results_channel_id):
+        return str(task_id), ""
+    ids = [str(guild_id or "@me"), str(task_channel_id or ""), str(task_id or "")]
+    if not all(_LINK_ID.fullmatch(i) for i in ids):
+        return None, ""  # not ids: no link rather than a broken or unsafe one
+    return None, " · " + jump_link(*ids)
+
+
+# ----------------------------------------------------------------------
+# fitting a post into 2,000 characters
+# ----------------------------------------------------------------------
+def _head_block(text: str, cap: int) -> Tuple[str, bool]:
+    """Escaped head of text in at most cap characters (+ a "…" line when cut); (shown, cut)."""
+    escaped = escape_fenced(text)
+    if len(escaped) <= cap:
+        return escaped, False
+    head = escaped[:max(0, cap)]
+    return (head.rstrip("\n") + "\n…") if head.strip() else "…", True
+
+
+def _tail_block(text: str, cap: int) -> str:
+    """Escaped end of text in at most cap characters, starting at a line when possible."""
+    escaped = escape_fenced(text)
+    if len(escaped) <= cap:
+        return escaped
+    tail = escaped[len(escaped) - max(0, cap):]
+    newline = tail.find("\n")
+    if 0 <= newline < min(len(tail) - 1, 120):
+        tail = tail[newline + 1:]
+    return "…\n" + tail if tail.strip() else "…"
+
+
+def _fit(build: Callable[[Dict[str, int]], str], caps: Dict[str, int], floors: Dict[str, int],
+         order: Sequence[str], limit: int) -> str:
+    """Shrink caps (in ``order``, each down to its floor) until ``build(caps)`` fits ``limit``."""
+    content = build(caps)
+    while len(content) > limit:
+        over = len(content) - limit
+        for name in order:
+            if caps[name] > floors[name]:
+                step = 1 if name == "files" else over
+                caps[name] = max(floors[name], caps[name] - step)
+                break
+        else:
+            return content  # the caller's fallback handles it
+        content = build(caps)
+    return content
+
+
+def _log_tail(text: str, lines: int = LOG_LINES) -> str:
+    kept = _no_nul(text).rstrip("\n").splitlines()[-lines:]
+    return "\n".join(kept)
+
+
+def _attachment(name: str, text: str, task_id: str, max_bytes: int) -> Tuple[models.FileUpload, int, int]:
+    """(upload, bytes attached, bytes in all); cut at a UTF-8 boundary when over max_bytes."""
+    data = text.encode("utf-8", "replace")
+    total = len(data)
+    if total > max_bytes:
+        data = data[:max_bytes].decode("utf-8", "ignore").encode("utf-8")
+    upload = models.FileUpload(name, data, f"{name} of task {task_id}")
+    return upload, len(data), total
+
+
+# ----------------------------------------------------------------------
+# posts
+# ----------------------------------------------------------------------
+def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
+                guild_id: Optional[str], agent_id: str, outcome: Outcome, task_description: str,
+                thinking: Optional[str], model_requested: Optional[str], worker: Optional[str] = None,
+                archive_path: Optional[str] = None, prices: Optional[Prices] = None,
+                summary_max: int = SUMMARY_MAX, limit: int = MESSAGE_LIMIT,
+                attachment_max_bytes: int = ATTACHMENT_MAX_BYTES) -> Post:
+    """The #results post for one finished run. See the module docstring for the safety rules.
+
+    Header (never cut): status, task id, agent id, and a jump link to the task
+    when #results is another channel (else the post replies to the task); then
+    model used, thinking, duration, tokens, cost. Body: the task's head, then
+    for a failed run the reason with the exit code or signal and openclaw's
+    error; SUMMARY.txt, else RESULT.txt's head, else the agent's reply; for a
+    failed run the last lines of agent-output.log; the files left; where the
+    workspace was kept; a note on the attachment.
+    """
+    status = outcome.status
+    failed = status != OK
+    reply_to, link = _placement(task_id, task_channel_id, results_channel_id, guild_id)
+    label = STATUS_LABELS.get(status, "❔ **" + escape_inline(one_line(str(status)).upper()[:20]) + "**")
+    header = f"{label} · task {_code(task_id, 24)} · agent {_code(agent_id)}{link}"
+    used = model_used(outcome.usage, model_requested)
+    facts = [f"model {_code(used, MODEL_MAX) if used else 'n/a'}"]
+    requested = (model_requested or "").strip()
+    if used and requested and used != requested:
+        facts[0] += f" (asked for {_code(requested, MODEL_MAX)})"
+    facts.append(f"thinking {_code(thinking, 20) if thinking else 'n/a'}")
+    if worker:
+        facts.append(f"worker {_code(worker, 32)}")
+    facts.append(format_duration(outcome.duration_s))
+    facts.append(_tokens_text(outcome.usage))
+    facts.append("cost " + cost_text(outcome.usage, prices, used))
+    header += "\n" + " · ".join(facts)
+
+    # What the result block shows, and what could be attached.
+    result = _no_nul(outcome.result_text)
+    summary = _no_nul(outcome.summary_text).strip()
+    reply = _no_nul(outcome.reply_text)
+    if summary:
+        block_label, block_text = "📄 **Summary** (SUMMARY.txt)", summary
+    elif result.strip():
+        block_label, block_text = "📄 **Result** (RESULT.txt)", result.strip()
+    elif reply.strip():
+        block_label, block_text = "💬 **Agent reply** (no RESULT.txt)", reply.strip()
+    else:
+        block_label, block_text = "", ""
+    if result.strip():
+        attach_name, attach_text = RESULT_FILE, result
+    elif reply.strip() and not summary:
+        attach_name, attach_text = REPLY_FILE, reply
+    else:
+        attach_name, attach_text = "", ""
+    result_truncated = bool(getattr(outcome, "result_truncated", False))
+    result_bytes = getattr(outcome, "result_bytes", None)
+
+    description = one_line(task_description)
+    reason = one_line(outcome.reason) or f"{STATUS_WORDS.get(status, 'ended')}, no reason recorded"
+    error = _no_nul(outcome.error_message).strip()
+    log_tail = _log_tail(outcome.log_tail) if failed else ""
+    files = [one_line(f) for f in outcome.files if one_line(f)]
+    summary_cap = max(0, int(summary_max))
+
+    caps = {"task": TASK_HEAD_MAX, "reason": REASON_MAX, "error": ERROR_MAX,
+            "result": summary_cap, "log": LOG_MAX, "files": FILES_MAX, "path": PATH_MAX}
+    floors = {"task": 40, "reason": 80, "error": 100, "result": 0, "log": 200, "files": 0, "path": 60}
+    state: Dict[str, object] = {}
+
+    def attached_bytes() -> Tuple[int, int]:
+        if "upload" not in state:  # encode once, however often build() runs
+            state["upload"], state["attached"], state["total"] = _attachment(
+                attach_name, attach_text, task_id, attachment_max_bytes)
+        return state["attached"], state["total"]  # type: ignore[return-value]
+
+    def build(c: Dict[str, int]) -> str:
+        lines = [header]
+        if description:
+            lines.append("📝 " + _inline(description, c["task"]))
+        if failed:
+            lines.append(f"**Why:** {_inline(reason, c['reason'])} · {exit_text(outcome)}")
+            if error:
+                shown, _ = _head_block(error, c["error"])
+                lines.append("**openclaw said:**\n" + f"{FENCE}\n{shown}\n{FENCE}")
+        shown_all = False
+        if block_text and c["result"] > 0:
+            shown, cut = _head_block(block_text, c["result"])
+            lines.append(f"{block_label}\n{FENCE}\n{shown}\n{FENCE}")
+            shown_all = not cut and shown == block_text
+        elif not block_text and not failed:
+            lines.append("⚠️ The agent wrote no RESULT.txt and gave no reply.")
+        if log_tail.strip():
+            lines.append(f"**agent-output.log** (last {LOG_LINES} lines):\n"
+                         f"{FENCE}\n{_tail_block(log_tail, c['log'])}\n{FENCE}")
+        if files and c["files"] > 0:
+            names = ", ".join(_code(f, FILE_NAME_MAX) for f in files[:c["files"]])
+            more = len(files) - c["files"]
+            lines.append(f"📎 **Files:** {names}" + (f" (+{more} more)" if more > 0 else ""))
+        if archive_path:
+            lines.append(f"🗂 **Workspace kept:** {_code(archive_path, c['path'])}")
+        # Attach unless the post shows the attachable text exactly and completely.
+        shows_it = shown_all and attach_text.strip() == block_text and not result_truncated
+        state["attach"] = bool(attach_text) and not shows_it
+        if state["attach"]:
+            attached, total = attached_bytes()
+            on_disk = result_bytes if (result_truncated and attach_name == RESULT_FILE and result_bytes) else total
+            if attached < on_disk:
+                lines.append(f"📦 **{attach_name}** attached: its first {attached:,} of {on_disk:,} bytes.")
+            else:
+                lines.append(f"📦 Full text in the attached **{attach_name}** ({len(attach_text):,} characters).")
+        return "\n".join(lines)
+
+    order = (("files", "result", "task", "log", "error", "path", "reason") if failed
+             else ("files", "task", "result", "log", "error", "path", "reason"))
+    content = _fit(build, caps, floors, order, limit)
+    if len(content) > limit:  # not reachable with the caps above; kept as a hard guarantee
+        content = header[:limit]
+    files_out = (state["upload"],) if state.get("attach") else ()
+    return Post(content=content, files=files_out, reply_to=reply_to)  # type: ignore[arg-type]
+
+
+def refusal_post(*, task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
+                 guild_id: Optional[str], reason: Union[str, Sequence[str]], task_description: str = "",
+                 limit: int = MESSAGE_LIMIT) -> Post:
+    """⛔ refused: the task will not run, and why (one bullet per line or per item of ``reason``).
+
+    The reason names what is wrong, e.g. ``unknown model "x": use cheap, ...`` or
+    ``user 123 is not allowed ...; add the id to ALLOWED_USER_IDS or ...``.
+    """
+    reply_to, link = _placement(task_id, task_channel_id, results_channel_id, guild_id)
+    header = f"⛔ **REFUSED** · task {_code(task_id, 24)}{link}"
+    items = [reason] if isinstance(reason, str) else list(reason)
+    lines = [one_line(line) for item in items for line in _no_nul(item).splitlines() if one_line(line)]
+    lines = lines or ["no reason recorded"]
+    description = one_line(task_description)
+    caps = {"task": TASK_HEAD_MAX, "reason": 1500}
+    floors = {"task": 0, "reason": 100}
+
+    def build(c: Dict[str, int]) -> str:
+        out = [header]
+        budget = c["reason"]
+        for line in lines:
+            if budget <= 0:
+                out.append("• …")
+                break
+            out.append("• " + _inline(line, budget))
+            budget -= len(line) + 3
+        if description and c["task"] > 0:
+            out.append("📝 " + _inline(description, c["task"]))
+        return "\n".join(out)
+
+    content = _fit(build, caps, floors, ("task", "reason"), limit)
+    if len(content) > limit:
+        content = header[:limit]
+    return Post(content=content, reply_to=reply_to)
+
+
+# ----------------------------------------------------------------------
+# #worker-pool notices
+# ----------------------------------------------------------------------
+def notice_line_spawned(agent_id: str, task_id: str, description: str, worker: Optional[str] = None) -> str:
+    """``🤖 **AGENT SPAWNED** `agent-…` · task `…` · <first 60 characters of the task, one line>``."""
+    parts = [f"🤖 **AGENT SPAWNED** {_code(agent_id)}", f"task {_code(task_id, 24)}"]
+    if worker:
+        parts.append(f"worker {_code(worker, 32)}")
+    head = _inline(description, NOTICE_TASK_MAX)
+    if head:
+        parts.append(head)
+    return " · ".join(parts)
+
+
+notice_lines_spawned = notice_line_spawned  # the name the brief used
+
+
+def notice_line_finished(agent_id: str, task_id: str, status: str, duration_s: Optional[float]) -> str:
+    """``✅ Agent `agent-…` finished task `…`: done in 1m 04s`` (icon and word by status)."""
+    icon = STATUS_LABELS.get(status, "❔").split(" ")[0]
+    word = STATUS_WORDS.get(status) or escape_inline(one_line(str(status)))[:20] or "ended"
+    return (f"{icon} Agent {_code(agent_id)} finished task {_code(task_id, 24)}: "
+            f"{word} after {format_duration(duration_s)}")
+
+
+def _cut_line(line: str, limit: int) -> str:
+    """Cut to limit characters without leaving an inline code span or an escape open."""
+    if len(line) <= limit:
+        return line
+    cut = line[:max(0, limit - 2)]
+    trailing = len(cut) - len(cut.rstrip("\\"))
+    if trailing % 2:
+        cut = cut[:-1]
+    if len(re.findall(r"(?<!\\)`", cut)) % 2:
+        cut += "`"
+    return cut + "…"
+
+
+def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]:
+    """Pack lines, in order, into as few messages as fit (each ≤ limit; an over-long line is cut)."""
+    out: List[str] = []
+    current = ""
+    for raw in lines:
+        line = _cut_line(_no_nul(raw).strip("\n"), limit)
+        if not line:
+            continue
+        if current and len(current) + 1 + len(line) <= limit:
+            current += "\n" + line
+        else:
+            if current:
+                out.append(current)
+            current = line
+    if current:
+        out.append(current)
+    return out
