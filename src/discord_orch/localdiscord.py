@@ -487,6 +487,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server_version = "LocalDiscord/1.0"
     sys_version = ""
     server: _Server
@@ -546,9 +547,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if resp.content_type:
                     self.send_header("Content-Type", resp.content_type)
                 self.send_header("Content-Length", str(len(resp.body)))
-            self.end_headers()
+            # headers and body in one write (no Nagle / delayed-ACK stall between them)
+            self._headers_buffer.append(b"\r\n")
             if resp.status not in (204, 304) and self.command != "HEAD":
-                self.wfile.write(resp.body)
+                self._headers_buffer.append(resp.body)
+            self.flush_headers()
         except OSError:
             self.close_connection = True
 
