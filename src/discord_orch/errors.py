@@ -18,7 +18,8 @@ The tree is deliberately shallow::
         ├── NotFound           404: unknown channel / message / ...
         ├── BadRequest         400 and other 4xx: Discord's code and field errors
         ├── RateLimitedTooLong a rate-limit wait would exceed the configured cap
-        └── DiscordUnavailable 5xx or connection errors after bounded retries
+        ├── DiscordUnavailable 5xx or connection errors after bounded retries
+        └── AttachmentTooLarge a download would exceed the caller's byte limit
 """
 
 from __future__ import annotations
@@ -198,6 +199,24 @@ class DiscordUnavailable(DiscordError):
 
     def __str__(self) -> str:
         return f"Discord is unavailable on {self._where()} after {self.attempts} attempt(s): {self.last}"
+
+
+class AttachmentTooLarge(DiscordError):
+    """An attachment is bigger than the caller's limit; the download stopped there."""
+
+    what = "attachment too large"
+
+    def __init__(self, size: Optional[int], limit: int, *, filename: str = "",
+                 channel_id: Optional[str] = None) -> None:
+        super().__init__("GET", "{attachment_url}", None, None, "", channel_id=channel_id)
+        self.size = size  # None: no Content-Length, known only to exceed the limit
+        self.limit = limit
+        self.filename = filename
+
+    def __str__(self) -> str:
+        name = f" {self.filename!r}" if self.filename else ""
+        size = f"{self.size} bytes" if self.size is not None else f"more than {self.limit} bytes"
+        return f"attachment{name} is {size}, over the {self.limit}-byte limit (not downloaded)"
 
 
 def _flatten_field_errors(errors: Mapping[str, Any], prefix: str = "") -> str:

@@ -1,0 +1,567 @@
+"""DiscordClient: Discord's HTTP API v10 over ``requests``, with typed results and errors.
+
+This is the edge: JSON becomes :mod:`discord_orch.models` values, error answers
+become :mod:`discord_orch.errors` exceptions, and nothing above this module sees
+a raw response. Rate limits are obeyed proactively through the pure
+:class:`~discord_orch.ratelimit.RateLimiter` (see its module docstring for the
+protocol); this module owns the clock, the sleeping and the lock.
+
+Retries are bounded: connection errors, timeouts and 500/502/503/504 are
+retried up to ``max_retries`` times with exponential backoff and jitter; a 429
+is waited out (``retry_after``, capped by ``max_wait``) and retried at most
+:data:`MAX_RATE_LIMIT_RETRIES` times; every other 4xx raises at once.
+Message creation always carries a nonce with ``enforce_nonce`` so that a retry
+of a create that did reach Discord returns the first message instead of
+posting a second one.
+
+After a 401 the client refuses to send anything else: Discord (Cloudflare)
+bans clients that keep sending invalid requests.
+
+The bot token is sent per request in the ``Authorization`` header and appears
+in no log line, exception or repr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import requests
+
+from . import PROJECT_URL, __version__
+from .errors import (
+    AttachmentTooLarge,
+    BadRequest,
+    ConfigError,
+    DiscordError,
+    DiscordUnavailable,
+    Forbidden,
+    NotFound,
+    RateLimitedTooLong,
+    Unauthorized,
+)
+from .models import Channel, FileUpload, Member, Message, User
+from .ratelimit import RateLimiter, RateLimitHeaders
+
+__all__ = ["DiscordClient", "ClientStats", "DEFAULT_BASE_URL", "NO_MENTIONS"]
+
+log = logging.getLogger("discord_orch.http")
+
+DEFAULT_BASE_URL = "https://discord.com/api/v10"
+DEFAULT_MAX_WAIT_S = 60.0
+DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+DEFAULT_MAX_RETRIES = 3        # after the first attempt, for transient failures only
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+RETRY_BACKOFF_BASE_S = 0.5     # first backoff; doubles per retry...
+RETRY_BACKOFF_CAP_S = 8.0      # ...up to this; the actual sleep is jittered in [d/2, d]
+MAX_RATE_LIMIT_RETRIES = 5     # 429s in a row for one call before giving up
+FALLBACK_RETRY_AFTER_S = 1.0   # a 429 that says nothing about when to retry
+NONCE_MAX_LENGTH = 25          # Discord's limit for a string nonce
+MAX_PAGE_SIZE = 100            # Discord's limit for list messages / reaction users
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
+ERROR_TEXT_MAX = 300           # keep exception messages one readable line
+
+# allowed_mentions that pings nobody; read-only so no caller can change the default.
+NO_MENTIONS: Mapping[str, Any] = MappingProxyType({"parse": ()})
+
+_TRANSIENT_EXCEPTIONS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+_ATTACHMENT_ROUTE = "{attachment_url}"
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """Counters since the client was made. ``waited_s`` sums rate-limit waits over all threads."""
+
+    requests: int = 0       # HTTP attempts actually sent (including retries and downloads)
+    responses_429: int = 0
+    retries: int = 0        # attempts repeated after a transient failure or a 429
+    waited_s: float = 0.0
+
+
+class DiscordClient:
+    """A thread-safe client for the part of Discord's HTTP API discord-orch uses.
+
+    ``clock`` and ``sleep`` are injectable for tests; ``clock`` must be monotonic.
+    ``user_agent``, if given, is appended to Discord's required
+    ``DiscordBot (url, version)`` form.
+    """
+
+    def __init__(self, token: str, base_url: str = DEFAULT_BASE_URL, *, max_wait: float = DEFAULT_MAX_WAIT_S,
+                 timeout: Union[float, Tuple[float, float]] = DEFAULT_TIMEOUT,
+                 max_retries: int = DEFAULT_MAX_RETRIES, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, user_agent: Optional[str] = None) -> None:
+        token = (token or "").strip()
+        if token.startswith("Bot "):
+            token = token[len("Bot "):].strip()
+        if not token or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+            # Never echo the value: it is a secret, even when malformed.
+            raise ConfigError("bot token", "is empty or contains whitespace or control characters")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._token = token
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._max_retries = int(max_retries)
+        self._clock = clock
+        self._sleep = sleep
+        self._user_agent = f"DiscordBot ({PROJECT_URL}, {__version__})" + (f" {user_agent}" if user_agent else "")
+        self._limiter = RateLimiter(max_wait)
+        self._lock = threading.Lock()  # guards the limiter, the stats and _unauthorized
+        self._unauthorized = False
+        self._stats = ClientStats()
+        self._random = random.Random()
+        self._session = requests.Session()
+
+    # -- lifecycle ------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"DiscordClient(base_url={self._base_url!r}, max_wait={self._limiter.max_wait})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "DiscordClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> ClientStats:
+        with self._lock:
+            return self._stats
+
+    # -- API ------------------------------------------------------------
+
+    def me(self) -> User:
+        return self._call("GET", "/users/@me", {}, parse=User.from_json)
+
+    def get_channel(self, channel_id: str) -> Channel:
+        return self._call("GET", "/channels/{channel_id}", {"channel_id": channel_id}, parse=Channel.from_json)
+
+    def get_member(self, guild_id: str, user_id: str) -> Member:
+        return self._call("GET", "/guilds/{guild_id}/members/{user_id}",
+                          {"guild_id": guild_id, "user_id": user_id}, parse=Member.from_json)
+
+    def get_message(self, channel_id: str, message_id: str) -> Message:
+        return self._call("GET", "/channels/{channel_id}/messages/{message_id}",
+                          {"channel_id": channel_id, "message_id": message_id}, parse=Message.from_json)
+
+    def list_messages(self, channel_id: str, *, after: Optional[str] = None, before: Optional[str] = None,
+                      around: Optional[str] = None, limit: int = 50) -> List[Message]:
+        """One page of messages, in Discord's order (newest first)."""
+        anchors = {k: v for k, v in (("after", after), ("before", before), ("around", around)) if v is not None}
+        if len(anchors) > 1:
+            raise ValueError("give at most one of after, before, around")
+        query: Dict[str, str] = {k: str(v) for k, v in anchors.items()}
+        query["limit"] = str(_page_size(limit))
+        return self._call("GET", "/channels/{channel_id}/messages", {"channel_id": channel_id}, query=query,
+                          parse=_list_of(Message.from_json))
+
+    def iter_messages_after(self, channel_id: str, after: str, page_size: int = MAX_PAGE_SIZE) -> Iterator[Message]:
+        """Every message after ``after``, OLDEST first, one page request at a time."""
+        page_size = _page_size(page_size)
+        _check_ids("GET", "/channels/{channel_id}/messages", {"after": after}, channel_id)
+        cursor = int(after)
+        while True:
+            page = self.list_messages(channel_id, after=str(cursor), limit=page_size)
+            # Sort rather than trust the order, and never walk backwards.
+            fresh = sorted((m for m in page if int(m.id) > cursor), key=lambda m: int(m.id))
+            yield from fresh
+            if len(page) < page_size or not fresh:
+                return
+            cursor = int(fresh[-1].id)
+
+    def create_message(self, channel_id: str, content: str = "", *, files: Sequence[FileUpload] = (),
+                       reply_to: Optional[str] = None, nonce: Optional[Union[str, int]] = None,
+                       allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS,
+                       embeds: Optional[Sequence[Mapping[str, Any]]] = None) -> Message:
+        """Post a message. Always idempotent: a nonce (given or generated) is sent with
+        ``enforce_nonce``, so a retried create returns the message the first try made."""
+        cid = str(channel_id)
+        _check_ids("POST", "/channels/{channel_id}/messages", {"reply_to": reply_to} if reply_to else {}, cid)
+        payload: Dict[str, Any] = {
+            "content": content,
+            "allowed_mentions": _plain(NO_MENTIONS if allowed_mentions is None else allowed_mentions),
+            "nonce": _check_nonce(nonce) if nonce is not None else secrets.token_hex(NONCE_MAX_LENGTH // 2),
+            "enforce_nonce": True,
+        }
+        if embeds is not None:
+            payload["embeds"] = _plain(list(embeds))
+        if reply_to is not None:
+            payload["message_reference"] = {"message_id": str(reply_to), "channel_id": cid,
+                                            "fail_if_not_exists": False}
+        if not files:
+            return self._call("POST", "/channels/{channel_id}/messages", {"channel_id": cid}, json_body=payload,
+                              parse=Message.from_json)
+        uploads = list(files)
+        if not all(isinstance(f, FileUpload) for f in uploads):
+            raise TypeError("files must be FileUpload values")
+        payload["attachments"] = [
+            {"id": i, "filename": f.filename, **({"description": f.description} if f.description else {})}
+            for i, f in enumerate(uploads)
+        ]
+        form = {"payload_json": json.dumps(payload)}
+        parts = [(f"files[{i}]", (f.filename, f.data, "application/octet-stream")) for i, f in enumerate(uploads)]
+        return self._call("POST", "/channels/{channel_id}/messages", {"channel_id": cid}, form=form, files=parts,
+                          parse=Message.from_json)
+
+    def edit_message(self, channel_id: str, message_id: str, content: Optional[str] = None, *,
+                     embeds: Optional[Sequence[Mapping[str, Any]]] = None,
+                     allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS) -> Message:
+        payload: Dict[str, Any] = {"allowed_mentions": _plain(NO_MENTIONS if allowed_mentions is None
+                                                              else allowed_mentions)}
+        if content is not None:
+            payload["content"] = content
+        if embeds is not None:
+            payload["embeds"] = _plain(list(embeds))
+        return self._call("PATCH", "/channels/{channel_id}/messages/{message_id}",
+                          {"channel_id": channel_id, "message_id": message_id}, json_body=payload,
+                          parse=Message.from_json)
+
+    def add_reaction(self, channel_id: str, message_id: str, emoji: str) -> None:
+        self._call("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+                   {"channel_id": channel_id, "message_id": message_id, "emoji": emoji}, parse=None)
+
+    def remove_own_reaction(self, channel_id: str, message_id: str, emoji: str) -> None:
+        self._call("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+                   {"channel_id": channel_id, "message_id": message_id, "emoji": emoji}, parse=None)
+
+    def reaction_users(self, channel_id: str, message_id: str, emoji: str, *, after: Optional[str] = None,
+                       limit: int = 25) -> List[User]:
+        query = {"limit": str(_page_size(limit))}
+        if after is not None:
+            query["after"] = str(after)
+        return self._call("GET", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}",
+                          {"channel_id": channel_id, "message_id": message_id, "emoji": emoji}, query=query,
+                          parse=_list_of(User.from_json))
+
+    def download(self, url: str, *, max_bytes: int) -> bytes:
+        """An attachment's bytes; :class:`AttachmentTooLarge` past ``max_bytes`` (read no further).
+
+        The token is sent only to the API's own origin and path, never to a CDN.
+        """
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("attachment URL must be http(s)")
+        filename = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1])
+        headers = self._headers(auth=self._is_api_url(url))
+        failures = 0
+        while True:
+            self._check_authorized("GET", _ATTACHMENT_ROUTE, None)
+            self._count(requests=1)
+            try:
+                with self._session.get(url, headers=headers, timeout=self._timeout, stream=True) as resp:
+                    status = resp.status_code
+                    if status < 400:
+                        return _read_capped(resp, max_bytes, filename)
+                    body = resp.content[:DOWNLOAD_CHUNK_BYTES]
+            except _TRANSIENT_EXCEPTIONS as exc:
+                failures += 1
+                if failures > self._max_retries:
+                    raise DiscordUnavailable("GET", _ATTACHMENT_ROUTE, failures, self._describe(exc)) from None
+                self._backoff(failures, "GET " + _ATTACHMENT_ROUTE, self._describe(exc))
+                continue
+            except requests.RequestException as exc:
+                raise DiscordUnavailable("GET", _ATTACHMENT_ROUTE, failures + 1, self._describe(exc)) from None
+            log.debug("GET %s -> %d", _ATTACHMENT_ROUTE, status)
+            if status in RETRYABLE_STATUSES and failures < self._max_retries:
+                failures += 1
+                self._backoff(failures, "GET " + _ATTACHMENT_ROUTE, f"HTTP {status}")
+                continue
+            data, problem = _parse_json(body)
+            code, message, errors = _error_fields(data, problem)
+            if status >= 500:
+                raise DiscordUnavailable("GET", _ATTACHMENT_ROUTE, failures + 1, f"HTTP {status}: {message}",
+                                         status=status)
+            cls = _ERROR_CLASSES.get(status, BadRequest)
+            raise cls("GET", _ATTACHMENT_ROUTE, status, code, message, errors=errors)
+
+    # -- the request loop ----------------------------------------------
+
+    def _call(self, method: str, template: str, path_params: Mapping[str, str], *,
+              query: Optional[Mapping[str, str]] = None, json_body: Any = None,
+              form: Optional[Mapping[str, str]] = None, files: Optional[list] = None,
+              parse: Optional[Callable[[Any], Any]]) -> Any:
+        params = {k: str(v) for k, v in path_params.items()}
+        channel_id = params.get("channel_id")
+        _check_ids(method, template, {k: v for k, v in params.items() if k != "emoji"}, channel_id)
+        _check_ids(method, template, {k: v for k, v in (query or {}).items() if k in _ID_QUERY_KEYS}, channel_id)
+        if "emoji" in params and not params["emoji"]:
+            raise BadRequest(method, template, None, None, "empty emoji (not sent)", channel_id=channel_id)
+        route_key = f"{method} {template}"
+        major = params.get("channel_id") or params.get("guild_id") or ""
+        path = template.format(**{k: urllib.parse.quote(v, safe=":" if k == "emoji" else "")
+                                  for k, v in params.items()})
+        url = self._base_url + path
+        failures = 0   # transient failures (connection errors, 5xx)
+        limited = 0    # 429s
+        while True:
+            self._check_authorized(method, template, channel_id)
+            self._wait_for_slot(route_key, major, channel_id)
+            consumed = False  # the limiter reservation must be consumed exactly once
+            try:
+                self._check_authorized(method, template, channel_id)  # another thread may have got a 401
+                self._count(requests=1)
+                started = self._clock()
+                try:
+                    resp = self._session.request(method, url, params=query, json=json_body, data=form, files=files,
+                                                 headers=self._headers(auth=True), timeout=self._timeout)
+                except _TRANSIENT_EXCEPTIONS as exc:
+                    self._release(route_key, major)
+                    consumed = True
+                    failures += 1
+                    last = self._describe(exc)
+                    if failures > self._max_retries:
+                        raise DiscordUnavailable(method, template, failures, last, channel_id=channel_id) from None
+                    self._backoff(failures, route_key, last)
+                    continue
+                except requests.RequestException as exc:  # not transient: a bad URL, a bad header...
+                    raise DiscordUnavailable(method, template, failures + 1, self._describe(exc),
+                                             channel_id=channel_id) from None
+                status = resp.status_code
+                elapsed_ms = (self._clock() - started) * 1000
+
+                if status == 429:
+                    consumed = True
+                    limited += 1
+                    self._on_429(resp, method, template, route_key, major, channel_id, limited)
+                    continue
+
+                if status >= 500:
+                    self._release(route_key, major)
+                    consumed = True
+                    log.debug("%s -> %d in %.0f ms", route_key, status, elapsed_ms)
+                    if status in RETRYABLE_STATUSES and failures < self._max_retries:
+                        failures += 1
+                        self._backoff(failures, route_key, f"HTTP {status}")
+                        continue
+                    _code, message, _errors = _error_fields(*_parse_json(resp.content))
+                    raise DiscordUnavailable(method, template, failures + 1, f"HTTP {status}: {message}",
+                                             status=status, channel_id=channel_id)
+
+                with self._lock:
+                    rl = self._limiter.update(route_key, major, resp.headers, self._clock())
+                    consumed = True
+                    if status == 401:
+                        self._unauthorized = True
+                log.debug("%s -> %d in %.0f ms (bucket %s, remaining %s, reset after %s)", route_key, status,
+                          elapsed_ms, rl.bucket, rl.remaining, rl.reset_after)
+                if status >= 300:
+                    raise self._error(resp, method, template, channel_id)
+                return self._parse(resp, parse, method, template, channel_id, failures + limited + 1)
+            finally:
+                if not consumed:
+                    self._release(route_key, major)
+
+    def _wait_for_slot(self, route_key: str, major: str, channel_id: Optional[str]) -> None:
+        """Block (never while holding the lock) until the limiter reserves a slot."""
+        while True:
+            with self._lock:
+                try:
+                    wait = self._limiter.acquire(route_key, major, self._clock())
+                except RateLimitedTooLong as exc:
+                    exc.channel_id = channel_id
+                    raise
+                if wait <= 0:
+                    return
+                self._stats = _bump(self._stats, waited_s=wait)
+            log.debug("%s: waiting %.3f s for the rate limit", route_key, wait)
+            self._sleep(wait)
+
+    def _on_429(self, resp: requests.Response, method: str, template: str, route_key: str, major: str,
+                channel_id: Optional[str], limited: int) -> None:
+        rl = RateLimitHeaders.parse(resp.headers)
+        data, _problem = _parse_json(resp.content)
+        retry_after: Optional[float] = None
+        is_global = rl.is_global
+        if isinstance(data, dict):
+            retry_after = _finite(data.get("retry_after"))
+            is_global = is_global or data.get("global") is True
+        if retry_after is None:
+            retry_after = rl.retry_after if rl.retry_after is not None else FALLBACK_RETRY_AFTER_S
+        with self._lock:
+            self._stats = _bump(self._stats, responses_429=1)
+            try:
+                self._limiter.on_429(route_key, major, retry_after, is_global, self._clock(), resp.headers)
+            except RateLimitedTooLong as exc:
+                exc.channel_id = channel_id
+                raise
+        log.warning("%s -> 429 (%s, scope %s): retry after %.3f s", route_key, "global" if is_global else "route",
+                    rl.scope or "-", retry_after)
+        if limited > MAX_RATE_LIMIT_RETRIES:
+            raise DiscordUnavailable(method, template, limited, f"still rate limited (429) after {limited - 1} waits",
+                                     status=429, channel_id=channel_id)
+        self._count(retries=1)
+
+    def _backoff(self, failures: int, route_key: str, reason: str) -> None:
+        delay = min(RETRY_BACKOFF_CAP_S, RETRY_BACKOFF_BASE_S * 2 ** (failures - 1))
+        delay = self._random.uniform(delay / 2, delay)  # jitter: retries of many clients do not line up
+        log.info("%s: %s; retry %d/%d in %.2f s", route_key, reason, failures, self._max_retries, delay)
+        self._count(retries=1)
+        self._sleep(delay)
+
+    def _release(self, route_key: str, major: str) -> None:
+        with self._lock:
+            self._limiter.release(route_key, major, self._clock())
+
+    def _check_authorized(self, method: str, template: str, channel_id: Optional[str]) -> None:
+        with self._lock:
+            refused = self._unauthorized
+        if refused:
+            raise Unauthorized(method, template, 401, None,
+                               "an earlier request was rejected, so this client sends nothing more",
+                               channel_id=channel_id)
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            self._stats = _bump(self._stats, **deltas)
+
+    def _headers(self, *, auth: bool) -> Dict[str, str]:
+        headers = {"User-Agent": self._user_agent}
+        if auth:
+            headers["Authorization"] = f"Bot {self._token}"
+        return headers
+
+    def _is_api_url(self, url: str) -> bool:
+        base = urllib.parse.urlsplit(self._base_url)
+        got = urllib.parse.urlsplit(url)
+        return ((got.scheme, got.netloc) == (base.scheme, base.netloc)
+                and (got.path + "/").startswith(base.path.rstrip("/") + "/"))
+
+    def _describe(self, exc: BaseException) -> str:
+        """A one-line description of a transport error, with the token scrubbed just in case."""
+        text = f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")
+        return _clip(text)
+
+    def _error(self, resp: requests.Response, method: str, template: str, channel_id: Optional[str]) -> DiscordError:
+        code, message, errors = _error_fields(*_parse_json(resp.content))
+        cls = _ERROR_CLASSES.get(resp.status_code, BadRequest)
+        return cls(method, template, resp.status_code, code, message, channel_id=channel_id, errors=errors)
+
+    @staticmethod
+    def _parse(resp: requests.Response, parse: Optional[Callable[[Any], Any]], method: str, template: str,
+               channel_id: Optional[str], attempts: int) -> Any:
+        if parse is None:
+            return None
+        data, problem = _parse_json(resp.content)
+        if problem is None:
+            try:
+                return parse(data)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problem = f"malformed ({type(exc).__name__}: {_clip(str(exc))})"
+        raise DiscordUnavailable(method, template, attempts,
+                                 f"Discord answered HTTP {resp.status_code} with a body that is {problem}",
+                                 status=resp.status_code, channel_id=channel_id)
+
+
+# -- helpers ---------------------------------------------------------------
+
+_ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
+
+
+def _bump(stats: ClientStats, *, requests: int = 0, responses_429: int = 0, retries: int = 0,
+          waited_s: float = 0.0) -> ClientStats:
+    return ClientStats(stats.requests + requests, stats.responses_429 + responses_429, stats.retries + retries,
+                       stats.waited_s + waited_s)
+
+
+_ID_QUERY_KEYS = ("after", "before", "around")
+
+
+def _check_ids(method: str, template: str, ids: Mapping[str, Any], channel_id: Optional[str]) -> None:
+    """Refuse, without sending, ids that are not snowflakes: Discord would answer 400 anyway,
+    and a path segment like ``..`` must never reach the URL."""
+    for name, value in ids.items():
+        text = str(value)
+        if not (text.isascii() and text.isdigit()):
+            raise BadRequest(method, template, None, None, f"{name} {text[:40]!r} is not a snowflake (not sent)",
+                             channel_id=channel_id if name != "channel_id" else None)
+
+
+def _page_size(limit: int) -> int:
+    if not 1 <= int(limit) <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    return int(limit)
+
+
+def _check_nonce(nonce: Union[str, int]) -> Union[str, int]:
+    if isinstance(nonce, bool) or not isinstance(nonce, (str, int)):
+        raise ValueError("nonce must be a string or an integer")
+    if isinstance(nonce, str) and not 0 < len(nonce) <= NONCE_MAX_LENGTH:
+        raise ValueError(f"a string nonce must have 1 to {NONCE_MAX_LENGTH} characters")
+    if isinstance(nonce, int) and not -2 ** 63 <= nonce < 2 ** 63:
+        raise ValueError("an integer nonce must fit in 64 bits")
+    return nonce
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as dicts and lists, so json can encode them (and callers' copies stay theirs)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _list_of(parse: Callable[[Any], Any]) -> Callable[[Any], list]:
+    def parse_list(data: Any) -> list:
+        if not isinstance(data, list):
+            raise TypeError(f"expected a JSON array, got {type(data).__name__}")
+        return [parse(item) for item in data]
+    return parse_list
+
+
+def _parse_json(body: bytes) -> Tuple[Any, Optional[str]]:
+    """(data, None) or (None, what is wrong with the body)."""
+    if not body:
+        return None, "empty"
+    try:
+        return json.loads(body), None
+    except ValueError:  # includes UnicodeDecodeError
+        return None, f"not JSON ({len(body)} bytes)"
+
+
+def _error_fields(data: Any, problem: Optional[str]) -> Tuple[Optional[int], str, Mapping[str, Any]]:
+    """Discord's error body ``{code, message, errors}`` → (code, message, field errors)."""
+    if not isinstance(data, dict):
+        return None, f"(the error body is {problem or 'not a JSON object'})", {}
+    code = data.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    errors = data.get("errors")
+    return code, _clip(str(data.get("message") or "")), errors if isinstance(errors, dict) else {}
+
+
+def _finite(value: Any) -> Optional[float]:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if 0.0 <= out < float("inf") else None
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= ERROR_TEXT_MAX else text[:ERROR_TEXT_MAX - 1] + "…"
+
+
+def _read_capped(resp: requests.Response, max_bytes: int, filename: str) -> bytes:
+    declared = resp.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise AttachmentTooLarge(int(declared), max_bytes, filename=filename)
+    buf = bytearray()
+    for chunk in resp.iter_content(DOWNLOAD_CHUNK_BYTES):
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise AttachmentTooLarge(None, max_bytes, filename=filename)
+    return bytes(buf)
