@@ -303,6 +303,9 @@ def test_embeds_accepted(w: World) -> None:
     m = w.post(f"/channels/{w.cid}/messages", json={"embeds": [embed]}).json()
     assert m["content"] == ""
     assert m["embeds"] == [dict(embed, type="rich")]
+    m = w.post(f"/channels/{w.cid}/messages", json={"embeds": [{"title": "t", "fields": [{"name": "a", "value": "b"}],
+                                                                "footer": None, "url": None}]}).json()
+    assert m["embeds"] == [{"type": "rich", "title": "t", "fields": [{"name": "a", "value": "b", "inline": False}]}]
 
 
 @pytest.mark.parametrize("embed,path,code", [
@@ -615,7 +618,7 @@ def test_message_create_429_after_five(make_world: Callable[..., World]) -> None
     r = w.create("one too many")
     assert r.status_code == 429
     body = r.json()
-    assert set(body) == {"message", "retry_after", "global"}
+    assert set(body) == {"message", "retry_after", "global", "code"} and body["code"] == 0  # the spec requires code
     assert body["message"] == "You are being rate limited." and body["global"] is False
     assert 4.0 < body["retry_after"] <= 5.0
     assert r.headers["Retry-After"] == "5"

@@ -255,10 +255,12 @@ class DiscordClient:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("attachment URL must be http(s)")
         filename = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1])
-        headers = self._headers(auth=self._is_api_url(url))
+        auth = self._is_api_url(url)
+        headers = self._headers(auth=auth)
         failures = 0
         while True:
-            self._check_authorized("GET", _ATTACHMENT_ROUTE, None)
+            if auth:
+                self._check_authorized("GET", _ATTACHMENT_ROUTE, None)
             self._count(requests=1)
             try:
                 with self._session.get(url, headers=headers, timeout=self._timeout, stream=True) as resp:
@@ -284,7 +286,8 @@ class DiscordClient:
             if status >= 500:
                 raise DiscordUnavailable("GET", _ATTACHMENT_ROUTE, failures + 1, f"HTTP {status}: {message}",
                                          status=status)
-            cls = _ERROR_CLASSES.get(status, BadRequest)
+            # A CDN's 401 says nothing about the bot token: report it as refused access.
+            cls = _DOWNLOAD_ERROR_CLASSES.get(status, BadRequest)
             raise cls("GET", _ATTACHMENT_ROUTE, status, code, message, errors=errors)
 
     # -- the request loop ----------------------------------------------
@@ -468,6 +471,7 @@ class DiscordClient:
 # -- helpers ---------------------------------------------------------------
 
 _ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
+_DOWNLOAD_ERROR_CLASSES = {401: Forbidden, 403: Forbidden, 404: NotFound}
 
 
 def _bump(stats: ClientStats, *, requests: int = 0, responses_429: int = 0, retries: int = 0,

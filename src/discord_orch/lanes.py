@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable, List, Optional
 
 log = logging.getLogger("discord_orch")
 
 Job = Callable[[], None]
 _STOP = object()
+NOTICE_LINGER_S = 0.3   # lines arriving this soon after the first go out in the same message
 
 
 class Lane:
@@ -95,6 +97,8 @@ class NoticeLane(Lane):
         self.submit(self._flush)
 
     def _flush(self) -> None:
+        # Spawns of one pass come in a burst: a short linger puts them in one message.
+        time.sleep(NOTICE_LINGER_S)
         with self._buffer_lock:
             lines, self._buffer = self._buffer, []
             self._flush_queued = False

@@ -458,6 +458,7 @@ _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unav
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the stdlib's 5 makes bursts of new connections wait for SYN retries
 
     def __init__(self, addr: Tuple[str, int], ld: "LocalDiscord") -> None:
         self.ld = ld
@@ -1187,7 +1188,8 @@ class LocalDiscord:
             self._global[user_id] = win
         if win[1] >= per_s:
             retry = max(win[0] - now, 0.001)
-            body = {"message": "You are being rate limited.", "retry_after": round(retry, 3), "global": True}
+            body = {"message": "You are being rate limited.", "retry_after": round(retry, 3), "global": True,
+                    "code": 0}
             return _Resp(429, _json_bytes(body), headers=[
                 ("Retry-After", str(max(1, math.ceil(retry)))),
                 ("X-RateLimit-Global", "true"),
@@ -1216,7 +1218,8 @@ class LocalDiscord:
 
         if b.remaining <= 0:
             retry = max(reset_after, 0.001)
-            body = {"message": "You are being rate limited.", "retry_after": round(retry, 3), "global": False}
+            body = {"message": "You are being rate limited.", "retry_after": round(retry, 3), "global": False,
+                    "code": 0}
             resp = _Resp(429, _json_bytes(body), headers=hdrs() + [
                 ("Retry-After", str(max(1, math.ceil(retry)))),
                 ("X-RateLimit-Scope", "user"),
@@ -1235,7 +1238,7 @@ class LocalDiscord:
     def _injected(status: int, body: Optional[Any]) -> _Resp:
         if body is None:
             if status == 429:
-                body = {"message": "You are being rate limited.", "retry_after": 0.05, "global": False}
+                body = {"message": "You are being rate limited.", "retry_after": 0.05, "global": False, "code": 0}
             else:
                 body = {"message": f"{status}: {_REASONS.get(status, 'Error')}", "code": 0}
         headers = [("Retry-After", "1"), ("X-RateLimit-Scope", "user")] if status == 429 else []
@@ -1435,16 +1438,25 @@ class LocalDiscord:
 
     @staticmethod
     def _clean_embed(e: Mapping[str, Any]) -> Dict[str, Any]:
-        def clean(v: Any) -> Any:
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items() if x is not None}
-            if isinstance(v, list):
-                return [clean(x) for x in v if x is not None]
-            return v
-        out = clean(dict(e))
-        out.setdefault("type", "rich")
-        if out.get("type") is None:
-            out["type"] = "rich"
+        """A request embed (validated) as Discord answers it: nulls dropped, type "rich",
+        field ``inline`` defaulted, footer / author only with their required text."""
+        out: Dict[str, Any] = {"type": e.get("type") or "rich"}
+        for key in ("url", "title", "description", "color", "timestamp"):
+            if e.get(key) is not None:
+                out[key] = e[key]
+        if isinstance(e.get("fields"), list):
+            out["fields"] = [{"name": f["name"], "value": f["value"], "inline": bool(f.get("inline"))}
+                             for f in e["fields"] if isinstance(f, dict)]
+        for key, required in (("footer", "text"), ("author", "name")):
+            sub = e.get(key)
+            if isinstance(sub, dict) and isinstance(sub.get(required), str):
+                out[key] = {k: v for k, v in sub.items() if v is not None and k in (required, "url", "icon_url")}
+        for key in ("image", "thumbnail", "video"):
+            sub = e.get(key)
+            if isinstance(sub, dict) and isinstance(sub.get("url"), str):
+                out[key] = {k: v for k, v in sub.items() if v is not None and k in ("url", "width", "height")}
+        if isinstance(e.get("provider"), dict):
+            out["provider"] = {k: v for k, v in e["provider"].items() if v is not None and k in ("name", "url")}
         return out
 
     def _build_files(self, payload: Mapping[str, Any], files: List[Tuple[str, bytes, Optional[int]]],

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional
 
 from . import report as reportfmt
 from .agent import INTERRUPTED, KILLED, OK, TIMED_OUT, AgentConfig, Outcome, RunningAgent, Usage
-from .agent import outcome_from_workspace
+from .agent import RESULT_READ_MAX, find_agent_processes, outcome_from_workspace, process_start_ticks
 from .claim import CLAIM_EMOJI, REFUSED_EMOJI, Access, claim_task, is_pending, refuse_task
 from .config import Settings
 from .discord_api import DiscordClient
@@ -237,11 +237,33 @@ class Orchestrator:
             self.clean_up(rec)
 
     def _recover_running(self, rec: TaskRecord) -> None:
-        ws = Workspace.at(self.settings.workers_dir, rec.agent_id or "", rec.task_id)
+        if not rec.agent_id:  # crashed before its workspace had a name: nothing ran
+            self.store.update(rec.task_id, status=CLAIMED)
+            self._ready.append(self.store.get(rec.task_id))  # type: ignore[arg-type]
+            return
+        ws = Workspace.at(self.settings.workers_dir, rec.agent_id, rec.task_id)
+        if rec.status == STARTING and not rec.pid and not ws.stdout_file.exists() and not ws.stderr_file.exists():
+            # The pass died before spawning (the output files are opened just before the spawn): it never ran.
+            log.info("recovered task=%s: its agent was never started; starting it now", rec.task_id)
+            self._archive_quietly(ws)
+            self.store.update(rec.task_id, status=CLAIMED, agent_id=None, agent_dir=None)
+            self._ready.append(self.store.get(rec.task_id))  # type: ignore[arg-type]
+            return
         agent = None
+        cfg = self._agent_config_for(rec)
         if rec.pid:
             agent = RunningAgent.adopt(rec.pid, rec.pgid or rec.pid, rec.proc_start, rec.started_at or self.wall(),
-                                       self._agent_config_for(rec), ws, rec.task_id)
+                                       cfg, ws, rec.task_id)
+        else:  # died between the spawn and recording its pid: find it by the marker in its environment
+            for pid in find_agent_processes(rec.agent_id):
+                if _group_leader(pid):  # the session leader we spawned, not one of its children
+                    agent = RunningAgent.adopt(pid, pid, process_start_ticks(pid), rec.started_at or self.wall(),
+                                               cfg, ws, rec.task_id)
+                    if agent is not None:
+                        self.store.update(rec.task_id, status=RUNNING, pid=pid, pgid=pid,
+                                          proc_start=agent.proc_start, started_at=agent.started_at,
+                                          deadline=agent.deadline)
+                        break
         if agent is not None:
             log.info("adopted task=%s agent=%s pid=%s (its pass is gone; supervising it again)",
                      rec.task_id, rec.agent_id, rec.pid)
@@ -509,11 +531,11 @@ class Orchestrator:
                                           results_channel_id=s.results_channel, guild_id=self._guild(),
                                           reason=rec.refusal)
         outcome = _outcome_from_json(rec.outcome_data)
-        ws_root = Path(rec.archive_path).parent if rec.archive_path else s.workers_dir
-        ws = Workspace.at(ws_root, rec.agent_id or "", rec.task_id)
-        full = _read_text(ws.result_file)
-        if full is not None:
-            outcome = dataclasses.replace(outcome, result_text=full)
+        if rec.agent_id:
+            ws_root = Path(rec.archive_path).parent if rec.archive_path else s.workers_dir
+            full = _read_text(Workspace.at(ws_root, rec.agent_id, rec.task_id).result_file, RESULT_READ_MAX)
+            if full is not None:
+                outcome = dataclasses.replace(outcome, result_text=full)
         if self._prices is None:
             self._prices = load_prices(s.openclaw_config)
         return reportfmt.result_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
@@ -546,7 +568,7 @@ class Orchestrator:
             ws = Workspace.at(self.settings.workers_dir, rec.agent_id, rec.task_id)
             try:
                 remove_workspace(ws)
-            except OSError as exc:
+            except (OSError, StateError) as exc:
                 log.error("could not remove %s: %s", ws.agent_dir, exc)
                 return
         self.store.update(rec.task_id, status=CLEANED)
@@ -649,10 +671,17 @@ def _outcome_from_json(data: dict) -> Outcome:
     return Outcome(usage=usage, **values)
 
 
-def _read_text(path: Path) -> Optional[str]:
+def _read_text(path: Path, limit: int) -> Optional[str]:
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(limit)
     except OSError:
         return None
     return data.decode("utf-8", errors="replace").replace("\x00", "")
+
+
+def _group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False

@@ -1,0 +1,364 @@
+"""LocalDiscord against Discord's official OpenAPI spec (../shared/discord-openapi.json).
+
+* every (method, route) LocalDiscord serves is a path + method of the spec;
+* the bodies it answers (users, members, channels, messages with reactions,
+  attachments, embeds, replies; 4XX errors; 429s) validate against the operation's
+  response schema (OAS 3.1, ``$ref`` resolved against the whole document), and every
+  field we emit on the main objects is one the spec declares (no invented fields);
+* the message-create / edit request bodies the tests send validate against the
+  spec's request schemas (JSON and multipart);
+* the rate-limit headers have the spec's types.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+import requests
+
+from discord_orch.localdiscord import LocalDiscord, RateLimits
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "discord-openapi.json"
+SPEC_URI = "urn:discord-openapi"
+CHECK = "%E2%9C%85"
+
+
+@pytest.fixture(scope="module")
+def spec() -> Dict[str, Any]:
+    if not SPEC_PATH.is_file():
+        pytest.skip("../shared/discord-openapi.json not found: spec check skipped")
+    return json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def registry(spec: Dict[str, Any]) -> Any:
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    return Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
+
+
+def _norm(template: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", template)
+
+
+def _pointer(*parts: str) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class Spec:
+    """Validation helpers bound to the loaded spec."""
+
+    def __init__(self, spec: Dict[str, Any], registry: Any) -> None:
+        self.doc = spec
+        self.registry = registry
+        self.paths = {_norm(p): p for p in spec["paths"]}
+
+    def validate_pointer(self, instance: Any, pointer: str) -> None:
+        from openapi_schema_validator import OAS31Validator
+
+        ref = SPEC_URI + "#" + urllib.parse.quote(pointer, safe="/~")
+        validator = OAS31Validator({"$ref": ref}, registry=self.registry,
+                                   format_checker=OAS31Validator.FORMAT_CHECKER)
+        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+        assert not errors, f"{pointer}: " + "; ".join(
+            f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}" for e in errors[:5])
+
+    def validate_schema(self, instance: Any, name: str) -> None:
+        self.validate_pointer(instance, _pointer("components", "schemas", name))
+
+    def spec_path(self, template: str) -> str:
+        return self.paths[_norm(template)]
+
+    def operation(self, method: str, template: str) -> Dict[str, Any]:
+        return self.doc["paths"][self.spec_path(template)][method.lower()]
+
+    def response_pointer(self, method: str, template: str, status: int) -> Optional[str]:
+        """JSON pointer of the response body schema, or None when the spec defines no body."""
+        path = self.spec_path(template)
+        responses = self.operation(method, template)["responses"]
+        key = str(status) if str(status) in responses else f"{str(status)[0]}XX"
+        assert key in responses, f"{method} {template}: the spec has no {status} / {key} response"
+        resp = responses[key]
+        pointer = _pointer("paths", path, method.lower(), "responses", key)
+        if "$ref" in resp:
+            pointer = resp["$ref"][1:]
+            resp = self.resolve(pointer)
+        if "content" not in resp:
+            return None
+        return pointer + _pointer("content", "application/json", "schema")
+
+    def resolve(self, pointer: str) -> Any:
+        node: Any = self.doc
+        for part in pointer.strip("/").split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def check_response(self, method: str, template: str, resp: requests.Response) -> Any:
+        pointer = self.response_pointer(method, template, resp.status_code)
+        if pointer is None:
+            assert resp.content == b"", f"{method} {template} {resp.status_code}: body where the spec has none"
+            return None
+        body = resp.json()
+        self.validate_pointer(body, pointer)
+        self.check_headers(resp)
+        return body
+
+    def check_headers(self, resp: requests.Response) -> None:
+        types = {"X-RateLimit-Limit": int, "X-RateLimit-Remaining": int, "X-RateLimit-Reset": float,
+                 "X-RateLimit-Reset-After": float}
+        for name, kind in types.items():
+            if name in resp.headers:
+                kind(resp.headers[name])
+                assert self.doc["components"]["headers"][name]["schema"]["type"] == (
+                    "integer" if kind is int else "number")
+
+    def declared(self, name: str) -> set:
+        schema = self.doc["components"]["schemas"][name]
+        props = set(schema.get("properties", {}))
+        for part in schema.get("allOf", []):
+            target = self.resolve(part["$ref"][1:]) if "$ref" in part else part
+            props |= set(target.get("properties", {}))
+        return props
+
+    def no_undeclared(self, obj: Dict[str, Any], name: str) -> None:
+        extra = set(obj) - self.declared(name)
+        assert not extra, f"fields not in the spec's {name}: {sorted(extra)}"
+
+    def no_undeclared_message(self, msg: Dict[str, Any], name: str = "MessageResponse") -> None:
+        self.no_undeclared(msg, name)
+        self.no_undeclared(msg["author"], "UserResponse")
+        for u in msg["mentions"]:
+            self.no_undeclared(u, "UserResponse")
+        for a in msg["attachments"]:
+            self.no_undeclared(a, "MessageAttachmentResponse")
+        for r in msg.get("reactions", []):
+            self.no_undeclared(r, "MessageReactionResponse")
+            self.no_undeclared(r["emoji"], "MessageReactionEmojiResponse")
+            self.no_undeclared(r["count_details"], "MessageReactionCountDetailsResponse")
+        for e in msg["embeds"]:
+            self.no_undeclared(e, "MessageEmbedResponse")
+            for f in e.get("fields", []):
+                self.no_undeclared(f, "MessageEmbedFieldResponse")
+        if "message_reference" in msg:
+            self.no_undeclared(msg["message_reference"], "MessageReferenceResponse")
+        if msg.get("referenced_message"):
+            self.no_undeclared_message(msg["referenced_message"], "BasicMessageResponse")
+
+
+@pytest.fixture(scope="module")
+def oas(spec: Dict[str, Any], registry: Any) -> Spec:
+    return Spec(spec, registry)
+
+
+class World:
+    def __init__(self, rate_limits: RateLimits) -> None:
+        self.ld = LocalDiscord(rate_limits=rate_limits).start()
+        ld = self.ld
+        self.gid = ld.create_guild("home")
+        self.bot = ld.create_user("orch-bot", bot=True)
+        self.alice = ld.create_user("alice")
+        self.rid = ld.create_role(self.gid, "operators")
+        ld.add_member(self.gid, self.alice.id, roles=[self.rid])
+        ld.add_member(self.gid, self.bot.id)
+        self.cid = ld.create_channel(self.gid, "task-queue")
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bot {self.bot.token}"
+
+    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return self.http.request(method, self.ld.base_url + path, **kw)
+
+    def close(self) -> None:
+        self.http.close()
+        self.ld.stop()
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World(RateLimits.off())
+    yield w
+    w.close()
+
+
+# Request bodies the tests send to create messages (each validated against the spec).
+def create_payloads(task_id: str, alice_id: str) -> List[Dict[str, Any]]:
+    return [
+        {"content": "plain"},
+        {"content": f"✅ **SUCCESS** `{task_id}` <@{alice_id}> @everyone",
+         "allowed_mentions": {"parse": ["users"], "replied_user": False},
+         "message_reference": {"message_id": task_id, "fail_if_not_exists": False},
+         "nonce": "result-" + task_id[-10:], "enforce_nonce": True},
+        {"content": "", "embeds": [{"title": "Result", "description": "done", "color": 0x2ECC71,
+                                     "fields": [{"name": "model", "value": "primary", "inline": True}],
+                                     "footer": {"text": "discord-orch"}, "author": {"name": "orch"},
+                                     "timestamp": "2025-01-01T00:00:00+00:00"}]},
+        {"content": "with nonce int", "nonce": 1234567890123, "enforce_nonce": True, "tts": False, "flags": 4096},
+    ]
+
+
+# ------------------------------------------------------------------ the route table
+
+
+def test_every_served_route_is_in_the_spec(oas: Spec) -> None:
+    assert LocalDiscord.ROUTES, "LocalDiscord exposes no route table"
+    missing = []
+    for route in LocalDiscord.ROUTES:
+        method, template = route.split(" ", 1)
+        spec_path = oas.paths.get(_norm(template))
+        if spec_path is None or method.lower() not in oas.doc["paths"][spec_path]:
+            missing.append(route)
+    assert not missing, f"served but not in the spec: {missing}"
+
+
+def test_route_table_is_what_the_server_serves(world: World) -> None:
+    # every listed route answers something other than 404-unknown-route / 405
+    m = world.ld.post_message(world.cid, world.alice.id, "x")
+    values = {"channel_id": world.cid, "message_id": m["id"], "emoji": CHECK, "guild_id": world.gid,
+              "user_id": world.alice.id}
+    for route in LocalDiscord.ROUTES:
+        method, template = route.split(" ", 1)
+        path = re.sub(r"\{([^}]*)\}", lambda mm: values[mm.group(1)], template)
+        kw = {"json": {"content": "x"}} if method in ("POST", "PATCH") else {}
+        r = world.call(method, path, **kw)
+        assert r.status_code not in (404, 405) or r.json().get("code", 0) != 0, route
+
+
+# ------------------------------------------------------------------ success bodies
+
+
+def test_user_member_channel_bodies(oas: Spec, world: World) -> None:
+    me = oas.check_response("GET", "/users/@me", world.call("GET", "/users/@me"))
+    oas.no_undeclared(me, "UserPIIResponse")
+    t = "/guilds/{guild_id}/members/{user_id}"
+    member = oas.check_response("GET", t, world.call("GET", f"/guilds/{world.gid}/members/{world.alice.id}"))
+    oas.no_undeclared(member, "GuildMemberResponse")
+    oas.no_undeclared(member["user"], "UserResponse")
+    world.ld.post_message(world.cid, world.alice.id, "x")
+    ch = oas.check_response("GET", "/channels/{channel_id}", world.call("GET", f"/channels/{world.cid}"))
+    oas.no_undeclared(ch, "GuildChannelResponse")
+    oas.validate_schema(ch, "GuildChannelResponse")
+
+
+def test_message_bodies(oas: Spec, world: World) -> None:
+    ld = world.ld
+    task = ld.post_message(world.cid, world.alice.id, f"task for <@{world.bot.id}>",
+                           attachments=[("TASK.txt", b"do things"), ("data.bin", b"\x00\x01")])
+    ld.react(world.cid, task["id"], world.alice.id, "✅")
+    ld.react(world.cid, task["id"], world.alice.id, "party:123456789012345678")
+    assert world.call("PUT", f"/channels/{world.cid}/messages/{task['id']}/reactions/{CHECK}/@me").status_code == 204
+
+    t_create = "/channels/{channel_id}/messages"
+    created = []
+    for payload in create_payloads(task["id"], world.alice.id):
+        oas.validate_pointer(payload, _pointer("components", "schemas", "MessageCreateRequest"))
+        body = oas.check_response("POST", t_create, world.call("POST", f"/channels/{world.cid}/messages",
+                                                                json=payload))
+        oas.no_undeclared_message(body)
+        created.append(body)
+    assert created[1]["type"] == 19 and created[1]["referenced_message"]["id"] == task["id"]
+    assert created[1]["nonce"] == "result-" + task["id"][-10:]
+
+    # multipart: payload_json + files[n]
+    payload = {"content": "files", "attachments": [{"id": "0", "filename": "RESULT.txt", "description": "result"},
+                                                   {"id": "1"}]}
+    form = dict(payload, **{"files[0]": "résultat", "files[1]": "\x00\x01"})
+    mp = _pointer("paths", oas.spec_path(t_create), "post", "requestBody", "content", "multipart/form-data",
+                  "schema")
+    oas.validate_pointer(form, mp)
+    r = world.call("POST", f"/channels/{world.cid}/messages", data={"payload_json": json.dumps(payload)},
+                   files={"files[0]": ("r.txt", "résultat".encode()), "files[1]": ("b.bin", b"\x00\x01")})
+    body = oas.check_response("POST", t_create, r)
+    oas.no_undeclared_message(body)
+    assert [a["filename"] for a in body["attachments"]] == ["RESULT.txt", "b.bin"]
+
+    listed = oas.check_response("GET", t_create, world.call("GET", f"/channels/{world.cid}/messages"))
+    assert len(listed) == 6
+    for m in listed:
+        oas.no_undeclared_message(m)
+    got_task = listed[-1]
+    assert got_task["id"] == task["id"] and len(got_task["reactions"]) == 2 and len(got_task["attachments"]) == 2
+
+    t_one = "/channels/{channel_id}/messages/{message_id}"
+    one = oas.check_response("GET", t_one, world.call("GET", f"/channels/{world.cid}/messages/{created[1]['id']}"))
+    oas.no_undeclared_message(one)
+    edit = {"content": "edited", "allowed_mentions": {"parse": []}}
+    oas.validate_pointer(edit, _pointer("components", "schemas", "MessageEditRequestPartial"))
+    edited = oas.check_response("PATCH", t_one, world.call("PATCH", f"/channels/{world.cid}/messages/{one['id']}",
+                                                            json=edit))
+    assert edited["edited_timestamp"] is not None
+    oas.check_response("DELETE", t_one, world.call("DELETE", f"/channels/{world.cid}/messages/{created[0]['id']}"))
+
+    t_react = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}"
+    users = oas.check_response("GET", t_react, world.call("GET", f"/channels/{world.cid}/messages/{task['id']}"
+                                                                 f"/reactions/{CHECK}"))
+    assert [u["id"] for u in users] == sorted([world.alice.id, world.bot.id], key=int)
+    for u in users:
+        oas.no_undeclared(u, "UserResponse")
+    for method in ("PUT", "DELETE"):
+        oas.check_response(method, t_react + "/@me",
+                           world.call(method, f"/channels/{world.cid}/messages/{task['id']}/reactions/{CHECK}/@me"))
+
+
+# ------------------------------------------------------------------ error bodies
+
+
+def _errors(world: World) -> List[Tuple[str, str, requests.Response, int]]:
+    ld, cid = world.ld, world.cid
+    m = ld.post_message(cid, world.alice.id, "task")
+    other = ld.create_channel(world.gid, "secret")
+    ld.deny(other, world.bot.id, code=50013)
+    c = "/channels/{channel_id}/messages"
+    one = "/channels/{channel_id}/messages/{message_id}"
+    react = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
+    return [
+        ("GET", "/users/@me", requests.get(ld.base_url + "/users/@me"), 0),
+        ("GET", "/channels/{channel_id}", world.call("GET", "/channels/1"), 10003),
+        ("GET", "/channels/{channel_id}", world.call("GET", f"/channels/{other}"), 50013),
+        ("GET", "/guilds/{guild_id}/members/{user_id}", world.call("GET", f"/guilds/{world.gid}/members/1"), 10007),
+        ("GET", c, world.call("GET", f"/channels/{cid}/messages", params={"limit": 500}), 50035),
+        ("POST", c, world.call("POST", f"/channels/{cid}/messages", json={"content": "x" * 2001}), 50035),
+        ("POST", c, world.call("POST", f"/channels/{cid}/messages",
+                               json={"embeds": [{"title": "t" * 300, "fields": [{"name": "", "value": "v"}]}]}),
+         50035),
+        ("POST", c, world.call("POST", f"/channels/{cid}/messages", json={"content": ""}), 50006),
+        ("POST", c, world.call("POST", f"/channels/{cid}/messages",
+                               files={"files[0]": ("big", b"x" * (10 * 1024 * 1024 + 1))}), 40005),
+        ("GET", one, world.call("GET", f"/channels/{cid}/messages/1"), 10008),
+        ("PATCH", one, world.call("PATCH", f"/channels/{cid}/messages/{m['id']}", json={"content": "y"}), 50005),
+        ("PUT", react, world.call("PUT", f"/channels/{cid}/messages/{m['id']}/reactions/xyz/@me"), 10014),
+        ("PUT", "/users/@me", world.call("PUT", "/users/@me"), 0),  # 405, a 4XX of a real path
+    ]
+
+
+def test_error_bodies(oas: Spec, world: World) -> None:
+    for method, template, resp, code in _errors(world):
+        assert 400 <= resp.status_code < 500
+        spec_method = "GET" if resp.status_code == 405 else method
+        body = oas.check_response(spec_method, template, resp)
+        assert body["code"] == code, (method, template, body)
+        oas.validate_schema(body, "ErrorResponse")
+        oas.no_undeclared(body, "ErrorResponse")
+
+
+def test_rate_limited_bodies(oas: Spec) -> None:
+    w = World(RateLimits(message_create=(1, 5.0), global_per_second=3, default=(100, 1.0)))
+    try:
+        t = "/channels/{channel_id}/messages"
+        assert w.call("POST", f"/channels/{w.cid}/messages", json={"content": "a"}).status_code == 200
+        r = w.call("POST", f"/channels/{w.cid}/messages", json={"content": "b"})
+        assert r.status_code == 429
+        body = oas.check_response("POST", t, r)
+        assert body["global"] is False
+        oas.no_undeclared(body, "RatelimitedResponse")
+        w.call("GET", "/users/@me")
+        r = w.call("GET", "/users/@me")
+        assert r.status_code == 429
+        body = oas.check_response("GET", "/users/@me", r)
+        assert body["global"] is True
+    finally:
+        w.close()
