@@ -1046,7 +1046,7 @@ class LocalDiscord:
             "mention_everyone": msg.mention_everyone,
             "tts": msg.tts,
         }
-        if msg.reactions:
+        if msg.reactions and not nested:  # BasicMessageResponse (referenced_message) has no reactions
             out["reactions"] = [
                 {"emoji": dict(msg.reaction_emoji[k]), "count": len(users),
                  "count_details": {"burst": 0, "normal": len(users)}, "burst_colors": [],
