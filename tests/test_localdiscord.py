@@ -775,7 +775,7 @@ def test_latency(w: World) -> None:
 
 def test_outage(w: World) -> None:
     w.ld.set_outage(True)
-    for r in (w.create("x"), w.get("/users/@me"), requests.get(w.url("/users/@me"))):
+    for r in (w.create("x"), w.get("/users/@me"), requests.get(w.url("/users/@me")), w.get("/no/such/route")):
         assert r.status_code == 503
         assert r.json() == {"message": "Service Unavailable", "code": 0}
     assert w.ld.messages(w.cid) == []

@@ -1102,21 +1102,22 @@ class LocalDiscord:
         token_user = self._auth_user(headers)
         rec["user_id"] = token_user
         rec["channel_id"] = params.get("channel_id")
+        chosen = next((c for c in candidates if c[0] == method), None)
+        if chosen is not None:
+            rec["route"] = f"{method} {chosen[1]}"
+
+        # an outage and injected faults come first: nothing behind them takes effect
+        if self._outage_until is not None:
+            if time.monotonic() < self._outage_until:
+                return _Resp(503, _json_bytes({"message": "Service Unavailable", "code": 0})), rec
+            self._outage_until = None
         if not candidates:
             return self._error(_ApiError(404, 0, "404: Not Found")), rec
-        chosen = next((c for c in candidates if c[0] == method), None)
         if chosen is None:
             allow = ", ".join(sorted({c[0] for c in candidates}))
             return self._error(_ApiError(405, 0, "405: Method Not Allowed", headers=[("Allow", allow)])), rec
         _m, template, handler_name, family = chosen
         route = f"{method} {template}"
-        rec["route"] = route
-
-        # outage and injected faults come first: nothing behind them takes effect
-        if self._outage_until is not None:
-            if time.monotonic() < self._outage_until:
-                return _Resp(503, _json_bytes({"message": "Service Unavailable", "code": 0})), rec
-            self._outage_until = None
         fault = self._take_fault(method, route)
         after_drop = False
         if fault is not None:
