@@ -8,6 +8,15 @@ The world (guilds, users, channels, roles, members) is built through Python call
 people act through Python calls too (``post_message``, ``react``); the bot acts over
 HTTP. Everything is kept in memory behind one lock.
 
+Use::
+
+    with LocalDiscord(rate_limits=RateLimits.off()) as ld:
+        gid = ld.create_guild("home")
+        bot = ld.create_user("orch-bot", bot=True)          # bot.token for "Authorization: Bot ..."
+        cid = ld.create_channel(gid, "task-queue")
+        ld.post_message(cid, ld.create_user("alice").id, "a task")
+        requests.get(f"{ld.base_url}/channels/{cid}/messages", headers={"Authorization": f"Bot {bot.token}"})
+
 Emulated
     * Routes in :attr:`LocalDiscord.ROUTES` (users/@me, channel, guild member, list /
       create / get / edit / delete message, add / remove own reaction, list reaction
