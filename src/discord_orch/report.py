@@ -18,8 +18,9 @@ set by the client; this module makes the text safe on its own):
   code span or block nor format, spoil or mask a link; and ``@everyone``,
   ``@here`` and ``<@…>`` get a zero-width space after the ``@`` / ``<`` so they
   are never mentions, even without allowed_mentions.
-* Short trusted-shape values (ids, model ids, file names without backticks) are
-  shown as inline code spans.
+* Short values (ids, model ids, file names, paths) without backticks are shown
+  as inline code spans (mentions neutralised there too); with a backtick, as
+  escaped text.
 * NULs are removed everywhere.
 
 Length: a post's content is at most 2,000 characters, always. The header lines
@@ -127,7 +128,7 @@ def _cut(text: str, n: int) -> str:
     """At most n characters, with "…" as the last one when cut."""
     if len(text) <= n:
         return text
-    return text[:max(0, n - 1)] + "…" if n > 0 else ""
+    return text[:max(0, n - 1)].rstrip() + "…" if n > 0 else ""
 
 
 def _inline(text: str, n: int) -> str:
@@ -139,7 +140,7 @@ def _code(value: object, n: int = ID_MAX) -> str:
     """An inline code span when the value can be one, else escaped text."""
     text = _cut(one_line(_no_nul(value)), n)
     if text and "`" not in text:
-        return f"`{text}`"
+        return f"`{neutralize_mentions(text)}`"
     return escape_inline(text) if text else "`-`"
 
 
