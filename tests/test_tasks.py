@@ -246,10 +246,11 @@ def test_format_exact():
         "**[Task: 1234567890123456789]** Do X [model:cheap] [thinking:low]"
     assert format_task_message("Do X") == "Do X"
     assert format_task_message("Do X", worker="w") == "Do X [worker:w]"
+    assert format_task_message("Do X", model_alias=" cheap ") == "Do X [model:cheap]"
     assert format_task_message("", task_id="1", model_alias="cheap") == "**[Task: 1]** [model:cheap]"
 
 
-@pytest.mark.parametrize("kw", [{"model_alias": "a]b"}, {"thinking": "lo\nw"}, {"worker": " w"},
+@pytest.mark.parametrize("kw", [{"model_alias": "a]b"}, {"thinking": "lo\nw"}, {"worker": " "},
                                 {"model_alias": ""}, {"model_alias": "a`b"}, {"task_id": "1]"}])
 def test_format_refuses_unwritable_values(kw):
     with pytest.raises(ValueError):

@@ -340,7 +340,8 @@ def _tag_text(model_alias: Optional[str], thinking: Optional[str], worker: Optio
     for key, value in (("model", model_alias), ("thinking", thinking), ("worker", worker)):
         if value is None:
             continue
-        if not isinstance(value, str) or value != value.strip() or not _TAG_VALUE_RE.fullmatch(value):
+        value = value.strip() if isinstance(value, str) else value
+        if not isinstance(value, str) or not _TAG_VALUE_RE.fullmatch(value):
             raise ValueError(f"{key} {value!r} cannot be written as a [{key}:...] tag "
                              "(check it with tag_problems() first)")
         tags.append(f"[{key}:{value}]")
@@ -362,8 +363,8 @@ def format_task_message(description: str, *, task_id: Optional[str] = None,
     """The seed's visible form: ``**[Task: <id>]** <task> [model:<m>] [thinking:<t>] [worker:<w>]``.
 
     The header only when ``task_id`` is given, each tag only when given. NULs are
-    dropped. Raises ValueError for a tag value that cannot be written as a tag
-    (``[``, ``]``, a backtick, a line break, surrounding blanks): validate first
+    dropped; tag values are trimmed. Raises ValueError for a tag value that cannot
+    be written as a tag (empty, ``[``, ``]``, a backtick, a line break): validate first
     (:func:`tag_problems`). See the module docstring for the round trip.
     """
     parts = [_header(task_id), _clean(description), _tag_text(model_alias, thinking, worker)]
