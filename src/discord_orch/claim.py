@@ -55,7 +55,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from .errors import NotFound
+from .errors import UNKNOWN_MEMBER, ConfigError, Forbidden, NotFound
 from .models import TASK_MESSAGE_TYPES, Message
 from .state import CLAIMED, REFUSED, Store
 
@@ -106,8 +106,19 @@ class Access:
             if author not in self._roles_cache:
                 try:
                     self._roles_cache[author] = tuple(self._member_roles(author))
-                except NotFound:
+                except NotFound as exc:
+                    if exc.code != UNKNOWN_MEMBER:  # Unknown Guild: a wrong GUILD_ID, not a stranger
+                        raise ConfigError("GUILD_ID", f"roles cannot be checked: Discord answered {exc.answer()} "
+                                          f"on {exc.method} {exc.route}",
+                                          "copy the id of the server #task-queue is in: Developer Mode on, "
+                                          "right-click the server → Copy Server ID") from None
                     self._roles_cache[author] = ()  # left the server: no roles
+                except Forbidden as exc:
+                    # Refusing here would be final and wrong: stop the pass, retry the task next time.
+                    raise ConfigError("GUILD_ID", f"roles cannot be checked: Discord answered {exc.answer()} "
+                                      f"on {exc.method} {exc.route}",
+                                      "it must be the id of the server #task-queue is in, with the bot a member"
+                                      ) from None
             if self.allowed_role_ids & set(self._roles_cache[author]):
                 return Verdict(True)
         return Verdict(False, self._refusal_text(author))

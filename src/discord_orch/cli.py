@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ LOG_FORMAT = "%(asctime)s discord-orch[%(process)d] %(levelname)s %(message)s"
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S"
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 LOG_ROTATE_KEEP = 3
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", None)  # click >= 8.2
 
 
 class _Group(click.Group):
@@ -45,13 +47,23 @@ class _Group(click.Group):
 def _fail(ctx: click.Context, exc: OrchError) -> None:
     settings = (ctx.obj or {}).get("settings")
     text = str(exc)
-    if isinstance(exc, DiscordError) and exc.channel_id and settings is not None:
-        for key in ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL"):
-            if getattr(settings, key.lower()) == exc.channel_id:
-                text += f" [check {key}]"
-                break
-    click.echo(f"discord-orch: error: {text}", err=True)
+    if isinstance(exc, DiscordError):
+        channel_key = token_key = None
+        if settings is not None:
+            if exc.channel_id:
+                channel_key = next((key for key in ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
+                                    if getattr(settings, key.lower()) == exc.channel_id), None)
+            if settings.token_key:
+                where = ("set in the environment" if os.environ.get(settings.token_key)
+                         else f"in {settings.home / 'discord-config.env'}")
+                token_key = f"{settings.token_key} ({where})"
+        text = exc.explain(channel_key, token_key)
+    click.echo(f"discord-orch: error: {_one_line(text)}", err=True)
     ctx.exit(exc.exit_code)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _setup_logging(verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
@@ -128,8 +140,8 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     from .submit import read_task_text, submit_task, validate_submission
 
     if task_file is not None:
-        if task is not None and model is None:  # `submit --file x cheap`: shift the arguments
-            task, model, thinking = None, task, model
+        if task is not None and model is None and not any(c.isspace() for c in task):
+            task, model, thinking = None, task, model  # `submit --file x cheap`: shift the arguments
         elif task is not None:
             raise click.UsageError("give the task either as TASK or with --file, not both")
     text = read_task_text(task, task_file)
@@ -195,22 +207,26 @@ def main(argv: Optional[list] = None) -> None:
     try:
         rc = cli.main(args=argv, prog_name="discord-orch", standalone_mode=False)
     except click.UsageError as exc:
-        where = f"discord-orch {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "discord-orch --help"
-        if exc.ctx and exc.ctx.info_name == "discord-orch":
-            where = "discord-orch --help"
-        click.echo(f"discord-orch: error: {exc.format_message()} (see {where})", err=True)
+        args = sys.argv[1:] if argv is None else list(argv)
+        command = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else \
+            next((a for a in args if a in cli.commands), None)  # click gives no context for some errors
+        where = f"discord-orch {command} --help" if command else "discord-orch --help"
+        problem = exc.format_message()
+        if _NoArgsIsHelp is not None and isinstance(exc, _NoArgsIsHelp):
+            problem = f"no command given: use one of {', '.join(sorted(cli.commands))}"
+        click.echo(f"discord-orch: error: {_one_line(problem)} (see {where})", err=True)
         sys.exit(EXIT_USAGE)
     except click.Abort:
         click.echo("discord-orch: interrupted", err=True)
         sys.exit(EXIT_SIGINT)
     except click.ClickException as exc:
-        click.echo(f"discord-orch: error: {exc.format_message()}", err=True)
+        click.echo(f"discord-orch: error: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # an internal error: one line, the traceback only with -v
         if logging.getLogger("discord_orch").isEnabledFor(logging.DEBUG):
             raise
-        click.echo(f"discord-orch: internal error: {exc.__class__.__name__}: {exc} (run with -v for details)",
-                   err=True)
+        click.echo(f"discord-orch: internal error: {exc.__class__.__name__}: {_one_line(exc)} "
+                   "(run with -v for details)", err=True)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
 

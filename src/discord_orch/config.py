@@ -11,6 +11,7 @@ the value; nothing in this module logs or prints it.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import stat
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from .errors import ConfigError
 from .tasks import DEFAULT_ALIASES, THINKING_LEVELS, is_snowflake, parse_aliases
@@ -213,20 +215,62 @@ def _parse_id_list(key: str, raw: str) -> Tuple[str, ...]:
     return tuple(_parse_id(key, part) for part in raw.replace(" ", "").split(",") if part)
 
 
-def read_config_file(path: Path) -> Tuple[Dict[str, str], List[str]]:
-    """The file's keys and the warnings it deserves (permissions, unknown keys)."""
-    warnings: List[str] = []
-    if not path.exists():
-        return {}, warnings
+def _key_of(line: str) -> str:
+    """The KEY of a ``KEY=...`` line, or "" (never any part of the value: it may be the token)."""
+    head = line.strip()
+    if head.startswith("export "):
+        head = head[len("export "):].lstrip()
+    key = head.split("=", 1)[0].strip() if "=" in head else ""
+    return key if key.replace("_", "").isalnum() and key.isascii() else ""
+
+
+def _check_config_text(path: Path, data: bytes) -> str:
+    """The file as text, or ConfigError naming the file, the line and what is wrong with it.
+
+    Messages never quote a value: a broken line may well be the token's.
+    """
+    if b"\x00" in data:
+        raise ConfigError("", f"{path} is not a text file (it contains NUL bytes); it should hold "
+                              "KEY=value lines (see discord-config.env.example)")
     try:
-        raw = dotenv_values(path, encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
+        text = data.decode("utf-8-sig")   # a BOM from a Windows editor is not part of the first key
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError("", f"{path} line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                              "save the file as UTF-8, KEY=value lines") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.line
+            key = _key_of(binding.original.string)
+            what = f" (the {key} line)" if key else ""
+            raise ConfigError("", f"{path} line {line}{what} cannot be read: expected KEY=value "
+                                  "(is a quote left open?)")
+    return text
+
+
+def read_config_file(path: Path) -> Tuple[Dict[str, str], List[str]]:
+    """The file's keys and the warnings it deserves (permissions, unknown keys).
+
+    Raises ConfigError for a file that cannot be read or parsed (binary, not
+    UTF-8, a line that is not KEY=value such as an unclosed quote): a broken
+    line would otherwise be skipped, or swallow the lines after it, silently.
+    """
+    warnings: List[str] = []
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}, warnings
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    text = _check_config_text(path, data)
+    raw = dotenv_values(stream=io.StringIO(text))
     values = {k: (v if v is not None else "") for k, v in raw.items()}
+    upper = {k.upper(): k for k in KNOWN_KEYS}
     for key in values:
         if key not in KNOWN_KEYS:
-            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            close = [upper[key.upper()]] if key.upper() in upper else \
+                difflib.get_close_matches(key.upper(), KNOWN_KEYS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else " (ignored)"
             warnings.append(f"{path.name}: unknown key {key}{hint}")
     if any(values.get(k) for k in TOKEN_KEYS):
         try:
@@ -234,7 +278,8 @@ def read_config_file(path: Path) -> Tuple[Dict[str, str], List[str]]:
         except OSError:
             mode = 0
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            warnings.append(f"{path} holds the bot token and other users can read it: run chmod 600 {path}")
+            warnings.append(f"{path} holds the bot token and other users can read it "
+                            f"(mode {stat.S_IMODE(mode):03o}): run chmod 600 {path}")
     return values, warnings
 
 
@@ -247,7 +292,7 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
         home = Path(environ.get("DISCORD_ORCH_HOME") or os.getcwd())
     home = Path(home).expanduser().resolve()
     if not home.is_dir():
-        raise ConfigError("DISCORD_ORCH_HOME", f"{home} is not a directory")
+        raise ConfigError("--home / DISCORD_ORCH_HOME", f"{home} is not a directory")
     file_values, warnings = read_config_file(home / CONFIG_FILENAME)
 
     def get(key: str) -> str:
@@ -263,6 +308,11 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
     token = get(token_key).strip() if token_key else ""
     if token.lower().startswith("bot "):
         token = token[4:].strip()  # a pasted "Bot xxx" would otherwise become "Bot Bot xxx"
+    if token and not all(33 <= ord(c) <= 126 for c in token):
+        # Never quote the value, not even in part: it is the secret.
+        raise ConfigError(token_key, "contains characters a bot token never has (blanks, quotes, "
+                                     "non-ASCII or control characters)",
+                          "paste it again, bare: Developer Portal → your application → Bot → Reset Token")
 
     aliases = dict(DEFAULT_ALIASES)
     if get("MODEL_ALIASES").strip():
@@ -311,6 +361,11 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
         log_file=(home / Path(log_raw).expanduser()) if log_raw else None,
         warnings=tuple(warnings),
     )
+    for key in ("RESULTS_CHANNEL", "WORKER_POOL_CHANNEL"):
+        if settings.task_queue_channel and getattr(settings, key.lower()) == settings.task_queue_channel:
+            # The bot's own posts are always allowed to run: its results must never land in the queue.
+            raise ConfigError(key, "is the same channel as TASK_QUEUE_CHANNEL",
+                              "the bot's own posts there would be read as tasks; use a separate channel")
     if settings.agents_md_template is not None and not settings.agents_md_template.is_file():
         raise ConfigError("AGENTS_MD_TEMPLATE", f"{settings.agents_md_template} is not a readable file")
     return settings

@@ -136,6 +136,25 @@ class DiscordError(OrchError):
             where += f" (channel {self.channel_id})"
         return where
 
+    def answer(self) -> str:
+        """``HTTP 403, code 50013 Missing Permissions``: what Discord said, short."""
+        out = f"HTTP {self.status}" if self.status is not None else "no answer"
+        if self.code:
+            out += f", code {self.code}"
+        if self.message and not self.message[:3].isdigit():  # not "401: Unauthorized" again
+            out += f" {self.message}"
+        return out
+
+    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        """The one line a user reads: what happened and what to do.
+
+        ``channel_key`` names the config key that holds ``channel_id``
+        (``RESULTS_CHANNEL``), ``token_key`` the key the token came from.
+        Subclasses that know a fix say it; the default is ``str(self)``.
+        """
+        text = str(self)
+        return f"{text} [check {channel_key}]" if channel_key else text
+
     def __str__(self) -> str:
         parts = [self.what]
         if self.status is not None:
@@ -152,16 +171,65 @@ class DiscordError(OrchError):
         return f"{out}: {detail}" if detail else out
 
 
+MISSING_ACCESS = 50001        # 403: the bot cannot see the channel (or is not in the server)
+MISSING_PERMISSIONS = 50013   # 403: it sees the channel but lacks a permission there
+UNKNOWN_CHANNEL = 10003
+UNKNOWN_GUILD = 10004
+UNKNOWN_MEMBER = 10007
+
+# The permission a route needs, named as Discord's server settings name it.
+_PERMISSION_FOR = {
+    "GET /channels/{channel_id}/messages": "Read Message History",
+    "GET /channels/{channel_id}/messages/{message_id}": "Read Message History",
+    "POST /channels/{channel_id}/messages": "Send Messages (and Attach Files, Read Message History)",
+    "PUT /channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me":
+        "Add Reactions (and Read Message History)",
+    "GET /channels/{channel_id}/messages/{message_id}/reactions/{emoji}": "Read Message History",
+}
+
+
 class Unauthorized(DiscordError):
     what = "Discord rejected the bot token (401; wrong or reset token: check CHIP_TOKEN / ORCHESTRATOR_AGENT_TOKEN)"
+
+    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        key = token_key or "CHIP_TOKEN (or ORCHESTRATOR_AGENT_TOKEN)"
+        late = " (an earlier request was rejected)" if "sends nothing more" in self.message else ""
+        return (f"Discord rejected the bot token (HTTP 401 on {self.method} {self.route}{late}): {key} is wrong "
+                "or was reset; paste the bot's current token (Developer Portal → your application → Bot → "
+                "Reset Token)")
 
 
 class Forbidden(DiscordError):
     what = "Discord refused access (403; the bot lacks a permission or cannot see the channel)"
 
+    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        channel = f"{channel_key}={self.channel_id}" if channel_key and self.channel_id else \
+            (f"channel {self.channel_id}" if self.channel_id else "")
+        place = f"in {channel}" if channel else "there"
+        head = f"Discord refused {self.method} {self.route} ({self.answer()})"
+        if self.code == MISSING_ACCESS:
+            fix = (f"the bot cannot see {channel or 'it'}: invite the bot to that server and give it View Channel "
+                   "and Read Message History in the channel")
+        elif self.code == MISSING_PERMISSIONS:
+            perm = _PERMISSION_FOR.get(f"{self.method} {self.route}", "a permission this request needs")
+            fix = f"give the bot {perm} {place}"
+        else:
+            fix = f"check the bot's permissions {place}"
+        return f"{head}: {fix}"
+
 
 class NotFound(DiscordError):
     what = "Discord does not know this (404)"
+
+    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        head = f"Discord answered {self.answer()} on {self.method} {self.route}"
+        if self.code == UNKNOWN_CHANNEL or (self.code is None and channel_key):
+            what = f"{channel_key}={self.channel_id}" if channel_key else f"channel {self.channel_id}"
+            return (f"{head}: there is no channel {what} (or the bot is not in its server); copy the id again "
+                    "(Developer Mode on, right-click the channel → Copy Channel ID)")
+        if self.code == UNKNOWN_GUILD:
+            return f"{head}: check GUILD_ID (Developer Mode on, right-click the server → Copy Server ID)"
+        return super().explain(channel_key, token_key)
 
 
 class BadRequest(DiscordError):

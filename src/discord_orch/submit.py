@@ -33,10 +33,15 @@ def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
         name = getattr(task_file, "name", "-")
         try:
             text = task_file.read(MAX_TASK_CHARS + 1)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read the task from {name}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"the task in {name} is not UTF-8 text (it has the byte "
+                             f"0x{exc.object[exc.start]:02x}); save it as UTF-8") from None
+        except OSError as exc:
+            raise InputError(f"cannot read the task from {name}: {exc.strerror or exc}") from None
         if len(text) > MAX_TASK_CHARS:
             raise InputError(f"the task in {name} is longer than {MAX_TASK_CHARS:,} characters")
+        if "\x00" in text:
+            raise InputError(f"the task in {name} contains NUL bytes: is it a binary file?")
     elif task is not None:
         text = task
     else:
