@@ -102,7 +102,7 @@ class AgentConfig:
         default_factory=lambda: Path(os.path.expanduser("~/.openclaw/openclaw.json")))
     extra_pythonpath: Optional[str] = None
     secret_env_keys: Tuple[str, ...] = DEFAULT_SECRET_ENV_KEYS
-    secret_values: Tuple[str, ...] = ()
+    secret_values: Tuple[str, ...] = field(default=(), repr=False)  # the token: never in a repr
 
 
 # ---------------------------------------------------------------- command

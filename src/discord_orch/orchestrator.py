@@ -375,10 +375,14 @@ class Orchestrator:
         if not refuse_task(self.store, msg, reason=reason, description=description):
             return
         self.stats.refused += 1
-        log.warning("refused task=%s author=%s: %s", msg.id, msg.author.id, reason)
+        said = self.store.get_meta(INTENT_NOTICE_KEY) if intent else None
+        if said:  # the explanation is said once, in the log and in #results, not once per message
+            log.info("refused task=%s author=%s: arrived empty too (see task %s)", msg.id, msg.author.id, said)
+        else:
+            log.warning("refused task=%s author=%s: %s", msg.id, msg.author.id, reason)
         self._task_lane_submit(lambda: self._react(msg.id, REFUSED_EMOJI))
         if intent:
-            if self.store.get_meta(INTENT_NOTICE_KEY):
+            if said:
                 # Said once already: mark this one done without another post.
                 self.store.update(msg.id, status=REPORTED)
                 return
