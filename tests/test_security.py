@@ -210,6 +210,27 @@ def test_missing_permission_in_results_names_it_and_keeps_the_result(home, world
     assert len(results_for(world, task)) == 1 and len(home.runs()) == 1
 
 
+def test_missing_permission_in_worker_pool_finishes_the_pass_then_says_so(home, world):
+    task = home.cli("submit", "results matter more than notices").stdout.strip()
+    world.ld.deny(world.worker_pool, world.bot.id, code=50013)
+    run = home.cli("orchestrate")
+    assert run.returncode == EXIT_DISCORD
+    line = error_line(run)
+    assert f"WORKER_POOL_CHANNEL={world.worker_pool}" in line and "Send Messages" in line
+    assert len(results_for(world, task)) == 1 and home.workers() == []
+
+
+def test_missing_add_reactions_finishes_the_pass_then_says_so(home, world):
+    task = home.cli("submit", "claimed even without the reaction").stdout.strip()
+    world.ld.fail("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", statuses=[403],
+                  count=10, body={"code": 50013, "message": "Missing Permissions"})
+    run = home.cli("orchestrate")
+    assert run.returncode == EXIT_DISCORD
+    line = error_line(run)
+    assert f"TASK_QUEUE_CHANNEL={world.task_queue}" in line and "Add Reactions" in line
+    assert len(results_for(world, task)) == 1 and len(home.runs()) == 1
+
+
 @pytest.mark.parametrize("key", ["TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL"])
 def test_unknown_channel_names_the_config_key(home, world, key):
     home.cli("submit", "a task")

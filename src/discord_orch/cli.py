@@ -188,6 +188,8 @@ def orchestrate(ctx: click.Context, watch: bool, interval: Optional[float], max_
     orch.raise_if_fatal()
     if stats.stopped_by is not None:
         ctx.exit(EXIT_SIGINT if stats.stopped_by == signal.SIGINT else EXIT_SIGTERM)
+    if client.setup_problem is not None:  # e.g. no Add Reactions in #task-queue: the pass went on; say so
+        raise client.setup_problem
 
 
 @cli.command()

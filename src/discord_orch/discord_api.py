@@ -116,6 +116,7 @@ class DiscordClient:
         self._limiter = RateLimiter(max_wait)
         self._lock = threading.Lock()  # guards the limiter, the stats and _unauthorized
         self._unauthorized = False
+        self._setup_problem: Optional[DiscordError] = None
         self._stats = ClientStats()
         self._random = random.Random()
         self._session = requests.Session()
@@ -450,7 +451,19 @@ class DiscordClient:
     def _error(self, resp: requests.Response, method: str, template: str, channel_id: Optional[str]) -> DiscordError:
         code, message, errors = _error_fields(*_parse_json(resp.content))
         cls = _ERROR_CLASSES.get(resp.status_code, BadRequest)
-        return cls(method, template, resp.status_code, code, message, channel_id=channel_id, errors=errors)
+        err = cls(method, template, resp.status_code, code, message, channel_id=channel_id, errors=errors)
+        if (resp.status_code, code) in _SETUP_PROBLEMS:
+            with self._lock:
+                if self._setup_problem is None:
+                    self._setup_problem = err
+        return err
+
+    @property
+    def setup_problem(self) -> Optional[DiscordError]:
+        """The first answer that means the setup is wrong (403 Missing Access / Missing
+        Permissions, 404 Unknown Channel), even if the caller logged it and carried on."""
+        with self._lock:
+            return self._setup_problem
 
     @staticmethod
     def _parse(resp: requests.Response, parse: Optional[Callable[[Any], Any]], method: str, template: str,
@@ -471,6 +484,7 @@ class DiscordClient:
 # -- helpers ---------------------------------------------------------------
 
 _ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
+_SETUP_PROBLEMS = frozenset({(403, 50001), (403, 50013), (404, 10003)})  # (status, Discord code)
 _DOWNLOAD_ERROR_CLASSES = {401: Forbidden, 403: Forbidden, 404: NotFound}
 
 
