@@ -50,6 +50,7 @@ from .workspace import (Workspace, agents_template_for, archive_workspace, creat
 log = logging.getLogger("discord_orch")
 
 TICK_S = 0.25                    # longest sleep of the main loop between checks
+PRUNE_EVERY_S = 3600.0           # --watch: prune archive/ this often (a pass prunes when it ends)
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
 MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024
@@ -115,6 +116,7 @@ class Orchestrator:
         self._bot_id: Optional[str] = None
         self._guild_id: Optional[str] = settings.guild_id or None
         self._prices = None
+        self._last_prune = clock()
         self._lock = threading.Lock()
         self.access = Access(bot_user_id=self.bot_user_id, allowed_user_ids=settings.allowed_user_ids,
                              allowed_role_ids=settings.allowed_role_ids, allow_anyone=settings.allow_anyone,
@@ -175,6 +177,8 @@ class Orchestrator:
                         last_poll = self.clock()
                     self._take_backlog()
                 self.supervise()
+                if watch and self.clock() - self._last_prune >= PRUNE_EVERY_S:
+                    self.prune()  # a pass prunes when it ends; --watch never ends, so also hourly
                 if not self._live:
                     if stopping:
                         break
@@ -303,10 +307,20 @@ class Orchestrator:
         if messages:
             self._seen_upto = messages[-1].id
             known = self.store.known_ids([m.id for m in messages])
-            pending = [m for m in messages if is_pending(m, known)]
+            pending = [m for m in messages if is_pending(m, known) and not self._own_report(m)]
             self._backlog.extend(pending)
             log.debug("poll: %d new message(s), %d pending", len(messages), len(pending))
         self._save_cursor()
+
+    def _own_report(self, msg: Message) -> bool:
+        """A result or refusal this bot posted as a reply in #task-queue (RESULTS_CHANNEL may be
+        that channel): never a task. ``submit`` posts are never replies, so they still run."""
+        if msg.referenced_message_id is None or not msg.author.bot:
+            return False
+        try:
+            return msg.author.id == self.bot_user_id()
+        except DiscordError:
+            return True  # cannot tell who we are: a bot's reply is not worth the risk of a loop
 
     def _save_cursor(self) -> None:
         """Everything at or below the cursor is decided: the oldest undecided message stops it."""
@@ -471,7 +485,7 @@ class Orchestrator:
     def finish(self, rec: TaskRecord, ws: Workspace, outcome: Outcome) -> None:
         archive_path = None
         if outcome.status != OK or self.settings.keep_success_h > 0:
-            archive_path = self._archive_quietly(ws)
+            archive_path = self._archive_quietly(ws, success=outcome.status == OK)
         kept = dataclasses.replace(outcome, result_text=outcome.result_text[:OUTCOME_TEXT_KEPT])
         self.store.update(rec.task_id, status=FINISHED, finished_at=self.wall(),
                           outcome=json.dumps(dataclasses.asdict(kept)), archive_path=archive_path)
@@ -481,11 +495,11 @@ class Orchestrator:
         self._notice(reportfmt.notice_line_finished(ws.agent_id, rec.task_id, outcome.status, outcome.duration_s))
         self._queue_report(rec.task_id)
 
-    def _archive_quietly(self, ws: Workspace) -> Optional[str]:
+    def _archive_quietly(self, ws: Workspace, *, success: bool = False) -> Optional[str]:
         if not ws.agent_dir.exists():
             return None
         try:
-            return str(archive_workspace(ws, self.settings.archive_dir))
+            return str(archive_workspace(ws, self.settings.archive_dir, success=success))
         except (OSError, StateError) as exc:
             log.error("could not archive %s: %s", ws.agent_dir, exc)
             return None
@@ -522,7 +536,8 @@ class Orchestrator:
         self.store.update(task_id, status=REPORTED, result_message_id=msg.id)
         with self._lock:
             self.stats.reported += 1
-        log.info("reported task=%s message=%s", task_id, msg.id)
+        log.info("reported task=%s agent=%s outcome=%s message=%s", task_id, rec.agent_id or "-",
+                 "refused" if rec.refusal is not None else rec.outcome_data.get("status", "?"), msg.id)
         rec = self.store.get(task_id)
         if rec is not None:
             self._set_status_reaction(rec)
@@ -582,13 +597,16 @@ class Orchestrator:
 
     def prune(self) -> None:
         s = self.settings
+        self._last_prune = self.clock()
         try:
-            removed = prune_archive(s.archive_dir, s.archive_retention_h, self.wall())
-        except OSError as exc:
+            removed = prune_archive(s.archive_dir, s.archive_retention_h, self.wall(),
+                                    success_hours=s.keep_success_h)
+        except (OSError, StateError) as exc:
             log.error("could not prune %s: %s", s.archive_dir, exc)
             return
         for path in removed:
-            log.info("pruned %s (older than %gh)", path, s.archive_retention_h)
+            log.info("pruned %s (past its retention: ARCHIVE_RETENTION_HOURS=%g, KEEP_SUCCESS_HOURS=%g)",
+                     path, s.archive_retention_h, s.keep_success_h)
 
     # ------------------------------------------------------------------
     # Discord helpers and lanes

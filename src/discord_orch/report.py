@@ -59,14 +59,19 @@ MODEL_MAX = 100
 PATH_MAX = 200
 ATTACHMENT_MAX_BYTES = 8 * 1024 * 1024   # below Discord's 10 MiB upload limit for bots
 RESULT_FILE = "RESULT.txt"
+SUMMARY_FILE = "SUMMARY.txt"
 REPLY_FILE = "REPLY.txt"
+#: not listed under "Files": the post shows or attaches them already
+SHOWN_FILES = frozenset({RESULT_FILE, SUMMARY_FILE})
 
+# ⛔ is kept for refusals (the task never ran); a run that was killed or interrupted
+# failed, and shows ❌ like the task's final reaction does.
 STATUS_LABELS = {
     OK: "✅ **DONE**",
     FAILED: "❌ **FAILED**",
     TIMED_OUT: "⏱ **TIMED OUT**",
-    KILLED: "⛔ **KILLED**",
-    INTERRUPTED: "⛔ **INTERRUPTED**",
+    KILLED: "❌ **KILLED**",
+    INTERRUPTED: "❌ **INTERRUPTED**",
 }
 STATUS_WORDS = {OK: "done", FAILED: "failed", TIMED_OUT: "timed out", KILLED: "killed",
                 INTERRUPTED: "interrupted"}
@@ -266,6 +271,19 @@ def exit_text(outcome: Outcome) -> str:
     return "exit code unknown"
 
 
+def _says_exit(reason: str, outcome: Outcome) -> bool:
+    """True when the reason already names the exit code or the signal (no need to repeat it)."""
+    if outcome.signal is not None:
+        try:
+            name = _signal.Signals(outcome.signal).name
+        except (ValueError, TypeError):
+            name = None
+        return bool(name) and re.search(rf"\b{name}\b", reason) is not None
+    if outcome.exit_code is not None:
+        return re.search(rf"\bcode {outcome.exit_code}\b", reason) is not None
+    return False
+
+
 # ----------------------------------------------------------------------
 # where the post goes
 # ----------------------------------------------------------------------
@@ -368,8 +386,11 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     used = model_used(outcome.usage, model_requested)
     facts = [f"model {_code(used, MODEL_MAX) if used else 'n/a'}"]
     requested = (model_requested or "").strip()
+    reported = bool((outcome.usage.model or "").strip())
     if used and requested and used != requested:
         facts[0] += f" (asked for {_code(requested, MODEL_MAX)})"
+    elif used and not reported:
+        facts[0] += " (requested)"  # openclaw did not say which model ran
     facts.append(f"thinking {_code(thinking, 20) if thinking else 'n/a'}")
     if worker:
         facts.append(f"worker {_code(worker, 32)}")
@@ -403,7 +424,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     reason = one_line(outcome.reason) or f"{STATUS_WORDS.get(status, 'ended')}, no reason recorded"
     error = _no_nul(outcome.error_message).strip()
     log_tail = _log_tail(outcome.log_tail) if failed else ""
-    files = [one_line(f) for f in outcome.files if one_line(f)]
+    files = [one_line(f) for f in outcome.files if one_line(f) and one_line(f) not in SHOWN_FILES]
     summary_cap = max(0, int(summary_max))
 
     caps = {"task": TASK_HEAD_MAX, "reason": REASON_MAX, "error": ERROR_MAX,
@@ -422,7 +443,8 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
         if description:
             lines.append("📝 " + _inline(description, c["task"]))
         if failed:
-            lines.append(f"**Why:** {_inline(reason, c['reason'])} · {exit_text(outcome)}")
+            why = _inline(reason, c["reason"])
+            lines.append(f"**Why:** {why}" + ("" if _says_exit(reason, outcome) else f" · {exit_text(outcome)}"))
             if error:
                 shown, _ = _head_block(error, c["error"])
                 lines.append("**openclaw said:**\n" + f"{FENCE}\n{shown}\n{FENCE}")

@@ -14,6 +14,11 @@ Layout (all paths absolute)::
 
 Everything here is created 0600 (files) / 0700 (directories): a workspace may
 hold private data. Disk problems surface as :class:`errors.StateError`.
+
+Archive: a failed run's agent dir is moved to ``archive/<agent-id>`` and kept
+for ARCHIVE_RETENTION_HOURS; a successful one kept on purpose
+(KEEP_SUCCESS_HOURS) is moved there too, with a ``.kept-success`` marker at its
+top so :func:`prune_archive` can give it its own, usually shorter, retention.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ AGENTS_FILE = "AGENTS.md"
 TOOLS_FILE = "TOOLS.md"
 OVERLAY_CONFIG = "openclaw.json"
 TASK_PREFIX = "TASK: "
+#: marker at the top of an archived agent dir: a success kept for KEEP_SUCCESS_HOURS
+KEPT_SUCCESS_MARKER = ".kept-success"
 
 #: files of ours in the task dir that files_left() does not report
 OWN_FILES = frozenset({AGENTS_FILE, TOOLS_FILE, TASK_FILE, STDOUT_FILE, STDERR_FILE})
@@ -344,11 +351,13 @@ def remove_workspace(ws: Workspace) -> None:
         raise StateError(os.fspath(ws.agent_dir), f"cannot remove: {exc.strerror or exc}") from exc
 
 
-def archive_workspace(ws: Workspace, archive_dir: PathLike) -> Path:
+def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = False) -> Path:
     """Move the whole agent dir (logs, JSON, RESULT.txt...) to ``archive_dir/<agent_id>``.
 
     The archived dir's mtime is set to now, so retention counts from the archiving.
-    Returns the new path. StateError on failure.
+    ``success`` marks a successful run kept on purpose (``KEPT_SUCCESS_MARKER``), so
+    :func:`prune_archive` applies the success retention to it. Returns the new path.
+    StateError on failure.
     """
     archive = _abs(archive_dir)
     dest = archive / ws.agent_id
@@ -359,6 +368,8 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike) -> Path:
             dest = archive / f"{ws.agent_id}.{n}"
             n += 1
         shutil.move(os.fspath(ws.agent_dir), os.fspath(dest))
+        if success:
+            _write_new(dest / KEPT_SUCCESS_MARKER, b"kept after a successful run (KEEP_SUCCESS_HOURS)\n")
         os.utime(dest)
     except OSError as exc:
         raise StateError(os.fspath(ws.agent_dir),
@@ -366,11 +377,20 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike) -> Path:
     return dest
 
 
-def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: float) -> List[Path]:
-    """Remove archived agent dirs (``agent-*`` only) whose mtime is older than the limit.
+def is_kept_success(archived_dir: PathLike) -> bool:
+    """True when an archived agent dir is a success kept on purpose (it has the marker)."""
+    return os.path.lexists(os.path.join(os.fspath(archived_dir), KEPT_SUCCESS_MARKER))
+
+
+def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: float, *,
+                  success_hours: Optional[float] = None) -> List[Path]:
+    """Remove archived agent dirs (``agent-*`` only) whose mtime is older than their limit:
+    ``success_hours`` for successes kept on purpose (see :func:`archive_workspace`), when
+    given, else ``older_than_hours`` (failures, timeouts, interrupted runs).
     Returns what was removed; entries that cannot be removed are skipped."""
     archive = _abs(archive_dir)
     limit = now_epoch - older_than_hours * 3600.0
+    success_limit = limit if success_hours is None else now_epoch - success_hours * 3600.0
     removed: List[Path] = []
     try:
         entries = sorted(os.scandir(archive), key=lambda e: e.name)
@@ -384,7 +404,8 @@ def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: flo
         try:
             if not entry.is_dir(follow_symlinks=False):
                 continue
-            if entry.stat(follow_symlinks=False).st_mtime >= limit:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+            if mtime >= (success_limit if is_kept_success(entry.path) else limit):
                 continue
             _rmtree(Path(entry.path))
         except OSError:
