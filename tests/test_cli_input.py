@@ -9,8 +9,12 @@ locally, and that nothing was posted to #task-queue.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 EXIT_USAGE, EXIT_CONFIG, EXIT_DISCORD = 2, 3, 4
 
@@ -222,3 +226,66 @@ def test_windows_bom_and_crlf_config_is_read(home, world):
     result = home.cli("submit", "a task")
     assert result.returncode == 0, result.stderr
     assert "unknown key" not in result.stderr
+
+
+def test_the_example_config_reads_cleanly(tmp_path):
+    from discord_orch.config import KNOWN_KEYS, read_config_file
+
+    example = Path(__file__).resolve().parents[1] / "discord-config.env.example"
+    values, warnings = read_config_file(example)
+    assert warnings == []
+    assert set(values) <= set(KNOWN_KEYS)
+    commented = {line.lstrip("#").split("=", 1)[0] for line in example.read_text().splitlines()
+                 if "=" in line and line.lstrip("#")[:1].isupper()}
+    assert commented <= set(KNOWN_KEYS), commented - set(KNOWN_KEYS)
+
+
+# ----------------------------------------------------------------------
+# property: whatever is submitted fits in a message, and the text travels intact
+# ----------------------------------------------------------------------
+class _RecordingClient:
+    def __init__(self):
+        self.created, self.edited = [], []
+
+    def create_message(self, channel, content, files=()):
+        self.created.append((content, files))
+        return SimpleNamespace(id="1234567890123456789")
+
+    def edit_message(self, channel, message_id, content):
+        self.edited.append(content)
+
+
+TASKS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
+                max_size=4000).filter(lambda t: t.strip())
+
+
+@settings(max_examples=200, deadline=None)
+@given(TASKS, st.sampled_from([None, "cheap", "coder", "openrouter/x/" + "y" * 180]),
+       st.sampled_from([None, "off", "xhigh"]), st.sampled_from([None, "w", "x" * 32]))
+def test_any_submitted_task_fits_and_travels_intact(text, model, thinking, worker):
+    from discord_orch.submit import submit_task, validate_submission
+    from discord_orch.tasks import DEFAULT_ALIASES, MESSAGE_LIMIT
+
+    validate_submission(text, model, thinking, worker, DEFAULT_ALIASES)
+    client = _RecordingClient()
+    submit_task(client, SimpleNamespace(task_queue_channel="1"), text, model, thinking, worker)
+    [(content, files)] = client.created
+    [final] = client.edited
+    assert len(content) <= MESSAGE_LIMIT and len(final) <= MESSAGE_LIMIT
+    assert final.startswith("**[Task: 1234567890123456789]** ")
+    if files:
+        [upload] = files
+        assert upload.filename == "TASK.txt" and upload.data == text.encode("utf-8")
+    else:
+        assert text in final
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_task_file_is_one_line(home, world, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a task")
+    secret.chmod(0)
+    result = home.cli("submit", "--file", str(secret))
+    assert result.returncode == EXIT_USAGE
+    assert "Permission denied" in one_error_line(result)
+    assert world.ld.requests == []

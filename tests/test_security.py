@@ -20,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from discord_orch.claim import ROLE_CACHE_S, Access
+from discord_orch.models import Message, User
 from discord_orch.workspace import check_task_id, create_workspace
 
 CHECK, REFUSED = "✅", "⛔"
@@ -123,6 +125,30 @@ def test_wrong_guild_id_stops_the_pass_instead_of_refusing_role_holders(home, wo
     home.write_config(GUILD_ID=world.guild)
     assert home.cli("orchestrate").returncode == 0
     assert [r["task_id"] for r in home.runs()] == [task]
+
+
+def test_role_lookups_expire_so_watch_notices_a_role_taken_away():
+    now = [0.0]
+    roles = {"1111111111111111111": ("5555555555555555555",)}
+    lookups = []
+
+    def member_roles(user_id):
+        lookups.append(user_id)
+        return roles.get(user_id, ())
+
+    access = Access(bot_user_id=lambda: "9999999999999999999", allowed_role_ids=("5555555555555555555",),
+                    member_roles=member_roles, clock=lambda: now[0])
+    msg = Message(id="2222222222222222222", channel_id="3333333333333333333",
+                  author=User(id="1111111111111111111", username="mallory"))
+    assert access.check(msg).allowed and access.check(msg).allowed
+    assert len(lookups) == 1                          # cached within a pass
+    roles.clear()                                     # an admin takes the role away
+    now[0] += ROLE_CACHE_S
+    verdict = access.check(msg)
+    assert not verdict.allowed and "ALLOWED_ROLE_IDS" in verdict.reason and len(lookups) == 2
+    bot = Message(id="2222222222222222223", channel_id="3333333333333333333",
+                  author=User(id="9999999999999999999", username="orch-bot", bot=True))
+    assert access.check(bot).allowed and len(lookups) == 2   # the bot's own tasks: no lookup
 
 
 def test_allow_anyone_runs_everyone_and_warns_every_pass(home, world):

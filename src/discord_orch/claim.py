@@ -46,12 +46,15 @@ Safe by default: only messages posted by this orchestrator's own bot (via
 ``discord-orch submit``) run, unless ``ALLOWED_USER_IDS`` / ``ALLOWED_ROLE_IDS``
 name more people, or ``ALLOW_ANYONE=true`` restores the seed's open behaviour.
 Roles are checked through ``GET /guilds/{guild}/members/{user}``, cached for
-the pass.
+the pass (at most ROLE_CACHE_S, so that ``--watch``, one long pass, notices a
+role taken away). ``--watch`` reads the configuration once: the allowed ids
+take effect at its next start.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -60,6 +63,7 @@ from .models import TASK_MESSAGE_TYPES, Message
 from .state import CLAIMED, REFUSED, Store
 
 CLAIM_EMOJI = "✅"
+ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 
 log = logging.getLogger("discord_orch")
@@ -86,13 +90,17 @@ class Access:
 
     def __init__(self, *, bot_user_id: Callable[[], str], allowed_user_ids: Tuple[str, ...] = (),
                  allowed_role_ids: Tuple[str, ...] = (), allow_anyone: bool = False,
-                 member_roles: Optional[Callable[[str], Tuple[str, ...]]] = None) -> None:
+                 member_roles: Optional[Callable[[str], Tuple[str, ...]]] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._bot_user_id = bot_user_id
         self.allowed_user_ids = frozenset(allowed_user_ids)
         self.allowed_role_ids = frozenset(allowed_role_ids)
         self.allow_anyone = allow_anyone
         self._member_roles = member_roles
-        self._roles_cache: Dict[str, Tuple[str, ...]] = {}
+        self._clock = clock
+        # user id -> (roles, when looked up). A pass is short; --watch is one long pass, so
+        # entries expire: a role taken away stops counting within ROLE_CACHE_S.
+        self._roles_cache: Dict[str, Tuple[Tuple[str, ...], float]] = {}
 
     def check(self, msg: Message) -> Verdict:
         author = msg.author.id
@@ -103,23 +111,25 @@ class Access:
         if author == self._bot_user_id():
             return Verdict(True)
         if self.allowed_role_ids and self._member_roles is not None and not msg.author.bot:
-            if author not in self._roles_cache:
+            now = self._clock()
+            cached = self._roles_cache.get(author)
+            if cached is None or now - cached[1] >= ROLE_CACHE_S:
                 try:
-                    self._roles_cache[author] = tuple(self._member_roles(author))
+                    self._roles_cache[author] = (tuple(self._member_roles(author)), now)
                 except NotFound as exc:
                     if exc.code != UNKNOWN_MEMBER:  # Unknown Guild: a wrong GUILD_ID, not a stranger
                         raise ConfigError("GUILD_ID", f"roles cannot be checked: Discord answered {exc.answer()} "
                                           f"on {exc.method} {exc.route}",
                                           "copy the id of the server #task-queue is in: Developer Mode on, "
                                           "right-click the server → Copy Server ID") from None
-                    self._roles_cache[author] = ()  # left the server: no roles
+                    self._roles_cache[author] = ((), now)  # left the server: no roles
                 except Forbidden as exc:
                     # Refusing here would be final and wrong: stop the pass, retry the task next time.
                     raise ConfigError("GUILD_ID", f"roles cannot be checked: Discord answered {exc.answer()} "
                                       f"on {exc.method} {exc.route}",
                                       "it must be the id of the server #task-queue is in, with the bot a member"
                                       ) from None
-            if self.allowed_role_ids & set(self._roles_cache[author]):
+            if self.allowed_role_ids & set(self._roles_cache[author][0]):
                 return Verdict(True)
         return Verdict(False, self._refusal_text(author))
 
