@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from discord_orch.claim import ROLE_CACHE_S, Access
+from discord_orch.claim import ROLE_CACHE_S, Access, is_pending
 from discord_orch.models import Message, User
 from discord_orch.workspace import check_task_id, create_workspace
 
@@ -293,6 +293,14 @@ def test_ids_that_are_not_snowflakes_never_name_a_path(tmp_path, bad):
         create_workspace(tmp_path / "workers", "agent-1-abcdef", bad, "task", agents_md="x", tools_md=None,
                          user_openclaw_config=tmp_path / "none.json")
     assert not (tmp_path / "workers").exists() or not any((tmp_path / "workers").iterdir())
+
+
+@pytest.mark.parametrize("bad", ["../../tmp/x", "1234567890123456789\n999", "12", ""])
+def test_a_message_whose_id_is_not_a_snowflake_is_never_pending(bad):
+    msg = Message(id=bad, channel_id="3333333333333333333", author=User(id="1111111111111111111"))
+    assert not is_pending(msg, set())
+    assert is_pending(Message(id="1234567890123456789", channel_id="3333333333333333333",
+                              author=User(id="1111111111111111111")), set())
 
 
 def test_repeated_and_malformed_tags_are_predictable(home, world):

@@ -61,6 +61,7 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 from .errors import UNKNOWN_MEMBER, ConfigError, Forbidden, NotFound
 from .models import TASK_MESSAGE_TYPES, Message
 from .state import CLAIMED, REFUSED, Store
+from .tasks import is_snowflake
 
 CLAIM_EMOJI = "✅"
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
@@ -70,8 +71,15 @@ log = logging.getLogger("discord_orch")
 
 
 def is_pending(msg: Message, known_ids: Iterable[str]) -> bool:
-    """The seed's rule (no ✅ from anyone) plus our own records."""
+    """The seed's rule (no ✅ from anyone) plus our own records.
+
+    A message whose id is not a snowflake is never pending: the id becomes a
+    ledger line and a directory name, and such a message could never run anyway.
+    """
     if msg.type not in TASK_MESSAGE_TYPES:
+        return False
+    if not is_snowflake(msg.id):
+        log.error("message id %r from Discord is not a snowflake; ignored", msg.id[:40])
         return False
     claim = msg.reaction(CLAIM_EMOJI)
     if claim is not None and claim.count > 0:
