@@ -354,6 +354,13 @@ def test_quiet_verbose_and_log_file(home, world):
             ["claimed", "started", "finished", "reported", "cleaned"]
     assert text.count("pass done") == 2 and world.bot.token not in text
 
+    # cron: nothing on stderr (nothing mailed), every line in the file
+    fourth = submit(home, "quiet on stderr, loud in the file")
+    quiet = orchestrate(home, "-q", "--log-file", str(log_file))
+    assert quiet.stdout == "" and quiet.stderr == ""
+    assert [line.split(" ")[0] for line in transitions(log_file.read_text(), fourth)] == \
+        ["claimed", "started", "finished", "reported", "cleaned"]
+
 
 # ---------------------------------------------------------------- pure: prices, retention
 def test_load_prices_reads_what_openclaw_accepts(tmp_path):

@@ -67,14 +67,16 @@ def _one_line(text: str) -> str:
 
 
 def _setup_logging(verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
+    # -q quiets stderr only (cron mails what a job prints): --log-file still gets every line.
+    level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger("discord_orch")
     root.handlers.clear()
-    root.setLevel(level)
+    root.setLevel(level if (log_file is not None or not quiet) else logging.ERROR)
     root.propagate = False
     fmt = logging.Formatter(LOG_FORMAT, LOG_DATEFMT)
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(fmt)
+    stderr.setLevel(logging.ERROR if quiet else level)
     root.addHandler(stderr)
     if log_file is not None:
         try:
@@ -113,7 +115,7 @@ def _client(settings):
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="DISCORD_ORCH_HOME",
               help="Directory holding discord-config.env, workers/, .runtime/, archive/ (default: current).")
 @click.option("-v", "--verbose", count=True, help="More detail (HTTP requests, never the token).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (--log-file still gets every line).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also append the log here (rotated).")
 @click.pass_context
 def cli(ctx: click.Context, home: Optional[Path], verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
