@@ -114,13 +114,41 @@ def test_discovery_in_flight_keeps_its_key_when_another_major_teaches_the_hash()
 def test_reservations_stop_concurrent_callers_from_over_sending():
     rl = limiter()
     discover(rl, remaining=4)
-    # Four callers reserve before any of their responses are back.
+    # Four callers reserve before any of their responses are back; a fifth
+    # waits for their answers, not for the reset (they might free a slot).
     assert [rl.acquire(CREATE, "1", 0.1) for _ in range(4)] == [0, 0, 0, 0]
-    wait = rl.acquire(CREATE, "1", 0.1)
-    assert wait == pytest.approx(4.9 + SAFETY_MARGIN_S)
-    # Stale responses (remaining 3, 2...) never hand slots back.
+    assert rl.acquire(CREATE, "1", 0.1) == IN_FLIGHT_POLL_S
     rl.update(CREATE, "1", hdrs(remaining=3), 0.2)
-    assert rl.acquire(CREATE, "1", 0.2) > 0
+    assert rl.acquire(CREATE, "1", 0.2) == IN_FLIGHT_POLL_S
+    for r in (2, 1, 0):
+        rl.update(CREATE, "1", hdrs(remaining=r), 0.2)
+    # The server says none is left: now wait for the reset.
+    assert rl.acquire(CREATE, "1", 0.2) == pytest.approx(5.0 + SAFETY_MARGIN_S)
+
+
+def test_answers_out_of_server_order_give_slots_back_once_all_are_in():
+    rl = limiter()
+    discover(rl, remaining=4)                           # server: 1 counted
+    assert [rl.acquire(CREATE, "1", 0.1) for _ in range(3)] == [0, 0, 0]
+    # The server counted them A (R=3), B (R=2), C (R=1); B's answer arrives first.
+    rl.update(CREATE, "1", hdrs(remaining=2), 0.11)
+    assert rl.snapshot(CREATE, "1")[1] == 0             # A and C might be uncounted: 2 - 2
+    rl.update(CREATE, "1", hdrs(remaining=3), 0.12)     # A: a stale, higher count changes nothing...
+    assert rl.snapshot(CREATE, "1")[1] == 1             # ...but A is no longer in flight
+    rl.update(CREATE, "1", hdrs(remaining=1), 0.13)
+    assert rl.snapshot(CREATE, "1")[1] == 1             # exactly the server's count
+    assert rl.acquire(CREATE, "1", 0.14) == 0
+    assert rl.acquire(CREATE, "1", 0.14) == IN_FLIGHT_POLL_S
+    rl.update(CREATE, "1", hdrs(remaining=0), 0.15)
+    assert rl.acquire(CREATE, "1", 0.15) > 4
+
+
+def test_a_request_without_answer_keeps_its_slot_used():
+    rl = limiter()
+    discover(rl, remaining=2)
+    assert rl.acquire(CREATE, "1", 0.1) == 0
+    rl.release(CREATE, "1", 0.2)                        # dropped: maybe counted
+    assert rl.snapshot(CREATE, "1")[1] == 1
 
 
 def test_wait_until_reset_then_a_fresh_window():
@@ -131,7 +159,8 @@ def test_wait_until_reset_then_a_fresh_window():
     assert [rl.acquire(CREATE, "1", t) for _ in range(5)] == [0] * 5
     # Every slot of the new window is reserved and no answer told us its reset yet.
     assert rl.acquire(CREATE, "1", t) == IN_FLIGHT_POLL_S
-    rl.update(CREATE, "1", hdrs(remaining=4, reset_after=5.0), t + 0.01)
+    for r in (4, 3, 2, 1, 0):
+        rl.update(CREATE, "1", hdrs(remaining=r, reset_after=5.0), t + 0.01)
     assert rl.acquire(CREATE, "1", t + 0.02) == pytest.approx(5.0 - 0.01 + SAFETY_MARGIN_S)
 
 
@@ -175,6 +204,17 @@ def test_a_burst_of_thirty_never_exceeds_five_per_window():
     assert all(sum(1 for s in sent if t <= s < t + 5.0) <= 5 for t in sent)
     # The rate-limit floor for 30 is 25 s; the limiter stays close to it.
     assert 25.0 <= sent[-1] < 25.5
+
+
+def test_sends_keep_to_limit_per_period_even_across_a_reset():
+    rl = limiter()
+    discover(rl, limit=2, remaining=1, reset_after=1.0)          # sent at 0.0
+    assert rl.acquire(CREATE, "1", 0.5) == 0                        # sent at 0.5
+    rl.update(CREATE, "1", hdrs(limit=2, remaining=0, reset_after=0.5), 0.5)
+    t = 1.0 + SAFETY_MARGIN_S
+    assert rl.acquire(CREATE, "1", t) == 0                          # the window reset...
+    # ...but a second send now would make 3 within [0.5, 1.5): wait for 0.5 + 1 s.
+    assert rl.acquire(CREATE, "1", t) == pytest.approx(0.5)
 
 
 def test_fresh_window_whose_requests_all_failed_assumes_a_whole_period():

@@ -60,8 +60,8 @@ The race between threads, and reservations
 Several threads share one client. If each one read ``remaining`` and sent
 while it was positive, two threads could both see ``remaining == 1`` and both
 send, and the second gets a 429. So :meth:`RateLimiter.acquire` does not just
-answer "may I?": when it answers 0 (go) it RESERVES a slot (``remaining -= 1``,
-``in_flight += 1``) in the same locked call. Every reservation is later
+answer "may I?": when it answers 0 (go) it RESERVES a slot (``in_flight += 1``,
+which lowers ``remaining``) in the same locked call. Every reservation is later
 consumed by exactly one of :meth:`~RateLimiter.update` (a response came
 back), :meth:`~RateLimiter.on_429` (it was rate limited) or
 :meth:`~RateLimiter.release` (no usable response: connection error or 5xx).
@@ -69,13 +69,25 @@ back), :meth:`~RateLimiter.on_429` (it was rate limited) or
 Responses may come back in any order and from either side of a window reset,
 so the bookkeeping stays on the safe side:
 
-* after a response, ``remaining = min(our count, server's remaining - requests
-  still in flight)``, since the server may not have counted those yet;
+* within a window the server's Remaining only falls, so we keep the LOWEST
+  value it reported (its latest count, whatever order the answers arrive in)
+  and take ``remaining = lowest - requests still in flight``, since the server
+  may not have counted those yet. Answers from stragglers give the slots back;
+  a request that got no answer at all keeps its slot used (it may have counted);
 * a window's reset time only ever moves later, never earlier: a late response
   from the previous window (reporting a reset that has already passed) must
   not make us reopen the current window early;
 * when a window resets we start it with ``limit - in_flight`` slots, because
-  requests sent just before the reset may land in the new window.
+  requests sent just before the reset may land in the new window; a late answer
+  from the old window can only lower the count, never raise it.
+
+Discord's window starts at the first request it counts, so a batch sent
+right at a reset can sit closer than one period to the tail of the previous
+batch. To keep to "at most ``limit`` in ANY ``period``" (and to be safe if a
+bucket slides rather than resets), each bucket also keeps our last ``limit``
+send times and spaces a new send at least one period (the longest Reset-After
+seen) after the send ``limit`` places before it. At full load this costs
+nothing: each batch repeats the previous batch's spacing.
 
 A small :data:`SAFETY_MARGIN_S` is added to every reset and ``retry_after``:
 Reset-After is rounded to milliseconds and our clock is not the server's.
@@ -170,42 +182,65 @@ def _float(value: Optional[str]) -> Optional[float]:
 
 
 class _Bucket:
-    __slots__ = ("limit", "remaining", "reset_at", "in_flight", "period")
+    __slots__ = ("limit", "floor", "reset_at", "in_flight", "period", "sent")
 
     def __init__(self) -> None:
-        self.limit: Optional[int] = None      # None: not discovered for this key yet
-        self.remaining = 0                    # free slots, net of our reservations
+        self.limit: Optional[int] = None       # None: not discovered for this key yet
+        # The lowest X-RateLimit-Remaining the server reported in this window
+        # (``limit`` in a fresh window). Remaining only falls within a window,
+        # so the lowest value is the server's latest count whatever order the
+        # responses arrive in.
+        self.floor = 0
         self.reset_at: Optional[float] = None  # None: window start not known
-        self.in_flight = 0                    # reservations not consumed yet
-        self.period = 0.0                     # longest Reset-After seen ≈ window length
+        self.in_flight = 0                     # reservations not consumed yet
+        self.period = 0.0                      # longest Reset-After seen ≈ window length
+        self.sent: Deque[float] = deque()      # our last ``limit`` reservation times
+
+    @property
+    def remaining(self) -> int:
+        """Free slots: each unanswered request may still be uncounted by the server."""
+        return self.floor - self.in_flight
 
     def roll(self, now: float) -> None:
         """Open a new window if the current one is over."""
         if self.reset_at is not None and now >= self.reset_at:
             self.reset_at = None
-            # Requests still in flight may be counted in the new window.
-            self.remaining = max(0, self.limit - self.in_flight) if self.limit is not None else 0
+            # Requests still in flight may land in the new window: remaining
+            # subtracts them.
+            self.floor = self.limit if self.limit is not None else 0
 
     def blocked_until(self) -> Optional[float]:
-        """When the window (or a 429) ends, if no slot is free until then. Call roll() first."""
-        if self.reset_at is not None and (self.limit is None or self.remaining <= 0):
+        """When the window (or a 429) ends, if the server left no slot before then. Call roll() first."""
+        if self.reset_at is not None and (self.limit is None or self.floor <= 0):
             return self.reset_at
         return None
 
     def busy(self) -> bool:
-        """No slot now, but the answer waits on a response in flight."""
+        """No slot now, but an answer in flight may free one: poll, do not wait for the reset."""
         if self.limit is None:
             return self.in_flight > 0  # discovering: one request at a time
-        return self.remaining <= 0     # fresh window, every slot reserved
+        return self.remaining <= 0     # every slot the server has left is reserved
 
-    def reserve(self) -> None:
+    def spacing_wait(self, now: float) -> float:
+        """Seconds until ``limit`` sends fit in any ``period`` of our own send times."""
+        if self.limit is None or not self.period or len(self.sent) < self.limit:
+            return 0.0
+        return self.sent[-self.limit] + self.period + SAFETY_MARGIN_S - now
+
+    def reserve(self, now: float) -> None:
         self.in_flight += 1
-        if self.limit is not None:
-            self.remaining -= 1
+        self.sent.append(now)
+        while len(self.sent) > max(self.limit or 1, 1):
+            self.sent.popleft()
 
-    def unreserve(self, now: float) -> None:
+    def unreserve(self, now: float, *, answered: bool) -> None:
         self.in_flight = max(0, self.in_flight - 1)
-        if self.in_flight == 0 and self.reset_at is None and self.limit is not None and self.remaining <= 0:
+        if answered or self.limit is None:
+            return
+        # No answer: the server may have counted it (a connection dropped
+        # after processing), so its slot stays used.
+        self.floor = max(0, self.floor - 1)
+        if self.in_flight == 0 and self.reset_at is None and self.floor <= 0:
             # A fresh window whose requests all failed without an answer: we
             # will not learn its reset from them, so assume a whole period.
             self.reset_at = now + (self.period or UNKNOWN_RESET_AFTER_S) + SAFETY_MARGIN_S
@@ -216,15 +251,16 @@ class _Bucket:
             return
         reset_after = rl.reset_after if rl.reset_after is not None else UNKNOWN_RESET_AFTER_S
         reset_at = now + reset_after + SAFETY_MARGIN_S
-        if self.limit is None:
-            self.remaining = rl.remaining - self.in_flight
-        else:
-            self.remaining = min(self.remaining, rl.remaining - self.in_flight)
-        self.remaining = max(0, self.remaining)
+        self.floor = rl.remaining if self.limit is None else min(self.floor, rl.remaining)
         self.limit = rl.limit
         self.period = max(self.period, reset_after)
         # Only later, never earlier: see "The race between threads" above.
         self.reset_at = reset_at if self.reset_at is None else max(self.reset_at, reset_at)
+
+    def block(self, until: float) -> None:
+        """A 429: nothing more until ``until``."""
+        self.floor = 0
+        self.reset_at = until if self.reset_at is None else max(self.reset_at, until)
 
     def idle(self, now: float) -> bool:
         return self.in_flight == 0 and (self.reset_at is None or now >= self.reset_at)
@@ -296,11 +332,15 @@ class RateLimiter:
             if bucket.busy():
                 # Not a rate-limit wait (the request timeout bounds it), so no cap.
                 return IN_FLIGHT_POLL_S
+            spacing = bucket.spacing_wait(now)
+            if spacing > 0:
+                self._check_cap(route_key, spacing, is_global=False)
+                return spacing
         cap_wait = self.global_limiter.wait(now) if self.global_limiter else 0.0
         if cap_wait > 0:
             return cap_wait
         if bucket is not None:
-            bucket.reserve()
+            bucket.reserve(now)
         if self.global_limiter:
             self.global_limiter.record(now)
         return 0.0
@@ -308,7 +348,7 @@ class RateLimiter:
     def update(self, route_key: str, major: str, headers: Mapping[str, str], now: float) -> RateLimitHeaders:
         """A response arrived: consume the reservation and learn from its headers."""
         rl = RateLimitHeaders.parse(headers)
-        reserved = self._consume(route_key, major, now)
+        reserved = self._consume(route_key, major, now, answered=True)
         self._learn(route_key, major, rl, now, reserved)
         return rl
 
@@ -321,7 +361,7 @@ class RateLimiter:
         """
         retry_after = max(0.0, float(retry_after))
         rl = RateLimitHeaders.parse(headers or {})
-        reserved = self._consume(route_key, major, now)
+        reserved = self._consume(route_key, major, now, answered=True)  # a 429 is not counted
         until = now + retry_after + SAFETY_MARGIN_S
         if is_global:
             self.global_until = max(self.global_until, until)
@@ -333,8 +373,7 @@ class RateLimiter:
                 del self._route_hash[route_key]
             bucket = self._bucket_for(route_key, major, create=True)
             assert bucket is not None
-            bucket.remaining = 0
-            bucket.reset_at = until if bucket.reset_at is None else max(bucket.reset_at, until)
+            bucket.block(until)
         self._check_cap(route_key, retry_after, is_global=is_global)
         return retry_after + SAFETY_MARGIN_S
 
@@ -343,7 +382,7 @@ class RateLimiter:
 
         The slot itself is not returned: the server may have counted the request.
         """
-        self._consume(route_key, major, now)
+        self._consume(route_key, major, now, answered=False)
 
     def prune(self, now: float) -> None:
         """Forget buckets with nothing in flight whose window is over."""
@@ -386,13 +425,13 @@ class RateLimiter:
             bucket = self._buckets[key] = _Bucket()
         return bucket
 
-    def _consume(self, route_key: str, major: str, now: float) -> Optional[BucketKey]:
+    def _consume(self, route_key: str, major: str, now: float, *, answered: bool) -> Optional[BucketKey]:
         """End one reservation; return the key it was held on (None if none)."""
         key = self._key_for(route_key, major)
         bucket = self._buckets.get(key) if key is not None else None
         if bucket is None:
             return None
-        bucket.unreserve(now)
+        bucket.unreserve(now, answered=answered)
         return key
 
     def _learn(self, route_key: str, major: str, rl: RateLimitHeaders, now: float,
@@ -409,8 +448,10 @@ class RateLimiter:
         if bucket is None:
             bucket = self._buckets[key] = _Bucket()
             if discovery is not None:
-                # Carry over a block set by a 429 during discovery.
+                # Carry over the discovery request's send time and any block
+                # a 429 set during discovery.
                 bucket.reset_at = discovery.reset_at
+                bucket.sent.extend(discovery.sent)
         bucket.learn(rl, now)
         if reserved is not None and reserved[0].startswith(_DISCOVERY_PREFIX):
             self._drop_discovery(route_key, major)
