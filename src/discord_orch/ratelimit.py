@@ -115,7 +115,7 @@ from .errors import RateLimitedTooLong
 SAFETY_MARGIN_S = 0.005
 
 # How long to wait when the answer depends on a response still in flight
-# (a bucket being discovered, or a fresh window whose slots are all reserved).
+# (a bucket being discovered, or every slot the server left is reserved).
 IN_FLIGHT_POLL_S = 0.01
 
 # When a response names a bucket but gives no Reset-After, assume this window.
@@ -277,11 +277,14 @@ class GlobalLimiter:
         self._sent: Deque[float] = deque()
 
     def wait(self, now: float) -> float:
-        while self._sent and self._sent[0] + self.window <= now:
+        # The server's window starts when our first request ARRIVES, so a send
+        # expires a little after one window of our own clock.
+        span = self.window + SAFETY_MARGIN_S
+        while self._sent and self._sent[0] + span <= now:
             self._sent.popleft()
         if len(self._sent) < self.per_second:
             return 0.0
-        return self._sent[0] + self.window - now
+        return self._sent[0] + span - now
 
     def record(self, now: float) -> None:
         self._sent.append(now)
