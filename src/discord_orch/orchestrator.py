@@ -16,6 +16,35 @@ A pass ends when nothing runs, nothing waits to be claimed and every result
 is posted or, when Discord would not take it, left in the outbox (records
 in ``finished``/``reporting``) for the next pass. Every way a pass ends is
 logged.
+
+Exactly one result per claimed task
+-----------------------------------
+- Outbox: a result that Discord would not take (down, 5xx after the client's
+  retries, a rate-limit wait over RATE_LIMIT_MAX_WAIT) stays in state.db and is
+  posted by a later pass (``--watch``: every OUTBOX_RETRY_S). The pass still
+  exits 0 and logs "N result(s) left for the next pass".
+- Every result post carries the nonce ``r<task_id>`` with ``enforce_nonce``, and
+  ``reported`` keeps the message id. A record found in ``reporting`` (a post was
+  attempted, its fate unknown) is first looked up in #results (a bounded read of
+  the messages since the task finished, REPORT_SEARCH_MAX messages) so that a post
+  that did land is not repeated after Discord's nonce window has passed.
+- Recovery (the start of every pass): an agent still running is adopted and
+  supervised; one that ended meanwhile is reported from its workspace (also when
+  its workspace had already been archived); one that died without a result is
+  reported as interrupted with its log tail (RETRY_INTERRUPTED=true runs it again,
+  at most MAX_RETRY_ATTEMPTS times in all).
+- One pass per home works at a time (the home lock); the others log
+  "pass skipped" and exit 0 at once.
+
+SIGTERM / SIGINT
+----------------
+The pass stops claiming, terminates every running agent with the timeout's
+sequence (SIGTERM to its process group, SIGKILL after KILL_GRACE, stragglers
+swept), records each as ``killed`` ("stopped by the orchestrator"), tries for at
+most STOP_DRAIN_CAP_S to post their results (what is not posted stays in the
+outbox), logs "pass stopped by SIGTERM" and exits 143 (SIGINT: 130). Tasks
+claimed but not started stay claimed and run in the next pass. SIGKILL cannot be
+handled: the next pass recovers, as above.
 """
 
 from __future__ import annotations
@@ -53,6 +82,10 @@ TICK_S = 0.25                    # longest sleep of the main loop between checks
 PRUNE_EVERY_S = 3600.0           # --watch: prune archive/ this often (a pass prunes when it ends)
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
+OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tried again this often
+REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
+REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
+DISCORD_EPOCH_MS = 1420070400000
 MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024
 MAX_RETRY_ATTEMPTS = 3           # RETRY_INTERRUPTED re-runs a task at most this many times
 OUTCOME_TEXT_KEPT = 64 * 1024    # result text kept in the record; RESULT.txt itself stays in the workspace
@@ -118,6 +151,8 @@ class Orchestrator:
         self._prices = None
         self._last_prune = clock()
         self._lock = threading.Lock()
+        self._deferred: set = set()                  # task ids whose result Discord did not take (yet)
+        self._last_outbox = clock()
         self.access = Access(bot_user_id=self.bot_user_id, allowed_user_ids=settings.allowed_user_ids,
                              allowed_role_ids=settings.allowed_role_ids, allow_anyone=settings.allow_anyone,
                              member_roles=self._member_roles)
@@ -179,6 +214,8 @@ class Orchestrator:
                 self.supervise()
                 if watch and self.clock() - self._last_prune >= PRUNE_EVERY_S:
                     self.prune()  # a pass prunes when it ends; --watch never ends, so also hourly
+                if watch and not stopping and self.clock() - self._last_outbox >= OUTBOX_RETRY_S:
+                    self._retry_outbox()
                 if not self._live:
                     if stopping:
                         break
@@ -196,15 +233,17 @@ class Orchestrator:
 
     def _log_end(self) -> None:
         st = self.stats
+        st.deferred = len(self._deferred)
+        left = f"; {st.deferred} result(s) left for the next pass" if st.deferred else ""
         counts = (f"claimed {st.claimed}, refused {st.refused}, started {st.started}, finished {st.finished}, "
                   f"reported {st.reported}, deferred {st.deferred}, adopted {st.adopted}, "
                   f"requests {self.client.stats.requests}")
         if self._fatal is not None:
             st.fatal = str(self._fatal)
-            log.error("pass aborted: %s (%s)", self._fatal, counts)
+            log.error("pass aborted: %s (%s)%s", self._fatal, counts, left)
         elif self._stop_signal is not None:
             st.stopped_by = self._stop_signal
-            log.warning("pass stopped by %s (%s)", signal.Signals(self._stop_signal).name, counts)
+            log.warning("pass stopped by %s (%s)%s", signal.Signals(self._stop_signal).name, counts, left)
         elif st.deferred:
             log.warning("pass done, %d result(s) left for the next pass (%s)", st.deferred, counts)
         elif not st.claimed and not st.refused and not st.reported:
@@ -232,9 +271,10 @@ class Orchestrator:
             self._ready.append(rec)
             if not rec.claim_reacted:
                 self._react_claimed(rec.task_id)
+        outbox = self.store.with_status(FINISHED, REFUSED, REPORTING)  # before _recover_running adds to it
         for rec in self.store.with_status(STARTING, RUNNING):
             self._recover_running(rec)
-        for rec in self.store.with_status(FINISHED, REFUSED, REPORTING):
+        for rec in outbox:
             log.info("recovered task=%s: %s, result not posted yet", rec.task_id, rec.status)
             self._queue_report(rec.task_id)
         for rec in self.store.with_status(REPORTED):
@@ -274,9 +314,22 @@ class Orchestrator:
             self._live[rec.task_id] = _Live(rec, agent, ws)
             self.stats.adopted += 1
             return
+        # The leader is gone; whatever it left behind (children in its group, escapees) must not outlive it.
+        for pid in find_agent_processes(rec.agent_id):
+            log.warning("task=%s: killing pid %d left behind by its ended agent %s", rec.task_id, pid, rec.agent_id)
+            _kill_quietly(pid)
+        archived = None
+        if not ws.agent_dir.exists():
+            # The pass died between archiving the workspace and recording it: judge the archived copy.
+            archived = self._find_archived(rec.agent_id, rec.task_id)
+            if archived is not None:
+                ws = archived
         duration = max(0.0, self.wall() - (rec.started_at or self.wall()))
         outcome = outcome_from_workspace(ws, status_hint=INTERRUPTED, duration_s=duration,
                                          reason="the orchestrator stopped while the agent ran, and the agent is gone")
+        if archived is not None:
+            self.finish(rec, ws, outcome, archived=str(archived.agent_dir))
+            return
         if (outcome.status == INTERRUPTED and self.settings.retry_interrupted
                 and rec.attempts + 1 < MAX_RETRY_ATTEMPTS):
             log.warning("task=%s interrupted; RETRY_INTERRUPTED is on: running it again (attempt %d)",
@@ -482,9 +535,9 @@ class Orchestrator:
         for live in self._live.values():
             live.agent.stop(self.wall(), "the orchestrator was stopped")
 
-    def finish(self, rec: TaskRecord, ws: Workspace, outcome: Outcome) -> None:
-        archive_path = None
-        if outcome.status != OK or self.settings.keep_success_h > 0:
+    def finish(self, rec: TaskRecord, ws: Workspace, outcome: Outcome, *, archived: Optional[str] = None) -> None:
+        archive_path = archived
+        if archived is None and (outcome.status != OK or self.settings.keep_success_h > 0):
             archive_path = self._archive_quietly(ws, success=outcome.status == OK)
         kept = dataclasses.replace(outcome, result_text=outcome.result_text[:OUTCOME_TEXT_KEPT])
         self.store.update(rec.task_id, status=FINISHED, finished_at=self.wall(),
@@ -494,6 +547,16 @@ class Orchestrator:
                  outcome.status, outcome.duration_s, f" ({outcome.reason})" if outcome.reason else "")
         self._notice(reportfmt.notice_line_finished(ws.agent_id, rec.task_id, outcome.status, outcome.duration_s))
         self._queue_report(rec.task_id)
+
+    def _find_archived(self, agent_id: str, task_id: str) -> Optional[Workspace]:
+        """The archived copy of an agent dir (archive/<agent_id>, or .N after a name clash)."""
+        root = Path(self.settings.archive_dir)
+        candidates = [root / agent_id] + sorted(root.glob(f"{agent_id}.[0-9]*"), reverse=True)
+        for agent_dir in candidates:
+            task_dir = agent_dir / "tasks" / task_id
+            if task_dir.is_dir():
+                return Workspace(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir, task_dir=task_dir)
+        return None
 
     def _archive_quietly(self, ws: Workspace, *, success: bool = False) -> Optional[str]:
         if not ws.agent_dir.exists():
@@ -509,7 +572,16 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def _queue_report(self, task_id: str) -> None:
         assert self._results_lane is not None
-        self._results_lane.submit(lambda: self.report(task_id))
+        self._results_lane.submit(self._guarded(lambda: self.report(task_id)))
+
+    def _retry_outbox(self) -> None:
+        """--watch: queue again the results Discord did not take (only when none is queued)."""
+        self._last_outbox = self.clock()
+        if self._results_lane is None or self._results_lane.busy:
+            return
+        for rec in self.store.with_status(FINISHED, REFUSED, REPORTING):
+            if rec.task_id not in self._live:
+                self._queue_report(rec.task_id)
 
     def report(self, task_id: str) -> None:
         """Post the one result message of a task (runs on the results lane)."""
@@ -517,11 +589,16 @@ class Orchestrator:
         if rec is None or rec.status not in (FINISHED, REFUSED, REPORTING):
             return
         nonce = rec.nonce or f"r{task_id}"
+        how = ""
         try:
-            post = self._render(rec)
-            self.store.update(task_id, status=REPORTING, nonce=nonce)
-            msg = self.client.create_message(self.settings.results_channel, post.content, files=post.files,
-                                             reply_to=post.reply_to, nonce=nonce)
+            msg = self._find_posted_result(rec) if rec.status == REPORTING else None
+            if msg is not None:
+                how = " (found in #results: an earlier attempt had posted it)"
+            else:
+                post = self._render(rec)
+                self.store.update(task_id, status=REPORTING, nonce=nonce)
+                msg = self.client.create_message(self.settings.results_channel, post.content, files=post.files,
+                                                 reply_to=post.reply_to, nonce=nonce)
         except Unauthorized as exc:
             self._set_fatal(exc)
             return
@@ -530,18 +607,38 @@ class Orchestrator:
             return
         except DiscordError as exc:
             with self._lock:
-                self.stats.deferred += 1
-            log.warning("report of task=%s deferred to the next pass: %s", task_id, exc)
+                self._deferred.add(task_id)
+            log.warning("report of task=%s deferred (kept in the outbox for a later try): %s", task_id, exc)
             return
         self.store.update(task_id, status=REPORTED, result_message_id=msg.id)
         with self._lock:
+            self._deferred.discard(task_id)
             self.stats.reported += 1
-        log.info("reported task=%s agent=%s outcome=%s message=%s", task_id, rec.agent_id or "-",
-                 "refused" if rec.refusal is not None else rec.outcome_data.get("status", "?"), msg.id)
+        log.info("reported task=%s agent=%s outcome=%s message=%s%s", task_id, rec.agent_id or "-",
+                 "refused" if rec.refusal is not None else rec.outcome_data.get("status", "?"), msg.id, how)
         rec = self.store.get(task_id)
         if rec is not None:
             self._set_status_reaction(rec)
             self.clean_up(rec)
+
+    def _find_posted_result(self, rec: TaskRecord) -> Optional[Message]:
+        """Our result for ``rec`` if an earlier attempt did post it (the record says ``reporting``:
+        the post may have landed without us hearing back, and Discord forgets nonces after a few
+        minutes). Reads #results forward from shortly before the task finished, at most
+        REPORT_SEARCH_MAX messages; DiscordError when it cannot look (the post is deferred)."""
+        since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
+        after = max(int(rec.task_id), _snowflake_at(since))
+        me = self.bot_user_id()
+        for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
+            if seen >= REPORT_SEARCH_MAX:
+                log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
+                            rec.task_id, REPORT_SEARCH_MAX)
+                return None
+            if msg.author.id != me:
+                continue
+            if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
+                return msg
+        return None
 
     def _render(self, rec: TaskRecord) -> reportfmt.Post:
         s = self.settings
@@ -551,8 +648,13 @@ class Orchestrator:
                                           reason=rec.refusal)
         outcome = _outcome_from_json(rec.outcome_data)
         if rec.agent_id:
-            ws_root = Path(rec.archive_path).parent if rec.archive_path else s.workers_dir
-            full = _read_text(Workspace.at(ws_root, rec.agent_id, rec.task_id).result_file, RESULT_READ_MAX)
+            if rec.archive_path:  # archive/<agent_id>, or <agent_id>.N after a name clash
+                agent_dir = Path(rec.archive_path)
+                ws = Workspace(agent_id=rec.agent_id, task_id=rec.task_id, agent_dir=agent_dir,
+                               task_dir=agent_dir / "tasks" / rec.task_id)
+            else:
+                ws = Workspace.at(s.workers_dir, rec.agent_id, rec.task_id)
+            full = _read_text(ws.result_file, RESULT_READ_MAX)
             if full is not None:
                 outcome = dataclasses.replace(outcome, result_text=full)
         if self._prices is None:
@@ -660,7 +762,16 @@ class Orchestrator:
 
     def _task_lane_submit(self, job: Callable[[], None]) -> None:
         assert self._task_lane is not None
-        self._task_lane.submit(job)
+        self._task_lane.submit(self._guarded(job))
+
+    def _guarded(self, job: Callable[[], None]) -> Callable[[], None]:
+        """A lane job whose StateError (disk full, home unwritable) ends the pass with one line."""
+        def run() -> None:
+            try:
+                job()
+            except StateError as exc:
+                self._set_fatal(exc)
+        return run
 
     def _start_lanes(self) -> None:
         self._task_lane = Lane("task-queue", on_done=self._wake.set)
@@ -700,6 +811,18 @@ def _read_text(path: Path, limit: int) -> Optional[str]:
     except OSError:
         return None
     return data.decode("utf-8", errors="replace").replace("\x00", "")
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _snowflake_at(epoch_s: float) -> int:
+    """The smallest Discord id a message created at ``epoch_s`` can have."""
+    return max(0, int(epoch_s * 1000) - DISCORD_EPOCH_MS) << 22
 
 
 def _group_leader(pid: int) -> bool:

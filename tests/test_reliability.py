@@ -1,0 +1,575 @@
+"""Issue 4: never lose or duplicate a task or a result.
+
+Every claimed task ends with exactly one result message in #results, whatever
+happens to the orchestrator, the agent or Discord, and nothing runs twice unless
+the user asks for it (RETRY_INTERRUPTED). Faults are injected through the local
+Discord (5xx, dropped connections before and after the request took effect,
+outages) and through real signals to real processes (the CLI as a subprocess,
+the stand-in agent). No test asserts a wall-clock duration: waits are bounded
+only so that a hang fails instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import pytest
+
+from discord_orch.agent import AGENT_ID_ENV, TASK_ID_ENV
+from discord_orch.localdiscord import LocalDiscord, RateLimits
+
+from conftest import make_home, make_world
+
+MESSAGES = "POST /channels/{channel_id}/messages"
+KILL_SEED = 4_2024
+KILL_TRIALS = 22
+WAIT_CAP_S = 90.0      # a bound so that a hang fails the test; never an assertion on speed
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def wait_for(cond: Callable[[], object], what: str, cap: float = WAIT_CAP_S, step: float = 0.02):
+    end = time.monotonic() + cap
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(step)
+
+
+def is_result_for(msg: dict, task_id: str) -> bool:
+    first_line = msg["content"].split("\n", 1)[0]
+    return (f"task `{task_id}`" in first_line
+            or (msg.get("message_reference") or {}).get("message_id") == task_id)
+
+
+def results_for(world, task_id: str) -> List[dict]:
+    return [m for m in world.results_messages() if is_result_for(m, task_id)]
+
+
+def one_result(world, task_id: str) -> dict:
+    found = results_for(world, task_id)
+    assert len(found) == 1, (task_id, [m["content"][:120] for m in world.results_messages()])
+    return found[0]
+
+
+def post_tasks(world, texts: List[str]) -> List[str]:
+    """Tasks as `discord-orch submit` leaves them: posted by our own bot."""
+    return [world.post(world.bot, text)["id"] for text in texts]
+
+
+def records(home) -> Dict[str, str]:
+    db = home.path / ".runtime" / "state.db"
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(str(db), timeout=30)
+    try:
+        return {row[0]: row[1] for row in conn.execute("SELECT task_id, status FROM tasks")}
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):   # the pass has not created its schema yet
+            return {}
+        raise
+    finally:
+        conn.close()
+
+
+def run_ids(home) -> List[str]:
+    return [r["task_id"] for r in home.runs()]
+
+
+def live_processes_marked(key: str, values) -> List[int]:
+    """Live processes whose environment carries KEY=<one of values> (zombies are gone)."""
+    markers = {f"{key}={v}".encode() for v in values}
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = set(fh.read().split(b"\0"))
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X") and env & markers:
+            found.append(int(name))
+    return found
+
+
+def kill_marked(key: str, values) -> None:
+    for pid in live_processes_marked(key, values):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def finish(proc: subprocess.Popen, cap: float = WAIT_CAP_S):
+    out, err = proc.communicate(timeout=cap)
+    return proc.returncode, out, err
+
+
+def pass_ok(home) -> str:
+    run = home.cli("orchestrate")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    return run.stderr
+
+
+def settle(home, tasks: List[str], max_passes: int = 4) -> int:
+    """Recovery passes until every task's record is closed; returns how many passes ran."""
+    for n in range(1, max_passes + 1):
+        stderr = pass_ok(home)
+        assert "pass skipped" not in stderr, stderr[-2000:]
+        recs = records(home)
+        if all(recs.get(t) == "cleaned" for t in tasks):
+            return n
+    raise AssertionError(f"not quiescent after {max_passes} passes: {records(home)}")
+
+
+def label(msg: dict) -> str:
+    """The status word of a result post's header ("DONE", "FAILED", "TIMED OUT", ...)."""
+    m = re.search(r"\*\*([A-Z][A-Z ]*)\*\*", msg["content"].split("\n", 1)[0])
+    return m.group(1) if m else ""
+
+
+# ---------------------------------------------------------------------------- Discord faults
+
+def test_results_channel_5xx_and_drops_post_each_result_once(home, world):
+    """502/503 answers and connections dropped before and after the post took effect."""
+    home.write_config(MAX_AGENTS="3")
+    tasks = post_tasks(world, ["first SLEEP=0.3", "second SLEEP=0.3", "third SLEEP=0.3"])
+    # Armed in order: each POST /messages (results and notices alike) takes the next fault.
+    world.ld.fail("POST", MESSAGES, statuses=[502, 503], count=3)
+    world.ld.drop("POST", MESSAGES, count=2)
+    world.ld.drop("POST", MESSAGES, count=3, after_processing=True)
+    world.ld.fail("POST", MESSAGES, statuses=[503], count=2)
+    world.ld.drop("POST", MESSAGES, count=2, after_processing=True)
+    passes = settle(home, tasks)
+    for t in tasks:
+        assert label(one_result(world, t)) == "DONE"
+    assert sorted(run_ids(home)) == sorted(tasks)
+    # Every fault was met (none left armed), yet nothing doubled.
+    assert len(world.results_messages()) == len(tasks)
+    assert passes <= 3
+
+
+def test_outage_for_a_while_delivers_in_same_or_later_pass(home, world):
+    tasks = post_tasks(world, ["alpha SLEEP=0.5", "beta SLEEP=0.5"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 2, "both agents to start")
+    world.ld.outage_for(2.5)
+    rc, _out, err = finish(proc)
+    assert rc == 0, err[-3000:]
+    settle(home, tasks)
+    for t in tasks:
+        assert label(one_result(world, t)) == "DONE"
+    assert len(world.results_messages()) == 2 and sorted(run_ids(home)) == sorted(tasks)
+
+
+def test_discord_down_for_the_whole_reporting_phase_defers_to_next_pass(home, world):
+    tasks = post_tasks(world, ["one SLEEP=0.5", "two SLEEP=0.5 NORESULT"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 2, "both agents to start")
+    world.ld.set_outage(True)
+    rc, _out, err = finish(proc)
+    assert rc == 0, err[-3000:]
+    assert "Traceback" not in err
+    assert "left for the next pass" in err and "deferred" in err
+    assert world.results_messages() == []
+    assert {records(home)[t] for t in tasks} <= {"finished", "reporting"}
+
+    # Still down: the next pass changes nothing and runs nothing again.
+    rc2 = home.cli("orchestrate")
+    assert rc2.returncode != 0 or "left for the next pass" in rc2.stderr
+    assert "Traceback" not in rc2.stderr
+    assert world.results_messages() == []
+
+    world.ld.set_outage(False)
+    settle(home, tasks)
+    assert label(one_result(world, tasks[0])) == "DONE"
+    assert label(one_result(world, tasks[1])) == "FAILED"
+    assert len(world.results_messages()) == 2
+    assert sorted(run_ids(home)) == sorted(tasks)
+
+
+def test_result_posted_but_unconfirmed_is_not_posted_again_after_nonce_window(home, world):
+    """The post took effect but every answer was lost; by the next pass Discord has forgotten
+    the nonce: recovery finds the result already in #results instead of posting it twice."""
+    [task] = post_tasks(world, ["quiet SLEEP=0.3"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    wait_for(lambda: "🤖" in world.notices(), "the spawn notice")
+    world.ld.drop("POST", MESSAGES, count=20, after_processing=True)
+    rc, _out, err = finish(proc)
+    assert rc == 0, err[-3000:]
+    world.ld.clear_faults()
+    assert records(home)[task] == "reporting"
+    assert len(results_for(world, task)) == 1      # it did reach Discord
+    world.ld.nonce_window = 0.0                     # ... long ago: the nonce no longer protects
+    world.ld.reset_log()
+    settle(home, [task])
+    one_result(world, task)
+    posts = [r for r in world.ld.requests if r.route == MESSAGES and r.channel_id == world.results]
+    assert posts == []
+
+
+# ---------------------------------------------------------------------------- overlapping passes
+
+def test_four_passes_at_once_run_each_task_once(home, world):
+    home.write_config(MAX_AGENTS="2")
+    tasks = post_tasks(world, [f"task {i} SLEEP=0.5" for i in range(6)])
+    procs = [home.popen("orchestrate") for _ in range(4)]
+    outs = [finish(p) for p in procs]
+    for rc, _out, err in outs:
+        assert rc == 0, err[-3000:]
+        assert "Traceback" not in err
+    skipped = sum("pass skipped" in err for _rc, _o, err in outs)
+    assert skipped >= 1
+    settle(home, tasks)
+    assert sorted(run_ids(home)) == sorted(tasks)
+    for t in tasks:
+        one_result(world, t)
+    assert len(world.results_messages()) == 6
+
+
+# ---------------------------------------------------------------------------- timeouts
+
+def test_hung_agent_and_its_child_are_gone_after_the_timeout(home, world):
+    home.write_config(TIMEOUT="1", KILL_GRACE="0.5", MAX_AGENTS="2")
+    tasks = post_tasks(world, ["HANG_CHILD please", "HANG_CHILD NOTERM stubborn"])
+    stderr = pass_ok(home)
+    runs = home.runs()
+    assert sorted(r["task_id"] for r in runs) == sorted(tasks)
+    agents = [r["agent_id"] for r in runs]
+    assert live_processes_marked(AGENT_ID_ENV, agents) == []
+    assert live_processes_marked(TASK_ID_ENV, tasks) == []
+    for t in tasks:
+        post = one_result(world, t)
+        assert label(post) == "TIMED OUT"
+        assert "timed out after 1 s" in post["content"]
+        assert "waiting for the model" in post["content"]   # the log's tail is in the result
+    assert "outcome=timed_out" in stderr
+    assert len(world.results_messages()) == 2
+
+
+# ---------------------------------------------------------------------------- signals to orchestrate
+
+@pytest.mark.parametrize("sig,code,results_down", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+def test_stop_signal_kills_agents_records_and_reports_them(home, world, sig, code, results_down):
+    home.write_config(MAX_AGENTS="1", KILL_GRACE="0.5")
+    slow, later = post_tasks(world, ["long job SLEEP=30", "later job"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    [run] = home.runs()
+    if results_down:
+        world.ld.set_outage(True)
+    proc.send_signal(sig)
+    rc, _out, err = finish(proc)
+    assert rc == code, err[-3000:]
+    assert "Traceback" not in err
+    assert f"stopped by {signal.Signals(sig).name}" in err
+    assert live_processes_marked(AGENT_ID_ENV, [run["agent_id"]]) == []
+    assert records(home)[slow] in (("finished", "reporting") if results_down else ("cleaned",))
+    assert later not in records(home) or records(home)[later] == "claimed"
+    if results_down:
+        assert "left for the next pass" in err
+        world.ld.set_outage(False)
+    settle(home, [slow, later])
+    post = one_result(world, slow)
+    assert label(post) == "KILLED"
+    assert "stopped by the orchestrator" in post["content"]
+    assert label(one_result(world, later)) == "DONE"
+    assert len(world.results_messages()) == 2
+    assert sorted(run_ids(home)) == sorted([slow, later])
+
+
+# ---------------------------------------------------------------------------- recovery paths
+
+def test_agent_that_finished_while_nobody_watched_is_reported_from_its_workspace(home, world):
+    [task] = post_tasks(world, ["unwatched SLEEP=1"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    proc.kill()
+    proc.communicate()
+    [run] = home.runs()
+    wait_for(lambda: not live_processes_marked(AGENT_ID_ENV, [run["agent_id"]]), "the agent to end")
+    settle(home, [task])
+    post = one_result(world, task)
+    assert label(post) == "DONE" and "unwatched SLEEP=1" in post["content"]
+    assert run_ids(home) == [task]
+
+
+def test_agent_still_running_is_adopted(home, world):
+    [task] = post_tasks(world, ["adopt me SLEEP=2"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    wait_for(lambda: records(home).get(task) == "running", "the running record")
+    proc.kill()
+    proc.communicate()
+    stderr = pass_ok(home)
+    assert "adopted task=" in stderr
+    assert label(one_result(world, task)) == "DONE"
+    assert run_ids(home) == [task]
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_agent_dead_without_result_is_interrupted_or_retried(home, world, retry):
+    home.write_config(RETRY_INTERRUPTED=str(retry).lower())
+    [task] = post_tasks(world, ["doomed SLEEP=30"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    wait_for(lambda: records(home).get(task) == "running", "the running record")
+    proc.kill()
+    proc.communicate()
+    kill_marked(TASK_ID_ENV, [task])
+    wait_for(lambda: not live_processes_marked(TASK_ID_ENV, [task]), "the agent to die")
+    if retry:
+        # The re-run must not take 30 s: let the retried agent die too, twice, until the cap.
+        for _attempt in range(2):
+            proc = home.popen("orchestrate")
+            n = len(home.runs())
+            wait_for(lambda: len(home.runs()) == n + 1, "the re-run to start")
+            wait_for(lambda: records(home).get(task) == "running", "the running record")
+            proc.kill()
+            proc.communicate()
+            kill_marked(TASK_ID_ENV, [task])
+            wait_for(lambda: not live_processes_marked(TASK_ID_ENV, [task]), "the agent to die")
+    settle(home, [task])
+    post = one_result(world, task)
+    assert label(post) == "INTERRUPTED"
+    assert "SLEEP" in post["content"] or "agent-output.log" in post["content"]
+    assert run_ids(home) == [task] * (3 if retry else 1)
+
+
+def test_archived_but_unrecorded_workspace_is_judged_not_rerun(home, world):
+    """The pass died between moving a finished agent's workspace to archive/ and recording it:
+    recovery must judge the archived copy (here: a failure), not call it interrupted and re-run it."""
+    home.write_config(RETRY_INTERRUPTED="true")
+    [task] = post_tasks(world, ["slow failure SLEEP=1 NORESULT"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: records(home).get(task) == "running", "the running record")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    proc.kill()
+    proc.communicate()
+    [run] = home.runs()
+    wait_for(lambda: not live_processes_marked(AGENT_ID_ENV, [run["agent_id"]]), "the agent to end")
+    (home.path / "workers" / run["agent_id"]).rename(home.path / "archive" / run["agent_id"])
+    settle(home, [task])
+    post = one_result(world, task)
+    assert label(post) == "FAILED" and "RESULT.txt" in post["content"]
+    assert run_ids(home) == [task]
+    assert home.archive() == [run["agent_id"]]
+
+
+def test_children_of_an_agent_that_died_unwatched_are_killed(home, world):
+    [task] = post_tasks(world, ["HANG_CHILD orphaned"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: records(home).get(task) == "running", "the running record")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    [run] = home.runs()
+    wait_for(lambda: len(live_processes_marked(AGENT_ID_ENV, [run["agent_id"]])) == 2, "the agent's child")
+    proc.kill()
+    proc.communicate()
+    os.kill(run["pid"], signal.SIGKILL)           # the leader dies; its child lives on
+    wait_for(lambda: len(live_processes_marked(AGENT_ID_ENV, [run["agent_id"]])) == 1, "the leader to die")
+    settle(home, [task])
+    assert live_processes_marked(AGENT_ID_ENV, [run["agent_id"]]) == []
+    assert label(one_result(world, task)) == "INTERRUPTED"
+    assert run_ids(home) == [task]
+
+
+def test_watch_retries_the_outbox_without_a_restart(home, world, monkeypatch):
+    """--watch never starts a new pass: results Discord refused are tried again in the loop."""
+    import threading
+
+    from discord_orch import orchestrator as orch_mod
+    from discord_orch.config import load_settings
+    from discord_orch.discord_api import DiscordClient
+    from discord_orch.state import Store
+
+    monkeypatch.setattr(orch_mod, "OUTBOX_RETRY_S", 0.3)
+    for key, value in home.env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(home.path, {})
+    store = Store(settings.runtime_dir)
+    client = DiscordClient(settings.token.reveal(), base_url=settings.api_base_url)
+    orch = orch_mod.Orchestrator(settings, client, store)
+    world.ld.fail("POST", MESSAGES, statuses=[503], count=10_000)   # #results (and notices) refuse
+    [task] = post_tasks(world, ["watched"])
+    worker = threading.Thread(target=orch.run_pass, kwargs={"watch": True}, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: records(home).get(task) == "reporting", "a refused post")
+        world.ld.clear_faults()
+        wait_for(lambda: records(home).get(task) == "cleaned", "the outbox to be posted")
+    finally:
+        orch.request_stop(signal.SIGTERM)
+        worker.join(WAIT_CAP_S)
+        client.close()
+        store.close()
+    assert not worker.is_alive()
+    assert label(one_result(world, task)) == "DONE"
+    assert len(world.results_messages()) == 1 and run_ids(home) == [task]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs (root only; skipped elsewhere) to fill up."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_disk_is_one_line_and_nothing_half_done(small_fs, world):
+    home = make_home(small_fs, world)
+    [task] = post_tasks(world, ["after the disk is freed"])
+    assert pass_ok(home) and run_ids(home) == [task]          # a working home with a database
+    [second] = post_tasks(world, ["while the disk is full"])
+    filler = _fill(small_fs)
+    run = home.cli("orchestrate")
+    assert run.returncode == 5, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "disk is full" in lines[0], run.stderr
+    assert run_ids(home) == [task]
+    assert world.ld.reactions(world.task_queue, second) == {}
+    filler.unlink()
+    assert second not in records(home)
+    settle(home, [task, second])
+    one_result(world, second)
+    assert len(world.results_messages()) == 2 and run_ids(home) == [task, second]
+
+
+# ---------------------------------------------------------------------------- SIGKILL at random moments
+
+TASK_KINDS = ("fast", "slow", "fail", "crash")
+
+
+def _trial_tasks(rng: random.Random, n: int) -> List[tuple]:
+    out = []
+    for i in range(n):
+        kind = rng.choice(TASK_KINDS)
+        text = {"fast": f"fast job {i}", "slow": f"slow job {i} SLEEP={rng.choice([0.5, 1, 1.5, 2])}",
+                "fail": f"failing job {i} FAIL", "crash": f"crashing job {i} CRASH"}[kind]
+        out.append((kind, text))
+    return out
+
+
+ALLOWED_LABELS = {
+    "fast": {"DONE", "INTERRUPTED"},
+    "slow": {"DONE", "INTERRUPTED"},
+    "fail": {"FAILED", "INTERRUPTED"},
+    "crash": {"KILLED", "FAILED", "INTERRUPTED"},
+}
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    rng = random.Random(KILL_SEED)
+    stats = {"trials": 0, "killed_mid_pass": 0, "finished_before_kill": 0, "interrupted": 0,
+             "by_requests": 0, "by_time": 0}
+    for trial in range(KILL_TRIALS):
+        with LocalDiscord(rate_limits=RateLimits.off()) as ld:
+            world = make_world(ld)
+            home = make_home(tmp_path / f"trial{trial}", world, MAX_AGENTS="2")
+            home.write_config(POLL_INTERVAL="0.3")
+            plan = _trial_tasks(rng, rng.choice([3, 4]))
+            tasks = post_tasks(world, [text for _k, text in plan])
+            by_requests = rng.random() < 0.5
+            if by_requests:
+                stats["by_requests"] += 1
+                after_n = rng.randint(1, 6 + 4 * len(tasks))
+                proc = home.popen("orchestrate")
+                while proc.poll() is None and len(ld.requests) < after_n:
+                    time.sleep(0.002)
+            else:
+                stats["by_time"] += 1
+                delay = rng.uniform(0.05, 3.0)
+                proc = home.popen("orchestrate")
+                end = time.monotonic() + delay
+                while proc.poll() is None and time.monotonic() < end:
+                    time.sleep(0.005)
+            if proc.poll() is None:
+                proc.kill()
+                stats["killed_mid_pass"] += 1
+            else:
+                stats["finished_before_kill"] += 1
+            proc.communicate()
+
+            settle(home, tasks)
+
+            ran = run_ids(home)
+            assert len(ran) == len(set(ran)), f"trial {trial}: an agent ran twice: {ran}"
+            assert set(ran) <= set(tasks)
+            for (kind, _text), t in zip(plan, tasks):
+                post = one_result(world, t)
+                assert label(post) in ALLOWED_LABELS[kind], (trial, kind, post["content"][:300])
+                stats["interrupted"] += label(post) == "INTERRUPTED"
+            assert len(world.results_messages()) == len(tasks)
+            agents = [r["agent_id"] for r in home.runs()]
+            assert live_processes_marked(AGENT_ID_ENV, agents) == []
+            stats["trials"] += 1
+    print(f"\nSIGKILL trials (seed {KILL_SEED}): {stats}")
+    assert stats["trials"] == KILL_TRIALS
+    assert stats["killed_mid_pass"] >= KILL_TRIALS // 2
+
+
+# ---------------------------------------------------------------------------- the home
+
+def _unwritable(path: Path) -> None:
+    """Make a directory unwritable, also for root (whom chmod does not stop)."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        return
+    path.rmdir()
+    path.symlink_to("/sys")   # sysfs: even root cannot create files there
+
+
+@pytest.mark.parametrize("how", ["unwritable", "runtime-is-a-file"])
+def test_unwritable_home_is_one_line_and_touches_nothing(home, world, how):
+    post_tasks(world, ["never runs"])
+    runtime = home.path / ".runtime"
+    if how == "unwritable":
+        _unwritable(runtime)
+    else:
+        runtime.rmdir()
+        runtime.write_text("not a directory\n")
+    try:
+        run = home.cli("orchestrate")
+    finally:
+        if how == "unwritable" and os.geteuid() != 0:
+            os.chmod(runtime, 0o755)
+    assert run.returncode == 5, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("discord-orch: error:"), run.stderr
+    assert ".runtime" in lines[0]
+    assert "Traceback" not in run.stderr
+    assert home.runs() == [] and world.results_messages() == []
+    assert world.ld.reactions(world.task_queue, world.ld.messages(world.task_queue)[0]["id"]) == {}
