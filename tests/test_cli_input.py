@@ -289,3 +289,10 @@ def test_unreadable_task_file_is_one_line(home, world, tmp_path):
     assert result.returncode == EXIT_USAGE
     assert "Permission denied" in one_error_line(result)
     assert world.ld.requests == []
+
+
+def test_everyone_role_in_allowed_role_ids_is_flagged(home, world):
+    home.write_config(ALLOWED_ROLE_IDS=world.guild)
+    result = home.cli("submit", "a task")
+    assert result.returncode == 0, result.stderr
+    assert "the @everyone role" in result.stderr and "ALLOW_ANYONE=true" in result.stderr

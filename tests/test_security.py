@@ -212,6 +212,19 @@ def test_wrong_token_is_one_line_and_nothing_more_is_sent(home, world):
     assert home.runs() == []
 
 
+def test_token_reset_during_a_pass_stops_all_requests_and_keeps_the_result(home, world):
+    task = home.cli("submit", "finishes after the token was reset").stdout.strip()
+    world.ld.reset_log()
+    world.ld.fail("POST", "/channels/{channel_id}/messages", statuses=[401], count=1)
+    run = home.cli("orchestrate")
+    assert run.returncode == EXIT_DISCORD
+    assert "rejected the bot token" in error_line(run)
+    statuses = [r.status for r in world.ld.requests]
+    assert 401 in statuses and statuses[statuses.index(401):] == [401], statuses
+    assert home.cli("orchestrate").returncode == 0   # token fine again: the result is not lost
+    assert len(results_for(world, task)) == 1 and len(home.runs()) == 1
+
+
 def test_missing_access_to_the_task_queue_names_channel_and_permission(home, world):
     world.ld.deny(world.task_queue, world.bot.id, code=50001)
     run = home.cli("orchestrate")

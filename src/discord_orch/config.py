@@ -10,6 +10,7 @@ the value; nothing in this module logs or prints it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import os
@@ -366,6 +367,10 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
             # The bot's own posts are always allowed to run: its results must never land in the queue.
             raise ConfigError(key, "is the same channel as TASK_QUEUE_CHANNEL",
                               "the bot's own posts there would be read as tasks; use a separate channel")
+    if settings.guild_id and settings.guild_id in settings.allowed_role_ids:
+        settings = dataclasses.replace(settings, warnings=settings.warnings + (
+            f"ALLOWED_ROLE_IDS holds {settings.guild_id}, the server's own id (the @everyone role): Discord never "
+            "lists it among a member's roles, so it allows nobody; ALLOW_ANYONE=true is how to allow everyone",))
     if settings.agents_md_template is not None and not settings.agents_md_template.is_file():
         raise ConfigError("AGENTS_MD_TEMPLATE", f"{settings.agents_md_template} is not a readable file")
     return settings
