@@ -138,13 +138,13 @@ def test_malformed_allowed_user_ids_says_so(home, world):
     assert "ALLOWED_USER_IDS" in line and "'alice' is not a Discord id" in line
 
 
-def test_results_in_the_task_queue_is_refused(home, world):
-    """The bot's own posts always run: results posted into #task-queue would become tasks."""
-    home.write_config(RESULTS_CHANNEL=world.task_queue)
+def test_notices_in_the_task_queue_are_refused(home, world):
+    """The bot's own posts always run: notices posted into #task-queue would become tasks."""
+    home.write_config(WORKER_POOL_CHANNEL=world.task_queue)
     result = home.cli("orchestrate")
     assert result.returncode == EXIT_CONFIG
     line = one_error_line(result)
-    assert "RESULTS_CHANNEL" in line and "same channel as TASK_QUEUE_CHANNEL" in line
+    assert "WORKER_POOL_CHANNEL" in line and "same channel as TASK_QUEUE_CHANNEL" in line
     assert world.ld.requests == []
 
 

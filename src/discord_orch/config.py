@@ -362,11 +362,11 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
         log_file=(home / Path(log_raw).expanduser()) if log_raw else None,
         warnings=tuple(warnings),
     )
-    for key in ("RESULTS_CHANNEL", "WORKER_POOL_CHANNEL"):
-        if settings.task_queue_channel and getattr(settings, key.lower()) == settings.task_queue_channel:
-            # The bot's own posts are always allowed to run: its results must never land in the queue.
-            raise ConfigError(key, "is the same channel as TASK_QUEUE_CHANNEL",
-                              "the bot's own posts there would be read as tasks; use a separate channel")
+    # Results may share #task-queue (they are then replies to their tasks, and the poll skips the bot's
+    # own replies); spawn/finish notices are plain bot posts, which would be read as tasks.
+    if settings.task_queue_channel and settings.worker_pool_channel == settings.task_queue_channel:
+        raise ConfigError("WORKER_POOL_CHANNEL", "is the same channel as TASK_QUEUE_CHANNEL",
+                          "the bot's notices there would be read as tasks; use a separate channel")
     if settings.guild_id and settings.guild_id in settings.allowed_role_ids:
         settings = dataclasses.replace(settings, warnings=settings.warnings + (
             f"ALLOWED_ROLE_IDS holds {settings.guild_id}, the server's own id (the @everyone role): Discord never "
