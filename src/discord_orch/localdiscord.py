@@ -148,6 +148,23 @@ class _ApiError(Exception):
         return out
 
 
+def _query_limit(query: Mapping[str, List[str]], default: int, errors: Dict[str, Any]) -> int:
+    """The ``limit`` query parameter (1-100), recording Discord's field errors when it is off."""
+    if "limit" not in query:
+        return default
+    raw = query["limit"][-1]
+    try:
+        limit = int(raw)
+    except ValueError:
+        _merge(errors, _field_error(["limit"], "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.'))
+        return default
+    if limit < 1:
+        _merge(errors, _field_error(["limit"], "NUMBER_TYPE_MIN", "int value should be greater than or equal to 1."))
+    elif limit > 100:
+        _merge(errors, _field_error(["limit"], "NUMBER_TYPE_MAX", "int value should be less than or equal to 100."))
+    return limit
+
+
 def _field_error(path: Sequence[Union[str, int]], code: str, message: str) -> Dict[str, Any]:
     node: Dict[str, Any] = {"_errors": [{"code": code, "message": message}]}
     for key in reversed(list(path)):
@@ -1520,20 +1537,7 @@ class LocalDiscord:
                          headers: Any, body: bytes) -> Tuple[int, Any]:
         ch = self._api_channel(params)
         errors: Dict[str, Any] = {}
-        limit = 50
-        if "limit" in query:
-            raw = query["limit"][-1]
-            try:
-                limit = int(raw)
-            except ValueError:
-                _merge(errors, _field_error(["limit"], "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.'))
-            else:
-                if limit < 1:
-                    _merge(errors, _field_error(["limit"], "NUMBER_TYPE_MIN",
-                                                "int value should be greater than or equal to 1."))
-                elif limit > 100:
-                    _merge(errors, _field_error(["limit"], "NUMBER_TYPE_MAX",
-                                                "int value should be less than or equal to 100."))
+        limit = _query_limit(query, 50, errors)
         anchors = {}
         for key in ("around", "before", "after"):
             if key in query:
@@ -1703,20 +1707,7 @@ class LocalDiscord:
         _ch, msg = self._api_message(params)
         key, _ejson = self._api_emoji(params)
         errors: Dict[str, Any] = {}
-        limit = 25
-        if "limit" in query:
-            raw = query["limit"][-1]
-            try:
-                limit = int(raw)
-            except ValueError:
-                _merge(errors, _field_error(["limit"], "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.'))
-            else:
-                if limit < 1:
-                    _merge(errors, _field_error(["limit"], "NUMBER_TYPE_MIN",
-                                                "int value should be greater than or equal to 1."))
-                elif limit > 100:
-                    _merge(errors, _field_error(["limit"], "NUMBER_TYPE_MAX",
-                                                "int value should be less than or equal to 100."))
+        limit = _query_limit(query, 25, errors)
         after = 0
         if "after" in query:
             raw = query["after"][-1]

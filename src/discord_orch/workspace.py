@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from discord_orch.errors import StateError
+from discord_orch.tasks import is_snowflake
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -56,7 +57,6 @@ OWN_FILES = frozenset({AGENTS_FILE, TOOLS_FILE, TASK_FILE, STDOUT_FILE, STDERR_F
 FILES_LEFT_MAX = 50          # at most this many paths reported
 _FILES_LEFT_SCAN_MAX = 5000  # stop walking a huge tree after this many entries
 
-_SNOWFLAKE_RE = re.compile(r"[0-9]{17,20}")
 _AGENT_ID_RE = re.compile(r"agent-[0-9]{1,12}-[a-z0-9]{6}")
 _WORKER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -66,11 +66,6 @@ _FILE_MODE = 0o600
 
 
 # ---------------------------------------------------------------- validation
-
-def is_snowflake(value: object) -> bool:
-    """True for a Discord id: 17 to 20 ASCII digits, nothing else."""
-    return isinstance(value, str) and _SNOWFLAKE_RE.fullmatch(value) is not None
-
 
 def check_task_id(task_id: object) -> str:
     if not is_snowflake(task_id):
