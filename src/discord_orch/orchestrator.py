@@ -66,7 +66,8 @@ from .agent import RESULT_READ_MAX, find_agent_processes, outcome_from_workspace
 from .claim import CLAIM_EMOJI, REFUSED_EMOJI, Access, claim_task, is_pending, refuse_task
 from .config import Settings
 from .discord_api import DiscordClient
-from .errors import DiscordError, Forbidden, NotFound, OrchError, StateError, Unauthorized
+from .errors import (DiscordError, DiscordUnavailable, Forbidden, NotFound, OrchError, RateLimitedTooLong, StateError,
+                     Unauthorized)
 from .lanes import Lane, NoticeLane
 from .models import FileUpload, Message
 from .prices import load_prices
@@ -196,6 +197,7 @@ class Orchestrator:
             self.recover()
             first = True
             last_poll = float("-inf")
+            looked_at = -1   # tasks claimed when the pass took its last look (a pass ends: one look, not a loop)
             while True:
                 if self._fatal is not None:
                     break
@@ -220,8 +222,10 @@ class Orchestrator:
                     if stopping:
                         break
                     if not watch and not self._ready and not self._backlog and not self._lanes_busy():
-                        if self.clock() - last_poll < s.poll_interval or not self.stats.claimed:
+                        if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
+                                or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
                             break
+                        looked_at = self.stats.claimed
                         continue  # tasks ran: one last look for tasks that came in meanwhile
                 self._wake.wait(TICK_S)
                 self._wake.clear()
@@ -286,8 +290,8 @@ class Orchestrator:
             self._ready.append(self.store.get(rec.task_id))  # type: ignore[arg-type]
             return
         ws = Workspace.at(self.settings.workers_dir, rec.agent_id, rec.task_id)
-        if rec.status == STARTING and not rec.pid and not ws.stdout_file.exists() and not ws.stderr_file.exists():
-            # The pass died before spawning (the output files are opened just before the spawn): it never ran.
+        if rec.status == STARTING and not rec.pid and not (ws.stdout_file.exists() and ws.stderr_file.exists()):
+            # The pass died before spawning (both output files are opened just before the spawn): it never ran.
             log.info("recovered task=%s: its agent was never started; starting it now", rec.task_id)
             self._archive_quietly(ws)
             self.store.update(rec.task_id, status=CLAIMED, agent_id=None, agent_dir=None)
@@ -325,8 +329,11 @@ class Orchestrator:
             if archived is not None:
                 ws = archived
         duration = max(0.0, self.wall() - (rec.started_at or self.wall()))
-        outcome = outcome_from_workspace(ws, status_hint=INTERRUPTED, duration_s=duration,
-                                         reason="the orchestrator stopped while the agent ran, and the agent is gone")
+        if rec.status == STARTING and not rec.pid:
+            reason = "the orchestrator stopped while starting the agent; no agent process is left (it may not have run)"
+        else:
+            reason = "the orchestrator stopped while the agent ran, and the agent is gone"
+        outcome = outcome_from_workspace(ws, status_hint=INTERRUPTED, duration_s=duration, reason=reason)
         if archived is not None:
             self.finish(rec, ws, outcome, archived=str(archived.agent_dir))
             return
@@ -352,8 +359,11 @@ class Orchestrator:
         try:
             messages = list(self.client.iter_messages_after(channel, after))
         except DiscordError as exc:
-            if first or isinstance(exc, Unauthorized):
+            transient = isinstance(exc, (DiscordUnavailable, RateLimitedTooLong))
+            if isinstance(exc, Unauthorized) or (first and not (transient and self._live)):
                 raise
+            # Agents are running (adopted, or recovered and started): keep supervising them, so
+            # that their timeouts hold while Discord is away; the poll is tried again later.
             log.warning("poll failed, will retry: %s", exc)
             return
         self.stats.polled += 1
