@@ -229,6 +229,43 @@ def test_result_posted_but_unconfirmed_is_not_posted_again_after_nonce_window(ho
     assert posts == []
 
 
+def test_result_discord_refuses_still_gets_one_short_result(home, world):
+    """A 4xx for the post's shape (here: the attachment is over the channel's upload limit) would
+    leave the result in the outbox forever: a short post without it is the task's one result."""
+    world.ld.max_file_size = 1000
+    [task] = post_tasks(world, ["BIGRESULT=6000 please"])
+    stderr = pass_ok(home)
+    post = one_result(world, task)
+    assert label(post) == "DONE" and "could not be posted" in post["content"]
+    assert post["attachments"] == [] and "left for the next pass" not in stderr
+    [kept] = home.archive()                       # the full result stays retrievable
+    assert kept in post["content"]
+    assert len((home.path / "archive" / kept / "tasks" / task / "RESULT.txt").read_text()) == 6000
+    pass_ok(home)
+    assert len(world.results_messages()) == 1 and run_ids(home) == [task]
+
+
+def test_result_that_cannot_be_formatted_still_gets_one_short_result(home, world):
+    """An outbox record the formatter chokes on (written by another version, damaged...)."""
+    [task] = post_tasks(world, ["format me SLEEP=0.3"])
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    world.ld.set_outage(True)
+    rc, _out, err = finish(proc)
+    assert rc == 0 and "left for the next pass" in err, err[-3000:]
+    world.ld.set_outage(False)
+    conn = sqlite3.connect(str(home.path / ".runtime" / "state.db"))
+    with conn:
+        conn.execute("UPDATE tasks SET outcome = ? WHERE task_id = ?",
+                     ('{"status": "ok", "duration_s": 1, "files": 7, "usage": {"from_the_future": 1}}', task))
+    conn.close()
+    stderr = pass_ok(home)
+    post = one_result(world, task)
+    assert label(post) == "DONE" and "could not be formatted" in post["content"]
+    assert "Traceback" not in stderr
+    assert len(world.results_messages()) == 1 and run_ids(home) == [task]
+
+
 # ---------------------------------------------------------------------------- overlapping passes
 
 def test_four_passes_at_once_run_each_task_once(home, world):

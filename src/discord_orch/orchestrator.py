@@ -28,6 +28,13 @@ Exactly one result per claimed task
   attempted, its fate unknown) is first looked up in #results (a bounded read of
   the messages since the task finished, REPORT_SEARCH_MAX messages) so that a post
   that did land is not repeated after Discord's nonce window has passed.
+- A result Discord refuses for its shape (a 4xx such as an attachment over the
+  upload limit or a reply it cannot make) or that cannot be formatted is posted
+  short instead (status, task, why, where the archived workspace is): a refusal
+  must not keep a task in the outbox forever.
+- Discord down at the start of a pass: with agents to supervise (adopted or
+  recovered) the pass keeps supervising them, timeouts included, and polls later;
+  with none it ends with exit code 4.
 - Recovery (the start of every pass): an agent still running is adopted and
   supervised; one that ended meanwhile is reported from its workspace (also when
   its workspace had already been archived); one that died without a result is
@@ -35,6 +42,9 @@ Exactly one result per claimed task
   at most MAX_RETRY_ATTEMPTS times in all).
 - One pass per home works at a time (the home lock); the others log
   "pass skipped" and exit 0 at once.
+- The home unwritable or the disk full: one line and exit 5 (StateError, also
+  from the lanes); each record change is one SQLite transaction, so none is half
+  written, and the next pass carries on from the last one that was.
 
 SIGTERM / SIGINT
 ----------------
@@ -66,8 +76,8 @@ from .agent import RESULT_READ_MAX, find_agent_processes, outcome_from_workspace
 from .claim import CLAIM_EMOJI, REFUSED_EMOJI, Access, claim_task, is_pending, refuse_task
 from .config import Settings
 from .discord_api import DiscordClient
-from .errors import (DiscordError, DiscordUnavailable, Forbidden, NotFound, OrchError, RateLimitedTooLong, StateError,
-                     Unauthorized)
+from .errors import (BadRequest, DiscordError, DiscordUnavailable, Forbidden, NotFound, OrchError, RateLimitedTooLong,
+                     StateError, Unauthorized)
 from .lanes import Lane, NoticeLane
 from .models import FileUpload, Message
 from .prices import load_prices
@@ -605,10 +615,22 @@ class Orchestrator:
             if msg is not None:
                 how = " (found in #results: an earlier attempt had posted it)"
             else:
-                post = self._render(rec)
+                try:
+                    post = self._render(rec)
+                except Exception as exc:  # a bug must not cost the task its result: say so plainly instead
+                    log.error("task=%s: the result could not be formatted (%s: %s); posting a short one",
+                              task_id, type(exc).__name__, exc)
+                    post = self._fallback_post(rec, f"it could not be formatted ({type(exc).__name__})")
                 self.store.update(task_id, status=REPORTING, nonce=nonce)
-                msg = self.client.create_message(self.settings.results_channel, post.content, files=post.files,
-                                                 reply_to=post.reply_to, nonce=nonce)
+                try:
+                    msg = self.client.create_message(self.settings.results_channel, post.content,
+                                                     files=post.files, reply_to=post.reply_to, nonce=nonce)
+                except BadRequest as exc:
+                    # Discord refused this post's shape (a reply it cannot make, an attachment it will not
+                    # take...): nothing was created, so a plain post without them, same nonce, is still the one.
+                    log.warning("task=%s: Discord refused the result post (%s); posting a short one", task_id, exc)
+                    post = self._fallback_post(rec, f"Discord refused it: {exc}")
+                    msg = self.client.create_message(self.settings.results_channel, post.content, nonce=nonce)
         except Unauthorized as exc:
             self._set_fatal(exc)
             return
@@ -630,6 +652,27 @@ class Orchestrator:
         if rec is not None:
             self._set_status_reaction(rec)
             self.clean_up(rec)
+
+    def _fallback_post(self, rec: TaskRecord, why: str) -> reportfmt.Post:
+        """A short, always valid result post: status, task, agent, why the full one is missing, and
+        where the workspace is kept (it is archived now, so that cleaning up cannot lose it)."""
+        if rec.refusal is not None:
+            status = "REFUSED"
+        else:
+            raw = str(rec.outcome_data.get("status") or "")
+            status = reportfmt.STATUS_WORDS.get(raw, raw.replace("_", " ") or "ended").upper()
+        where = rec.archive_path
+        if rec.agent_id and not where:
+            where = self._archive_quietly(Workspace.at(self.settings.workers_dir, rec.agent_id, rec.task_id))
+            if where:
+                self.store.update(rec.task_id, archive_path=where)
+        lines = [f"⚠️ **{reportfmt.escape_inline(status[:20])}** · task `{rec.task_id}` · agent `{rec.agent_id or '-'}`",
+                 "The full result could not be posted: " + reportfmt.escape_inline(reportfmt.one_line(why))[:600]]
+        if rec.description:
+            lines.append("📝 " + reportfmt.escape_inline(reportfmt.one_line(rec.description))[:200])
+        if where:
+            lines.append("🗂 Workspace kept: " + reportfmt.escape_inline(where)[:300])
+        return reportfmt.Post(content="\n".join(lines)[:reportfmt.MESSAGE_LIMIT])
 
     def _find_posted_result(self, rec: TaskRecord) -> Optional[Message]:
         """Our result for ``rec`` if an earlier attempt did post it (the record says ``reporting``:
@@ -806,7 +849,8 @@ class Orchestrator:
 def _outcome_from_json(data: dict) -> Outcome:
     if not data:
         return Outcome(status=INTERRUPTED, duration_s=0.0, reason="no outcome was recorded")
-    usage = Usage(**(data.get("usage") or {}))
+    usage_fields = {f.name for f in dataclasses.fields(Usage)}   # a record written by another version
+    usage = Usage(**{k: v for k, v in (data.get("usage") or {}).items() if k in usage_fields})
     fields_ = {f.name for f in dataclasses.fields(Outcome)}
     values = {k: v for k, v in data.items() if k in fields_ and k != "usage"}
     if "files" in values:
