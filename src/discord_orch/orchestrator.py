@@ -237,7 +237,8 @@ class Orchestrator:
                             break
                         looked_at = self.stats.claimed
                         continue  # tasks ran: one last look for tasks that came in meanwhile
-                self._wake.wait(TICK_S)
+                next_poll = last_poll + s.poll_interval - self.clock()  # wake for the next poll, not a tick later
+                self._wake.wait(min(TICK_S, next_poll) if next_poll > 0 else TICK_S)
                 self._wake.clear()
         finally:
             self._drain_lanes(STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S)
