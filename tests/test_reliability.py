@@ -356,7 +356,8 @@ def test_timeout_of_an_adopted_agent_holds_while_discord_is_down(home, world):
 @pytest.mark.parametrize("sig,code,results_down", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
 def test_stop_signal_kills_agents_records_and_reports_them(home, world, sig, code, results_down):
     home.write_config(MAX_AGENTS="1", KILL_GRACE="0.5")
-    slow, later = post_tasks(world, ["long job SLEEP=30", "later job"])
+    # With results down the agent also ignores SIGTERM: the stop needs the SIGKILL after KILL_GRACE.
+    slow, later = post_tasks(world, ["long job SLEEP=30" + (" NOTERM" if results_down else ""), "later job"])
     proc = home.popen("orchestrate")
     wait_for(lambda: len(home.runs()) == 1, "the agent to start")
     [run] = home.runs()
@@ -674,6 +675,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
                 post = one_result(world, t)
                 assert label(post) in ALLOWED_LABELS[kind], (trial, kind, post["content"][:300])
                 count(f"{kind} {label(post)}")
+                if label(post) == "INTERRUPTED":
+                    why = re.search(r"\*\*Why:\*\* ([^·\n]*)", post["content"])
+                    count(f"  interrupted: {why.group(1).strip()[:70] if why else '?'}"
+                          f"{'' if t in ran else ' [never ran]'}")
             assert len(world.results_messages()) == len(tasks)
             agents = [r["agent_id"] for r in home.runs()]
             assert live_processes_marked(AGENT_ID_ENV, agents) == []

@@ -248,7 +248,10 @@ class Orchestrator:
 
     def _log_end(self) -> None:
         st = self.stats
-        st.deferred = len(self._deferred)
+        try:  # the records are the truth: also what a lane had no time to try (drain cap) is left
+            st.deferred = len(self.store.with_status(FINISHED, REFUSED, REPORTING))
+        except StateError:
+            st.deferred = len(self._deferred)
         left = f"; {st.deferred} result(s) left for the next pass" if st.deferred else ""
         counts = (f"claimed {st.claimed}, refused {st.refused}, started {st.started}, finished {st.finished}, "
                   f"reported {st.reported}, deferred {st.deferred}, adopted {st.adopted}, "
