@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: a local Discord world, a home, and the CLI run as a user runs it.
 
-Mirrors tests/conftest.py (``make_world``/``make_home``) without importing pytest:
+The world and config come from ``discord_orch.sandbox``, as in tests/conftest.py (no pytest here):
 everything is real HTTP to ``LocalDiscord`` on 127.0.0.1 and real agent processes
 (the stand-in ``openclaw``). ``run_cli`` starts ``discord-orch`` as a subprocess and
 measures the orchestrate process itself, not its agents:
@@ -27,36 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from discord_orch.localdiscord import LocalDiscord
+from discord_orch.sandbox import World, home_config, make_world, write_config
 from discord_orch.standin_openclaw import write_standin_executable
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.02
 CLAIM = "✅"
-
-
-@dataclass
-class World:
-    ld: LocalDiscord
-    guild: str
-    bot: object
-    alice: object
-    task_queue: str
-    results: str
-    worker_pool: str
-
-    def post(self, content: str) -> str:
-        return self.ld.post_message(self.task_queue, self.alice.id, content)["id"]
-
-
-def make_world(ld: LocalDiscord) -> World:
-    guild = ld.create_guild("bench")
-    bot = ld.create_user("orch-bot", bot=True)
-    alice = ld.create_user("alice")
-    for user in (bot, alice):
-        ld.add_member(guild, user.id)
-    return World(ld, guild, bot, alice, ld.create_channel(guild, "task-queue"),
-                 ld.create_channel(guild, "results"), ld.create_channel(guild, "worker-pool"))
 
 
 def bench_env(pycache: Optional[Path]) -> Dict[str, str]:
@@ -83,9 +59,7 @@ class Home:
 
     def write_config(self, **extra: object) -> None:
         self.config.update({k: str(v) for k, v in extra.items()})
-        cfg = self.path / "discord-config.env"
-        cfg.write_text("".join(f"{k}={v}\n" for k, v in self.config.items()), encoding="utf-8")
-        os.chmod(cfg, 0o600)
+        write_config(self.path / "discord-config.env", self.config)
 
     def workers(self) -> List[str]:
         return sorted(p.name for p in (self.path / "workers").iterdir() if not p.name.startswith("."))
@@ -98,14 +72,7 @@ def make_home(root: Path, world: World, env: Dict[str, str], **config: object) -
     openclaw = write_standin_executable(root / "bin")
     home = Home(path, world, dict(env))
     home.write_config(
-        CHIP_TOKEN=world.bot.token,
-        GUILD_ID=world.guild,
-        TASK_QUEUE_CHANNEL=world.task_queue,
-        RESULTS_CHANNEL=world.results,
-        WORKER_POOL_CHANNEL=world.worker_pool,
-        DISCORD_API_BASE_URL=world.ld.base_url,
-        OPENCLAW_BIN=openclaw,
-        OPENCLAW_CONFIG=root / "no-openclaw.json",
+        **home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
         ALLOWED_USER_IDS=world.alice.id,
         TIMEOUT=120,
         **config,

@@ -151,7 +151,7 @@ def bench_idle(rep: Report, sizes: Sizes, pycache: Path, keep: bool) -> Dict[str
     with Bench(pycache, keep) as b:
         w, ld = b.world, b.ld
         for i in range(sizes.idle_messages):
-            mid = w.post(f"an old task {i}")
+            mid = w.post(w.alice, f"an old task {i}")["id"]
             ld.react(w.task_queue, mid, w.bot.id, CLAIM)
         first = run_cli(b.home, "orchestrate")
         rep.note(f"first pass (moves the cursor over them): rc {first.returncode}, {len(ld.requests)} requests, "
@@ -203,7 +203,7 @@ def bench_burst(rep: Report, sizes: Sizes, pycache: Path, keep: bool, mode: str,
     rep.section(f"2+3. {n} tasks queued at once, MAX_AGENTS={n}, STATUS_REACTIONS={mode}")
     with Bench(pycache, keep, MAX_AGENTS=n, STATUS_REACTIONS=mode) as b:
         w, ld = b.world, b.ld
-        ids = [w.post(f"benchmark task {i}") for i in range(n)]
+        ids = [w.post(w.alice, f"benchmark task {i}")["id"] for i in range(n)]
         ld.reset_log()
         st = run_cli(b.home, "orchestrate", timeout=900)
         per_task = _results_per_task(w, ids)
@@ -250,7 +250,7 @@ def bench_agents(rep: Report, sizes: Sizes, pycache: Path, keep: bool, idle_cpu_
     rep.section(f"4. orchestrator memory and CPU with {n} running agents (SLEEP={sleep:g}, MAX_AGENTS={n})")
     with Bench(pycache, keep, MAX_AGENTS=n) as b:
         w = b.world
-        ids = [w.post(f"SLEEP={sleep:g} benchmark task {i}") for i in range(n)]
+        ids = [w.post(w.alice, f"SLEEP={sleep:g} benchmark task {i}")["id"] for i in range(n)]
         st = run_cli(b.home, "orchestrate", timeout=900)
         done = sum(1 for c in _results_per_task(w, ids).values() if c == 1)
     if st.returncode != 0 or done != n:
@@ -307,14 +307,14 @@ def bench_watch(rep: Report, sizes: Sizes, pycache: Path, keep: bool, interval: 
         for i in range(n):
             time.sleep(rnd.uniform(0.2, 2 * interval))
             t = time.time()
-            posted[w.post(f"watched task {i}")] = t
+            posted[w.post(w.alice, f"watched task {i}")["id"]] = t
         # The worst case by construction: a task posted just after a poll has been answered.
         worst: Dict[str, float] = {}
         for i in range(3):
             seen = ld.request_count(route=LIST)
             _wait_for(lambda: ld.request_count(route=LIST) > seen, 5 * interval)
             t = time.time()
-            worst[w.post(f"watched task, posted right after a poll {i}")] = t
+            worst[w.post(w.alice, f"watched task, posted right after a poll {i}")["id"]] = t
             time.sleep(rnd.uniform(0.1, interval))
         _wait_for(lambda: len(_claim_times(ld).keys() & (posted.keys() | worst.keys())) == len(posted) + len(worst),
                   10 * interval + 10)

@@ -19,44 +19,11 @@ from typing import Dict, List, Optional
 import pytest
 
 from discord_orch.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sandbox import World, home_config, make_world, write_config
 from discord_orch.standin_openclaw import write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLI_TIMEOUT_S = 240
-
-
-@dataclass
-class World:
-    """A local Discord with a server, our bot, two humans and the three channels."""
-
-    ld: LocalDiscord
-    guild: str
-    bot: object
-    alice: object
-    mallory: object
-    task_queue: str
-    results: str
-    worker_pool: str
-
-    def post(self, author, content: str, **kw) -> dict:
-        return self.ld.post_message(self.task_queue, author.id, content, **kw)
-
-    def results_messages(self) -> List[dict]:
-        return self.ld.messages(self.results)
-
-    def notices(self) -> str:
-        return "\n".join(m["content"] for m in self.ld.messages(self.worker_pool))
-
-
-def make_world(ld: LocalDiscord) -> World:
-    guild = ld.create_guild("home")
-    bot = ld.create_user("orch-bot", bot=True)
-    alice = ld.create_user("alice")
-    mallory = ld.create_user("mallory")
-    for user in (bot, alice, mallory):
-        ld.add_member(guild, user.id)
-    return World(ld, guild, bot, alice, mallory, ld.create_channel(guild, "task-queue"),
-                 ld.create_channel(guild, "results"), ld.create_channel(guild, "worker-pool"))
 
 
 @pytest.fixture
@@ -84,10 +51,7 @@ class Home:
 
     def write_config(self, **extra: str) -> None:
         self.config.update({k: str(v) for k, v in extra.items()})
-        lines = [f"{k}={v}" for k, v in self.config.items()]
-        cfg = self.path / "discord-config.env"
-        cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.chmod(cfg, 0o600)
+        write_config(self.path / "discord-config.env", self.config)
 
     def cli(self, *args: str, input: Optional[str] = None, env: Optional[Dict[str, str]] = None,
             timeout: float = CLI_TIMEOUT_S) -> CliResult:
@@ -131,14 +95,7 @@ def make_home(tmp_path: Path, world: World, **config: str) -> Home:
                PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
     home = Home(path, world, env, run_log)
     home.write_config(
-        CHIP_TOKEN=world.bot.token,
-        GUILD_ID=world.guild,
-        TASK_QUEUE_CHANNEL=world.task_queue,
-        RESULTS_CHANNEL=world.results,
-        WORKER_POOL_CHANNEL=world.worker_pool,
-        DISCORD_API_BASE_URL=world.ld.base_url,
-        OPENCLAW_BIN=str(openclaw),
-        OPENCLAW_CONFIG=str(tmp_path / "no-openclaw.json"),
+        **home_config(world, openclaw_bin=openclaw, openclaw_config=tmp_path / "no-openclaw.json"),
         POLL_INTERVAL="0.5",
         TIMEOUT="30",
         KILL_GRACE="1",

@@ -28,6 +28,7 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
     from .discord_api import DiscordClient
     from .localdiscord import LocalDiscord, RateLimits
     from .orchestrator import Orchestrator
+    from .sandbox import home_config, make_world, write_config
     from .standin_openclaw import write_standin_executable
     from .state import Store
     from .submit import submit_task
@@ -35,30 +36,21 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
     home = Path(tempfile.mkdtemp(prefix="discord-orch-demo-"))
     try:
         with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld:
-            guild = ld.create_guild("demo")
-            bot = ld.create_user("discord-orch", bot=True)
-            ld.add_member(guild, bot.id)
-            channels = {name: ld.create_channel(guild, name) for name in ("task-queue", "results", "worker-pool")}
+            world = make_world(ld, "demo")
+            channels = {"task-queue": world.task_queue, "results": world.results, "worker-pool": world.worker_pool}
             if real_agent:
                 openclaw = shutil.which("openclaw")
                 if openclaw is None:
                     raise AgentError("openclaw", "not found on PATH (drop --real-agent to use the stand-in)")
+                openclaw_config = "~/.openclaw/openclaw.json"
             else:
                 openclaw = str(write_standin_executable(home / "bin"))
+                openclaw_config = str(home / "no-openclaw.json")
             for sub in ("workers", ".runtime", "archive"):
                 (home / sub).mkdir()
-            config = home / "discord-config.env"
-            config.write_text(
-                "# written by discord-orch demo: a local Discord on 127.0.0.1, not discord.com\n"
-                f"CHIP_TOKEN={bot.token}\n"
-                f"GUILD_ID={guild}\n"
-                f"TASK_QUEUE_CHANNEL={channels['task-queue']}\n"
-                f"RESULTS_CHANNEL={channels['results']}\n"
-                f"WORKER_POOL_CHANNEL={channels['worker-pool']}\n"
-                f"DISCORD_API_BASE_URL={ld.base_url}\n"
-                f"OPENCLAW_BIN={openclaw}\n"
-                "TIMEOUT=60\n", encoding="utf-8")
-            os.chmod(config, 0o600)
+            write_config(home / "discord-config.env",
+                         {**home_config(world, openclaw_bin=openclaw, openclaw_config=openclaw_config), "TIMEOUT": 60},
+                         header="# written by discord-orch demo: a local Discord on 127.0.0.1, not discord.com\n")
             settings = load_settings(home, environ={k: v for k, v in os.environ.items()
                                                     if k not in _CONFIG_ENV_KEYS})
             echo(f"local Discord at {ld.base_url}; home {home}")
