@@ -249,6 +249,14 @@ def find_agent_processes(agent_id: str) -> List[int]:
     return sorted(pid for pid in _own_pids() if _alive(pid) and _environ_has(pid, marker))
 
 
+def kill_leftovers(agent_id: str) -> List[int]:
+    """SIGKILL every live process carrying this agent's marker (what an unwatched agent left behind)."""
+    pids = find_agent_processes(agent_id)
+    for pid in pids:
+        _kill(pid, signal.SIGKILL)
+    return pids
+
+
 def _group_members(pgid: int) -> List[int]:
     return [pid for pid in _own_pids() if _proc_pgrp(pid) == pgid and _alive(pid)]
 
@@ -296,7 +304,7 @@ def _trim_partial_utf8(data: bytes) -> bytes:
     return data
 
 
-def _read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
+def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
     """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent."""
     try:
         with open(path, "rb") as fh:
@@ -465,8 +473,8 @@ def _gather(ws: Workspace) -> _Evidence:
     data, _cut = _read_tail_bytes(ws.stdout_file, JSON_TAIL_MAX)
     obj = _find_last_json_object(_clean(data))
     usage, error_message, reply = _interpret(obj)
-    result, rbytes, truncated = _read_head(ws.result_file, RESULT_READ_MAX)
-    summary, _s, _t = _read_head(ws.summary_file, SUMMARY_READ_MAX)
+    result, rbytes, truncated = read_head(ws.result_file, RESULT_READ_MAX)
+    summary, _s, _t = read_head(ws.summary_file, SUMMARY_READ_MAX)
     return _Evidence(found_json=obj is not None, usage=usage, error_message=error_message,
                      reply_text=reply, result_text=result, result_bytes=rbytes,
                      result_truncated=truncated, summary_text=summary or "",

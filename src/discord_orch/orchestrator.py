@@ -66,20 +66,21 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import report as reportfmt
-from .agent import INTERRUPTED, KILLED, OK, TIMED_OUT, AgentConfig, Outcome, RunningAgent, Usage
-from .agent import RESULT_READ_MAX, find_agent_processes, outcome_from_workspace, process_start_ticks
+from .agent import INTERRUPTED, OK, TIMED_OUT, AgentConfig, Outcome, RunningAgent, Usage
+from .agent import (RESULT_READ_MAX, find_agent_processes, kill_leftovers, outcome_from_workspace,
+                    process_start_ticks, read_head)
 from .claim import CLAIM_EMOJI, REFUSED_EMOJI, Access, claim_task, is_pending, refuse_task
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import (BadRequest, DiscordError, DiscordUnavailable, Forbidden, NotFound, OrchError, RateLimitedTooLong,
                      StateError, Unauthorized)
 from .lanes import Lane, NoticeLane
-from .models import FileUpload, Message
+from .models import Message
 from .prices import load_prices
 from .state import (CLAIMED, CLEANED, FINISHED, REFUSED, REPORTED, REPORTING, RUNNING, STARTING, Store,
                     TaskRecord)
@@ -333,9 +334,8 @@ class Orchestrator:
             self.stats.adopted += 1
             return
         # The leader is gone; whatever it left behind (children in its group, escapees) must not outlive it.
-        for pid in find_agent_processes(rec.agent_id):
-            log.warning("task=%s: killing pid %d left behind by its ended agent %s", rec.task_id, pid, rec.agent_id)
-            _kill_quietly(pid)
+        for pid in kill_leftovers(rec.agent_id):
+            log.warning("task=%s: killed pid %d left behind by its ended agent %s", rec.task_id, pid, rec.agent_id)
         archived = None
         if not ws.agent_dir.exists():
             # The pass died between archiving the workspace and recording it: judge the archived copy.
@@ -711,9 +711,10 @@ class Orchestrator:
                                task_dir=agent_dir / "tasks" / rec.task_id)
             else:
                 ws = Workspace.at(s.workers_dir, rec.agent_id, rec.task_id)
-            full = _read_text(ws.result_file, RESULT_READ_MAX)
+            full, size, truncated = read_head(ws.result_file, RESULT_READ_MAX)
             if full is not None:
-                outcome = dataclasses.replace(outcome, result_text=full)
+                outcome = dataclasses.replace(outcome, result_text=full, result_bytes=size,
+                                              result_truncated=truncated)
         if self._prices is None:
             self._prices = load_prices(s.openclaw_config)
         return reportfmt.result_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
@@ -860,22 +861,6 @@ def _outcome_from_json(data: dict) -> Outcome:
     if "files" in values:
         values["files"] = tuple(values["files"])
     return Outcome(usage=usage, **values)
-
-
-def _read_text(path: Path, limit: int) -> Optional[str]:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit)
-    except OSError:
-        return None
-    return data.decode("utf-8", errors="replace").replace("\x00", "")
-
-
-def _kill_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _snowflake_at(epoch_s: float) -> int:
