@@ -157,3 +157,21 @@ def test_150_queued_tasks_are_all_done(home, world):
     assert replied == set(ids) or all(result_for(world, i) for i in ids)
     assert len(home.runs()) == 150
     assert home.workers() == []
+
+
+def test_claim_recorded_without_its_ledger_line_is_completed_and_run_once(home, world):
+    """A pass killed between committing a claim and appending the ledger line."""
+    from discord_orch.state import CLAIMED, Store
+
+    task_id = task_id_from(home.cli("submit", "claimed just before a crash").stdout)
+    store = Store(home.path / ".runtime")
+    assert store.insert(task_id=task_id, channel_id=world.task_queue, author_id=world.bot.id, status=CLAIMED,
+                        description="claimed just before a crash", model_alias="primary",
+                        model="openrouter/moonshotai/kimi-k2.5", thinking="medium")
+    store.close()
+    assert home.ledger() == []
+    run = home.cli("orchestrate")
+    assert run.returncode == 0, run.stderr
+    assert home.ledger() == [task_id]
+    assert [r["task_id"] for r in home.runs()] == [task_id]
+    assert len(result_for(world, task_id)) == 1

@@ -320,11 +320,18 @@ class Store:
                 raise _state_error(self.ledger_path, exc) from None
 
     def reconcile_ledger(self) -> int:
-        """Append claimed ids the ledger lacks (a crash between commit and append)."""
+        """Append claimed ids the ledger lacks (a crash between commit and append).
+
+        Only a record still in ``claimed`` can lack its line: the append follows the
+        INSERT before the task takes any other step. So an ordinary pass reads
+        neither the whole table nor the whole ledger here.
+        """
+        claimed = [r["task_id"] for r in self._conn().execute(
+            "SELECT task_id FROM tasks WHERE status = ? AND refusal IS NULL ORDER BY task_id", (CLAIMED,))]
+        if not claimed:
+            return 0
         in_ledger = self.ledger_ids()
-        missing = [r["task_id"] for r in self._conn().execute(
-            "SELECT task_id FROM tasks WHERE status != ? AND refusal IS NULL ORDER BY task_id", (SKIPPED,))
-            if r["task_id"] not in in_ledger]
+        missing = [task_id for task_id in claimed if task_id not in in_ledger]
         for task_id in missing:
             self.append_ledger(task_id)
         return len(missing)
