@@ -261,7 +261,17 @@ def test_unreachable_server_is_unavailable_after_retries(world):
     with DiscordClient(world.bot.token, base, max_retries=2, sleep=no_sleep_recorder([])) as client:
         with pytest.raises(DiscordUnavailable) as info:
             client.me()
-    assert info.value.attempts == 3 and "ConnectionError" in str(info.value)
+    assert info.value.attempts == 3
+    host = base.split("//")[1].split("/")[0]
+    assert str(info.value) == f"Discord is unavailable on GET /users/@me after 3 attempt(s): connection refused by {host}"
+
+
+def test_unresolvable_host_is_named_as_such(world):
+    with DiscordClient(world.bot.token, "http://no-such-host.invalid/api/v10", max_retries=0,
+                       sleep=no_sleep_recorder([])) as client:
+        with pytest.raises(DiscordUnavailable) as info:
+            client.me()
+    assert str(info.value).endswith("cannot resolve no-such-host.invalid (no network or no DNS)")
 
 
 # -- typed errors ------------------------------------------------------------

@@ -382,9 +382,13 @@ def test_invalid_utf8_and_nul_in_the_result_do_not_crash_the_pass(home, world):
 # the token
 # ----------------------------------------------------------------------
 def files_holding(root: Path, secret: bytes, skip=()) -> list:
+    """Files under root holding the secret. Runs while the orchestrator creates and removes
+    workspaces: os.walk skips a directory that vanishes mid-walk (Path.rglob raises)."""
     found = []
-    for path in root.rglob("*"):
-        if path.is_file() and path not in skip:
+    for dirpath, _dirs, names in os.walk(root):
+        for path in (Path(dirpath) / name for name in names):
+            if path in skip or not path.is_file():
+                continue
             try:
                 if secret in path.read_bytes():
                     found.append(path)
@@ -421,7 +425,7 @@ def test_the_token_is_nowhere_but_the_config_file(home, world, tmp_path):
     seen_running = False
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        if any((home.path / "workers").glob("*/tasks/*/TASK.txt")):
+        if any(p.name == "TASK.txt" for p in files_holding(home.path / "workers", b"")):  # an agent runs
             seen_running = True
             assert cmdlines_holding(secret) == []
             assert files_holding(home.path, secret, skip={home.path / "discord-config.env"}) == []
@@ -463,8 +467,19 @@ def test_token_is_not_in_errors_when_discord_is_unreachable(home, world):
     home.write_config(DISCORD_API_BASE_URL="http://127.0.0.1:9/api/v10")   # discard port: refused
     run = home.cli("-v", "submit", "x")
     assert run.returncode == EXIT_DISCORD
-    assert "unavailable" in error_line(run)
+    assert error_line(run) == ("discord-orch: error: Discord is unavailable on POST /channels/{channel_id}/messages "
+                               f"(channel {world.task_queue}) after 4 attempt(s): connection refused by 127.0.0.1:9")
     assert world.bot.token not in run.stderr + run.stdout
+
+
+def test_an_outage_is_reported_as_an_outage_not_as_a_channel_to_check(home, world):
+    world.ld.set_outage(True)
+    run = home.cli("submit", "hello")
+    world.ld.set_outage(False)
+    assert run.returncode == EXIT_DISCORD
+    assert error_line(run) == ("discord-orch: error: Discord is unavailable on POST /channels/{channel_id}/messages "
+                               f"(channel {world.task_queue}) after 4 attempt(s): HTTP 503: Service Unavailable")
+    assert world.ld.messages(world.task_queue) == []
 
 
 def test_reprs_of_config_objects_hide_the_token(home, world):

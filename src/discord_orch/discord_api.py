@@ -23,11 +23,13 @@ in no log line, exception or repr.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import random
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -465,9 +467,13 @@ class DiscordClient:
                 and (got.path + "/").startswith(base.path.rstrip("/") + "/"))
 
     def _describe(self, exc: BaseException) -> str:
-        """A one-line description of a transport error, with the token scrubbed just in case."""
-        text = f"{type(exc).__name__}: {exc}".replace(self._token, "<token>")
-        return _clip(text)
+        """A one-line description of a transport error, with the token scrubbed just in case.
+
+        requests wraps urllib3 which wraps the socket error, and the wrapped text (a
+        repr of a connection pool) helps nobody: name the cause a user can act on."""
+        host = urllib.parse.urlsplit(self._base_url).netloc or self._base_url
+        text = _transport_cause(exc, host) or f"{type(exc).__name__}: {exc}"
+        return _clip(text.replace(self._token, "<token>"))
 
     def _error(self, resp: requests.Response, method: str, template: str, channel_id: Optional[str]) -> DiscordError:
         code, message, errors = _error_fields(*_parse_json(resp.content))
@@ -569,6 +575,39 @@ def _parse_json(body: bytes) -> Tuple[Any, Optional[str]]:
         return json.loads(body), None
     except ValueError:  # includes UnicodeDecodeError
         return None, f"not JSON ({len(body)} bytes)"
+
+
+def _causes(exc: BaseException, depth: int = 0) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps (``__cause__``/``__context__``, urllib3's ``reason``, args)."""
+    if depth > 8:
+        return
+    yield exc
+    inner: List[Any] = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
+    for nested in inner:
+        if isinstance(nested, BaseException) and nested is not exc:
+            yield from _causes(nested, depth + 1)
+
+
+def _transport_cause(exc: BaseException, host: str) -> Optional[str]:
+    """What went wrong on the wire, in words, or None when it is none of the usual causes."""
+    causes = list(_causes(exc))
+    if any(isinstance(c, requests.exceptions.SSLError) for c in causes):
+        return f"TLS error talking to {host} (is the clock right? is a proxy intercepting?)"
+    if any(isinstance(c, socket.gaierror) or type(c).__name__ == "NameResolutionError" for c in causes):
+        return f"cannot resolve {host} (no network or no DNS)"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return f"connection refused by {host}"
+    if any(isinstance(c, requests.exceptions.ConnectTimeout) for c in causes):
+        return f"no connection to {host} in time"
+    if any(isinstance(c, (requests.exceptions.ReadTimeout, TimeoutError, socket.timeout)) for c in causes):
+        return f"{host} did not answer in time"
+    if any(isinstance(c, (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected))
+           for c in causes):
+        return f"{host} dropped the connection"
+    if any(isinstance(c, OSError) and c.strerror for c in causes):
+        err = next(c for c in causes if isinstance(c, OSError) and c.strerror)
+        return f"cannot reach {host}: {err.strerror}"
+    return None
 
 
 def _error_fields(data: Any, problem: Optional[str]) -> Tuple[Optional[int], str, Mapping[str, Any]]:

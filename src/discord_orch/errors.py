@@ -248,6 +248,9 @@ class RateLimitedTooLong(DiscordError):
         self.cap = cap
         self.is_global = is_global
 
+    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        return str(self)  # a busy API, not a wrong channel: no config key to check
+
     def __str__(self) -> str:
         scope = "global " if self.is_global else ""
         return (f"{scope}rate limit on {self._where()} asks for {self.retry_after:.2f}s, "
@@ -264,6 +267,9 @@ class DiscordUnavailable(DiscordError):
         super().__init__(method, route, status, None, last, channel_id=channel_id)
         self.attempts = attempts
         self.last = last
+
+    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        return str(self)  # an outage or no network, not a wrong channel: no config key to check
 
     def __str__(self) -> str:
         return f"Discord is unavailable on {self._where()} after {self.attempts} attempt(s): {self.last}"
