@@ -20,7 +20,7 @@ from typing import Any, Optional
 import click
 
 from . import __version__
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
+from .errors import EXIT_DISCORD, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
 
 log = logging.getLogger("discord_orch")
 
@@ -45,6 +45,12 @@ class _Group(click.Group):
 
 
 def _fail(ctx: click.Context, exc: OrchError) -> None:
+    click.echo(f"discord-orch: error: {_explain(ctx, exc)}", err=True)
+    ctx.exit(exc.exit_code)
+
+
+def _explain(ctx: click.Context, exc: OrchError) -> str:
+    """One line for the user: a Discord error names the config key behind its channel and token."""
     settings = (ctx.obj or {}).get("settings")
     text = str(exc)
     if isinstance(exc, DiscordError):
@@ -58,8 +64,7 @@ def _fail(ctx: click.Context, exc: OrchError) -> None:
                          else f"in {settings.home / 'discord-config.env'}")
                 token_key = f"{settings.token_key} ({where})"
         text = exc.explain(channel_key, token_key)
-    click.echo(f"discord-orch: error: {_one_line(text)}", err=True)
-    ctx.exit(exc.exit_code)
+    return _one_line(text)
 
 
 def _one_line(text: str) -> str:
@@ -192,6 +197,30 @@ def orchestrate(ctx: click.Context, watch: bool, interval: Optional[float], max_
         ctx.exit(EXIT_SIGINT if stats.stopped_by == signal.SIGINT else EXIT_SIGTERM)
     if client.setup_problem is not None:  # e.g. no Add Reactions in #task-queue: the pass went on; say so
         raise client.setup_problem
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Check the setup without posting: token, channels, permissions to read, openclaw.
+
+    One line per check; exit 0 when all pass, else the exit code of the first problem.
+    """
+    from .check import FAIL, run_checks
+
+    settings = _load(ctx)
+    settings.require_token()
+    settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
+    with _client(settings) as client:
+        findings = run_checks(settings, client)
+    for f in findings:
+        text = _explain(ctx, f.error) if f.error is not None else f.text
+        click.echo(f"{f.level:<4}  {f.subject}: {text}")
+    failed = [f for f in findings if f.level == FAIL]
+    if failed:
+        click.echo(f"discord-orch: error: {len(failed)} problem(s) found; fix them and run discord-orch check again",
+                   err=True)
+        ctx.exit(failed[0].error.exit_code if failed[0].error is not None else EXIT_DISCORD)
 
 
 @cli.command()

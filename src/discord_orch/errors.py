@@ -179,6 +179,7 @@ UNKNOWN_MEMBER = 10007
 
 # The permission a route needs, named as Discord's server settings name it.
 _PERMISSION_FOR = {
+    "GET /channels/{channel_id}": "View Channel",
     "GET /channels/{channel_id}/messages": "Read Message History",
     "GET /channels/{channel_id}/messages/{message_id}": "Read Message History",
     "POST /channels/{channel_id}/messages": "Send Messages (and Attach Files, Read Message History)",
