@@ -173,6 +173,23 @@ def test_stragglers_after_a_normal_exit_are_killed(rig, task):
     assert pids_with_marker(ws.agent_id) == []
 
 
+def test_agents_ending_in_one_tick_share_one_process_walk_and_leave_nothing(rig):
+    """The orchestrator polls every agent of a tick with one ProcessTable: a leftover in the
+    group of one and a setsid escapee of another are both found through the same walk."""
+    started = [rig.start(task) for task in ("LINGER", "ESCAPE", "quick")]
+    assert wait_for(lambda: all(ra._leader_exited() for _, ra in started))
+    assert wait_for(lambda: all(pids_with_marker(ws.agent_id) for ws, _ in started[:2]))
+    end = time.time() + 30
+    pending = [ra for _, ra in started]
+    while pending:
+        assert time.time() < end, "agents still not finished after 30 s"
+        procs = A.ProcessTable()
+        pending = [ra for ra in pending if not ra.poll(time.time(), procs)]
+        time.sleep(0.02)
+    assert [ra.outcome(time.time()).status for _, ra in started] == [A.OK, A.OK, A.OK]
+    assert [pids_with_marker(ws.agent_id) for ws, _ in started] == [[], [], []]
+
+
 def test_stop_is_killed(rig):
     ws, ra = rig.start("HANG_CHILD", rig.config(kill_grace_s=0.5))
     assert wait_for(lambda: len(pids_with_marker(ws.agent_id)) >= 2)

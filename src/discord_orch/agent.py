@@ -198,14 +198,6 @@ def _proc_state(pid: int) -> Optional[str]:
     return fields[0] if fields else None
 
 
-def _proc_pgrp(pid: int) -> Optional[int]:
-    fields = _proc_stat_fields(pid)
-    try:
-        return int(fields[2]) if fields else None
-    except (IndexError, ValueError):
-        return None
-
-
 def _alive(pid: int) -> bool:
     state = _proc_state(pid)
     return state is not None and state not in ("Z", "X", "x")
@@ -218,6 +210,69 @@ def _environ_has(pid: int, marker: bytes) -> bool:
     except OSError:
         return False
     return marker in data.split(b"\0")
+
+
+def _agent_id_of(pid: int) -> Optional[str]:
+    """The DISCORD_ORCH_AGENT_ID in a process's environment, if any."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    key = AGENT_ID_ENV.encode() + b"="
+    at = data.find(b"\0" + key)
+    if at >= 0:
+        at += 1
+    elif data.startswith(key):
+        at = 0
+    else:
+        return None
+    end = data.find(b"\0", at)
+    return data[at + len(key):end if end >= 0 else len(data)].decode("ascii", "replace")
+
+
+class ProcessTable:
+    """One walk of /proc over our own user's live processes, read on first use.
+
+    Finding an agent's leftovers means looking at every process we own (its group
+    members, and anything carrying its marker that escaped the group with setsid).
+    Agents that end in the same supervision tick share one walk instead of each
+    making its own, which kept the orchestrator's CPU per task growing with the
+    number of agents. A snapshot only lives for one tick: a process forked after
+    the walk is caught by the group kill or by the next tick's walk.
+    """
+
+    def __init__(self) -> None:
+        self._live: Optional[Dict[int, int]] = None          # pid -> pgrp
+        self._by_agent: Optional[Dict[str, List[int]]] = None
+
+    def _walk(self) -> Dict[int, int]:
+        if self._live is None:
+            live: Dict[int, int] = {}
+            for pid in _own_pids():
+                fields = _proc_stat_fields(pid)
+                if not fields or fields[0] in ("Z", "X", "x"):
+                    continue
+                try:
+                    live[pid] = int(fields[2])
+                except (IndexError, ValueError):
+                    continue
+            self._live = live
+        return self._live
+
+    def group_members(self, pgid: int) -> List[int]:
+        return sorted(pid for pid, pgrp in self._walk().items() if pgrp == pgid)
+
+    def carrying(self, agent_id: str) -> List[int]:
+        """Live processes whose environment carries DISCORD_ORCH_AGENT_ID=agent_id."""
+        if self._by_agent is None:
+            by_agent: Dict[str, List[int]] = {}
+            for pid in self._walk():
+                found = _agent_id_of(pid)
+                if found:
+                    by_agent.setdefault(found, []).append(pid)
+            self._by_agent = by_agent
+        return sorted(self._by_agent.get(agent_id, ()))
 
 
 def _own_pids() -> List[int]:
@@ -245,8 +300,7 @@ def _own_pids() -> List[int]:
 
 def find_agent_processes(agent_id: str) -> List[int]:
     """Live processes of our user whose environment carries DISCORD_ORCH_AGENT_ID=agent_id."""
-    marker = f"{AGENT_ID_ENV}={agent_id}".encode()
-    return sorted(pid for pid in _own_pids() if _alive(pid) and _environ_has(pid, marker))
+    return ProcessTable().carrying(agent_id)
 
 
 def kill_leftovers(agent_id: str) -> List[int]:
@@ -255,10 +309,6 @@ def kill_leftovers(agent_id: str) -> List[int]:
     for pid in pids:
         _kill(pid, signal.SIGKILL)
     return pids
-
-
-def _group_members(pgid: int) -> List[int]:
-    return [pid for pid in _own_pids() if _proc_pgrp(pid) == pgid and _alive(pid)]
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -644,12 +694,12 @@ class RunningAgent:
             # group id cannot have been recycled
             _killpg(self.pgid, sig)
         else:
-            for pid in _group_members(self.pgid):
+            for pid in ProcessTable().group_members(self.pgid):
                 _kill(pid, sig)
 
-    def _sweep(self) -> List[int]:
+    def _sweep(self, procs: ProcessTable) -> List[int]:
         """SIGKILL every remaining process of the agent; return those still alive."""
-        victims = set(_group_members(self.pgid)) | set(find_agent_processes(self.agent_id))
+        victims = set(procs.group_members(self.pgid)) | set(procs.carrying(self.agent_id))
         victims.discard(os.getpid())
         if self._popen is not None:
             _killpg(self.pgid, signal.SIGKILL)
@@ -665,8 +715,10 @@ class RunningAgent:
             except subprocess.TimeoutExpired:  # pragma: no cover - cannot happen after waitid
                 self.returncode = None
 
-    def poll(self, now: float) -> bool:
-        """Advance supervision; True when the run is over (and all its processes are gone)."""
+    def poll(self, now: float, procs: Optional[ProcessTable] = None) -> bool:
+        """Advance supervision; True when the run is over (and all its processes are gone).
+
+        ``procs``: a ProcessTable to share with the other agents polled in the same tick."""
         if self.finished:
             return True
         if not self._leader_exited():
@@ -681,7 +733,7 @@ class RunningAgent:
             return False
         if self.leader_exited_at is None:
             self.leader_exited_at = now
-        survivors = self._sweep()       # while our zombie leader still holds the pgid
+        survivors = self._sweep(procs or ProcessTable())  # while our zombie leader still holds the pgid
         if survivors and now - self.leader_exited_at < STRAGGLER_GIVE_UP_S:
             return False
         self.stragglers_left = tuple(survivors)

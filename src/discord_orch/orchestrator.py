@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import report as reportfmt
-from .agent import INTERRUPTED, OK, TIMED_OUT, AgentConfig, Outcome, RunningAgent, Usage
+from .agent import INTERRUPTED, OK, TIMED_OUT, AgentConfig, Outcome, ProcessTable, RunningAgent, Usage
 from .agent import (RESULT_READ_MAX, find_agent_processes, kill_leftovers, outcome_from_workspace,
                     process_start_ticks, read_head)
 from .claim import CLAIM_EMOJI, REFUSED_EMOJI, Access, claim_task, is_pending, refuse_task
@@ -550,8 +550,9 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def supervise(self) -> None:
         now = self.wall()
+        procs = ProcessTable()  # read only if an agent ended: one /proc walk for all that ended this tick
         for task_id, live in list(self._live.items()):
-            if live.agent.poll(now):
+            if live.agent.poll(now, procs):
                 del self._live[task_id]
                 self.finish(live.record, live.workspace, live.agent.outcome(self.wall()))
 
