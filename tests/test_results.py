@@ -81,7 +81,7 @@ def test_same_channel_result_is_a_reply_with_every_header_field(home, world):
     assert post["message_reference"]["message_id"] == task_id
     head, facts = post["content"].split("\n")[:2]
     assert head == f"✅ **DONE** · task `{task_id}` · agent `{agent}`"
-    assert re.fullmatch(rf"model `{re.escape(KIMI)}` · thinking `high` · \d+s · 200 in / 20 out tokens · "
+    assert re.fullmatch(rf"model `{re.escape(KIMI)}` · thinking `high` · \d+(\.\d)?s · 200 in / 20 out tokens · "
                         r"cost \$0\.0123", facts), facts
     # the result posted into #task-queue is not a task: nothing ran twice, a second pass does nothing
     assert len(home.runs()) == 1

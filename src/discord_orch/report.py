@@ -153,7 +153,9 @@ def _code(value: object, n: int = ID_MAX) -> str:
 # numbers
 # ----------------------------------------------------------------------
 def format_duration(seconds: Optional[float]) -> str:
-    """``4s``, ``1m 04s``, ``2h 03m 09s``; "n/a" when unknown or not a sane number."""
+    """``0.3s``, ``4.4s``, ``12s``, ``1m 04s``, ``2h 03m 09s``; "n/a" when unknown or not a sane number.
+
+    Under 10 s a tenth is shown: a quick failure reads "after 0.2s", not "after 0s"."""
     if seconds is None or isinstance(seconds, bool):
         return "n/a"
     try:
@@ -162,6 +164,8 @@ def format_duration(seconds: Optional[float]) -> str:
         return "n/a"
     if not math.isfinite(value) or value < 0:
         return "n/a"
+    if value < 9.95:
+        return f"{value:.1f}s"
     total = int(value + 0.5)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
