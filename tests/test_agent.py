@@ -64,6 +64,30 @@ def test_build_command_finds_openclaw_on_path_or_fails(rig, monkeypatch):
         A.build_command(rig.config(), ws, session_id="s", model="--evil", thinking="off")
 
 
+def test_the_agent_gets_openclaws_directory_first_on_path(rig, monkeypatch):
+    """npm, nvm and volta put node beside openclaw; its #!/usr/bin/env node needs it on PATH."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    ws = rig.workspace("x")
+    _, env = A.build_command(rig.config(), ws, session_id="s", model="m", thinking="off")
+    assert env["PATH"] == f"{rig.bin_dir}:/usr/bin:/bin"
+    monkeypatch.setenv("PATH", f"/usr/bin:{rig.bin_dir}:/bin")
+    _, env = A.build_command(rig.config(), ws, session_id="s", model="m", thinking="off")
+    assert env["PATH"] == f"/usr/bin:{rig.bin_dir}:/bin"   # already there: PATH unchanged
+
+
+def test_a_missing_interpreter_fails_with_exit_127_and_says_so(rig, tmp_path):
+    program = tmp_path / "oc" / "openclaw"
+    program.parent.mkdir()
+    program.write_text("#!/usr/bin/env no-such-node-xyz\n")
+    program.chmod(0o755)
+    ws, ra = rig.start("hello", rig.config(openclaw_bin=str(program)))
+    out = drive(ra)
+    assert (out.status, out.exit_code) == (A.FAILED, 127)
+    assert out.reason == ("openclaw exited with code 127: a program it needs was not found (its log says which; "
+                          "under cron PATH is only /usr/bin:/bin: run discord-orch check)")
+    assert "no-such-node-xyz" in out.log_tail
+
+
 def test_secrets_never_reach_the_agent(rig, monkeypatch):
     monkeypatch.setenv("CHIP_TOKEN", TOKEN)
     monkeypatch.setenv("ORCHESTRATOR_AGENT_TOKEN", TOKEN)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from discord_orch.errors import EXIT_CONFIG, EXIT_DISCORD
 
 
@@ -20,9 +22,11 @@ def test_a_good_setup_passes_every_check_with_six_requests_and_posts_nothing(hom
     assert out[0] == f"ok    token: bot discord-orch (id {world.bot.id})"
     assert f"ok    RESULTS_CHANNEL: #results in server {world.guild}" in out
     assert out.count("ok    TASK_QUEUE_CHANNEL: the bot can read its message history") == 1
+    assert f"ok    openclaw: {home.config['OPENCLAW_BIN']}" in out
+    assert f"ok    openclaw under cron (PATH=/usr/bin:/bin): {home.config['OPENCLAW_BIN']}" in out
     # the fixture's OPENCLAW_CONFIG does not exist: a warning, not a failure
-    [openclaw] = [line for line in out if " openclaw: " in line]
-    assert openclaw.startswith("warn  openclaw: ") and "no-openclaw.json not found" in openclaw
+    [config] = [line for line in out if "OPENCLAW_CONFIG" in line]
+    assert config.startswith("warn  OPENCLAW_CONFIG: ") and "no-openclaw.json not found" in config
     assert out[-1].startswith("ok    who may submit: the bot itself")
     assert all(line.startswith("ok") or line.startswith("warn") for line in out)
     assert world.ld.request_count() == 6 and nothing_posted(world)
@@ -68,8 +72,9 @@ def test_a_wrong_token_stops_after_one_request(home, world):
 def test_a_missing_openclaw_fails_the_check(home, world):
     run = home.cli("check", env={"OPENCLAW_BIN": "no-such-openclaw"})
     assert run.returncode != 0 and "Traceback" not in run.stderr
-    assert "fail  openclaw: agent 'no-such-openclaw': not found on PATH; install openclaw or set OPENCLAW_BIN" \
-        in lines(run)
+    assert ("fail  openclaw: agent 'no-such-openclaw': not found on PATH nor in ~/.local/bin, ~/.npm-global/bin, "
+            "~/.volta/bin, ~/.bun/bin, ~/.nvm/versions/node/*/bin, /usr/local/bin; install openclaw or set "
+            "OPENCLAW_BIN to its full path") in lines(run)
 
 
 def test_a_missing_key_is_a_config_error(home, world):
@@ -79,3 +84,46 @@ def test_a_missing_key_is_a_config_error(home, world):
     assert run.returncode == EXIT_CONFIG and run.stdout == ""
     assert run.stderr.startswith("discord-orch: error: config: WORKER_POOL_CHANNEL: not set")
     assert world.ld.request_count() == 0
+
+
+def script(path: Path, first_line: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{first_line}\necho hello\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_openclaw_missing_its_interpreter_fails_with_the_name(home, world, tmp_path):
+    program = script(tmp_path / "oc" / "openclaw", "#!/usr/bin/env no-such-node")
+    run = home.cli("check", env={"OPENCLAW_BIN": str(program)})
+    assert run.returncode != 0
+    assert (f"fail  openclaw: {program} needs `no-such-node` (its #! line), which is not on PATH nor beside it: "
+            "install it or put its directory on PATH") in lines(run)
+
+
+def test_what_works_in_a_shell_but_not_under_cron_is_a_warning_with_the_fix(home, world, tmp_path):
+    """openclaw and node found through the shell's PATH: under cron (PATH=/usr/bin:/bin) neither would be."""
+    program = script(tmp_path / "oc" / "openclaw", "#!/usr/bin/env fakenode")
+    node = script(tmp_path / "nodebin" / "fakenode", "#!/bin/sh")
+    shell_path = f"{program.parent}:{node.parent}:/usr/bin:/bin"
+    run = home.cli("check", env={"OPENCLAW_BIN": "openclaw", "PATH": shell_path, "HOME": str(tmp_path / "nohome")})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (f"warn  openclaw under cron (PATH=/usr/bin:/bin): openclaw would not be found: set "
+            f"OPENCLAW_BIN={program} in discord-config.env") in lines(run)
+    run = home.cli("check", env={"OPENCLAW_BIN": str(program), "PATH": shell_path})
+    assert (f"warn  openclaw under cron (PATH=/usr/bin:/bin): agents would not find `fakenode` (the #! line of "
+            f"{program}): put PATH={node.parent}:/usr/bin:/bin on a line of its own at the top of your crontab"
+            ) in lines(run)
+    node.rename(program.parent / "fakenode")   # node beside openclaw (npm, nvm, volta): agents get that dir
+    run = home.cli("check", env={"OPENCLAW_BIN": str(program), "PATH": shell_path})
+    assert f"ok    openclaw under cron (PATH=/usr/bin:/bin): {program}" in lines(run)
+
+
+def test_openclaw_is_found_in_the_usual_install_dirs_newest_node_first(home, world, tmp_path):
+    fake_home = tmp_path / "user"
+    for version in ("v9.11.2", "v24.21.0", "v20.1.0"):
+        script(fake_home / ".nvm" / "versions" / "node" / version / "bin" / "openclaw", "#!/bin/sh")
+    run = home.cli("check", env={"OPENCLAW_BIN": "openclaw", "PATH": "/usr/bin:/bin", "HOME": str(fake_home)})
+    newest = fake_home / ".nvm" / "versions" / "node" / "v24.21.0" / "bin" / "openclaw"
+    assert f"ok    openclaw: {newest}" in lines(run)
+    assert f"ok    openclaw under cron (PATH=/usr/bin:/bin): {newest}" in lines(run)

@@ -21,6 +21,7 @@ interrupted    (recovery only) found ended without evidence while no orchestrato
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -55,7 +56,8 @@ SUMMARY_READ_MAX = 256 * 1024
 JSON_TAIL_MAX = 1024 * 1024           # bytes from the end of agent-output.json we parse
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 20
-STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
+STRAGGLER_GIVE_UP_S = 5.0
+EXIT_COMMAND_NOT_FOUND = 127          # what env(1) and shells exit with when a program is missing             # after the leader exited, stop waiting for unkillable ones
 
 
 @dataclass(frozen=True)
@@ -142,13 +144,67 @@ def agent_env(cfg: AgentConfig, ws: Workspace,
     return env
 
 
-def resolve_openclaw(program: str) -> str:
-    """Absolute path of the openclaw executable, or AgentError."""
-    found = shutil.which(program) if program else None
+#: where npm, nvm, volta, bun and Homebrew put a global ``openclaw``: cron's PATH
+#: (/usr/bin:/bin) holds none of them, and the later shell scripts looked here too
+FALLBACK_BIN_DIRS = ("~/.local/bin", "~/.npm-global/bin", "~/.volta/bin", "~/.bun/bin",
+                     "~/.nvm/versions/node/*/bin", "/usr/local/bin", "/opt/homebrew/bin")
+#: the PATH cron gives a job (Debian, Ubuntu, cronie)
+CRON_PATH = "/usr/bin:/bin"
+
+
+def _version_key(path: str) -> Tuple[int, ...]:
+    """``~/.nvm/versions/node/v24.21.0/bin`` sorts after ``.../v9.1.0/bin``."""
+    parts = [part for part in path.split(os.sep) if part[:1] == "v" and part[1:2].isdigit()]
+    try:
+        return tuple(int(n) for n in parts[-1][1:].split(".")) if parts else ()
+    except ValueError:
+        return ()
+
+
+def resolve_openclaw(program: str, path: Optional[str] = None) -> str:
+    """Absolute path of the openclaw executable, or AgentError.
+
+    A bare name is looked up on ``path`` (default: our PATH), then in FALLBACK_BIN_DIRS
+    (newest Node version first); a path with a slash is used as it is."""
+    found = shutil.which(program, path=path) if program else None
+    if not found and program and os.sep not in program:
+        for pattern in FALLBACK_BIN_DIRS:
+            for directory in sorted(glob.glob(os.path.expanduser(pattern)), key=_version_key, reverse=True):
+                candidate = os.path.join(directory, program)
+                if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                    return os.path.abspath(candidate)
     if not found:
         raise AgentError(program or "openclaw",
-                         "not found on PATH; install openclaw or set OPENCLAW_BIN")
+                         "not found on PATH nor in ~/.local/bin, ~/.npm-global/bin, ~/.volta/bin, ~/.bun/bin, "
+                         "~/.nvm/versions/node/*/bin, /usr/local/bin; install openclaw or set OPENCLAW_BIN "
+                         "to its full path")
     return os.path.abspath(found)
+
+
+def path_for_agent(program: str, path: Optional[str]) -> str:
+    """The agent's PATH: ours with the directory of ``program`` in front. npm, nvm and volta
+    put ``node`` beside ``openclaw``, whose ``#!/usr/bin/env node`` needs it on PATH."""
+    entries = [entry for entry in (path or "").split(os.pathsep) if entry]
+    directory = os.path.dirname(program)
+    return os.pathsep.join(entries if directory in entries else [directory, *entries])
+
+
+def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:
+    """The interpreter ``program``'s ``#!`` line names that ``path`` cannot provide, if any."""
+    try:
+        with open(program, "rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode("utf-8", "replace").split()
+    if not words:
+        return None
+    if os.path.basename(words[0]) != "env":
+        return None if os.access(words[0], os.X_OK) else words[0]
+    name = next((word for word in words[1:] if not word.startswith("-") and "=" not in word), None)
+    return name if name and shutil.which(name, path=path) is None else None
 
 
 def build_command(cfg: AgentConfig, ws: Workspace, *, session_id: str, model: str,
@@ -166,7 +222,9 @@ def build_command(cfg: AgentConfig, ws: Workspace, *, session_id: str, model: st
              "--model", model,
              "--thinking", thinking,
              "--json"]
-    return argv, agent_env(cfg, ws)
+    env = agent_env(cfg, ws)
+    env["PATH"] = path_for_agent(program, env.get("PATH"))
+    return argv, env
 
 
 # ---------------------------------------------------------------- /proc helpers
@@ -548,6 +606,10 @@ def _no_result_reason(ev: _Evidence) -> str:
 
 
 def _classify_exit(ev: _Evidence, duration_s: float, exit_code: int) -> Outcome:
+    if exit_code == EXIT_COMMAND_NOT_FOUND:
+        return _make(ev, FAILED, duration_s, exit_code=exit_code,
+                     reason=f"openclaw exited with code {exit_code}: a program it needs was not found (its log "
+                            f"says which; under cron PATH is only {CRON_PATH}: run discord-orch check)")
     if exit_code != 0:
         return _make(ev, FAILED, duration_s, exit_code=exit_code,
                      reason=f"openclaw exited with code {exit_code}")

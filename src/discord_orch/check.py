@@ -5,7 +5,8 @@ RESULTS_CHANNEL or a missing permission in #worker-pool only shows when the
 first result is due (the result then waits in the outbox for the next pass).
 ``check`` looks at everything a pass will need, up front, without posting:
 the token, each channel (it exists, the bot sees it, it is in GUILD_ID's
-server), message history where the pass reads it, and the agent program.
+server), message history where the pass reads it, and the agent program
+(found, its ``#!`` interpreter found, and both again with cron's short PATH).
 Sending messages and adding reactions cannot be tested without doing them;
 the first pass names the missing permission if one is missing.
 
@@ -14,6 +15,8 @@ Requests: at most 1 + 3 + 2 = 6, none after a 401 (the client refuses to send mo
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -51,7 +54,7 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
             channel_id = getattr(settings, key.lower())
             found.append(_attempt(key, lambda: client.list_messages(channel_id, limit=1),
                                   "the bot can read its message history"))
-    found.append(_check_openclaw(settings))
+    found.extend(_check_openclaw(settings))
     found.append(Finding(OK, "who may submit", _who_may_submit(settings)))
     return found
 
@@ -77,18 +80,45 @@ def _check_channel(settings: Settings, client: DiscordClient, key: str) -> Findi
     return Finding(OK, key, f"{name}{where}")
 
 
-def _check_openclaw(settings: Settings) -> Finding:
-    from .agent import resolve_openclaw
+def _check_openclaw(settings: Settings) -> List[Finding]:
+    """openclaw found, its ``#!`` interpreter found, the same under cron's short PATH, its config."""
+    from .agent import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
 
     try:
         program = resolve_openclaw(settings.openclaw_bin)
     except OrchError as exc:
-        return Finding(FAIL, "openclaw", "", exc)
+        return [Finding(FAIL, "openclaw", "", exc)]
+    missing = missing_interpreter(program, path_for_agent(program, os.environ.get("PATH")))
+    if missing:
+        return [Finding(FAIL, "openclaw", f"{program} needs `{missing}` (its #! line), which is not on PATH nor "
+                                          "beside it: install it or put its directory on PATH")]
+    found = [Finding(OK, "openclaw", program)]
+    found.append(_under_cron(settings.openclaw_bin, program, CRON_PATH))
     config = settings.openclaw_config.expanduser()
-    if not config.is_file():
-        return Finding(WARN, "openclaw", f"{program}; OPENCLAW_CONFIG {config} not found (agents get OpenClaw's "
-                                         "defaults: no providers, models or keys of yours)")
-    return Finding(OK, "openclaw", f"{program}, config {config}")
+    if config.is_file():
+        found.append(Finding(OK, "OPENCLAW_CONFIG", str(config)))
+    else:
+        found.append(Finding(WARN, "OPENCLAW_CONFIG", f"{config} not found (agents get OpenClaw's defaults: "
+                                                      "no providers, models or keys of yours)"))
+    return found
+
+
+def _under_cron(name: str, program: str, cron_path: str) -> Finding:
+    """A shell's PATH is long, cron's is /usr/bin:/bin: what works here may not work there."""
+    from .agent import missing_interpreter, path_for_agent, resolve_openclaw
+
+    subject = f"openclaw under cron (PATH={cron_path})"
+    try:
+        cron_program = resolve_openclaw(name, cron_path)
+    except OrchError:
+        return Finding(WARN, subject, f"{name} would not be found: set OPENCLAW_BIN={program} in discord-config.env")
+    missing = missing_interpreter(cron_program, path_for_agent(cron_program, cron_path))
+    if missing:
+        here = shutil.which(missing)
+        fix = (f"put PATH={os.path.dirname(here)}:{cron_path} on a line of its own at the top of your crontab"
+               if here else f"install `{missing}` and put its directory on the crontab's PATH")
+        return Finding(WARN, subject, f"agents would not find `{missing}` (the #! line of {cron_program}): {fix}")
+    return Finding(OK, subject, f"{cron_program}")
 
 
 def _who_may_submit(settings: Settings) -> str:
