@@ -85,6 +85,7 @@ from .prices import load_prices
 from .state import (CLAIMED, CLEANED, FINISHED, REFUSED, REPORTED, REPORTING, RUNNING, STARTING, Store,
                     TaskRecord)
 from .tasks import parse_task
+from .waker import Waker
 from .workspace import (Workspace, agents_template_for, archive_workspace, create_workspace, new_agent_id,
                         prune_archive, remove_workspace, render_agents_md, tools_md_for)
 
@@ -155,7 +156,7 @@ class Orchestrator:
         self._backlog: List[Message] = []           # pending, not yet decided (no capacity yet)
         self._ready: List[TaskRecord] = []          # claimed (by recovery), waiting for capacity
         self._seen_upto: Optional[str] = None
-        self._wake = threading.Event()
+        self._wake = Waker()   # not threading.Event: signal handlers call wake() (see waker.py)
         self._stop_signal: Optional[int] = None
         self._fatal: Optional[OrchError] = None
         self._bot_id: Optional[str] = None
@@ -191,10 +192,11 @@ class Orchestrator:
         """Called from a signal handler: stop claiming, stop agents, record, exit."""
         if self._stop_signal is None:
             self._stop_signal = signum
-        self._wake.set()
+        self._wake.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Safe from a signal handler (SIGCHLD: an agent ended) and from any thread."""
+        self._wake.wake()
 
     # ------------------------------------------------------------------
     # the loop
@@ -240,7 +242,6 @@ class Orchestrator:
                         continue  # tasks ran: one last look for tasks that came in meanwhile
                 next_poll = last_poll + s.poll_interval - self.clock()  # wake for the next poll, not a tick later
                 self._wake.wait(min(TICK_S, next_poll) if next_poll > 0 else TICK_S)
-                self._wake.clear()
         finally:
             self._drain_lanes(STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S)
             self.prune()
@@ -817,7 +818,7 @@ class Orchestrator:
         with self._lock:
             if self._fatal is None:
                 self._fatal = exc
-        self._wake.set()
+        self._wake.wake()
 
     def _task_lane_submit(self, job: Callable[[], None]) -> None:
         assert self._task_lane is not None
@@ -833,9 +834,9 @@ class Orchestrator:
         return run
 
     def _start_lanes(self) -> None:
-        self._task_lane = Lane("task-queue", on_done=self._wake.set)
-        self._results_lane = Lane("results", on_done=self._wake.set)
-        self._notice_lane = NoticeLane("worker-pool", self._send_notices, on_done=self._wake.set)
+        self._task_lane = Lane("task-queue", on_done=self._wake.wake)
+        self._results_lane = Lane("results", on_done=self._wake.wake)
+        self._notice_lane = NoticeLane("worker-pool", self._send_notices, on_done=self._wake.wake)
 
     def _lanes_busy(self) -> bool:
         return any(l is not None and l.busy for l in (self._task_lane, self._results_lane, self._notice_lane))
