@@ -89,6 +89,7 @@ KNOWN_KEYS: Dict[str, str] = {
     "EXTRA_PYTHONPATH": "added to the agent's PYTHONPATH",
     "RATE_LIMIT_MAX_WAIT": "longest rate-limit wait in seconds before giving up (result kept for later)",
     "POLL_INTERVAL": "seconds between polls of #task-queue while a pass runs and in --watch",
+    "WATCHDOG": "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
     "STATUS_REACTIONS": "status reactions on tasks: full (⏳ then 🏁/❌/⏱), final (🏁/❌/⏱), off",
     "LOG_FILE": "append the log to this file (rotated)",
 }
@@ -107,6 +108,7 @@ DEFAULTS: Dict[str, str] = {
     "KEEP_SUCCESS_HOURS": "0",
     "RATE_LIMIT_MAX_WAIT": "60",
     "POLL_INTERVAL": "5",
+    "WATCHDOG": "1800",
     "STATUS_REACTIONS": "final",
 }
 
@@ -142,6 +144,7 @@ class Settings:
     extra_pythonpath: Optional[str] = None
     rate_limit_max_wait: float = 60.0
     poll_interval: float = 5.0
+    watchdog_s: float = 1800.0
     status_reactions: str = "final"
     log_file: Optional[Path] = None
     warnings: Tuple[str, ...] = ()
@@ -358,6 +361,7 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
         extra_pythonpath=get("EXTRA_PYTHONPATH").strip() or None,
         rate_limit_max_wait=_parse_number("RATE_LIMIT_MAX_WAIT", get("RATE_LIMIT_MAX_WAIT"), minimum=1),
         poll_interval=_parse_number("POLL_INTERVAL", get("POLL_INTERVAL"), minimum=0.2),
+        watchdog_s=_parse_number("WATCHDOG", get("WATCHDOG"), minimum=0),
         status_reactions=status_reactions,
         log_file=(home / Path(log_raw).expanduser()) if log_raw else None,
         warnings=tuple(warnings),

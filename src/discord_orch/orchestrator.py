@@ -86,6 +86,7 @@ from .state import (CLAIMED, CLEANED, FINISHED, REFUSED, REPORTED, REPORTING, RU
                     TaskRecord)
 from .tasks import parse_task
 from .waker import Waker
+from .watchdog import Watchdog
 from .workspace import (Workspace, agents_template_for, archive_workspace, create_workspace, new_agent_id,
                         prune_archive, remove_workspace, render_agents_md, tools_md_for)
 
@@ -206,12 +207,15 @@ class Orchestrator:
         if s.allow_anyone:
             log.warning("ALLOW_ANYONE=true: anyone who can post in #task-queue can run an agent on this machine")
         self._start_lanes()
+        watchdog = Watchdog(s.watchdog_s).start() if s.watchdog_s > 0 else None
         try:
             self.recover()
             first = True
             last_poll = float("-inf")
             looked_at = -1   # tasks claimed when the pass took its last look (a pass ends: one look, not a loop)
             while True:
+                if watchdog is not None:
+                    watchdog.beat()
                 if self._fatal is not None:
                     break
                 now = self.clock()
@@ -243,8 +247,12 @@ class Orchestrator:
                 next_poll = last_poll + s.poll_interval - self.clock()  # wake for the next poll, not a tick later
                 self._wake.wait(min(TICK_S, next_poll) if next_poll > 0 else TICK_S)
         finally:
+            if watchdog is not None:
+                watchdog.beat()   # the drain is capped, and the watchdog still covers it
             self._drain_lanes(STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S)
             self.prune()
+            if watchdog is not None:
+                watchdog.stop()
         self._log_end()
         return self.stats
 
