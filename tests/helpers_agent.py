@@ -75,23 +75,28 @@ def drive(ra: A.RunningAgent, limit_s: float = 30.0, interval: float = 0.02) -> 
     return ra.outcome(time.time())
 
 
-def pids_with_marker(agent_id: str) -> List[int]:
-    """Independent of agent.py: live (non-zombie) processes carrying the agent's marker."""
-    marker = f"DISCORD_ORCH_AGENT_ID={agent_id}".encode()
+def live_processes_marked(key: str, values) -> List[int]:
+    """Independent of agent.py: live (non-zombie) processes whose environment has KEY=<one of values>."""
+    markers = {f"{key}={v}".encode() for v in values}
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = fh.read().split(b"\0")
             with open(f"/proc/{name}/stat", "rb") as fh:
                 state = fh.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = set(fh.read().split(b"\0"))
+        except (OSError, IndexError):
             continue
-        if marker in env and state not in (b"Z", b"X"):
+        if state not in (b"Z", b"X") and env & markers:
             found.append(int(name))
     return found
+
+
+def pids_with_marker(agent_id: str) -> List[int]:
+    """Live processes carrying the agent's DISCORD_ORCH_AGENT_ID marker."""
+    return live_processes_marked("DISCORD_ORCH_AGENT_ID", [agent_id])
 
 
 def wait_for(predicate, limit_s: float = 5.0, interval: float = 0.02) -> bool:

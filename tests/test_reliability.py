@@ -27,6 +27,7 @@ from discord_orch.agent import AGENT_ID_ENV, TASK_ID_ENV
 from discord_orch.localdiscord import LocalDiscord, RateLimits
 
 from conftest import make_home, make_world
+from helpers_agent import live_processes_marked
 
 MESSAGES = "POST /channels/{channel_id}/messages"
 KILL_SEED = 4_2024
@@ -87,25 +88,6 @@ def run_ids(home) -> List[str]:
     return [r["task_id"] for r in home.runs()]
 
 
-def live_processes_marked(key: str, values) -> List[int]:
-    """Live processes whose environment carries KEY=<one of values> (zombies are gone)."""
-    markers = {f"{key}={v}".encode() for v in values}
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[1].split()[0]
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = set(fh.read().split(b"\0"))
-        except (OSError, IndexError):
-            continue
-        if state not in (b"Z", b"X") and env & markers:
-            found.append(int(name))
-    return found
-
-
 def kill_marked(key: str, values) -> None:
     for pid in live_processes_marked(key, values):
         try:
@@ -122,6 +104,16 @@ def finish(proc: subprocess.Popen, cap: float = WAIT_CAP_S):
         out, err = proc.communicate()
         raise AssertionError(f"the pass did not end within {cap} s; its log:\n{err[-4000:]}") from None
     return proc.returncode, out, err
+
+
+def sigkill_pass_once_running(home, task: str, runs: int = 1) -> None:
+    """Start a pass; SIGKILL it once the agent has started (``runs`` runs so far) and the task's
+    record says running."""
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == runs, "the agent to start")
+    wait_for(lambda: records(home).get(task) == "running", "the running record")
+    proc.kill()
+    proc.communicate()
 
 
 def pass_ok(home) -> str:
@@ -334,11 +326,7 @@ def test_timed_out_result_shows_what_result_and_log_held(home, world, tmp_path):
 def test_timeout_of_an_adopted_agent_holds_while_discord_is_down(home, world):
     home.write_config(TIMEOUT="2", KILL_GRACE="0.5")
     [task] = post_tasks(world, ["HANG_CHILD forever"])
-    proc = home.popen("orchestrate")
-    wait_for(lambda: records(home).get(task) == "running", "the running record")
-    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
-    proc.kill()
-    proc.communicate()
+    sigkill_pass_once_running(home, task)
     world.ld.set_outage(True)
     run = home.cli("orchestrate")                 # adopts it, cannot poll, still enforces the timeout
     assert "Traceback" not in run.stderr
@@ -401,11 +389,7 @@ def test_agent_that_finished_while_nobody_watched_is_reported_from_its_workspace
 
 def test_agent_still_running_is_adopted(home, world):
     [task] = post_tasks(world, ["adopt me SLEEP=2"])
-    proc = home.popen("orchestrate")
-    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
-    wait_for(lambda: records(home).get(task) == "running", "the running record")
-    proc.kill()
-    proc.communicate()
+    sigkill_pass_once_running(home, task)
     stderr = pass_ok(home)
     assert "adopted task=" in stderr
     assert label(one_result(world, task)) == "DONE"
@@ -416,22 +400,13 @@ def test_agent_still_running_is_adopted(home, world):
 def test_agent_dead_without_result_is_interrupted_or_retried(home, world, retry):
     home.write_config(RETRY_INTERRUPTED=str(retry).lower())
     [task] = post_tasks(world, ["doomed SLEEP=30"])
-    proc = home.popen("orchestrate")
-    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
-    wait_for(lambda: records(home).get(task) == "running", "the running record")
-    proc.kill()
-    proc.communicate()
+    sigkill_pass_once_running(home, task)
     kill_marked(TASK_ID_ENV, [task])
     wait_for(lambda: not live_processes_marked(TASK_ID_ENV, [task]), "the agent to die")
     if retry:
         # The re-run must not take 30 s: let the retried agent die too, twice, until the cap.
         for _attempt in range(2):
-            proc = home.popen("orchestrate")
-            n = len(home.runs())
-            wait_for(lambda: len(home.runs()) == n + 1, "the re-run to start")
-            wait_for(lambda: records(home).get(task) == "running", "the running record")
-            proc.kill()
-            proc.communicate()
+            sigkill_pass_once_running(home, task, runs=len(home.runs()) + 1)
             kill_marked(TASK_ID_ENV, [task])
             wait_for(lambda: not live_processes_marked(TASK_ID_ENV, [task]), "the agent to die")
     settle(home, [task])
@@ -446,11 +421,7 @@ def test_archived_but_unrecorded_workspace_is_judged_not_rerun(home, world):
     recovery must judge the archived copy (here: a failure), not call it interrupted and re-run it."""
     home.write_config(RETRY_INTERRUPTED="true")
     [task] = post_tasks(world, ["slow failure SLEEP=1 NORESULT"])
-    proc = home.popen("orchestrate")
-    wait_for(lambda: records(home).get(task) == "running", "the running record")
-    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
-    proc.kill()
-    proc.communicate()
+    sigkill_pass_once_running(home, task)
     [run] = home.runs()
     wait_for(lambda: not live_processes_marked(AGENT_ID_ENV, [run["agent_id"]]), "the agent to end")
     (home.path / "workers" / run["agent_id"]).rename(home.path / "archive" / run["agent_id"])
