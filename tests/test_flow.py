@@ -89,6 +89,22 @@ def test_long_result_is_fully_retrievable(home, world):
     assert len(full) >= 6000
 
 
+def test_a_result_too_big_for_one_attachment_keeps_its_workspace_with_the_whole_file(home, world):
+    """9,000,000 bytes of RESULT.txt: the post attaches the first 8 MiB (under Discord's 10 MiB)
+    and says where the whole file is; removing the workspace would lose the rest."""
+    task_id = task_id_from(home.cli("submit", "BIGRESULT=9000000 a very long report").stdout)
+    run = home.cli("orchestrate")
+    assert run.returncode == 0, run.stderr
+    [post] = result_for(world, task_id)
+    assert "✅ **DONE**" in post["content"]
+    assert "📦 **RESULT.txt** attached: its first 8,388,608 of 9,000,000 bytes." in post["content"]
+    [kept] = home.archive()
+    assert f"🗂 **Workspace kept:** `{home.path / 'archive' / kept}`" in post["content"]
+    assert (home.path / "archive" / kept / "tasks" / task_id / "RESULT.txt").stat().st_size == 9_000_000
+    assert len(world.ld.attachment_bytes(world.results, post["id"])) == 8 * 1024 * 1024
+    assert home.workers() == []
+
+
 def test_long_task_goes_as_attachment_and_runs(home, world):
     text = "Analyse this:\n" + "x" * 5000 + "\nEND"
     home.write_config(KEEP_SUCCESS_HOURS="1")

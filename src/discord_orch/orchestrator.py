@@ -571,8 +571,11 @@ class Orchestrator:
 
     def finish(self, rec: TaskRecord, ws: Workspace, outcome: Outcome, *, archived: Optional[str] = None) -> None:
         archive_path = archived
-        if archived is None and (outcome.status != OK or self.settings.keep_success_h > 0):
-            archive_path = self._archive_quietly(ws, success=outcome.status == OK)
+        # A RESULT.txt larger than one attachment can only be posted in part: its workspace is then
+        # kept (with the failures' retention), or removing it would lose the rest of the result.
+        too_big = (outcome.result_bytes or 0) > reportfmt.ATTACHMENT_MAX_BYTES
+        if archived is None and (outcome.status != OK or too_big or self.settings.keep_success_h > 0):
+            archive_path = self._archive_quietly(ws, success=outcome.status == OK and not too_big)
         kept = dataclasses.replace(outcome, result_text=outcome.result_text[:OUTCOME_TEXT_KEPT])
         self.store.update(rec.task_id, status=FINISHED, finished_at=self.wall(),
                           outcome=json.dumps(dataclasses.asdict(kept)), archive_path=archive_path)
