@@ -7,7 +7,9 @@ channels, reactions, files under the home, exit codes, stderr.
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 
 import pytest
 
@@ -103,6 +105,23 @@ def test_a_result_too_big_for_one_attachment_keeps_its_workspace_with_the_whole_
     assert (home.path / "archive" / kept / "tasks" / task_id / "RESULT.txt").stat().st_size == 9_000_000
     assert len(world.ld.attachment_bytes(world.results, post["id"])) == 8 * 1024 * 1024
     assert home.workers() == []
+
+
+def test_a_cleaned_record_keeps_the_outcome_but_not_its_texts(home, world):
+    """state.db must not grow by a result's size with every task: once posted and cleaned up,
+    the record keeps status, exit code and usage, not the 60,000 characters of result text."""
+    task_id = task_id_from(home.cli("submit", "BIGRESULT=60000 a long one").stdout)
+    assert home.cli("orchestrate").returncode == 0
+    conn = sqlite3.connect(str(home.path / ".runtime" / "state.db"))
+    try:
+        status, outcome = conn.execute("SELECT status, outcome FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    finally:
+        conn.close()
+    data = json.loads(outcome)
+    assert status == "cleaned" and data["status"] == "ok" and data["exit_code"] == 0
+    assert data["usage"]["input_tokens"] == 200
+    assert "result_text" not in data and "log_tail" not in data and len(outcome) < 2000
+    assert len(world.ld.attachment_bytes(world.results, result_for(world, task_id)[0]["id"])) >= 60000
 
 
 def test_long_task_goes_as_attachment_and_runs(home, world):

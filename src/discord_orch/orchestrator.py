@@ -103,6 +103,7 @@ DISCORD_EPOCH_MS = 1420070400000
 MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024
 MAX_RETRY_ATTEMPTS = 3           # RETRY_INTERRUPTED re-runs a task at most this many times
 OUTCOME_TEXT_KEPT = 64 * 1024    # result text kept in the record; RESULT.txt itself stays in the workspace
+OUTCOME_TEXTS = ("result_text", "summary_text", "reply_text", "log_tail", "error_message")  # dropped once cleaned
 INTENT_NOTICE_KEY = "notice:message-content-intent"
 CURSOR_KEY = "cursor:{channel}"
 
@@ -763,7 +764,10 @@ class Orchestrator:
             except (OSError, StateError) as exc:
                 log.error("could not remove %s: %s", ws.agent_dir, exc)
                 return
-        self.store.update(rec.task_id, status=CLEANED)
+        # The post is out: the record keeps the outcome's facts, not its texts (up to 64 KB each),
+        # so that .runtime/state.db does not grow by a result's size with every task.
+        slim = {k: v for k, v in rec.outcome_data.items() if k not in OUTCOME_TEXTS}
+        self.store.update(rec.task_id, status=CLEANED, **({"outcome": json.dumps(slim)} if rec.outcome else {}))
         if rec.agent_id:
             log.info("cleaned task=%s agent=%s%s", rec.task_id, rec.agent_id,
                      f" (kept in {rec.archive_path})" if rec.archive_path else "")
