@@ -28,7 +28,7 @@ LOG_FORMAT = "%(asctime)s discord-orch[%(process)d] %(levelname)s %(message)s"
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S"
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 LOG_ROTATE_KEEP = 3
-_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", None)  # click >= 8.2
+MISSING_COMMAND = "Missing command."   # click's UsageError text for a group called without one
 
 
 class _Group(click.Group):
@@ -115,7 +115,9 @@ def _client(settings):
                          max_wait=settings.rate_limit_max_wait)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+# no_args_is_help=False: a bare `discord-orch` is then the same usage error (exit 2) with every
+# click (8.1 printed the help and exited 0, 8.2 raises NoArgsIsHelpError).
+@click.group(cls=_Group, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="discord-orch")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="DISCORD_ORCH_HOME",
               help="Directory holding discord-config.env, workers/, .runtime/, archive/ (default: current).")
@@ -245,7 +247,7 @@ def main(argv: Optional[list] = None) -> None:
             next((a for a in args if a in cli.commands), None)  # click gives no context for some errors
         where = f"discord-orch {command} --help" if command else "discord-orch --help"
         problem = exc.format_message()
-        if _NoArgsIsHelp is not None and isinstance(exc, _NoArgsIsHelp):
+        if problem == MISSING_COMMAND:
             problem = f"no command given: use one of {', '.join(sorted(cli.commands))}"
         click.echo(f"discord-orch: error: {_one_line(problem)} (see {where})", err=True)
         sys.exit(EXIT_USAGE)
