@@ -45,7 +45,7 @@ BAD_INPUTS = [
     (["submit"], EXIT_USAGE, ["no task given", "--file"]),
     ([], EXIT_USAGE, ["no command given", "submit", "orchestrate", "discord-orch --help"]),
     (["frobnicate"], EXIT_USAGE, ["No such command 'frobnicate'", "discord-orch --help"]),
-    (["submit", "--bogus", "task"], EXIT_USAGE, ["No such option '--bogus'", "discord-orch submit --help"]),
+    (["submit", "--bogus", "task"], EXIT_USAGE, ["No such option", "--bogus", "discord-orch submit --help"]),
     (["submit", "--file"], EXIT_USAGE, ["'--file' requires an argument", "discord-orch submit --help"]),
     (["submit", "--worker"], EXIT_USAGE, ["'--worker' requires an argument", "discord-orch submit --help"]),
     (["submit", "task", "cheap", "low", "extra"], EXIT_USAGE, ["unexpected extra argument (extra)"]),
