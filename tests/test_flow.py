@@ -124,6 +124,31 @@ def test_a_cleaned_record_keeps_the_outcome_but_not_its_texts(home, world):
     assert len(world.ld.attachment_bytes(world.results, result_for(world, task_id)[0]["id"])) >= 60000
 
 
+def test_a_long_history_is_read_in_chunks_and_an_early_task_is_claimed_before_the_rest(home, world):
+    """2,500 messages in #task-queue, all but two already handled (a channel the old scripts used):
+    the pass reads 1,000 at a time, so the task among the first thousand is claimed (and its agent
+    started) before the 11th page is requested, and the one near the end runs too."""
+    ids = []
+    for i in range(2500):
+        if i in (10, 2490):
+            ids.append(world.post(world.bot, f"task number {i}")["id"])
+        else:
+            world.ld.react(world.task_queue, world.post(world.alice, f"an old task {i}")["id"], world.bot.id, CHECK)
+    world.ld.reset_log()
+    run = home.cli("orchestrate")
+    assert run.returncode == 0, run.stderr
+    assert [len(result_for(world, t)) for t in ids] == [1, 1]
+    pages = [r for r in world.ld.requests
+             if r.method == "GET" and r.route == "GET /channels/{channel_id}/messages" and r.channel_id == world.task_queue]
+    assert len(pages) >= 26
+    conn = sqlite3.connect(str(home.path / ".runtime" / "state.db"))
+    try:
+        [(claimed_at,)] = conn.execute("SELECT claimed_at FROM tasks WHERE task_id = ?", (ids[0],)).fetchall()
+    finally:
+        conn.close()
+    assert pages[9].time < claimed_at < pages[10].time
+
+
 def test_long_task_goes_as_attachment_and_runs(home, world):
     text = "Analyse this:\n" + "x" * 5000 + "\nEND"
     home.write_config(KEEP_SUCCESS_HOURS="1")

@@ -4,7 +4,8 @@ The walk of one task (docs/design.md) is a sequence of verbs, each a method
 below, each writing the task's record before and after it acts:
 
     recover  → tasks a dead pass left behind: adopt, report, or mark interrupted
-    poll     → new messages in #task-queue after the cursor (one GET when idle)
+    poll     → new messages in #task-queue after the cursor (one GET when idle; a long history
+               is read 1,000 messages a poll, so agents stay supervised while it is read)
     claim    → record + ledger line (+ ✅ on the task lane); or refuse visibly
     prepare  → the agent's workspace
     run      → `openclaw agent` in its own process group, supervised
@@ -60,6 +61,7 @@ handled: the next pass recovers, as above.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -97,6 +99,7 @@ PRUNE_EVERY_S = 3600.0           # --watch: prune archive/ this often (a pass pr
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
 OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tried again this often
+POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
 REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
 REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
 DISCORD_EPOCH_MS = 1420070400000
@@ -158,6 +161,7 @@ class Orchestrator:
         self._backlog: List[Message] = []           # pending, not yet decided (no capacity yet)
         self._ready: List[TaskRecord] = []          # claimed (by recovery), waiting for capacity
         self._seen_upto: Optional[str] = None
+        self._more_history = False                   # the last poll stopped at POLL_MAX_MESSAGES
         self._wake = Waker()   # not threading.Event: signal handlers call wake() (see waker.py)
         self._stop_signal: Optional[int] = None
         self._fatal: Optional[OrchError] = None
@@ -225,7 +229,7 @@ class Orchestrator:
                     self._stop_agents(now)
                 elif self._capacity() > 0:
                     self._start_ready()
-                    due = first or (now - last_poll >= s.poll_interval)
+                    due = first or self._more_history or (now - last_poll >= s.poll_interval)
                     if due and self._capacity() > 0 and not self._backlog:
                         self.poll(first=first)
                         first = False
@@ -239,12 +243,15 @@ class Orchestrator:
                 if not self._live:
                     if stopping:
                         break
-                    if not watch and not self._ready and not self._backlog and not self._lanes_busy():
+                    if (not watch and not self._ready and not self._backlog and not self._more_history
+                            and not self._lanes_busy()):
                         if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
                                 or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
                             break
                         looked_at = self.stats.claimed
                         continue  # tasks ran: one last look for tasks that came in meanwhile
+                if self._more_history and not stopping and self._capacity() > 0 and not self._backlog:
+                    continue  # read the rest of a long history without sleeping between chunks
                 next_poll = last_poll + s.poll_interval - self.clock()  # wake for the next poll, not a tick later
                 self._wake.wait(min(TICK_S, next_poll) if next_poll > 0 else TICK_S)
         finally:
@@ -380,8 +387,11 @@ class Orchestrator:
         channel = self.settings.task_queue_channel
         cursor_key = CURSOR_KEY.format(channel=channel)
         after = self._seen_upto or self.store.get_meta(cursor_key) or "0"
+        # In chunks: a first pass over a long history (switching from the old scripts) must not stop
+        # supervising agents or hold the whole channel in memory while it reads.
+        self._more_history = False
         try:
-            messages = list(self.client.iter_messages_after(channel, after))
+            messages = list(itertools.islice(self.client.iter_messages_after(channel, after), POLL_MAX_MESSAGES))
         except DiscordError as exc:
             transient = isinstance(exc, (DiscordUnavailable, RateLimitedTooLong))
             if isinstance(exc, Unauthorized) or (first and not (transient and self._live)):
@@ -391,6 +401,7 @@ class Orchestrator:
             log.warning("poll failed, will retry: %s", exc)
             return
         self.stats.polled += 1
+        self._more_history = len(messages) == POLL_MAX_MESSAGES
         if messages:
             self._seen_upto = messages[-1].id
             known = self.store.known_ids([m.id for m in messages])
