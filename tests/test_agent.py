@@ -88,6 +88,22 @@ def test_a_missing_interpreter_fails_with_exit_127_and_says_so(rig, tmp_path):
     assert "no-such-node-xyz" in out.log_tail
 
 
+@pytest.mark.timeout(60)   # the failure this guards against is a hang
+def test_fifos_and_devices_left_by_the_agent_are_not_read(rig, tmp_path):
+    """A FIFO named RESULT.txt would block a plain open() forever (a hung pass, again in every
+    recovery); /dev/zero as SUMMARY.txt never ends; a FIFO in place of its log too. All count as absent."""
+    program = tmp_path / "oc" / "openclaw"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\nmkfifo RESULT.txt\nln -s /dev/zero SUMMARY.txt\n"
+                       "rm -f agent-output.log && mkfifo agent-output.log\necho '{\"payloads\":[],\"meta\":{}}'\n")
+    program.chmod(0o755)
+    ws, ra = rig.start("hello", rig.config(openclaw_bin=str(program)))
+    out = drive(ra, limit_s=20)
+    assert (out.status, out.exit_code) == (A.FAILED, 0)
+    assert out.result_text == "" and out.summary_text == "" and out.log_tail == ""
+    assert A.read_head(ws.result_file, 100) == (None, None, False)
+
+
 def test_secrets_never_reach_the_agent(rig, monkeypatch):
     monkeypatch.setenv("CHIP_TOKEN", TOKEN)
     monkeypatch.setenv("ORCHESTRATOR_AGENT_TOKEN", TOKEN)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from discord_orch.errors import AgentError
-from discord_orch.workspace import Workspace, files_left
+from discord_orch.workspace import Workspace, files_left, open_regular
 
 # Outcome statuses (house rule 3).
 OK = "ok"
@@ -413,9 +413,10 @@ def _trim_partial_utf8(data: bytes) -> bytes:
 
 
 def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
-    """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent."""
+    """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent
+    or not a regular file."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
             data = fh.read(min(limit, size + 1))  # read(n) preallocates n bytes
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -428,9 +429,9 @@ def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], boo
 
 
 def _read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
-    """The last ``limit`` bytes of a file and whether it was longer; b"" if absent."""
+    """The last ``limit`` bytes of a file and whether it was longer; b"" if absent or not a regular file."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > limit:
                 fh.seek(size - limit)

@@ -193,13 +193,31 @@ def render_agents_md(*, agent_id: str, task_id: str, task_dir: PathLike, descrip
     return head + context
 
 
+def open_regular(path: PathLike):
+    """Open a file the agent may have written, for reading, only if it is a regular file.
+
+    The agent owns its task dir and can leave anything under these names. A FIFO would make
+    a plain open() wait for a writer forever (a hung pass, and the next pass would hang on
+    it again in recovery), a device such as /dev/zero never ends: O_NONBLOCK makes the open
+    return at once, and whatever is not a regular file (symlinks followed) counts as absent.
+    """
+    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EINVAL, "not a regular file", os.fspath(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_optional_text(path: Path) -> Optional[str]:
     try:
-        with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
-            return fh.read()
+        with open_regular(path) as fh:
+            return fh.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
+    except IsADirectoryError:   # also a FIFO or device left under that name
         return None
     except OSError as exc:
         raise StateError(os.fspath(path), exc.strerror or str(exc)) from exc
