@@ -17,6 +17,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -341,7 +342,8 @@ def test_timeout_of_an_adopted_agent_holds_while_discord_is_down(home, world):
 
 # ---------------------------------------------------------------------------- signals to orchestrate
 
-@pytest.mark.parametrize("sig,code,results_down", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+@pytest.mark.parametrize("sig,code,results_down", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True),
+                                                   (signal.SIGHUP, 129, False)])
 def test_stop_signal_kills_agents_records_and_reports_them(home, world, sig, code, results_down):
     home.write_config(MAX_AGENTS="1", KILL_GRACE="0.5")
     # With results down the agent also ignores SIGTERM: the stop needs the SIGKILL after KILL_GRACE.
@@ -369,6 +371,34 @@ def test_stop_signal_kills_agents_records_and_reports_them(home, world, sig, cod
     assert label(one_result(world, later)) == "DONE"
     assert len(world.results_messages()) == 2
     assert sorted(run_ids(home)) == sorted([slow, later])
+
+
+def test_under_nohup_sighup_is_still_ignored(home, world):
+    """A pass started with SIGHUP ignored (nohup) keeps ignoring it and finishes its work."""
+    [task] = post_tasks(world, ["SLEEP=1 keep going"])
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, subprocess, sys; "
+                             "signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+                             "sys.exit(subprocess.call([sys.executable, '-m', 'discord_orch', 'orchestrate']))"],
+                            cwd=home.path, env=home.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(home.runs()) == 1, "the agent to start")
+    orch_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_orchestrate_child(int(p), proc.pid)]
+    assert orch_pids
+    for pid in orch_pids:
+        os.kill(pid, signal.SIGHUP)
+    rc, _out, err = finish(proc)
+    assert rc == 0, err[-3000:]
+    assert label(one_result(world, task)) == "DONE"
+
+
+def _is_orchestrate_child(pid: int, parent: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read()
+    except (OSError, IndexError, ValueError):
+        return False
+    return ppid == parent and b"discord_orch" in cmd
 
 
 # ---------------------------------------------------------------------------- recovery paths

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import click
 
 from . import __version__
-from .errors import EXIT_DISCORD, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
+from .errors import EXIT_DISCORD, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
 
 log = logging.getLogger("discord_orch")
 
@@ -183,8 +183,11 @@ def orchestrate(ctx: click.Context, watch: bool, interval: Optional[float], max_
     store = Store(settings.runtime_dir)
     client = _client(settings)
     orch = Orchestrator(settings, client, store)
-    previous = {sig: signal.signal(sig, lambda signum, frame: orch.request_stop(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP: the terminal of a foreground --watch was closed. Under nohup it stays ignored.
+    stop_signals = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stop_signals.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: orch.request_stop(signum)) for sig in stop_signals}
     signal.signal(signal.SIGCHLD, lambda signum, frame: orch.wake())
     try:
         stats = orch.run_pass(watch=watch)
@@ -196,7 +199,7 @@ def orchestrate(ctx: click.Context, watch: bool, interval: Optional[float], max_
         store.close()
     orch.raise_if_fatal()
     if stats.stopped_by is not None:
-        ctx.exit(EXIT_SIGINT if stats.stopped_by == signal.SIGINT else EXIT_SIGTERM)
+        ctx.exit({signal.SIGINT: EXIT_SIGINT, signal.SIGHUP: EXIT_SIGHUP}.get(stats.stopped_by, EXIT_SIGTERM))
     if client.setup_problem is not None:  # e.g. no Add Reactions in #task-queue: the pass went on; say so
         raise client.setup_problem
 

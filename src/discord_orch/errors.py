@@ -33,6 +33,7 @@ EXIT_CONFIG = 3
 EXIT_DISCORD = 4
 EXIT_STATE = 5
 EXIT_HUNG = 70        # the watchdog ended a pass that stood still (sysexits' EX_SOFTWARE)
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
