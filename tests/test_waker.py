@@ -4,7 +4,7 @@ A pass once hung for good: the SIGCHLD handler called threading.Event.set(), who
 the interrupted main thread already held inside Event.wait(). The stress test below
 fires a signal every 0.1 ms at a loop of zero-timeout waits, in a child process so that
 a hang is a failed assertion, not a hung test run. (With threading.Event in place of
-Waker it ends in a RecursionError of nested blocked handlers within a second here.)
+Waker it failed 3 runs of 3: handlers nested and blocked until a RecursionError.)
 """
 
 from __future__ import annotations
