@@ -56,8 +56,9 @@ SUMMARY_READ_MAX = 256 * 1024
 JSON_TAIL_MAX = 1024 * 1024           # bytes from the end of agent-output.json we parse
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 20
-STRAGGLER_GIVE_UP_S = 5.0
-EXIT_COMMAND_NOT_FOUND = 127          # what env(1) and shells exit with when a program is missing             # after the leader exited, stop waiting for unkillable ones
+STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
+EXIT_COMMAND_NOT_FOUND = 127          # what env(1) and shells exit with when a program is missing
+_DEAD_STATES = ("Z", "X", "x")        # /proc/<pid>/stat states of a process that is no more (zombie, dead)
 
 
 @dataclass(frozen=True)
@@ -258,16 +259,7 @@ def _proc_state(pid: int) -> Optional[str]:
 
 def _alive(pid: int) -> bool:
     state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X", "x")
-
-
-def _environ_has(pid: int, marker: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return False
-    return marker in data.split(b"\0")
+    return state is not None and state not in _DEAD_STATES
 
 
 def _agent_id_of(pid: int) -> Optional[str]:
@@ -309,7 +301,7 @@ class ProcessTable:
             live: Dict[int, int] = {}
             for pid in _own_pids():
                 fields = _proc_stat_fields(pid)
-                if not fields or fields[0] in ("Z", "X", "x"):
+                if not fields or fields[0] in _DEAD_STATES:
                     continue
                 try:
                     live[pid] = int(fields[2])
@@ -717,7 +709,7 @@ class RunningAgent:
             return None
         if not _alive(pid):
             return None
-        if not _environ_has(pid, f"{AGENT_ID_ENV}={ws.agent_id}".encode()):
+        if _agent_id_of(pid) != ws.agent_id:
             return None
         return cls(cfg=cfg, ws=ws, task_id=task_id, pid=pid, pgid=pgid,
                    proc_start_ticks=proc_start_ticks, started_at=started_at, popen=None)
