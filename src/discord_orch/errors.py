@@ -111,6 +111,7 @@ class DiscordError(OrchError):
 
     exit_code = EXIT_DISCORD
     what = "Discord error"
+    about_the_channel = True    # explain() may point at the config key holding the channel
 
     def __init__(
         self,
@@ -152,10 +153,11 @@ class DiscordError(OrchError):
 
         ``channel_key`` names the config key that holds ``channel_id``
         (``RESULTS_CHANNEL``), ``token_key`` the key the token came from.
-        Subclasses that know a fix say it; the default is ``str(self)``.
+        Subclasses that know a fix say it; the default is ``str(self)``, with the
+        channel's key to check unless the error is not about the channel.
         """
         text = str(self)
-        return f"{text} [check {channel_key}]" if channel_key else text
+        return f"{text} [check {channel_key}]" if channel_key and self.about_the_channel else text
 
     def __str__(self) -> str:
         parts = [self.what]
@@ -243,6 +245,7 @@ class RateLimitedTooLong(DiscordError):
     """Waiting for the rate limit would take longer than the configured cap."""
 
     what = "rate limited for too long"
+    about_the_channel = False   # a busy API, not a wrong channel: no config key to check
 
     def __init__(self, method: str, route: str, retry_after: float, cap: float, *,
                  is_global: bool = False, channel_id: Optional[str] = None) -> None:
@@ -250,9 +253,6 @@ class RateLimitedTooLong(DiscordError):
         self.retry_after = retry_after
         self.cap = cap
         self.is_global = is_global
-
-    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
-        return str(self)  # a busy API, not a wrong channel: no config key to check
 
     def __str__(self) -> str:
         scope = "global " if self.is_global else ""
@@ -264,15 +264,13 @@ class DiscordUnavailable(DiscordError):
     """5xx answers or connection errors, after the client's bounded retries."""
 
     what = "Discord is unavailable"
+    about_the_channel = False   # an outage or no network, not a wrong channel
 
     def __init__(self, method: str, route: str, attempts: int, last: str, *,
                  status: Optional[int] = None, channel_id: Optional[str] = None) -> None:
         super().__init__(method, route, status, None, last, channel_id=channel_id)
         self.attempts = attempts
         self.last = last
-
-    def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
-        return str(self)  # an outage or no network, not a wrong channel: no config key to check
 
     def __str__(self) -> str:
         return f"Discord is unavailable on {self._where()} after {self.attempts} attempt(s): {self.last}"
