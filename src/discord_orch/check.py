@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
+from .agent import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError
@@ -82,13 +83,10 @@ def _check_channel(settings: Settings, client: DiscordClient, key: str) -> Findi
 
 def _check_openclaw(settings: Settings) -> List[Finding]:
     """openclaw found, its ``#!`` interpreter found, the same under cron's short PATH, its config."""
-    from .agent import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
-
     try:
-        program = resolve_openclaw(settings.openclaw_bin)
+        program, missing = _launch(settings.openclaw_bin, os.environ.get("PATH"))
     except OrchError as exc:
         return [Finding(FAIL, "openclaw", "", exc)]
-    missing = missing_interpreter(program, path_for_agent(program, os.environ.get("PATH")))
     if missing:
         return [Finding(FAIL, "openclaw", f"{program} needs `{missing}` (its #! line), which is not on PATH nor "
                                           "beside it: install it or put its directory on PATH")]
@@ -103,16 +101,21 @@ def _check_openclaw(settings: Settings) -> List[Finding]:
     return found
 
 
+def _launch(name: str, path: Optional[str]) -> Tuple[str, Optional[str]]:
+    """What starting an agent with ``path`` as PATH would find: openclaw's path, and the
+    interpreter of its ``#!`` line that PATH (with openclaw's dir in front) lacks, if any.
+    AgentError when openclaw is not found at all."""
+    program = resolve_openclaw(name, path)
+    return program, missing_interpreter(program, path_for_agent(program, path))
+
+
 def _under_cron(name: str, program: str, cron_path: str) -> Finding:
     """A shell's PATH is long, cron's is /usr/bin:/bin: what works here may not work there."""
-    from .agent import missing_interpreter, path_for_agent, resolve_openclaw
-
     subject = f"openclaw under cron (PATH={cron_path})"
     try:
-        cron_program = resolve_openclaw(name, cron_path)
+        cron_program, missing = _launch(name, cron_path)
     except OrchError:
         return Finding(WARN, subject, f"{name} would not be found: set OPENCLAW_BIN={program} in discord-config.env")
-    missing = missing_interpreter(cron_program, path_for_agent(cron_program, cron_path))
     if missing:
         here = shutil.which(missing)
         fix = (f"put PATH={os.path.dirname(here)}:{cron_path} on a line of its own at the top of your crontab"
