@@ -59,9 +59,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from .errors import UNKNOWN_MEMBER, ConfigError, Forbidden, NotFound
-from .models import TASK_MESSAGE_TYPES, Message
+from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
 from .state import CLAIMED, REFUSED, Store
-from .tasks import is_snowflake
 
 CLAIM_EMOJI = "✅"
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again

@@ -23,10 +23,11 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from .errors import ConfigError
-from .tasks import DEFAULT_ALIASES, THINKING_LEVELS, is_snowflake, parse_aliases
+from .models import API_BASE_URL
+from .models import is_snowflake
+from .tasks import DEFAULT_ALIASES, THINKING_LEVELS, parse_aliases
 
 CONFIG_FILENAME = "discord-config.env"
-DEFAULT_BASE_URL = "https://discord.com/api/v10"
 DEFAULT_TIMEOUT_S = 120
 DEFAULT_TIMEOUT_HIGH_S = 300          # for thinking "high" and above, as the later scripts did
 HIGH_THINKING = ("high", "xhigh")
@@ -95,7 +96,7 @@ KNOWN_KEYS: Dict[str, str] = {
 }
 
 DEFAULTS: Dict[str, str] = {
-    "DISCORD_API_BASE_URL": DEFAULT_BASE_URL,
+    "DISCORD_API_BASE_URL": API_BASE_URL,
     "OPENCLAW_BIN": "openclaw",
     "OPENCLAW_CONFIG": "~/.openclaw/openclaw.json",
     "AGENT_LOCAL": "true",
@@ -125,7 +126,7 @@ class Settings:
     results_channel: str = ""
     worker_pool_channel: str = ""
     guild_id: str = ""
-    api_base_url: str = DEFAULT_BASE_URL
+    api_base_url: str = API_BASE_URL
     openclaw_bin: str = "openclaw"
     openclaw_config: Path = Path("~/.openclaw/openclaw.json")
     agent_local: bool = True

@@ -51,14 +51,13 @@ from .errors import (
     RateLimitedTooLong,
     Unauthorized,
 )
-from .models import Channel, FileUpload, Member, Message, User
+from .models import API_BASE_URL, Channel, FileUpload, Member, Message, User
 from .ratelimit import RateLimiter, RateLimitHeaders
 
-__all__ = ["DiscordClient", "ClientStats", "DEFAULT_BASE_URL", "NO_MENTIONS"]
+__all__ = ["DiscordClient", "ClientStats", "NO_MENTIONS"]
 
 log = logging.getLogger("discord_orch.http")
 
-DEFAULT_BASE_URL = "https://discord.com/api/v10"
 DEFAULT_MAX_WAIT_S = 60.0
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 DEFAULT_MAX_RETRIES = 3        # after the first attempt, for transient failures only
@@ -97,7 +96,7 @@ class DiscordClient:
     ``DiscordBot (url, version)`` form.
     """
 
-    def __init__(self, token: str, base_url: str = DEFAULT_BASE_URL, *, max_wait: float = DEFAULT_MAX_WAIT_S,
+    def __init__(self, token: str, base_url: str = API_BASE_URL, *, max_wait: float = DEFAULT_MAX_WAIT_S,
                  timeout: Union[float, Tuple[float, float]] = DEFAULT_TIMEOUT,
                  max_retries: int = DEFAULT_MAX_RETRIES, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, user_agent: Optional[str] = None) -> None:

@@ -7,12 +7,35 @@ optional fields get safe defaults.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple
+
+# Facts of Discord's v10 API that more than one module relies on (one home each).
+API_BASE_URL = "https://discord.com/api/v10"
+DISCORD_EPOCH_MS = 1420070400000       # 2015-01-01T00:00:00Z: the zero of a snowflake's timestamp
+MESSAGE_LIMIT = 2000                   # characters of a message's content; Discord counts code points: len(str)
+SNOWFLAKE_MAX = 2 ** 64 - 1
+_SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")
 
 # Message types that can carry a task: DEFAULT and REPLY. Everything else
 # (joins, pins, thread starters...) is a system message.
 TASK_MESSAGE_TYPES = (0, 19)
+
+
+def is_snowflake(s: object) -> bool:
+    """A Discord id as text: ASCII digits, no leading zero, 17-20 long, < 2**64.
+
+    Discord's spec says ``^(0|[1-9][0-9]*)$`` for a 64-bit unsigned integer;
+    real ids (timestamp since 2015 in the top 42 bits) have 17 to 20 digits.
+    Ids are checked with this before they become part of a path.
+    """
+    return isinstance(s, str) and _SNOWFLAKE_RE.fullmatch(s) is not None and int(s) <= SNOWFLAKE_MAX
+
+
+def snowflake_at(epoch_s: float) -> int:
+    """The smallest Discord id a message created at ``epoch_s`` can have."""
+    return max(0, int(epoch_s * 1000) - DISCORD_EPOCH_MS) << 22
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,11 @@ from .discord_api import DiscordClient
 from .errors import (BadRequest, DiscordError, DiscordUnavailable, Forbidden, NotFound, OrchError, RateLimitedTooLong,
                      StateError, Unauthorized)
 from .lanes import Lane, NoticeLane
-from .models import Message
+from .models import Message, snowflake_at
 from .prices import load_prices
 from .state import (CLAIMED, CLEANED, FINISHED, REFUSED, REPORTED, REPORTING, RUNNING, STARTING, Store,
                     TaskRecord)
-from .tasks import parse_task
+from .tasks import TASK_ATTACHMENT, parse_task
 from .waker import Waker
 from .watchdog import Watchdog
 from .workspace import (Workspace, agents_template_for, archive_workspace, create_workspace, new_agent_id,
@@ -102,7 +102,6 @@ OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tri
 POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
 REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
 REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
-DISCORD_EPOCH_MS = 1420070400000
 MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024
 MAX_RETRY_ATTEMPTS = 3           # RETRY_INTERRUPTED re-runs a task at most this many times
 OUTCOME_TEXT_KEPT = 64 * 1024    # result text kept in the record; RESULT.txt itself stays in the workspace
@@ -476,7 +475,7 @@ class Orchestrator:
 
     def _task_attachment(self, msg: Message) -> Optional[str]:
         for att in msg.attachments:
-            if att.filename == "TASK.txt":
+            if att.filename == TASK_ATTACHMENT:
                 if att.size > MAX_TASK_ATTACHMENT_BYTES:
                     return None
                 data = self.client.download(att.url, max_bytes=MAX_TASK_ATTACHMENT_BYTES)
@@ -709,7 +708,7 @@ class Orchestrator:
         minutes). Reads #results forward from shortly before the task finished, at most
         REPORT_SEARCH_MAX messages; DiscordError when it cannot look (the post is deferred)."""
         since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
-        after = max(int(rec.task_id), _snowflake_at(since))
+        after = max(int(rec.task_id), snowflake_at(since))
         me = self.bot_user_id()
         for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
             if seen >= REPORT_SEARCH_MAX:
@@ -889,11 +888,6 @@ def _outcome_from_json(data: dict) -> Outcome:
     if "files" in values:
         values["files"] = tuple(values["files"])
     return Outcome(usage=usage, **values)
-
-
-def _snowflake_at(epoch_s: float) -> int:
-    """The smallest Discord id a message created at ``epoch_s`` can have."""
-    return max(0, int(epoch_s * 1000) - DISCORD_EPOCH_MS) << 22
 
 
 def _group_leader(pid: int) -> bool:

@@ -41,8 +41,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 from . import models
 from .agent import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage
+from .models import MESSAGE_LIMIT
+from .workspace import RESULT_FILE, SUMMARY_FILE
 
-MESSAGE_LIMIT = 2000
 ZWSP = "\u200b"
 FENCE = "```"
 SUMMARY_MAX = 1500
@@ -58,8 +59,6 @@ ID_MAX = 64                  # agent ids, worker names... as shown
 MODEL_MAX = 100
 PATH_MAX = 200
 ATTACHMENT_MAX_BYTES = 8 * 1024 * 1024   # below Discord's 10 MiB upload limit for bots
-RESULT_FILE = "RESULT.txt"
-SUMMARY_FILE = "SUMMARY.txt"
 REPLY_FILE = "REPLY.txt"
 #: not listed under "Files": the post shows or attaches them already
 SHOWN_FILES = frozenset({RESULT_FILE, SUMMARY_FILE})

@@ -19,7 +19,7 @@ from typing import IO, Mapping, Optional
 
 from .errors import DiscordError, InputError
 from .models import FileUpload
-from .tasks import (THINKING_LEVELS, fits_in_message, format_attached_task_message, format_task_message,
+from .tasks import (TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message, format_attached_task_message, format_task_message,
                     resolve_model, valid_models_text)
 
 log = logging.getLogger("discord_orch")
@@ -72,7 +72,7 @@ def submit_task(client, settings, text: str, model: Optional[str], thinking: Opt
         msg = client.create_message(channel, format_task_message(text, **tags))
         final = format_task_message(text, task_id=msg.id, **tags)
     else:
-        upload = FileUpload("TASK.txt", text.encode("utf-8"))
+        upload = FileUpload(TASK_ATTACHMENT, text.encode("utf-8"))
         msg = client.create_message(channel, format_attached_task_message(len(text), **tags), files=(upload,))
         final = format_attached_task_message(len(text), task_id=msg.id, **tags)
     try:

@@ -49,6 +49,8 @@ from types import MappingProxyType
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
+from .models import MESSAGE_LIMIT, is_snowflake
+from .workspace import TASK_FILE as TASK_ATTACHMENT  # the file a too-long task travels in: the agent's TASK.txt
 
 THINKING_LEVELS = ("off", "minimal", "low", "medium", "high", "xhigh")
 DEFAULT_ALIASES: Mapping[str, str] = MappingProxyType({
@@ -60,9 +62,6 @@ DEFAULT_ALIASES: Mapping[str, str] = MappingProxyType({
 DEFAULT_MODEL_ALIAS = "primary"
 DEFAULT_THINKING = "medium"
 
-MESSAGE_LIMIT = 2000          # Discord counts code points (its API is Python: len(str))
-TASK_ATTACHMENT = "TASK.txt"  # the file a too-long task travels in
-SNOWFLAKE_MAX = 2 ** 64 - 1
 
 _FENCE = "```"
 # No blanks before the value (the value is stripped in Python) and no '[' in it:
@@ -75,7 +74,6 @@ _ALIAS_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # provider/model[/...]: starts with a letter or digit (never '-', it goes into argv)
 _FULL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*(?:/[A-Za-z0-9._:-]+)+")
 _FULL_ID_MAX = 200
-_SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")
 _TAG_VALUE_RE = re.compile(r"[^\[\]\r\n`]+")
 _SHOW_MAX = 60                # how much of a bad value a problem message quotes
 
@@ -106,16 +104,6 @@ class ParsedTask:
 # ----------------------------------------------------------------------
 # ids, aliases, models
 # ----------------------------------------------------------------------
-def is_snowflake(s: object) -> bool:
-    """A Discord id as text: ASCII digits, no leading zero, 17-20 long, < 2**64.
-
-    Discord's spec says ``^(0|[1-9][0-9]*)$`` for a 64-bit unsigned integer;
-    real ids (timestamp since 2015 in the top 42 bits) have 17 to 20 digits.
-    Ids are checked with this before they become part of a path.
-    """
-    return isinstance(s, str) and _SNOWFLAKE_RE.fullmatch(s) is not None and int(s) <= SNOWFLAKE_MAX
-
-
 def parse_aliases(spec: str) -> Dict[str, str]:
     """``MODEL_ALIASES="fast=openrouter/x/y,cheap=..."`` → ``{"fast": "openrouter/x/y", ...}``.
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
-from discord_orch.errors import StateError
-from discord_orch.tasks import is_snowflake
+from .errors import StateError
+from .models import is_snowflake
 
 PathLike = Union[str, "os.PathLike[str]"]
 
