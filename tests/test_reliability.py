@@ -563,7 +563,7 @@ def test_pass_killed_while_spawning(home, world, opened):
     """The state a SIGKILL leaves between opening the agent's output files and the spawn: with one
     file missing the agent surely never ran (it runs now, once); with both there and no process it
     may have, so it is reported interrupted rather than risk a second run."""
-    from discord_orch.state import STARTING, Store
+    from discord_orch.state import Store
     from discord_orch.workspace import create_workspace, new_agent_id
 
     [task] = post_tasks(world, ["half spawned"])
@@ -575,7 +575,7 @@ def test_pass_killed_while_spawning(home, world, opened):
     agent_id = new_agent_id(time.time())
     ws = create_workspace(home.path / "workers", agent_id, task, "half spawned", agents_md="# agent\n",
                           tools_md=None, user_openclaw_config=home.path / "no-openclaw.json")
-    store.update(task, status=STARTING, agent_id=agent_id, agent_dir=str(ws.agent_dir), host=store.host)
+    store.mark_starting(task, agent_id=agent_id, agent_dir=str(ws.agent_dir))
     for name in opened:
         getattr(ws, f"{name}_file").touch()
     store.close()

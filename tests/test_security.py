@@ -493,7 +493,7 @@ def test_reprs_of_config_objects_hide_the_token(home, world):
         "s = load_settings(Path(sys.argv[1]))\n"
         "c = _client(s)\n"
         "o = Orchestrator(s, c, Store(s.runtime_dir))\n"
-        "for obj in (s, s.token, c, o.agent_config, dataclasses.asdict(s), o.access):\n"
+        "for obj in (s, s.token, c, o.agent_config, dataclasses.asdict(s), o.claims.access):\n"
         "    print(repr(obj)); print(str(obj))\n"
         "print(f'{s} {s.token!s} {s.token!r}')\n"
         "try:\n"

@@ -16,12 +16,13 @@ A message in #task-queue is *pending* when all of these hold:
    ``assigned-tasks.txt``). A claim whose ✅ reaction failed to reach Discord
    is still ours: Discord alone is never the judge (house rule 2).
 
-Claiming is three steps, in this order:
+Claiming is three steps, in this order (``Claims.decide``):
 
 a. INSERT the task's record with status ``claimed`` (SQLite, one
    transaction; the task id is the primary key, so a second INSERT fails);
 b. append the id to ``.runtime/assigned-tasks.txt`` (the seed's ledger);
-c. PUT the ✅ reaction (done off the main loop, on the task channel's lane).
+c. PUT the ✅ reaction (done off the main loop, on the task channel's lane,
+   which this module owns with every other reaction on a task message).
 
 Races, and why they cannot run a task twice:
 
@@ -56,15 +57,27 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .errors import UNKNOWN_MEMBER, ConfigError, Forbidden, NotFound
+from .errors import UNKNOWN_MEMBER, ConfigError, DiscordError, Forbidden, NotFound, Unauthorized
+from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
-from .state import CLAIMED, REFUSED, Store
+from .outcome import OK, TIMED_OUT
+from .state import CLAIMED, REFUSED, Store, TaskRecord
+from .tasks import TASK_ATTACHMENT, parse_task
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .discord_api import DiscordClient
 
 CLAIM_EMOJI = "✅"
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
+RUNNING_EMOJI = "⏳"
+STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
+FAILED_EMOJI = "❌"
+MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024      # a TASK.txt longer than this is not read (the task is refused)
+INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
 
 log = logging.getLogger("discord_orch")
 
@@ -149,18 +162,172 @@ class Access:
         return f"user {author} is not allowed to run tasks here; {how}"
 
 
-def claim_task(store: Store, msg: Message, *, description: str, model_alias: str, model: str,
-               thinking: str, worker: Optional[str]) -> bool:
-    """Steps (a) and (b) of the protocol. False: already known, not ours."""
-    if not store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id, status=CLAIMED,
-                        description=description, model_alias=model_alias, model=model, thinking=thinking,
-                        worker=worker):
+class Identity:
+    """Who the bot is and which server #task-queue is in: each looked up once, when first needed."""
+
+    def __init__(self, client: "DiscordClient", task_queue_channel: str, guild_id: Optional[str]) -> None:
+        self._client = client
+        self._task_queue_channel = task_queue_channel
+        self._bot_id: Optional[str] = None
+        self._guild_id = guild_id or None
+
+    def bot_user_id(self) -> str:
+        """The bot's user id (GET /users/@me, once)."""
+        if self._bot_id is None:
+            self._bot_id = self._client.me().id
+        return self._bot_id
+
+    def guild(self) -> str:
+        """GUILD_ID, or the server of #task-queue ("@me" outside one)."""
+        if self._guild_id is None:
+            self._guild_id = self._client.get_channel(self._task_queue_channel).guild_id or "@me"
+        return self._guild_id
+
+    def member_roles(self, user_id: str) -> Tuple[str, ...]:
+        """A member's role ids in the server."""
+        return self._client.get_member(self.guild(), user_id).roles
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``Claims.decide`` did with a pending message."""
+
+    task_id: str
+    record: Optional[TaskRecord] = None   # claimed: the record to start
+    refused: bool = False                 # refused: its record is ``refused``
+    post_refusal: bool = False            # ... and its refusal is still to be posted
+
+
+class Claims:
+    """The whole claim, on both sides: which messages are pending, who may submit, the record and
+    the ledger line, and every reaction on a task message (✅ ⛔ ⏳ 🏁 ❌ ⏱) on the task lane."""
+
+    def __init__(self, settings: "Settings", client: "DiscordClient", store: Store, *,
+                 on_fatal: Callable[[Exception], None], on_done: Callable[[], None]) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.identity = Identity(client, settings.task_queue_channel, settings.guild_id)
+        self.access = Access(bot_user_id=self.identity.bot_user_id, allowed_user_ids=settings.allowed_user_ids,
+                             allowed_role_ids=settings.allowed_role_ids, allow_anyone=settings.allow_anyone,
+                             member_roles=self.identity.member_roles)
+        self._on_fatal = on_fatal
+        self._on_done = on_done
+        self.lane: Optional[Lane] = None
+
+    def start(self) -> None:
+        """Start the task lane (a thread)."""
+        self.lane = Lane("task-queue", on_done=self._on_done)
+
+    # -- pending ---------------------------------------------------------
+    def pending(self, messages: List[Message]) -> List[Message]:
+        """The messages of a poll that are tasks nobody has claimed (see the protocol above)."""
+        known = self.store.known_ids([m.id for m in messages])
+        return [m for m in messages if is_pending(m, known) and not self._own_post(m)]
+
+    def _own_post(self, msg: Message) -> bool:
+        """A result or refusal this bot posted as a reply in #task-queue (RESULTS_CHANNEL may be
+        that channel): never a task. ``submit`` posts are never replies, so they still run."""
+        if msg.referenced_message_id is None or not msg.author.bot:
+            return False
+        try:
+            return msg.author.id == self.identity.bot_user_id()
+        except DiscordError:
+            return True  # cannot tell who we are: a bot's reply is not worth the risk of a loop
+
+    # -- decide: claim or refuse ----------------------------------------------
+    def decide(self, msg: Message) -> Decision:
+        """Claim a pending message (record, ledger, ✅) or refuse it (record, ⛔) with the reason.
+
+        DiscordError when its TASK.txt cannot be read: it stays pending."""
+        verdict = self.access.check(msg)
+        if not verdict.allowed:
+            return self._refuse(msg, verdict.reason)
+        if not msg.content.strip() and not msg.attachments and not msg.author.bot:
+            return self._refuse(msg, "the message arrived empty: the bot cannot read message content. Turn on "
+                                     "MESSAGE CONTENT INTENT for the bot (Discord Developer Portal → Bot → "
+                                     "Privileged Gateway Intents)", intent=True)
+        parsed = parse_task(msg.content, self.settings.aliases, attachment_text=self._task_attachment(msg))
+        if parsed.problems:
+            return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
+        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
+                                 status=CLAIMED, description=parsed.description, model_alias=parsed.model_alias,
+                                 model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker):
+            log.info("task=%s already claimed; skipped", msg.id)
+            return Decision(msg.id)
+        self.store.append_ledger(msg.id)
+        log.info("claimed task=%s model=%s thinking=%s%s", msg.id, parsed.model, parsed.thinking,
+                 f" worker={parsed.worker}" if parsed.worker else "")
+        self.react_claimed(msg.id)
+        return Decision(msg.id, record=self.store.get(msg.id))
+
+    def _task_attachment(self, msg: Message) -> Optional[str]:
+        for att in msg.attachments:
+            if att.filename == TASK_ATTACHMENT:
+                if att.size > MAX_TASK_ATTACHMENT_BYTES:
+                    return None
+                data = self.client.download(att.url, max_bytes=MAX_TASK_ATTACHMENT_BYTES)
+                return data.decode("utf-8", errors="replace").replace("\x00", "")
+        return None
+
+    def _refuse(self, msg: Message, reason: str, *, description: str = "", intent: bool = False) -> Decision:
+        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
+                                 status=REFUSED, description=description, refusal=reason):
+            return Decision(msg.id)
+        said = self.store.get_meta(INTENT_NOTICE_KEY) if intent else None
+        if said:  # the explanation is said once, in the log and in #results, not once per message
+            log.info("refused task=%s author=%s: arrived empty too (see task %s)", msg.id, msg.author.id, said)
+        else:
+            log.warning("refused task=%s author=%s: %s", msg.id, msg.author.id, reason)
+        self._submit(lambda: self._react(msg.id, REFUSED_EMOJI))
+        if intent:
+            if said:
+                self.store.mark_reported(msg.id, message_id=None)   # said once already: no other post
+                return Decision(msg.id, refused=True)
+            self.store.set_meta(INTENT_NOTICE_KEY, msg.id)
+        return Decision(msg.id, refused=True, post_refusal=True)
+
+    # -- reactions on the task message ------------------------------------------
+    def react_claimed(self, task_id: str) -> None:
+        """The ✅ (the seed's claim marker), recorded once Discord has it."""
+        def job() -> None:
+            if self._react(task_id, CLAIM_EMOJI):
+                self.store.note_claim_reacted(task_id)
+        self._submit(job)
+
+    def react_running(self, task_id: str) -> None:
+        """⏳ while the agent runs (STATUS_REACTIONS=full)."""
+        if self.settings.status_reactions == "full":
+            self._submit(lambda: self._react(task_id, RUNNING_EMOJI))
+
+    def react_final(self, rec: TaskRecord) -> None:
+        """🏁 / ❌ / ⏱ once the result is posted (and ⏳ taken away), as STATUS_REACTIONS says."""
+        mode = self.settings.status_reactions
+        if mode == "off" or rec.refusal is not None:
+            return
+        emoji = STATUS_EMOJI.get(rec.outcome_status, FAILED_EMOJI)
+
+        def job() -> None:
+            if self._react(rec.task_id, emoji):
+                self.store.note_status_reacted(rec.task_id, emoji)
+            if mode == "full":
+                self._react(rec.task_id, RUNNING_EMOJI, remove=True)
+        self._submit(job)
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        assert self.lane is not None, "Claims.start() first"
+        self.lane.submit(guarded(job, self._on_fatal))
+
+    def _react(self, task_id: str, emoji: str, *, remove: bool = False) -> bool:
+        channel = self.settings.task_queue_channel
+        try:
+            if remove:
+                self.client.remove_own_reaction(channel, task_id, emoji)
+            else:
+                self.client.add_reaction(channel, task_id, emoji)
+            return True
+        except Unauthorized as exc:
+            self._on_fatal(exc)
+        except DiscordError as exc:
+            log.warning("task=%s: could not %s %s reaction: %s", task_id, "remove" if remove else "add", emoji, exc)
         return False
-    store.append_ledger(msg.id)
-    return True
-
-
-def refuse_task(store: Store, msg: Message, *, reason: str, description: str = "") -> bool:
-    """Record a refusal (reported once, never run). False: already known."""
-    return store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id, status=REFUSED,
-                        description=description, refusal=reason)

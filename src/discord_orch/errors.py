@@ -12,6 +12,7 @@ The tree is deliberately shallow::
     ├── ConfigError            a key is missing or malformed
     ├── StateError             .runtime/ or a workspace cannot be written
     ├── AgentError             the agent could not be started at all
+    ├── TransitionError        a task record asked to skip or reverse a step (a bug)
     └── DiscordError           Discord answered with an error, or not at all
         ├── Unauthorized       401: token wrong or reset
         ├── Forbidden          403: missing access / permission
@@ -100,6 +101,24 @@ class AgentError(OrchError):
 
     def __str__(self) -> str:
         return f"agent {self.program!r}: {self.problem}"
+
+
+class TransitionError(OrchError):
+    """A task's record was asked for a step its status does not allow (see state.TRANSITIONS).
+
+    Always a bug: the pass that hits one stops (the record stays as it was), and
+    the next pass carries on from the last step that was written.
+    """
+
+    def __init__(self, task_id: str, current: Optional[str], wanted: str) -> None:
+        super().__init__(task_id, current, wanted)
+        self.task_id = task_id
+        self.current = current
+        self.wanted = wanted
+
+    def __str__(self) -> str:
+        now = f"it is {self.current}" if self.current else "it has no record"
+        return f"internal error: task {self.task_id} cannot become {self.wanted}: {now}"
 
 
 class DiscordError(OrchError):

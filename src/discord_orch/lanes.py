@@ -104,3 +104,26 @@ class NoticeLane(Lane):
             self._flush_queued = False
         if lines:
             self._send(lines)
+
+
+def guarded(job: Job, on_fatal: Callable[[Exception], None]) -> Job:
+    """A lane job whose StateError (disk full, home unwritable) or TransitionError (a bug in the
+    walk) ends the pass with one line, instead of being logged and forgotten by the lane."""
+    from .errors import StateError, TransitionError
+
+    def run() -> None:
+        try:
+            job()
+        except (StateError, TransitionError) as exc:
+            on_fatal(exc)
+    return run
+
+
+def drain(lanes: List[Lane], cap: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Wait at most ``cap`` seconds in all for the lanes to finish, then stop their threads."""
+    deadline = clock() + cap
+    for lane in lanes:
+        if not lane.wait_idle(max(0.0, deadline - clock())):
+            log.warning("lane %s still busy after %.0fs; what it holds is retried next pass", lane.name, cap)
+    for lane in lanes:
+        lane.close(timeout=0.1)

@@ -524,6 +524,27 @@ def refusal_post(*, task_id: str, task_channel_id: Optional[str], results_channe
     return Post(content=content, reply_to=reply_to)
 
 
+def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str], outcome_status: str,
+                  why: str, description: str = "", kept_at: Optional[str] = None) -> Post:
+    """A short, always valid result post for when the full one could not be formatted or posted:
+    status (``status``, else the words for ``outcome_status``), task, agent, why, where the workspace is kept."""
+    if status is None:
+        status = STATUS_WORDS.get(outcome_status, outcome_status.replace("_", " ") or "ended").upper()
+    lines = [f"⚠️ **{escape_inline(status[:20])}** · task `{task_id}` · agent `{agent_id or '-'}`",
+             "The full result could not be posted: " + escape_inline(one_line(why))[:600]]
+    if description:
+        lines.append("📝 " + escape_inline(one_line(description))[:200])
+    if kept_at:
+        lines.append("🗂 Workspace kept: " + escape_inline(kept_at)[:300])
+    return Post(content="\n".join(lines)[:MESSAGE_LIMIT])
+
+
+def posts_whole(result_bytes: Optional[int]) -> bool:
+    """Whether a RESULT.txt of this size fits in one post's attachment. A larger one is posted in part,
+    so its workspace must be kept (archived) for the rest."""
+    return (result_bytes or 0) <= ATTACHMENT_MAX_BYTES
+
+
 # ----------------------------------------------------------------------
 # #worker-pool notices
 # ----------------------------------------------------------------------

@@ -7,6 +7,22 @@ Everything lives in ``<home>/.runtime/``:
   the walk (see docs/design.md), so a kill at any instant leaves a row that
   says exactly how far the task got. WAL mode: the reporting threads and the
   main loop each use their own connection.
+
+The lifecycle
+-------------
+A task's status is a :class:`TaskStatus`; it changes only through the named
+transitions of :class:`Store` (``mark_starting``, ``mark_running``,
+``mark_finished``, ...), each of which checks the status it leaves in the
+same transaction that writes the new one (``TRANSITIONS``)::
+
+    claimed → starting → running → finished → reporting → reported → cleaned
+    refused ─────────────────────────────────┘  (or straight to reported)
+    starting/running → claimed   (recovery: it never ran, or runs again)
+
+An impossible transition raises :class:`~discord_orch.errors.TransitionError`
+and writes nothing. The agent's outcome is stored as JSON here too
+(``mark_finished`` writes it, ``TaskRecord.finished_outcome`` reads it back),
+so no other module knows its serialised shape.
 - ``assigned-tasks.txt``: the seed's ledger, one claimed task id per line,
   appended (O_APPEND + fsync) right after the claim is committed. Ids found
   there that the database does not know (written by the original bash
@@ -22,6 +38,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import dataclasses
+import enum
 import json
 import os
 import socket
@@ -31,21 +49,54 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional
 
-from .errors import StateError
+from .outcome import INTERRUPTED, Outcome, Usage
+from .errors import StateError, TransitionError
 
-# Statuses, in the order of the walk.
-CLAIMED = "claimed"
-STARTING = "starting"
-RUNNING = "running"
-FINISHED = "finished"
-REFUSED = "refused"
-REPORTING = "reporting"
-REPORTED = "reported"
-CLEANED = "cleaned"
-SKIPPED = "skipped"          # seen, not ours to run (claimed elsewhere); never reported
-OPEN_STATUSES = (CLAIMED, STARTING, RUNNING, FINISHED, REFUSED, REPORTING, REPORTED)
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its walk (the values are what state.db stores)."""
+
+    CLAIMED = "claimed"
+    STARTING = "starting"      # written before the agent is spawned
+    RUNNING = "running"        # with pid, pgid, start time, host
+    FINISHED = "finished"      # the outcome is recorded; the result is not posted yet
+    REFUSED = "refused"        # never runs; its refusal is posted once
+    REPORTING = "reporting"    # a result post was attempted (its nonce is recorded)
+    REPORTED = "reported"      # the post is out (its message id is recorded)
+    CLEANED = "cleaned"        # the workspace is removed or archived: the end
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLAIMED = TaskStatus.CLAIMED
+STARTING = TaskStatus.STARTING
+RUNNING = TaskStatus.RUNNING
+FINISHED = TaskStatus.FINISHED
+REFUSED = TaskStatus.REFUSED
+REPORTING = TaskStatus.REPORTING
+REPORTED = TaskStatus.REPORTED
+CLEANED = TaskStatus.CLEANED
+#: a result is owed: posted by this pass or, when Discord will not take it, by a later one
+OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
+
+#: status → the statuses it may move to; anything else raises TransitionError
+TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
+    CLAIMED: frozenset({STARTING}),
+    STARTING: frozenset({RUNNING, FINISHED, CLAIMED}),
+    RUNNING: frozenset({FINISHED, CLAIMED}),
+    FINISHED: frozenset({REPORTING}),
+    REFUSED: frozenset({REPORTING, REPORTED}),     # reported without a post: a notice said once already
+    REPORTING: frozenset({REPORTING, REPORTED}),   # reporting again: a retry of a post whose fate was unknown
+    REPORTED: frozenset({CLEANED}),
+    CLEANED: frozenset(),
+}
+
+OUTCOME_TEXT_KEPT = 64 * 1024    # result text kept in the record; RESULT.txt itself stays in the workspace
+#: an Outcome's texts (up to 64 KB each): dropped from the record once the task is cleaned
+OUTCOME_TEXTS = ("result_text", "summary_text", "reply_text", "log_tail", "error_message")
 
 LEDGER_NAME = "assigned-tasks.txt"
 DB_NAME = "state.db"
@@ -109,7 +160,7 @@ class TaskRecord:
     started_at: Optional[float]
     deadline: Optional[float]
     finished_at: Optional[float]
-    outcome: Optional[str]          # JSON of agent.Outcome
+    outcome: Optional[str]          # JSON of an Outcome: read it with finished_outcome
     archive_path: Optional[str]
     nonce: Optional[str]
     result_message_id: Optional[str]
@@ -119,12 +170,46 @@ class TaskRecord:
     claimed_at: float
     updated_at: float
 
+    def __post_init__(self) -> None:
+        self.status = TaskStatus(self.status)
+
     @property
-    def outcome_data(self) -> Dict[str, Any]:
-        return json.loads(self.outcome) if self.outcome else {}
+    def finished_outcome(self) -> Outcome:
+        """The agent's outcome as recorded by ``mark_finished`` (interrupted, if none was)."""
+        return outcome_from_json(self.outcome)
+
+    @property
+    def outcome_status(self) -> str:
+        """The recorded outcome's status (ok, failed, ...), or "" before the task finished."""
+        return str(json.loads(self.outcome).get("status") or "") if self.outcome else ""
 
 
 _COLUMNS = [f.name for f in fields(TaskRecord)]
+
+
+def outcome_to_json(outcome: Outcome) -> str:
+    """The record's form of an outcome: its result text capped at OUTCOME_TEXT_KEPT."""
+    return json.dumps(dataclasses.asdict(
+        dataclasses.replace(outcome, result_text=outcome.result_text[:OUTCOME_TEXT_KEPT])))
+
+
+def _without_texts(text: str) -> str:
+    """A recorded outcome without its texts, whatever else it holds (a record another version wrote)."""
+    return json.dumps({k: v for k, v in json.loads(text).items() if k not in OUTCOME_TEXTS})
+
+
+def outcome_from_json(text: Optional[str]) -> Outcome:
+    """An outcome from its record form; fields another version wrote and this one lacks are ignored."""
+    data = json.loads(text) if text else {}
+    if not data:
+        return Outcome(status=INTERRUPTED, duration_s=0.0, reason="no outcome was recorded")
+    usage_fields = {f.name for f in dataclasses.fields(Usage)}
+    usage = Usage(**{k: v for k, v in (data.get("usage") or {}).items() if k in usage_fields})
+    known = {f.name for f in dataclasses.fields(Outcome)}
+    values = {k: v for k, v in data.items() if k in known and k != "usage"}
+    if "files" in values:
+        values["files"] = tuple(values["files"])
+    return Outcome(usage=usage, **values)
 
 
 def _state_error(path: Path, exc: BaseException) -> StateError:
@@ -253,23 +338,29 @@ class Store:
             found.update(r[0] for r in conn.execute(f"SELECT task_id FROM tasks WHERE task_id IN ({marks})", chunk))
         return found | (set(task_ids) & self.ledger_ids())
 
-    def with_status(self, *statuses: str) -> List[TaskRecord]:
+    def with_status(self, *statuses: TaskStatus) -> List[TaskRecord]:
+        """The records in any of these statuses, oldest task first."""
         marks = ",".join("?" * len(statuses))
         rows = self._conn().execute(
-            f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY task_id", statuses).fetchall()
+            f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY task_id",
+            [TaskStatus(s).value for s in statuses]).fetchall()
         return [TaskRecord(**{c: r[c] for c in _COLUMNS}) for r in rows]
 
-    def insert(self, *, task_id: str, channel_id: str, author_id: str, status: str, description: str = "",
+    def insert(self, *, task_id: str, channel_id: str, author_id: str, status: TaskStatus, description: str = "",
                model_alias: str = "", model: str = "", thinking: str = "", worker: Optional[str] = None,
                refusal: Optional[str] = None) -> bool:
-        """Create the record. False when the id is already known (someone claimed it first)."""
+        """Create the record, ``claimed`` or ``refused``. False when the id is already known (someone
+        claimed it first)."""
+        status = TaskStatus(status)
+        if status not in (CLAIMED, REFUSED):
+            raise TransitionError(task_id, None, status.value)
         now = time.time()
         try:
             with self._tx() as conn:
                 conn.execute(
                     "INSERT INTO tasks(task_id, channel_id, author_id, status, description, model_alias, model, "
                     "thinking, worker, refusal, claimed_at, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (task_id, channel_id, author_id, status, description, model_alias, model, thinking,
+                    (task_id, channel_id, author_id, status.value, description, model_alias, model, thinking,
                      worker, refusal, now, now))
         except StateError as exc:
             if "UNIQUE" in exc.problem:
@@ -277,20 +368,75 @@ class Store:
             raise
         return True
 
-    def update(self, task_id: str, *, expect: Optional[tuple] = None, **values: Any) -> bool:
-        """Set fields in one transaction; with ``expect``, only from one of those statuses."""
+    # -- the transitions (see "The lifecycle" above) -------------------------
+    def _move(self, task_id: str, to: TaskStatus, **values: Any) -> None:
+        """One checked transition: read the status and write the new one in the same transaction."""
         unknown = set(values) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown task fields: {sorted(unknown)}")
-        values["updated_at"] = time.time()
-        assignments = ", ".join(f"{k} = ?" for k in values)
-        params: List[Any] = list(values.values()) + [task_id]
-        sql = f"UPDATE tasks SET {assignments} WHERE task_id = ?"
-        if expect:
-            sql += f" AND status IN ({','.join('?' * len(expect))})"
-            params.extend(expect)
         with self._tx() as conn:
-            return conn.execute(sql, params).rowcount == 1
+            row = conn.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            current = TaskStatus(row["status"]) if row is not None else None
+            if current is None or to not in TRANSITIONS[current]:
+                raise TransitionError(task_id, None if current is None else current.value, to.value)
+            values.update(status=to.value, updated_at=time.time())
+            assignments = ", ".join(f"{k} = ?" for k in values)
+            conn.execute(f"UPDATE tasks SET {assignments} WHERE task_id = ?", [*values.values(), task_id])
+
+    def mark_starting(self, task_id: str, *, agent_id: str, agent_dir: str) -> None:
+        """claimed → starting: the workspace is named, the agent not spawned yet."""
+        self._move(task_id, STARTING, agent_id=agent_id, agent_dir=agent_dir, host=self.host)
+
+    def mark_running(self, task_id: str, *, pid: int, pgid: int, proc_start: Optional[int], started_at: float,
+                     deadline: Optional[float]) -> None:
+        """starting → running: the agent's process, as recovery will look for it."""
+        self._move(task_id, RUNNING, pid=pid, pgid=pgid, proc_start=proc_start, started_at=started_at,
+                   deadline=deadline)
+
+    def mark_finished(self, task_id: str, outcome: Outcome, *, finished_at: float,
+                      archive_path: Optional[str]) -> None:
+        """starting/running → finished: the outcome (result text capped) and where the workspace is kept."""
+        self._move(task_id, FINISHED, finished_at=finished_at, outcome=outcome_to_json(outcome),
+                   archive_path=archive_path)
+
+    def mark_claimed_again(self, task_id: str, *, attempts: Optional[int] = None) -> None:
+        """starting/running → claimed: its agent never ran, or runs again (RETRY_INTERRUPTED)."""
+        extra = {} if attempts is None else {"attempts": attempts}
+        self._move(task_id, CLAIMED, agent_id=None, agent_dir=None, pid=None, pgid=None, proc_start=None, **extra)
+
+    def mark_reporting(self, task_id: str, *, nonce: str) -> None:
+        """finished/refused/reporting → reporting: written before each attempt to post the result."""
+        self._move(task_id, REPORTING, nonce=nonce)
+
+    def mark_reported(self, task_id: str, *, message_id: Optional[str]) -> None:
+        """reporting → reported (the post's id); refused → reported (no post: its notice was said already)."""
+        self._move(task_id, REPORTED, result_message_id=message_id)
+
+    def mark_cleaned(self, task_id: str) -> None:
+        """reported → cleaned: the record keeps the outcome's facts and drops its texts (up to 64 KB each),
+        so that state.db does not grow by a result's size with every task."""
+        rec = self.get(task_id)
+        slim = {"outcome": _without_texts(rec.outcome)} if rec is not None and rec.outcome else {}
+        self._move(task_id, CLEANED, **slim)
+
+    # -- facts that are not steps ------------------------------------------
+    def _note(self, task_id: str, **values: Any) -> None:
+        values["updated_at"] = time.time()
+        with self._tx() as conn:
+            conn.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in values)} WHERE task_id = ?",
+                         [*values.values(), task_id])
+
+    def note_claim_reacted(self, task_id: str) -> None:
+        """The ✅ is on the task message."""
+        self._note(task_id, claim_reacted=1)
+
+    def note_status_reacted(self, task_id: str, emoji: str) -> None:
+        """The final status reaction is on the task message."""
+        self._note(task_id, status_reacted=emoji)
+
+    def note_archived(self, task_id: str, archive_path: str) -> None:
+        """The workspace was moved to archive/ (it is kept there, not removed)."""
+        self._note(task_id, archive_path=archive_path)
 
     def counts(self) -> Dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status").fetchall()
@@ -327,7 +473,7 @@ class Store:
         neither the whole table nor the whole ledger here.
         """
         claimed = [r["task_id"] for r in self._conn().execute(
-            "SELECT task_id FROM tasks WHERE status = ? AND refusal IS NULL ORDER BY task_id", (CLAIMED,))]
+            "SELECT task_id FROM tasks WHERE status = ? AND refusal IS NULL ORDER BY task_id", (CLAIMED.value,))]
         if not claimed:
             return 0
         in_ledger = self.ledger_ids()

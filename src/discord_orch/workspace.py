@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import random
 import re
@@ -37,6 +38,8 @@ from typing import List, Optional, Tuple, Union
 
 from .errors import StateError
 from .models import is_snowflake
+
+log = logging.getLogger("discord_orch")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -121,10 +124,14 @@ class Workspace:
         ``workers_dir``; does not create or read anything.
         """
         check_agent_id(agent_id)
+        return cls.in_dir(_abs(workers_dir) / agent_id, agent_id, task_id)
+
+    @classmethod
+    def in_dir(cls, agent_dir: PathLike, agent_id: str, task_id: str) -> "Workspace":
+        """The workspace whose agent dir is ``agent_dir`` (under workers/, or its copy in archive/)."""
         check_task_id(task_id)
-        agent_dir = _abs(workers_dir) / agent_id
-        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir,
-                   task_dir=agent_dir / "tasks" / task_id)
+        agent_dir = _abs(agent_dir)
+        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir, task_dir=agent_dir / "tasks" / task_id)
 
     @property
     def task_file(self) -> Path:
@@ -388,6 +395,28 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
         raise StateError(os.fspath(ws.agent_dir),
                          f"cannot archive to {dest}: {exc.strerror or exc}") from exc
     return dest
+
+
+def archive_quietly(ws: Workspace, archive_dir: PathLike, *, success: bool = False) -> Optional[str]:
+    """Archive ``ws`` if it is still there; its new path, or None (the error is logged: archiving is
+    retention, and a task must not lose its result because its workspace could not be moved)."""
+    if not ws.agent_dir.exists():
+        return None
+    try:
+        return str(archive_workspace(ws, archive_dir, success=success))
+    except (OSError, StateError) as exc:
+        log.error("could not archive %s: %s", ws.agent_dir, exc)
+        return None
+
+
+def find_archived(archive_dir: PathLike, agent_id: str, task_id: str) -> Optional[Workspace]:
+    """The archived copy of an agent dir (archive/<agent_id>, or <agent_id>.N after a name clash)."""
+    root = _abs(archive_dir)
+    for agent_dir in [root / agent_id] + sorted(root.glob(f"{agent_id}.[0-9]*"), reverse=True):
+        ws = Workspace.in_dir(agent_dir, agent_id, task_id)
+        if ws.task_dir.is_dir():
+            return ws
+    return None
 
 
 def is_kept_success(archived_dir: PathLike) -> bool:

@@ -1,0 +1,235 @@
+"""The results side of a pass: one result post per task, the outbox, notices, and the clean-up.
+
+The reporter owns the #results lane and the #worker-pool notice lane. Posting
+runs on the results lane, never in the main loop (Discord's rate limits, not the
+machine, bound a pass), in the order tasks finished.
+
+Exactly one result per claimed task
+-----------------------------------
+- Outbox: a result that Discord would not take (down, 5xx after the client's
+  retries, a rate-limit wait over RATE_LIMIT_MAX_WAIT) stays in state.db (records
+  in ``finished``/``refused``/``reporting``) and is posted by a later pass
+  (``--watch``: every OUTBOX_RETRY_S, see orchestrator.py).
+- Every result post carries the nonce ``r<task_id>`` with ``enforce_nonce``, and
+  ``reported`` keeps the message id. A record found in ``reporting`` (a post was
+  attempted, its fate unknown) is first looked up in #results (a bounded read of
+  the messages since the task finished, REPORT_SEARCH_MAX messages) so that a post
+  that did land is not repeated after Discord's nonce window has passed.
+- A result Discord refuses for its shape (a 4xx such as an attachment over the
+  upload limit or a reply it cannot make) or that cannot be formatted is posted
+  short instead (status, task, why, where the archived workspace is): a refusal
+  must not keep a task in the outbox forever.
+- Once posted: the final status reaction (claim.py), then the clean-up: the
+  workspace is removed (unless it was archived) and the record slimmed to
+  ``cleaned``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import TYPE_CHECKING, Callable, Collection, List, Optional
+
+from . import report as reportfmt
+from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, Unauthorized
+from .lanes import Lane, NoticeLane, guarded
+from .models import Message, snowflake_at
+from .prices import load_prices
+from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, REPORTING, Store, TaskRecord
+from .workspace import RESULT_READ_MAX, Workspace, archive_quietly, read_head, remove_workspace
+
+if TYPE_CHECKING:
+    from .claim import Identity
+    from .config import Settings
+    from .discord_api import DiscordClient
+
+log = logging.getLogger("discord_orch")
+
+REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
+REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
+
+
+class Reporter:
+    """Posts results and notices, keeps what Discord would not take, and cleans up after a post."""
+
+    def __init__(self, settings: "Settings", client: "DiscordClient", store: Store, identity: "Identity", *,
+                 on_fatal: Callable[[Exception], None], on_done: Callable[[], None],
+                 after_post: Callable[[TaskRecord], None]) -> None:
+        self.settings = settings
+        self.client = client
+        self.store = store
+        self.identity = identity
+        self._on_fatal = on_fatal
+        self._on_done = on_done
+        self._after_post = after_post
+        self._prices = None
+        self._lock = threading.Lock()
+        self.reported = 0                  # results posted by this pass
+        self.deferred: set = set()         # task ids whose result Discord did not take (yet)
+        self.results_lane: Optional[Lane] = None
+        self.notice_lane: Optional[NoticeLane] = None
+
+    def start(self) -> None:
+        """Start the results and notice lanes (threads)."""
+        self.results_lane = Lane("results", on_done=self._on_done)
+        self.notice_lane = NoticeLane("worker-pool", self._send_notices, on_done=self._on_done)
+
+    # -- the outbox ------------------------------------------------------------
+    def queue(self, task_id: str) -> None:
+        """Post this task's result on the results lane (now, or after the results before it)."""
+        assert self.results_lane is not None, "Reporter.start() first"
+        self.results_lane.submit(guarded(lambda: self.report(task_id), self._on_fatal))
+
+    def retry_outbox(self, running: Collection[str]) -> None:
+        """--watch: queue again the results Discord did not take (only when none is queued)."""
+        if self.results_lane is None or self.results_lane.busy:
+            return
+        for rec in self.store.with_status(*OUTBOX_STATUSES):
+            if rec.task_id not in running:
+                self.queue(rec.task_id)
+
+    # -- one post --------------------------------------------------------------
+    def report(self, task_id: str) -> None:
+        """Post the one result message of a task (runs on the results lane)."""
+        rec = self.store.get(task_id)
+        if rec is None or rec.status not in OUTBOX_STATUSES:
+            return
+        how = ""
+        try:
+            msg = self._find_posted_result(rec) if rec.status == REPORTING else None
+            if msg is not None:
+                how = " (found in #results: an earlier attempt had posted it)"
+            else:
+                msg = self._post(rec)
+        except (Unauthorized, Forbidden, NotFound) as exc:
+            self._on_fatal(exc)
+            return
+        except DiscordError as exc:
+            with self._lock:
+                self.deferred.add(task_id)
+            log.warning("report of task=%s deferred (kept in the outbox for a later try): %s", task_id, exc)
+            return
+        self.store.mark_reported(task_id, message_id=msg.id)
+        with self._lock:
+            self.deferred.discard(task_id)
+            self.reported += 1
+        log.info("reported task=%s agent=%s outcome=%s message=%s%s", task_id, rec.agent_id or "-",
+                 "refused" if rec.refusal is not None else (rec.outcome_status or "?"), msg.id, how)
+        rec = self.store.get(task_id)
+        if rec is not None:
+            self._after_post(rec)
+            self.clean_up(rec)
+
+    def _post(self, rec: TaskRecord) -> Message:
+        """The result post, recorded as ``reporting`` (with its nonce) before it is sent."""
+        nonce = rec.nonce or f"r{rec.task_id}"
+        try:
+            post = self._render(rec)
+        except Exception as exc:  # a bug must not cost the task its result: say so plainly instead
+            log.error("task=%s: the result could not be formatted (%s: %s); posting a short one",
+                      rec.task_id, type(exc).__name__, exc)
+            post = self._fallback_post(rec, f"it could not be formatted ({type(exc).__name__})")
+        self.store.mark_reporting(rec.task_id, nonce=nonce)
+        try:
+            return self.client.create_message(self.settings.results_channel, post.content,
+                                              files=post.files, reply_to=post.reply_to, nonce=nonce)
+        except BadRequest as exc:
+            # Discord refused this post's shape (a reply it cannot make, an attachment it will not
+            # take...): nothing was created, so a plain post without them, same nonce, is still the one.
+            log.warning("task=%s: Discord refused the result post (%s); posting a short one", rec.task_id, exc)
+            post = self._fallback_post(rec, f"Discord refused it: {exc}")
+            return self.client.create_message(self.settings.results_channel, post.content, nonce=nonce)
+
+    def _render(self, rec: TaskRecord) -> reportfmt.Post:
+        s = self.settings
+        if rec.refusal is not None:
+            return reportfmt.refusal_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
+                                          results_channel_id=s.results_channel, guild_id=self.identity.guild(),
+                                          reason=rec.refusal)
+        outcome = rec.finished_outcome
+        if rec.agent_id and len(outcome.result_text) >= OUTCOME_TEXT_KEPT:
+            # The record keeps the first OUTCOME_TEXT_KEPT characters: read the rest from RESULT.txt.
+            full, size, truncated = read_head(self.workspace_of(rec).result_file, RESULT_READ_MAX)
+            if full is not None:
+                outcome = dataclasses.replace(outcome, result_text=full, result_bytes=size,
+                                              result_truncated=truncated)
+        if self._prices is None:
+            self._prices = load_prices(s.openclaw_config)
+        return reportfmt.result_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
+                                     results_channel_id=s.results_channel, guild_id=self.identity.guild(),
+                                     agent_id=rec.agent_id or "-", outcome=outcome,
+                                     task_description=rec.description, thinking=rec.thinking,
+                                     model_requested=rec.model, worker=rec.worker,
+                                     archive_path=rec.archive_path, prices=self._prices,
+                                     summary_max=s.summary_max)
+
+    def _fallback_post(self, rec: TaskRecord, why: str) -> reportfmt.Post:
+        """A short, always valid result post: status, task, agent, why the full one is missing, and
+        where the workspace is kept (it is archived now, so that cleaning up cannot lose it)."""
+        where = rec.archive_path
+        if rec.agent_id and not where:
+            where = archive_quietly(self.workspace_of(rec), self.settings.archive_dir)
+            if where:
+                self.store.note_archived(rec.task_id, where)
+        status = "REFUSED" if rec.refusal is not None else None
+        return reportfmt.fallback_post(task_id=rec.task_id, agent_id=rec.agent_id, status=status,
+                                       outcome_status=rec.outcome_status, why=why,
+                                       description=rec.description, kept_at=where)
+
+    def _find_posted_result(self, rec: TaskRecord) -> Optional[Message]:
+        """Our result for ``rec`` if an earlier attempt did post it (the record says ``reporting``:
+        the post may have landed without us hearing back, and Discord forgets nonces after a few
+        minutes). Reads #results forward from shortly before the task finished, at most
+        REPORT_SEARCH_MAX messages; DiscordError when it cannot look (the post is deferred)."""
+        since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
+        after = max(int(rec.task_id), snowflake_at(since))
+        me = self.identity.bot_user_id()
+        for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
+            if seen >= REPORT_SEARCH_MAX:
+                log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
+                            rec.task_id, REPORT_SEARCH_MAX)
+                return None
+            if msg.author.id != me:
+                continue
+            if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
+                return msg
+        return None
+
+    # -- after the post ----------------------------------------------------------
+    def workspace_of(self, rec: TaskRecord) -> Workspace:
+        """Where the task's workspace is: its copy in archive/ once archived, else under workers/."""
+        assert rec.agent_id, "a task that never had a workspace"
+        if rec.archive_path:   # archive/<agent_id>, or <agent_id>.N after a name clash
+            return Workspace.in_dir(rec.archive_path, rec.agent_id, rec.task_id)
+        return Workspace.at(self.settings.workers_dir, rec.agent_id, rec.task_id)
+
+    def clean_up(self, rec: TaskRecord) -> None:
+        """Remove the workspace of a reported task (unless it is archived) and close its record."""
+        if rec.refusal is None and rec.agent_id and not rec.archive_path:
+            ws = self.workspace_of(rec)
+            try:
+                remove_workspace(ws)
+            except (OSError, StateError) as exc:
+                log.error("could not remove %s: %s", ws.agent_dir, exc)
+                return
+        self.store.mark_cleaned(rec.task_id)
+        if rec.agent_id:
+            log.info("cleaned task=%s agent=%s%s", rec.task_id, rec.agent_id,
+                     f" (kept in {rec.archive_path})" if rec.archive_path else "")
+
+    # -- notices in #worker-pool ------------------------------------------------
+    def notice(self, line: str) -> None:
+        """A spawn/finish line for #worker-pool (lines close in time share one message)."""
+        if self.notice_lane is not None:
+            self.notice_lane.add(line)
+
+    def _send_notices(self, lines: List[str]) -> None:
+        for content in reportfmt.batch_notices(lines):
+            try:
+                self.client.create_message(self.settings.worker_pool_channel, content)
+            except Unauthorized as exc:
+                self._on_fatal(exc)
+                return
+            except DiscordError as exc:
+                log.warning("worker-pool notice not posted: %s", exc)
