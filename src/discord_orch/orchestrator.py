@@ -73,9 +73,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import report as reportfmt
-from .agent import INTERRUPTED, OK, TIMED_OUT, AgentConfig, Outcome, ProcessTable, RunningAgent, Usage
-from .agent import (RESULT_READ_MAX, find_agent_processes, kill_leftovers, outcome_from_workspace,
-                    process_start_ticks, read_head)
+from .agent import RunningAgent, outcome_from_workspace
 from .claim import CLAIM_EMOJI, REFUSED_EMOJI, Access, claim_task, is_pending, refuse_task
 from .config import Settings
 from .discord_api import DiscordClient
@@ -83,14 +81,17 @@ from .errors import (BadRequest, DiscordError, DiscordUnavailable, Forbidden, No
                      StateError, Unauthorized)
 from .lanes import Lane, NoticeLane
 from .models import Message, snowflake_at
+from .openclaw import AgentConfig
+from .outcome import INTERRUPTED, OK, TIMED_OUT, Outcome, Usage
 from .prices import load_prices
+from .procs import ProcessTable, find_agent_processes, kill_leftovers, process_start_ticks
 from .state import (CLAIMED, CLEANED, FINISHED, REFUSED, REPORTED, REPORTING, RUNNING, STARTING, Store,
                     TaskRecord)
 from .tasks import TASK_ATTACHMENT, parse_task
 from .waker import Waker
 from .watchdog import Watchdog
-from .workspace import (Workspace, agents_template_for, archive_workspace, create_workspace, new_agent_id,
-                        prune_archive, remove_workspace, render_agents_md, tools_md_for)
+from .workspace import (RESULT_READ_MAX, Workspace, agents_template_for, archive_workspace, create_workspace,
+                        new_agent_id, prune_archive, read_head, remove_workspace, render_agents_md, tools_md_for)
 
 log = logging.getLogger("discord_orch")
 

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import models
-from .agent import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage
 from .models import MESSAGE_LIMIT
+from .outcome import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage
 from .workspace import RESULT_FILE, SUMMARY_FILE
 
 ZWSP = "\u200b"
