@@ -36,7 +36,7 @@ from typing import List, Optional, Tuple
 from .errors import AgentError
 from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_command, find_last_json_object,
                        interpret_json)
-from .outcome import FAILED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
+from .outcome import FAILED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage, signal_name
 from .procs import ProcessTable, agent_id_of, alive, kill, killpg, process_start_ticks
 from .workspace import (JSON_TAIL_MAX, RESULT_READ_MAX, SUMMARY_READ_MAX, Workspace, decode_text, files_left,
                         read_head, read_log_tail, read_tail_bytes)
@@ -131,15 +131,6 @@ def outcome_from_workspace(ws: Workspace, *, status_hint: str, duration_s: float
 
 
 # ---------------------------------------------------------------- RunningAgent
-
-def _signal_name(sig: Optional[int]) -> str:
-    if sig is None:
-        return "?"
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
 
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:g}" if seconds < 100 else f"{seconds:.0f}"
@@ -338,7 +329,7 @@ class RunningAgent:
                          reason=f"stopped by the orchestrator: {self.stop_reason}")
         if sig is not None:
             return _make(ev, KILLED, duration, sig=sig,
-                         reason=f"killed by {_signal_name(sig)}")
+                         reason=f"killed by {signal_name(sig) or f'signal {sig}'}")
         if exit_code is not None:
             return _classify_exit(ev, duration, exit_code)
         return _classify_unknown_exit(

@@ -7,6 +7,7 @@ run gets (see its table); the statuses are house rule 3's.
 
 from __future__ import annotations
 
+import signal as _signal
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -50,3 +51,10 @@ class Outcome:
     result_truncated: bool = False       # RESULT.txt was larger than RESULT_READ_MAX: only its head is here
     result_bytes: Optional[int] = None   # size of RESULT.txt on disk (None: no RESULT.txt)
 
+
+def signal_name(number: object) -> Optional[str]:
+    """``SIGKILL`` for 9; None when ``number`` names no signal."""
+    try:
+        return _signal.Signals(number).name
+    except (ValueError, TypeError):
+        return None
