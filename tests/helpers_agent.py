@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from discord_orch import agent as A
+from discord_orch import openclaw as OC
+from discord_orch import outcome as O
 from discord_orch import workspace as W
 from discord_orch.standin_openclaw import write_standin_executable
 
@@ -36,11 +38,11 @@ class Rig:
         self.run_log = tmp_path / "runs.jsonl"
         self.user_config = tmp_path / "user-openclaw" / "openclaw.json"
 
-    def config(self, **kw) -> A.AgentConfig:
+    def config(self, **kw) -> OC.AgentConfig:
         base = dict(openclaw_bin=str(self.openclaw), timeout_s=20.0, kill_grace_s=0.5,
                     user_openclaw_config=self.user_config)
         base.update(kw)
-        return A.AgentConfig(**base)
+        return OC.AgentConfig(**base)
 
     def workspace(self, task: str, *, task_id: Optional[str] = None,
                   tools_md: Optional[str] = None) -> W.Workspace:
@@ -52,7 +54,7 @@ class Rig:
         return W.create_workspace(self.workers, agent_id, task_id, task, agents_md=md,
                                   tools_md=tools_md, user_openclaw_config=self.user_config)
 
-    def start(self, task: str, cfg: Optional[A.AgentConfig] = None, *, thinking: str = "low",
+    def start(self, task: str, cfg: Optional[OC.AgentConfig] = None, *, thinking: str = "low",
               model: str = MODEL):
         ws = self.workspace(task)
         ra = A.RunningAgent.start(cfg or self.config(), ws, task_id=ws.task_id,
@@ -66,7 +68,7 @@ class Rig:
         return [json.loads(line) for line in self.run_log.read_text().splitlines() if line]
 
 
-def drive(ra: A.RunningAgent, limit_s: float = 30.0, interval: float = 0.02) -> A.Outcome:
+def drive(ra: A.RunningAgent, limit_s: float = 30.0, interval: float = 0.02) -> O.Outcome:
     """poll() until finished, failing the test if it takes longer than ``limit_s``."""
     end = time.time() + limit_s
     while not ra.poll(time.time()):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discord_orch.agent import FAILED, INTERRUPTED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
+from discord_orch.outcome import FAILED, INTERRUPTED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
 from discord_orch.report import (MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced, escape_inline,
                                  estimate_cost, format_cost, format_duration, jump_link, model_used,
                                  neutralize_mentions, notice_line_finished, notice_line_spawned,

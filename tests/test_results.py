@@ -405,7 +405,7 @@ def test_prune_gives_kept_successes_their_own_retention(tmp_path):
 
 
 def test_report_lists_only_the_files_it_does_not_show():
-    from discord_orch.agent import FAILED, OK, Outcome, Usage
+    from discord_orch.outcome import FAILED, OK, Outcome, Usage
     from discord_orch.report import result_post
 
     def content(outcome):

@@ -1,4 +1,4 @@
-"""Run one ``openclaw agent`` as a supervised subprocess and classify its end.
+"""Supervise one ``openclaw agent`` run and classify how it ended.
 
 House rule 3: the supervisor owns timeouts. The agent runs in its own session and
 process group; past the deadline the whole group gets SIGTERM, after ``kill_grace_s``
@@ -6,6 +6,11 @@ SIGKILL; once the leader is gone every straggler of the group (and any process t
 carries our ``DISCORD_ORCH_AGENT_ID`` marker, e.g. one that escaped with setsid) is
 SIGKILLed. Nothing blocks: the orchestrator calls :meth:`RunningAgent.poll` with its
 clock (wall-clock epoch seconds, so values survive a restart) until it returns True.
+An agent started by an earlier orchestrator process is adopted (:meth:`RunningAgent.adopt`).
+
+What openclaw is and how it is called: openclaw.py; process groups and /proc:
+procs.py; reading the files the agent leaves: workspace.py; the outcome types:
+outcome.py.
 
 Classification (see :meth:`RunningAgent.outcome`):
 
@@ -21,543 +26,30 @@ interrupted    (recovery only) found ended without evidence while no orchestrato
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
-from discord_orch.errors import AgentError
-from discord_orch.workspace import Workspace, files_left, open_regular
+from .errors import AgentError
+from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_command, find_last_json_object,
+                       interpret_json)
+from .outcome import FAILED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage, signal_name
+from .procs import ProcessTable, agent_id_of, alive, kill, killpg, process_start_ticks
+from .workspace import (JSON_TAIL_MAX, RESULT_READ_MAX, SUMMARY_READ_MAX, Workspace, decode_text, files_left,
+                        read_head, read_log_tail, read_tail_bytes)
 
-# Outcome statuses (house rule 3).
-OK = "ok"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-KILLED = "killed"            # stopped by a signal we did not send for a timeout (or orchestrator stop)
-INTERRUPTED = "interrupted"  # found dead without a result by recovery after an orchestrator crash
-STATUSES = (OK, FAILED, TIMED_OUT, KILLED, INTERRUPTED)
-
-#: environment keys never passed to the agent
-DEFAULT_SECRET_ENV_KEYS = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN", "DISCORD_TOKEN")
-#: secret values shorter than this are not used for value matching (they would match PATH...)
-MIN_SECRET_VALUE_LEN = 8
-AGENT_ID_ENV = "DISCORD_ORCH_AGENT_ID"
-TASK_ID_ENV = "DISCORD_ORCH_TASK_ID"
-AGENT_MESSAGE = "Complete the task in TASK.txt. Write result to RESULT.txt in {task_dir}/"
-
-RESULT_READ_MAX = 8 * 1024 * 1024     # bytes of RESULT.txt we read at most
-SUMMARY_READ_MAX = 256 * 1024
-JSON_TAIL_MAX = 1024 * 1024           # bytes from the end of agent-output.json we parse
-LOG_TAIL_BYTES = 64 * 1024
-LOG_TAIL_LINES = 20
 STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
-EXIT_COMMAND_NOT_FOUND = 127          # what env(1) and shells exit with when a program is missing
-_DEAD_STATES = ("Z", "X", "x")        # /proc/<pid>/stat states of a process that is no more (zombie, dead)
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What openclaw's --json said about the run; None = unknown (shown as n/a)."""
-
-    provider: Optional[str] = None
-    model: Optional[str] = None
-    input_tokens: Optional[int] = None
-    output_tokens: Optional[int] = None
-    cost_usd: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The classified end of one agent run, everything the report needs."""
-
-    status: str                          # one of STATUSES
-    duration_s: float
-    exit_code: Optional[int] = None      # None when killed by a signal or unknown (adopted)
-    signal: Optional[int] = None         # the signal that ended it, if any
-    reason: str = ""                     # one line: why it failed / timed out ("" when ok)
-    error_message: str = ""              # openclaw's own error message from its JSON, if any
-    result_text: str = ""                # RESULT.txt, decoded with errors="replace", NULs removed
-    summary_text: str = ""               # SUMMARY.txt, same decoding
-    reply_text: str = ""                 # openclaw's payloads[].text joined (its chat answer)
-    log_tail: str = ""                   # last 20 lines of agent-output.log
-    files: Tuple[str, ...] = field(default_factory=tuple)  # files left in the task dir (relative)
-    usage: Usage = field(default_factory=Usage)
-    # --- added by agent.py (optional, at the end) ---
-    result_truncated: bool = False       # RESULT.txt was larger than RESULT_READ_MAX: only its head is here
-    result_bytes: Optional[int] = None   # size of RESULT.txt on disk (None: no RESULT.txt)
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """How to run agents. ``secret_values`` (e.g. the bot token) are also stripped by value."""
-
-    openclaw_bin: str = "openclaw"
-    local: bool = True
-    timeout_s: float = 120.0
-    kill_grace_s: float = 10.0
-    user_openclaw_config: Path = field(
-        default_factory=lambda: Path(os.path.expanduser("~/.openclaw/openclaw.json")))
-    extra_pythonpath: Optional[str] = None
-    secret_env_keys: Tuple[str, ...] = DEFAULT_SECRET_ENV_KEYS
-    secret_values: Tuple[str, ...] = field(default=(), repr=False)  # the token: never in a repr
-
-
-# ---------------------------------------------------------------- command
-
-def _check_arg(name: str, value: str) -> str:
-    if not isinstance(value, str) or not value or value.startswith("-") or any(
-            ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{name} must be a non-empty single-line value not starting with '-', "
-                         f"got {value!r}")
-    return value
-
-
-def agent_env(cfg: AgentConfig, ws: Workspace,
-              base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """The agent's environment: ``base`` (default os.environ) minus secrets, plus ours."""
-    source = os.environ if base is None else base
-    secret_keys = set(DEFAULT_SECRET_ENV_KEYS) | set(cfg.secret_env_keys)
-    secret_values = [v for v in cfg.secret_values if v and len(v) >= MIN_SECRET_VALUE_LEN]
-    env: Dict[str, str] = {}
-    for key, value in source.items():
-        if key in secret_keys:
-            continue
-        if any(s in value for s in secret_values):
-            continue
-        env[key] = value
-    user_cfg = Path(os.path.abspath(os.path.expanduser(os.fspath(cfg.user_openclaw_config))))
-    env["OPENCLAW_STATE_DIR"] = os.fspath(ws.agent_dir)
-    env["OPENCLAW_CONFIG_PATH"] = os.fspath(ws.overlay_config)
-    env["OPENCLAW_INCLUDE_ROOTS"] = os.fspath(user_cfg.parent)
-    env["OPENCLAW_WORKSPACE_DIR"] = os.fspath(ws.task_dir)
-    env[AGENT_ID_ENV] = ws.agent_id
-    env[TASK_ID_ENV] = ws.task_id
-    env.pop("OPENCLAW_MODEL", None)  # not an openclaw variable (the seed's bug); --model is used
-    if cfg.extra_pythonpath:
-        old = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = cfg.extra_pythonpath + (os.pathsep + old if old else "")
-    return env
-
-
-#: where npm, nvm, volta, bun and Homebrew put a global ``openclaw``: cron's PATH
-#: (/usr/bin:/bin) holds none of them, and the later shell scripts looked here too
-FALLBACK_BIN_DIRS = ("~/.local/bin", "~/.npm-global/bin", "~/.volta/bin", "~/.bun/bin",
-                     "~/.nvm/versions/node/*/bin", "/usr/local/bin", "/opt/homebrew/bin")
-#: the PATH cron gives a job (Debian, Ubuntu, cronie)
-CRON_PATH = "/usr/bin:/bin"
-
-
-def _version_key(path: str) -> Tuple[int, ...]:
-    """``~/.nvm/versions/node/v24.21.0/bin`` sorts after ``.../v9.1.0/bin``."""
-    parts = [part for part in path.split(os.sep) if part[:1] == "v" and part[1:2].isdigit()]
-    try:
-        return tuple(int(n) for n in parts[-1][1:].split(".")) if parts else ()
-    except ValueError:
-        return ()
-
-
-def resolve_openclaw(program: str, path: Optional[str] = None) -> str:
-    """Absolute path of the openclaw executable, or AgentError.
-
-    A bare name is looked up on ``path`` (default: our PATH), then in FALLBACK_BIN_DIRS
-    (newest Node version first); a path with a slash is used as it is."""
-    found = shutil.which(program, path=path) if program else None
-    if not found and program and os.sep not in program:
-        for pattern in FALLBACK_BIN_DIRS:
-            for directory in sorted(glob.glob(os.path.expanduser(pattern)), key=_version_key, reverse=True):
-                candidate = os.path.join(directory, program)
-                if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                    return os.path.abspath(candidate)
-    if not found:
-        raise AgentError(program or "openclaw",
-                         "not found on PATH nor in ~/.local/bin, ~/.npm-global/bin, ~/.volta/bin, ~/.bun/bin, "
-                         "~/.nvm/versions/node/*/bin, /usr/local/bin; install openclaw or set OPENCLAW_BIN "
-                         "to its full path")
-    return os.path.abspath(found)
-
-
-def path_for_agent(program: str, path: Optional[str]) -> str:
-    """The agent's PATH: ours with the directory of ``program`` in front. npm, nvm and volta
-    put ``node`` beside ``openclaw``, whose ``#!/usr/bin/env node`` needs it on PATH."""
-    entries = [entry for entry in (path or "").split(os.pathsep) if entry]
-    directory = os.path.dirname(program)
-    return os.pathsep.join(entries if directory in entries else [directory, *entries])
-
-
-def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:
-    """The interpreter ``program``'s ``#!`` line names that ``path`` cannot provide, if any."""
-    try:
-        with open(program, "rb") as fh:
-            first = fh.readline(256)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode("utf-8", "replace").split()
-    if not words:
-        return None
-    if os.path.basename(words[0]) != "env":
-        return None if os.access(words[0], os.X_OK) else words[0]
-    name = next((word for word in words[1:] if not word.startswith("-") and "=" not in word), None)
-    return name if name and shutil.which(name, path=path) is None else None
-
-
-def build_command(cfg: AgentConfig, ws: Workspace, *, session_id: str, model: str,
-                  thinking: str) -> Tuple[List[str], Dict[str, str]]:
-    """argv and env for ``openclaw agent`` (no shell; the task text is only in TASK.txt)."""
-    _check_arg("session_id", session_id)
-    _check_arg("model", model)
-    _check_arg("thinking", thinking)
-    program = resolve_openclaw(cfg.openclaw_bin)
-    argv = [program, "agent"]
-    if cfg.local:
-        argv.append("--local")
-    argv += ["--session-id", session_id,
-             "--message", AGENT_MESSAGE.format(task_dir=os.fspath(ws.task_dir)),
-             "--model", model,
-             "--thinking", thinking,
-             "--json"]
-    env = agent_env(cfg, ws)
-    env["PATH"] = path_for_agent(program, env.get("PATH"))
-    return argv, env
-
-
-# ---------------------------------------------------------------- /proc helpers
-
-def _proc_stat_fields(pid: int) -> Optional[List[str]]:
-    """Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, ...]."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    close = data.rfind(b")")
-    if close < 0:
-        return None
-    return data[close + 2:].decode("ascii", "replace").split()
-
-
-def process_start_ticks(pid: int) -> Optional[int]:
-    """Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22)."""
-    fields = _proc_stat_fields(pid)
-    try:
-        return int(fields[19]) if fields else None
-    except (IndexError, ValueError):
-        return None
-
-
-def _proc_state(pid: int) -> Optional[str]:
-    fields = _proc_stat_fields(pid)
-    return fields[0] if fields else None
-
-
-def _alive(pid: int) -> bool:
-    state = _proc_state(pid)
-    return state is not None and state not in _DEAD_STATES
-
-
-def _agent_id_of(pid: int) -> Optional[str]:
-    """The DISCORD_ORCH_AGENT_ID in a process's environment, if any."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    key = AGENT_ID_ENV.encode() + b"="
-    at = data.find(b"\0" + key)
-    if at >= 0:
-        at += 1
-    elif data.startswith(key):
-        at = 0
-    else:
-        return None
-    end = data.find(b"\0", at)
-    return data[at + len(key):end if end >= 0 else len(data)].decode("ascii", "replace")
-
-
-class ProcessTable:
-    """One walk of /proc over our own user's live processes, read on first use.
-
-    Finding an agent's leftovers means looking at every process we own (its group
-    members, and anything carrying its marker that escaped the group with setsid).
-    Agents that end in the same supervision tick share one walk instead of each
-    making its own, which kept the orchestrator's CPU per task growing with the
-    number of agents. A snapshot only lives for one tick: a process forked after
-    the walk is caught by the group kill or by the next tick's walk.
-    """
-
-    def __init__(self) -> None:
-        self._live: Optional[Dict[int, int]] = None          # pid -> pgrp
-        self._by_agent: Optional[Dict[str, List[int]]] = None
-
-    def _walk(self) -> Dict[int, int]:
-        if self._live is None:
-            live: Dict[int, int] = {}
-            for pid in _own_pids():
-                fields = _proc_stat_fields(pid)
-                if not fields or fields[0] in _DEAD_STATES:
-                    continue
-                try:
-                    live[pid] = int(fields[2])
-                except (IndexError, ValueError):
-                    continue
-            self._live = live
-        return self._live
-
-    def group_members(self, pgid: int) -> List[int]:
-        return sorted(pid for pid, pgrp in self._walk().items() if pgrp == pgid)
-
-    def carrying(self, agent_id: str) -> List[int]:
-        """Live processes whose environment carries DISCORD_ORCH_AGENT_ID=agent_id."""
-        if self._by_agent is None:
-            by_agent: Dict[str, List[int]] = {}
-            for pid in self._walk():
-                found = _agent_id_of(pid)
-                if found:
-                    by_agent.setdefault(found, []).append(pid)
-            self._by_agent = by_agent
-        return sorted(self._by_agent.get(agent_id, ()))
-
-
-def _own_pids() -> List[int]:
-    uid = os.getuid()
-    me = os.getpid()
-    out = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if pid == me:
-            continue
-        try:
-            if os.stat(f"/proc/{name}").st_uid != uid:
-                continue
-        except OSError:
-            continue
-        out.append(pid)
-    return out
-
-
-def find_agent_processes(agent_id: str) -> List[int]:
-    """Live processes of our user whose environment carries DISCORD_ORCH_AGENT_ID=agent_id."""
-    return ProcessTable().carrying(agent_id)
-
-
-def kill_leftovers(agent_id: str) -> List[int]:
-    """SIGKILL every live process carrying this agent's marker (what an unwatched agent left behind)."""
-    pids = find_agent_processes(agent_id)
-    for pid in pids:
-        _kill(pid, signal.SIGKILL)
-    return pids
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _signal_name(sig: Optional[int]) -> str:
-    if sig is None:
-        return "?"
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-# ---------------------------------------------------------------- reading files
-
-def _clean(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace").replace("\x00", "")
-
-
-def _trim_partial_utf8(data: bytes) -> bytes:
-    """Drop a multi-byte UTF-8 sequence cut in half at the end of ``data``."""
-    for back in range(1, min(4, len(data)) + 1):
-        b = data[-back]
-        if b & 0xC0 == 0x80:
-            continue
-        if b >= 0xC0:
-            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-            if back < need:
-                return data[:-back]
-        return data
-    return data
-
-
-def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
-    """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent
-    or not a regular file."""
-    try:
-        with open_regular(path) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            data = fh.read(min(limit, size + 1))  # read(n) preallocates n bytes
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None, None, False
-    except OSError:
-        return None, None, False
-    if size > len(data):
-        return _clean(_trim_partial_utf8(data)), size, True
-    return _clean(data), size, False
-
-
-def _read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
-    """The last ``limit`` bytes of a file and whether it was longer; b"" if absent or not a regular file."""
-    try:
-        with open_regular(path) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                fh.seek(size - limit)
-                return fh.read(limit), True
-            return fh.read(), False
-    except OSError:
-        return b"", False
-
-
-def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    """The last ``lines`` lines of the last ``max_bytes`` bytes of a log."""
-    data, cut = _read_tail_bytes(path, max_bytes)
-    text = _clean(data)
-    parts = text.splitlines()
-    if cut and parts:
-        parts = parts[1:]  # the first line was cut in the middle
-    while parts and not parts[-1].strip():
-        parts.pop()
-    return "\n".join(parts[-lines:])
-
-
-def _find_last_json_object(text: str) -> Optional[dict]:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        obj = json.loads(text)
-        if isinstance(obj, dict):
-            return obj
-    except ValueError:
-        pass
-    decoder = json.JSONDecoder()
-    # candidates: '{' at the start of a line, tried from the last one backwards
-    starts = []
-    pos = text.rfind("{")
-    while pos >= 0 and len(starts) < 400:
-        if pos == 0 or text[pos - 1] == "\n":
-            starts.append(pos)
-        pos = text.rfind("{", 0, pos)
-    for start in starts:
-        try:
-            obj, _end = decoder.raw_decode(text, start)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
-
-
-def _as_int(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _as_float(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _as_str(value: Any) -> Optional[str]:
-    return value if isinstance(value, str) and value else None
-
-
-def _dict(value: Any) -> Dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _error_text(err: Any) -> str:
-    if isinstance(err, dict):
-        msg = _as_str(err.get("message"))
-        if msg:
-            return msg
-        kind = _as_str(err.get("kind")) or _as_str(err.get("type"))
-        return kind or json.dumps(err, ensure_ascii=False)[:500]
-    if isinstance(err, str):
-        return err
-    return "" if err in (None, False) else str(err)
-
-
-def _interpret(obj: Optional[dict]) -> Tuple[Usage, str, str]:
-    if obj is None:
-        return Usage(), "", ""
-    error_message = ""
-    if obj.get("ok") is False or "error" in obj:
-        error_message = _error_text(obj.get("error")) or "openclaw reported an error"
-    payloads = obj.get("payloads")
-    texts: List[str] = []
-    payload_error = ""
-    if isinstance(payloads, list):
-        for p in payloads:
-            p = _dict(p)
-            text = p.get("text")
-            if isinstance(text, str) and text:
-                texts.append(text)
-                if p.get("isError") and not payload_error:
-                    payload_error = text
-            elif p.get("isError") and not payload_error:
-                payload_error = "openclaw reported an error"
-    meta = _dict(obj.get("meta"))
-    meta_error = meta.get("error")
-    if not error_message and meta_error:
-        error_message = _error_text(meta_error)
-    if not error_message and payload_error:
-        error_message = payload_error
-    am = _dict(meta.get("agentMeta"))
-    usage_d = _dict(am.get("usage"))
-    cost = _as_float(am.get("costUsd"))
-    if cost is None:
-        cost = _as_float(_dict(usage_d.get("cost")).get("total"))
-    usage = Usage(provider=_as_str(am.get("provider")), model=_as_str(am.get("model")),
-                  input_tokens=_as_int(usage_d.get("input")),
-                  output_tokens=_as_int(usage_d.get("output")), cost_usd=cost)
-    return usage, error_message, "\n\n".join(texts)
-
-
-def parse_openclaw_json(text: str) -> Tuple[Usage, str, str]:
-    """(usage, error_message, reply_text) from openclaw's ``--json`` stdout.
-
-    Tolerant: junk before the JSON is skipped (the last JSON object wins); no JSON gives
-    ``(Usage(), "", "")``. ``error_message`` is non-empty for ``{"ok":false,"error":...}``,
-    ``meta.error`` or a payload with ``isError``. Cost: ``meta.agentMeta.costUsd``, else
-    ``usage.cost.total``; 0 is a real value, missing is None.
-    """
-    return _interpret(_find_last_json_object(text.replace("\x00", "")))
-
+# ---------------------------------------------------------------- classification
 
 @dataclass(frozen=True)
 class _Evidence:
+    """What the run left in its workspace, read once: what the classification judges by."""
+
     found_json: bool
     usage: Usage
     error_message: str
@@ -571,9 +63,9 @@ class _Evidence:
 
 
 def _gather(ws: Workspace) -> _Evidence:
-    data, _cut = _read_tail_bytes(ws.stdout_file, JSON_TAIL_MAX)
-    obj = _find_last_json_object(_clean(data))
-    usage, error_message, reply = _interpret(obj)
+    data, _cut = read_tail_bytes(ws.stdout_file, JSON_TAIL_MAX)
+    obj = find_last_json_object(decode_text(data))
+    usage, error_message, reply = interpret_json(obj)
     result, rbytes, truncated = read_head(ws.result_file, RESULT_READ_MAX)
     summary, _s, _t = read_head(ws.summary_file, SUMMARY_READ_MAX)
     return _Evidence(found_json=obj is not None, usage=usage, error_message=error_message,
@@ -707,9 +199,9 @@ class RunningAgent:
             return None
         if proc_start_ticks is None or process_start_ticks(pid) != proc_start_ticks:
             return None
-        if not _alive(pid):
+        if not alive(pid):
             return None
-        if _agent_id_of(pid) != ws.agent_id:
+        if agent_id_of(pid) != ws.agent_id:
             return None
         return cls(cfg=cfg, ws=ws, task_id=task_id, pid=pid, pgid=pgid,
                    proc_start_ticks=proc_start_ticks, started_at=started_at, popen=None)
@@ -723,6 +215,7 @@ class RunningAgent:
 
     @property
     def finished(self) -> bool:
+        """True once poll() has returned True."""
         return self.finished_at is not None
 
     def _leader_exited(self) -> bool:
@@ -741,27 +234,27 @@ class RunningAgent:
         # adopted: not our child; gone, recycled or a zombie all mean "ended"
         if process_start_ticks(self.pid) != self.proc_start_ticks:
             return True
-        return not _alive(self.pid)
+        return not alive(self.pid)
 
     def _signal_group(self, sig: int) -> None:
-        if self._popen is not None or _alive(self.pid):
+        if self._popen is not None or alive(self.pid):
             # our child (alive or an unreaped zombie) or a verified live leader: the
             # group id cannot have been recycled
-            _killpg(self.pgid, sig)
+            killpg(self.pgid, sig)
         else:
             for pid in ProcessTable().group_members(self.pgid):
-                _kill(pid, sig)
+                kill(pid, sig)
 
     def _sweep(self, procs: ProcessTable) -> List[int]:
         """SIGKILL every remaining process of the agent; return those still alive."""
         victims = set(procs.group_members(self.pgid)) | set(procs.carrying(self.agent_id))
         victims.discard(os.getpid())
         if self._popen is not None:
-            _killpg(self.pgid, signal.SIGKILL)
+            killpg(self.pgid, signal.SIGKILL)
         for pid in victims:
             if pid != self.pid:
-                _kill(pid, signal.SIGKILL)
-        return [pid for pid in victims if pid != self.pid and _alive(pid)]
+                kill(pid, signal.SIGKILL)
+        return [pid for pid in victims if pid != self.pid and alive(pid)]
 
     def _reap(self) -> None:
         if self._popen is not None and self.returncode is None:
@@ -813,6 +306,7 @@ class RunningAgent:
         return self.outcome(clock())
 
     def remaining(self, now: float) -> float:
+        """Seconds until the deadline (negative past it)."""
         return self.deadline - now
 
     # -- classification ------------------------------------------------------------
@@ -835,7 +329,7 @@ class RunningAgent:
                          reason=f"stopped by the orchestrator: {self.stop_reason}")
         if sig is not None:
             return _make(ev, KILLED, duration, sig=sig,
-                         reason=f"killed by {_signal_name(sig)}")
+                         reason=f"killed by {signal_name(sig) or f'signal {sig}'}")
         if exit_code is not None:
             return _classify_exit(ev, duration, exit_code)
         return _classify_unknown_exit(

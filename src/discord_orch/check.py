@@ -20,10 +20,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from .agent import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError
+from .openclaw import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
 
 OK = "ok"
 WARN = "warn"       # worth knowing, not a reason to fail

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import math
 import re
-import signal as _signal
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import models
-from .agent import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage
 from .models import MESSAGE_LIMIT
+from .outcome import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage, signal_name
 from .workspace import RESULT_FILE, SUMMARY_FILE
 
 ZWSP = "\u200b"
@@ -258,17 +257,11 @@ def _tokens_text(usage: Usage) -> str:
     return f"{show(tin)} in / {show(tout)} out tokens"
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return f"{_signal.Signals(number).name} ({number})"
-    except (ValueError, TypeError):
-        return str(number)
-
-
 def exit_text(outcome: Outcome) -> str:
     """``exit code 1`` / ``signal SIGKILL (9)`` / ``exit code unknown``."""
     if outcome.signal is not None:
-        return f"signal {_signal_name(outcome.signal)}"
+        name = signal_name(outcome.signal)
+        return f"signal {name} ({outcome.signal})" if name else f"signal {outcome.signal}"
     if outcome.exit_code is not None:
         return f"exit code {outcome.exit_code}"
     return "exit code unknown"
@@ -277,10 +270,7 @@ def exit_text(outcome: Outcome) -> str:
 def _says_exit(reason: str, outcome: Outcome) -> bool:
     """True when the reason already names the exit code or the signal (no need to repeat it)."""
     if outcome.signal is not None:
-        try:
-            name = _signal.Signals(outcome.signal).name
-        except (ValueError, TypeError):
-            name = None
+        name = signal_name(outcome.signal)
         return bool(name) and re.search(rf"\b{name}\b", reason) is not None
     if outcome.exit_code is not None:
         return re.search(rf"\bcode {outcome.exit_code}\b", reason) is not None

@@ -1,4 +1,5 @@
-"""One agent's workspace on disk: create, describe, remove, archive, prune.
+"""One agent's workspace on disk: create, describe, read what the agent left, remove,
+archive, prune.
 
 Layout (all paths absolute)::
 
@@ -14,6 +15,10 @@ Layout (all paths absolute)::
 
 Everything here is created 0600 (files) / 0700 (directories): a workspace may
 hold private data. Disk problems surface as :class:`errors.StateError`.
+
+What the agent leaves is read through :func:`open_regular` and with a size limit
+(RESULT_READ_MAX, ...): a FIFO, a device or a huge file in its place cannot hang
+or swamp us.
 
 Archive: a failed run's agent dir is moved to ``archive/<agent-id>`` and kept
 for ARCHIVE_RETENTION_HOURS; a successful one kept on purpose
@@ -59,6 +64,12 @@ KEPT_SUCCESS_MARKER = ".kept-success"
 OWN_FILES = frozenset({AGENTS_FILE, TOOLS_FILE, TASK_FILE, STDOUT_FILE, STDERR_FILE})
 FILES_LEFT_MAX = 50          # at most this many paths reported
 _FILES_LEFT_SCAN_MAX = 5000  # stop walking a huge tree after this many entries
+
+RESULT_READ_MAX = 8 * 1024 * 1024     # bytes of RESULT.txt we read at most
+SUMMARY_READ_MAX = 256 * 1024
+JSON_TAIL_MAX = 1024 * 1024           # bytes from the end of agent-output.json we parse
+LOG_TAIL_BYTES = 64 * 1024
+LOG_TAIL_LINES = 20
 
 _AGENT_ID_RE = re.compile(r"agent-[0-9]{1,12}-[a-z0-9]{6}")
 _WORKER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -216,6 +227,66 @@ def open_regular(path: PathLike):
     except BaseException:
         os.close(fd)
         raise
+
+
+def decode_text(data: bytes) -> str:
+    """What the agent wrote, as text: undecodable bytes replaced, NULs removed."""
+    return data.decode("utf-8", errors="replace").replace("\x00", "")
+
+
+def _trim_partial_utf8(data: bytes) -> bytes:
+    """Drop a multi-byte UTF-8 sequence cut in half at the end of ``data``."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 == 0x80:
+            continue
+        if b >= 0xC0:
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            if back < need:
+                return data[:-back]
+        return data
+    return data
+
+
+def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
+    """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent
+    or not a regular file."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(min(limit, size + 1))  # read(n) preallocates n bytes
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None, None, False
+    except OSError:
+        return None, None, False
+    if size > len(data):
+        return decode_text(_trim_partial_utf8(data)), size, True
+    return decode_text(data), size, False
+
+
+def read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
+    """The last ``limit`` bytes of a file and whether it was longer; b"" if absent or not a regular file."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                fh.seek(size - limit)
+                return fh.read(limit), True
+            return fh.read(), False
+    except OSError:
+        return b"", False
+
+
+def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> str:
+    """The last ``lines`` lines of the last ``max_bytes`` bytes of a log."""
+    data, cut = read_tail_bytes(path, max_bytes)
+    text = decode_text(data)
+    parts = text.splitlines()
+    if cut and parts:
+        parts = parts[1:]  # the first line was cut in the middle
+    while parts and not parts[-1].strip():
+        parts.pop()
+    return "\n".join(parts[-lines:])
 
 
 def _read_optional_text(path: Path) -> Optional[str]:
