@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
 from . import __version__
 from .errors import EXIT_DISCORD, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
+from .settings_spec import SETTING, Number
 
 log = logging.getLogger("discord_orch")
 
@@ -163,19 +164,37 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     click.echo(task_id)
 
 
+def _flag_type(parse: Any) -> click.ParamType:
+    """click's check for a flag (a bad flag is a usage error, exit 2): a number's bounds as a range."""
+    if isinstance(parse, Number):
+        kind = click.IntRange if parse.integer else click.FloatRange
+        return kind(min=parse.minimum, max=parse.maximum)
+    # Passed through as text, a bad value would be reported as bad configuration (exit 3) instead.
+    raise TypeError(f"no click type for {parse!r}: say here how click checks it")
+
+
+def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The declared flags of these settings, each passed to the command as KEY=value (None when not given)."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for key in reversed(keys):  # click lists options in the order their decorators are written
+            setting = SETTING[key]
+            default = f", default {setting.default}" if setting.default else ""
+            command = click.option(setting.flag, key, type=_flag_type(setting.parse),
+                                   help=f"{setting.flag_help} ({key}{default}).")(command)
+        return command
+    return decorate
+
+
 @cli.command()
 @click.option("--watch", is_flag=True, help="Keep polling and running until stopped (for systemd or a terminal).")
-@click.option("--interval", type=click.FloatRange(min=0.2), help="Seconds between polls (POLL_INTERVAL, default 5).")
-@click.option("--max-agents", type=click.IntRange(min=1, max=1000), help="Agents at once (MAX_AGENTS, default 2).")
-@click.option("--timeout", type=click.FloatRange(min=1), help="Agent timeout in seconds (TIMEOUT).")
+@setting_options("POLL_INTERVAL", "MAX_AGENTS", "TIMEOUT")
 @click.pass_context
-def orchestrate(ctx: click.Context, watch: bool, interval: Optional[float], max_agents: Optional[int],
-                timeout: Optional[float]) -> None:
+def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     """Run one pass: claim pending tasks, run their agents, post results."""
     from .orchestrator import Orchestrator
     from .state import Store, check_writable
 
-    settings = _load(ctx, POLL_INTERVAL=interval, MAX_AGENTS=max_agents, TIMEOUT=timeout)
+    settings = _load(ctx, **flags)   # flags keyed like the file: flag > environment > file > default
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
     for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):

@@ -2,7 +2,7 @@
 
 Precedence (house rule 8): a command-line flag beats the environment, the
 environment beats ``<home>/discord-config.env``, and that beats the defaults
-below. The file is read with python-dotenv without touching ``os.environ``.
+declared in settings_spec.py. The file is read with python-dotenv without touching ``os.environ``.
 
 The bot token is held in :class:`Secret`, whose ``repr``/``str`` never show
 the value; nothing in this module logs or prints it.
@@ -17,23 +17,20 @@ import os
 import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from .errors import ConfigError
-from .models import API_BASE_URL
-from .models import is_snowflake
+from .settings_spec import DEFAULT_TIMEOUT_HIGH_S, DEFAULT_TIMEOUT_S, HIGH_THINKING, SETTINGS, default_of
 from .tasks import DEFAULT_ALIASES, THINKING_LEVELS, parse_aliases
 
 CONFIG_FILENAME = "discord-config.env"
-DEFAULT_TIMEOUT_S = 120
-DEFAULT_TIMEOUT_HIGH_S = 300          # for thinking "high" and above, as the later scripts did
-HIGH_THINKING = ("high", "xhigh")
-TOKEN_KEYS = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN")
+TOKEN_KEYS = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN")   # in the order they are tried
 CHANNEL_KEYS = ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
-STATUS_REACTION_MODES = ("full", "final", "off")
+TOKEN_CHARS = range(33, 127)          # printable ASCII without the blank: all a bot token may hold
+BOT_PREFIX = "bot "                   # of an Authorization header, pasted along with the token
 
 
 class Secret:
@@ -62,92 +59,45 @@ class Secret:
         return hash(("Secret", self._value))
 
 
-# Every key the file may hold, with its default (as text, parsed below) and a
-# one-line description (the README and discord-config.env.example say the same).
-KNOWN_KEYS: Dict[str, str] = {
-    "CHIP_TOKEN": "bot token (the seed's name)",
-    "ORCHESTRATOR_AGENT_TOKEN": "bot token (the later scripts' name; used when CHIP_TOKEN is unset)",
-    "TASK_QUEUE_CHANNEL": "id of #task-queue",
-    "RESULTS_CHANNEL": "id of #results",
-    "WORKER_POOL_CHANNEL": "id of #worker-pool",
-    "GUILD_ID": "id of the server (for jump links and role checks)",
-    "DISCORD_API_BASE_URL": "Discord API base URL",
-    "OPENCLAW_BIN": "openclaw executable",
-    "OPENCLAW_CONFIG": "the user's OpenClaw config",
-    "AGENT_LOCAL": "run `openclaw agent --local` (embedded agent, per-task workspace)",
-    "TIMEOUT": "agent timeout in seconds (default 120, 300 for high/xhigh thinking)",
-    "KILL_GRACE": "seconds between SIGTERM and SIGKILL on timeout",
-    "MAX_AGENTS": "agents running at once",
-    "MODEL_ALIASES": "extra or overriding model aliases, name=provider/model,...",
-    "ALLOWED_USER_IDS": "user ids whose tasks may run",
-    "ALLOWED_ROLE_IDS": "role ids whose members' tasks may run",
-    "ALLOW_ANYONE": "run tasks from anyone who can post in #task-queue (unsafe)",
-    "RETRY_INTERRUPTED": "re-run tasks whose agent died with the orchestrator",
-    "SUMMARY_MAX_LENGTH": "max characters of SUMMARY.txt shown",
-    "ARCHIVE_RETENTION_HOURS": "hours failed workspaces stay in archive/",
-    "KEEP_SUCCESS_HOURS": "hours successful workspaces stay in archive/ (0 = removed at once)",
-    "AGENTS_MD_TEMPLATE": "a custom AGENTS.md template file",
-    "EXTRA_PYTHONPATH": "added to the agent's PYTHONPATH",
-    "RATE_LIMIT_MAX_WAIT": "longest rate-limit wait in seconds before giving up (result kept for later)",
-    "POLL_INTERVAL": "seconds between polls of #task-queue while a pass runs and in --watch",
-    "WATCHDOG": "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
-    "STATUS_REACTIONS": "status reactions on tasks: full (⏳ then 🏁/❌/⏱), final (🏁/❌/⏱), off",
-    "LOG_FILE": "append the log to this file (rotated)",
-}
-
-DEFAULTS: Dict[str, str] = {
-    "DISCORD_API_BASE_URL": API_BASE_URL,
-    "OPENCLAW_BIN": "openclaw",
-    "OPENCLAW_CONFIG": "~/.openclaw/openclaw.json",
-    "AGENT_LOCAL": "true",
-    "KILL_GRACE": "10",
-    "MAX_AGENTS": "2",
-    "ALLOW_ANYONE": "false",
-    "RETRY_INTERRUPTED": "false",
-    "SUMMARY_MAX_LENGTH": "1500",
-    "ARCHIVE_RETENTION_HOURS": "72",
-    "KEEP_SUCCESS_HOURS": "0",
-    "RATE_LIMIT_MAX_WAIT": "60",
-    "POLL_INTERVAL": "5",
-    "WATCHDOG": "1800",
-    "STATUS_REACTIONS": "final",
-}
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# Every key the file may hold, with a one-line description, and the defaults (as text), from the
+# declarations in settings_spec.py (README.md and discord-config.env.example are checked against them).
+KNOWN_KEYS: Dict[str, str] = {s.key: s.help for s in SETTINGS}
+DEFAULTS: Dict[str, str] = {s.key: s.default for s in SETTINGS if s.default}
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Validated settings; a declared key's field defaults to its declaration's default (settings_spec.py)."""
+
     home: Path
     token: Secret = field(default_factory=lambda: Secret(""))
     token_key: str = ""
-    task_queue_channel: str = ""
-    results_channel: str = ""
-    worker_pool_channel: str = ""
-    guild_id: str = ""
-    api_base_url: str = API_BASE_URL
-    openclaw_bin: str = "openclaw"
-    openclaw_config: Path = Path("~/.openclaw/openclaw.json")
-    agent_local: bool = True
-    timeout_s: Optional[float] = None     # None: 120, or 300 for high thinking
-    kill_grace_s: float = 10.0
-    max_agents: int = 2
+    task_queue_channel: str = default_of("TASK_QUEUE_CHANNEL")
+    results_channel: str = default_of("RESULTS_CHANNEL")
+    worker_pool_channel: str = default_of("WORKER_POOL_CHANNEL")
+    guild_id: str = default_of("GUILD_ID")
+    api_base_url: str = default_of("DISCORD_API_BASE_URL")
+    openclaw_bin: str = default_of("OPENCLAW_BIN")
+    openclaw_config: Path = default_of("OPENCLAW_CONFIG")
+    agent_local: bool = default_of("AGENT_LOCAL")
+    timeout_s: Optional[float] = default_of("TIMEOUT")
+    kill_grace_s: float = default_of("KILL_GRACE")
+    max_agents: int = default_of("MAX_AGENTS")
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
-    allowed_user_ids: Tuple[str, ...] = ()
-    allowed_role_ids: Tuple[str, ...] = ()
-    allow_anyone: bool = False
-    retry_interrupted: bool = False
-    summary_max: int = 1500
-    archive_retention_h: float = 72.0
-    keep_success_h: float = 0.0
-    agents_md_template: Optional[Path] = None
-    extra_pythonpath: Optional[str] = None
-    rate_limit_max_wait: float = 60.0
-    poll_interval: float = 5.0
-    watchdog_s: float = 1800.0
-    status_reactions: str = "final"
-    log_file: Optional[Path] = None
+    allowed_user_ids: Tuple[str, ...] = default_of("ALLOWED_USER_IDS")
+    allowed_role_ids: Tuple[str, ...] = default_of("ALLOWED_ROLE_IDS")
+    allow_anyone: bool = default_of("ALLOW_ANYONE")
+    retry_interrupted: bool = default_of("RETRY_INTERRUPTED")
+    summary_max: int = default_of("SUMMARY_MAX_LENGTH")
+    archive_retention_h: float = default_of("ARCHIVE_RETENTION_HOURS")
+    keep_success_h: float = default_of("KEEP_SUCCESS_HOURS")
+    agents_md_template: Optional[Path] = default_of("AGENTS_MD_TEMPLATE")
+    extra_pythonpath: Optional[str] = default_of("EXTRA_PYTHONPATH")
+    rate_limit_max_wait: float = default_of("RATE_LIMIT_MAX_WAIT")
+    poll_interval: float = default_of("POLL_INTERVAL")
+    watchdog_s: float = default_of("WATCHDOG")
+    status_reactions: str = default_of("STATUS_REACTIONS")
+    log_file: Optional[Path] = default_of("LOG_FILE")
     warnings: Tuple[str, ...] = ()
 
     # -- derived paths -------------------------------------------------
@@ -184,40 +134,6 @@ class Settings:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
                           if f.name not in ("warnings", "aliases"))
         return f"Settings({shown})"
-
-
-def _parse_bool(key: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(key, f"expected true or false, got {raw!r}")
-
-
-def _parse_number(key: str, raw: str, *, minimum: float, integer: bool = False,
-                  maximum: Optional[float] = None) -> float:
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(key, f"expected {kind}, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
-        raise ConfigError(key, f"must be {bound}, got {raw!r}")
-    return value
-
-
-def _parse_id(key: str, raw: str) -> str:
-    value = raw.strip()
-    if value and not is_snowflake(value):
-        raise ConfigError(key, f"{raw!r} is not a Discord id (17-20 digits; enable Developer Mode, "
-                               "then right-click → Copy ID)")
-    return value
-
-
-def _parse_id_list(key: str, raw: str) -> Tuple[str, ...]:
-    return tuple(_parse_id(key, part) for part in raw.replace(" ", "").split(",") if part)
 
 
 def _key_of(line: str) -> str:
@@ -288,6 +204,20 @@ def read_config_file(path: Path) -> Tuple[Dict[str, str], List[str]]:
     return values, warnings
 
 
+def _token(get: Callable[[str], str]) -> Tuple[str, str]:
+    """(the key it came from, the bot token): the first of TOKEN_KEYS that is set, without a pasted 'Bot '."""
+    token_key = next((k for k in TOKEN_KEYS if get(k).strip()), "")
+    token = get(token_key).strip() if token_key else ""
+    if token.lower().startswith(BOT_PREFIX):
+        token = token[len(BOT_PREFIX):].strip()  # a pasted "Bot xxx" would otherwise become "Bot Bot xxx"
+    if token and not all(ord(c) in TOKEN_CHARS for c in token):
+        # Never quote the value, not even in part: it is the secret.
+        raise ConfigError(token_key, "contains characters a bot token never has (blanks, quotes, "
+                                     "non-ASCII or control characters)",
+                          "paste it again, bare: Developer Portal → your application → Bot → Reset Token")
+    return token_key, token
+
+
 def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, Any]] = None,
                   environ: Optional[Mapping[str, str]] = None) -> Settings:
     """Build Settings from flags (``overrides``, keyed like the file), env, file, defaults."""
@@ -309,64 +239,14 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
             return file_values[key]
         return DEFAULTS.get(key, "")
 
-    token_key = next((k for k in TOKEN_KEYS if get(k).strip()), "")
-    token = get(token_key).strip() if token_key else ""
-    if token.lower().startswith("bot "):
-        token = token[4:].strip()  # a pasted "Bot xxx" would otherwise become "Bot Bot xxx"
-    if token and not all(33 <= ord(c) <= 126 for c in token):
-        # Never quote the value, not even in part: it is the secret.
-        raise ConfigError(token_key, "contains characters a bot token never has (blanks, quotes, "
-                                     "non-ASCII or control characters)",
-                          "paste it again, bare: Developer Portal → your application → Bot → Reset Token")
-
+    token_key, token = _token(get)
     aliases = dict(DEFAULT_ALIASES)
     if get("MODEL_ALIASES").strip():
         aliases.update(parse_aliases(get("MODEL_ALIASES")))
-
-    timeout_raw = get("TIMEOUT").strip()
-    template_raw = get("AGENTS_MD_TEMPLATE").strip()
-    log_raw = get("LOG_FILE").strip()
-    status_reactions = get("STATUS_REACTIONS").strip().lower()
-    if status_reactions not in STATUS_REACTION_MODES:
-        raise ConfigError("STATUS_REACTIONS", f"expected one of {', '.join(STATUS_REACTION_MODES)}, "
-                                              f"got {status_reactions!r}")
-    base_url = get("DISCORD_API_BASE_URL").strip().rstrip("/")
-    if not base_url.startswith(("https://", "http://")):
-        raise ConfigError("DISCORD_API_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
-
-    settings = Settings(
-        home=home,
-        token=Secret(token),
-        token_key=token_key,
-        task_queue_channel=_parse_id("TASK_QUEUE_CHANNEL", get("TASK_QUEUE_CHANNEL")),
-        results_channel=_parse_id("RESULTS_CHANNEL", get("RESULTS_CHANNEL")),
-        worker_pool_channel=_parse_id("WORKER_POOL_CHANNEL", get("WORKER_POOL_CHANNEL")),
-        guild_id=_parse_id("GUILD_ID", get("GUILD_ID")),
-        api_base_url=base_url,
-        openclaw_bin=get("OPENCLAW_BIN").strip() or "openclaw",
-        openclaw_config=Path(get("OPENCLAW_CONFIG").strip()).expanduser(),
-        agent_local=_parse_bool("AGENT_LOCAL", get("AGENT_LOCAL")),
-        timeout_s=_parse_number("TIMEOUT", timeout_raw, minimum=1) if timeout_raw else None,
-        kill_grace_s=_parse_number("KILL_GRACE", get("KILL_GRACE"), minimum=0),
-        max_agents=int(_parse_number("MAX_AGENTS", get("MAX_AGENTS"), minimum=1, maximum=1000, integer=True)),
-        aliases=aliases,
-        allowed_user_ids=_parse_id_list("ALLOWED_USER_IDS", get("ALLOWED_USER_IDS")),
-        allowed_role_ids=_parse_id_list("ALLOWED_ROLE_IDS", get("ALLOWED_ROLE_IDS")),
-        allow_anyone=_parse_bool("ALLOW_ANYONE", get("ALLOW_ANYONE")),
-        retry_interrupted=_parse_bool("RETRY_INTERRUPTED", get("RETRY_INTERRUPTED")),
-        summary_max=int(_parse_number("SUMMARY_MAX_LENGTH", get("SUMMARY_MAX_LENGTH"), minimum=100,
-                                      maximum=1800, integer=True)),
-        archive_retention_h=_parse_number("ARCHIVE_RETENTION_HOURS", get("ARCHIVE_RETENTION_HOURS"), minimum=0),
-        keep_success_h=_parse_number("KEEP_SUCCESS_HOURS", get("KEEP_SUCCESS_HOURS"), minimum=0),
-        agents_md_template=(home / Path(template_raw).expanduser()) if template_raw else None,
-        extra_pythonpath=get("EXTRA_PYTHONPATH").strip() or None,
-        rate_limit_max_wait=_parse_number("RATE_LIMIT_MAX_WAIT", get("RATE_LIMIT_MAX_WAIT"), minimum=1),
-        poll_interval=_parse_number("POLL_INTERVAL", get("POLL_INTERVAL"), minimum=0.2),
-        watchdog_s=_parse_number("WATCHDOG", get("WATCHDOG"), minimum=0),
-        status_reactions=status_reactions,
-        log_file=(home / Path(log_raw).expanduser()) if log_raw else None,
-        warnings=tuple(warnings),
-    )
+    declared = {setting.field: setting.parse(setting.key, get(setting.key), home)
+                for setting in SETTINGS if setting.parse is not None}
+    settings = Settings(home=home, token=Secret(token), token_key=token_key, aliases=aliases,
+                        warnings=tuple(warnings), **declared)
     # Results may share #task-queue (they are then replies to their tasks, and the poll skips the bot's
     # own replies); spawn/finish notices are plain bot posts, which would be read as tasks.
     if settings.task_queue_channel and settings.worker_pool_channel == settings.task_queue_channel:

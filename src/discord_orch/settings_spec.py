@@ -1,0 +1,204 @@
+"""Every setting, declared once: its key, the Settings field, how its text is read, its default.
+
+config.py derives ``KNOWN_KEYS``, ``DEFAULTS``, the ``Settings`` defaults and
+``load_settings`` from :data:`SETTINGS`; cli.py derives the orchestrate flags;
+tests/test_settings_declared.py checks README.md and discord-config.env.example
+against it. A module of its own, importing only errors and models, so that the
+command line can build its options without loading config.py (dotenv, tasks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .errors import ConfigError
+from .models import API_BASE_URL, is_snowflake
+
+DEFAULT_TIMEOUT_S = 120
+DEFAULT_TIMEOUT_HIGH_S = 300          # for thinking "high" and above, as the later scripts did
+HIGH_THINKING = ("high", "xhigh")
+STATUS_REACTION_MODES = ("full", "final", "off")
+OPENCLAW = "openclaw"                 # the executable's name, looked up on PATH
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+# parse(key, text, home) -> the value, or ConfigError naming key. home anchors relative paths.
+Parser = Callable[[str, str, Path], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of discord-config.env (and the environment)."""
+
+    key: str
+    field: str                 # the Settings field it fills
+    parse: Optional[Parser]    # None: load_settings reads it itself (the token, MODEL_ALIASES)
+    help: str                  # one line on what it does
+    default: str = ""          # as text, as the file would hold it
+    unset_means: str = ""      # what an empty default does, where that is more than nothing (README)
+    flag: str = ""             # the `orchestrate` option that overrides it
+    flag_help: str = ""        # that option's help, before "(KEY, default ...)."
+
+
+def boolean(key: str, raw: str, home: Path) -> bool:
+    """true/yes/on/1 or false/no/off/0/empty, in any case."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(key, f"expected true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number within bounds; cli.py turns the bounds into click's range check."""
+
+    minimum: float
+    maximum: Optional[float] = None
+    integer: bool = False
+    optional: bool = False     # empty means None (TIMEOUT: the default then depends on thinking)
+
+    def __call__(self, key: str, raw: str, home: Path) -> Any:
+        if self.optional:
+            raw = raw.strip()
+            if not raw:
+                return None
+        try:
+            value = int(raw) if self.integer else float(raw)
+        except ValueError:
+            kind = "a whole number" if self.integer else "a number"
+            raise ConfigError(key, f"expected {kind}, got {raw!r}") from None
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            bound = (f"between {self.minimum:g} and {self.maximum:g}" if self.maximum is not None
+                     else f"at least {self.minimum:g}")
+            raise ConfigError(key, f"must be {bound}, got {raw!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few words, in any case."""
+
+    options: Tuple[str, ...]
+
+    def __call__(self, key: str, raw: str, home: Path) -> str:
+        value = raw.strip().lower()
+        if value not in self.options:
+            raise ConfigError(key, f"expected one of {', '.join(self.options)}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Text:
+    """Free text, stripped; empty becomes ``empty``."""
+
+    empty: Optional[str] = None
+
+    def __call__(self, key: str, raw: str, home: Path) -> Optional[str]:
+        return raw.strip() or self.empty
+
+
+def snowflake(key: str, raw: str, home: Path) -> str:
+    """A Discord id, or empty."""
+    value = raw.strip()
+    if value and not is_snowflake(value):
+        raise ConfigError(key, f"{raw!r} is not a Discord id (17-20 digits; enable Developer Mode, "
+                               "then right-click → Copy ID)")
+    return value
+
+
+def snowflakes(key: str, raw: str, home: Path) -> Tuple[str, ...]:
+    """Comma-separated Discord ids."""
+    return tuple(snowflake(key, part, home) for part in raw.replace(" ", "").split(",") if part)
+
+
+def http_url(key: str, raw: str, home: Path) -> str:
+    """An http(s) URL, without the trailing slash."""
+    value = raw.strip().rstrip("/")
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(key, f"expected an http(s) URL, got {value!r}")
+    return value
+
+
+def user_path(key: str, raw: str, home: Path) -> Path:
+    """A path where ``~`` is the user's home."""
+    return Path(raw.strip()).expanduser()
+
+
+def home_path(key: str, raw: str, home: Path) -> Optional[Path]:
+    """A path relative to discord-orch's home directory, or None when empty."""
+    value = raw.strip()
+    return home / Path(value).expanduser() if value else None
+
+
+# In the order load_settings checks them, after the token and MODEL_ALIASES: so a file with several
+# bad values gets the same first error as before the settings were declared here.
+SETTINGS: Tuple[Setting, ...] = (
+    Setting("CHIP_TOKEN", "token", None, "bot token (the seed's name)"),
+    Setting("ORCHESTRATOR_AGENT_TOKEN", "token", None,
+            "bot token (the later scripts' name; used when CHIP_TOKEN is unset)"),
+    Setting("MODEL_ALIASES", "aliases", None, "extra or overriding model aliases, name=provider/model,..."),
+    Setting("STATUS_REACTIONS", "status_reactions", Choice(STATUS_REACTION_MODES),
+            "status reactions on tasks: full (⏳ then 🏁/❌/⏱), final (🏁/❌/⏱), off", default="final"),
+    Setting("DISCORD_API_BASE_URL", "api_base_url", http_url, "Discord API base URL", default=API_BASE_URL),
+    Setting("TASK_QUEUE_CHANNEL", "task_queue_channel", snowflake, "id of #task-queue"),
+    Setting("RESULTS_CHANNEL", "results_channel", snowflake, "id of #results"),
+    Setting("WORKER_POOL_CHANNEL", "worker_pool_channel", snowflake, "id of #worker-pool"),
+    Setting("GUILD_ID", "guild_id", snowflake, "id of the server (for jump links and role checks)",
+            unset_means="looked up"),
+    Setting("OPENCLAW_BIN", "openclaw_bin", Text(empty=OPENCLAW), "openclaw executable", default=OPENCLAW),
+    Setting("OPENCLAW_CONFIG", "openclaw_config", user_path, "the user's OpenClaw config",
+            default="~/.openclaw/openclaw.json"),
+    Setting("AGENT_LOCAL", "agent_local", boolean,
+            "run `openclaw agent --local` (embedded agent, per-task workspace)", default="true"),
+    Setting("TIMEOUT", "timeout_s", Number(minimum=1, optional=True), "agent timeout in seconds",
+            unset_means=f"{DEFAULT_TIMEOUT_S} ({DEFAULT_TIMEOUT_HIGH_S} for {'/'.join(HIGH_THINKING)})",
+            flag="--timeout", flag_help="Agent timeout in seconds"),
+    Setting("KILL_GRACE", "kill_grace_s", Number(minimum=0), "seconds between SIGTERM and SIGKILL on timeout",
+            default="10"),
+    Setting("MAX_AGENTS", "max_agents", Number(minimum=1, maximum=1000, integer=True), "agents running at once",
+            default="2", flag="--max-agents", flag_help="Agents at once"),
+    Setting("ALLOWED_USER_IDS", "allowed_user_ids", snowflakes, "user ids whose tasks may run",
+            unset_means="none"),
+    Setting("ALLOWED_ROLE_IDS", "allowed_role_ids", snowflakes, "role ids whose members' tasks may run",
+            unset_means="none"),
+    Setting("ALLOW_ANYONE", "allow_anyone", boolean, "run tasks from anyone who can post in #task-queue (unsafe)",
+            default="false"),
+    Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",
+            default="false"),
+    Setting("SUMMARY_MAX_LENGTH", "summary_max", Number(minimum=100, maximum=1800, integer=True),
+            "max characters of SUMMARY.txt shown", default="1500"),
+    Setting("ARCHIVE_RETENTION_HOURS", "archive_retention_h", Number(minimum=0),
+            "hours failed workspaces stay in archive/", default="72"),
+    Setting("KEEP_SUCCESS_HOURS", "keep_success_h", Number(minimum=0),
+            "hours successful workspaces stay in archive/ (0 = removed at once)", default="0"),
+    Setting("AGENTS_MD_TEMPLATE", "agents_md_template", home_path, "a custom AGENTS.md template file",
+            unset_means="built-in"),
+    Setting("EXTRA_PYTHONPATH", "extra_pythonpath", Text(), "added to the agent's PYTHONPATH"),
+    Setting("RATE_LIMIT_MAX_WAIT", "rate_limit_max_wait", Number(minimum=1),
+            "longest rate-limit wait in seconds before giving up (result kept for later)", default="60"),
+    Setting("POLL_INTERVAL", "poll_interval", Number(minimum=0.2),
+            "seconds between polls of #task-queue while a pass runs and in --watch", default="5",
+            flag="--interval", flag_help="Seconds between polls"),
+    Setting("WATCHDOG", "watchdog_s", Number(minimum=0),
+            "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
+            default="1800"),
+    Setting("LOG_FILE", "log_file", home_path, "append the log to this file (rotated)"),
+)
+
+SETTING: Dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+def default_of(key: str) -> Any:
+    """KEY's default, parsed: what Settings holds when nothing sets it."""
+    setting = SETTING[key]
+    return setting.parse(key, setting.default, Path())   # home: no default is a path in it
+
+
+__all__ = ["Setting", "SETTINGS", "SETTING", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
+           "snowflakes", "http_url", "user_path", "home_path", "DEFAULT_TIMEOUT_S", "DEFAULT_TIMEOUT_HIGH_S",
+           "HIGH_THINKING", "STATUS_REACTION_MODES"]
