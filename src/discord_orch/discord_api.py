@@ -309,17 +309,7 @@ class DiscordClient:
               query: Optional[Mapping[str, str]] = None, json_body: Any = None,
               form: Optional[Mapping[str, str]] = None, files: Optional[list] = None,
               parse: Optional[Callable[[Any], Any]]) -> Any:
-        params = {k: str(v) for k, v in path_params.items()}
-        channel_id = params.get("channel_id")
-        _check_ids(method, template, {k: v for k, v in params.items() if k != "emoji"}, channel_id)
-        _check_ids(method, template, {k: v for k, v in (query or {}).items() if k in _ID_QUERY_KEYS}, channel_id)
-        if "emoji" in params and not params["emoji"]:
-            raise BadRequest(method, template, None, None, "empty emoji (not sent)", channel_id=channel_id)
-        route_key = f"{method} {template}"
-        major = params.get("channel_id") or params.get("guild_id") or ""
-        path = template.format(**{k: urllib.parse.quote(v, safe=":" if k == "emoji" else "")
-                                  for k, v in params.items()})
-        url = self._base_url + path
+        url, route_key, major, channel_id = self._route(method, template, path_params, query)
         failures = 0   # transient failures (connection errors, 5xx)
         limited = 0    # 429s
         while True:
@@ -359,13 +349,9 @@ class DiscordClient:
                     self._release(route_key, major)
                     consumed = True
                     log.debug("%s -> %d in %.0f ms", route_key, status, elapsed_ms)
-                    if status in RETRYABLE_STATUSES and failures < self._max_retries:
-                        failures += 1
-                        self._backoff(failures, route_key, f"HTTP {status}")
-                        continue
-                    _code, message, _errors = _error_fields(*_parse_json(resp.content))
-                    raise DiscordUnavailable(method, template, failures + 1, f"HTTP {status}: {message}",
-                                             status=status, channel_id=channel_id)
+                    failures += 1
+                    self._retry_or_raise(resp, failures, method, template, route_key, channel_id)
+                    continue
 
                 with self._lock:
                     rl = self._limiter.update(route_key, major, resp.headers, self._clock())
@@ -380,6 +366,32 @@ class DiscordClient:
             finally:
                 if not consumed:
                     self._release(route_key, major)
+
+    def _route(self, method: str, template: str, path_params: Mapping[str, str],
+               query: Optional[Mapping[str, str]]) -> Tuple[str, str, str, Optional[str]]:
+        """Checked ids in, (url, route key, major parameter, channel id) out; BadRequest before sending."""
+        params = {k: str(v) for k, v in path_params.items()}
+        channel_id = params.get("channel_id")
+        _check_ids(method, template, {k: v for k, v in params.items() if k != "emoji"}, channel_id)
+        _check_ids(method, template, {k: v for k, v in (query or {}).items() if k in _ID_QUERY_KEYS}, channel_id)
+        if "emoji" in params and not params["emoji"]:
+            raise BadRequest(method, template, None, None, "empty emoji (not sent)", channel_id=channel_id)
+        major = params.get("channel_id") or params.get("guild_id") or ""
+        path = template.format(**{k: urllib.parse.quote(v, safe=":" if k == "emoji" else "")
+                                  for k, v in params.items()})
+        return self._base_url + path, f"{method} {template}", major, channel_id
+
+    def _retry_or_raise(self, resp: requests.Response, failures: int, method: str, template: str,
+                        route_key: str, channel_id: Optional[str]) -> None:
+        """After the ``failures``-th 5xx: back off for a retry (a RETRYABLE_STATUSES status, retries
+        left), or raise DiscordUnavailable."""
+        status = resp.status_code
+        if status in RETRYABLE_STATUSES and failures <= self._max_retries:
+            self._backoff(failures, route_key, f"HTTP {status}")
+            return
+        _code, message, _errors = _error_fields(*_parse_json(resp.content))
+        raise DiscordUnavailable(method, template, failures, f"HTTP {status}: {message}",
+                                 status=status, channel_id=channel_id)
 
     def _wait_for_slot(self, route_key: str, major: str, channel_id: Optional[str]) -> None:
         """Block (never while holding the lock) until the limiter reserves a slot."""

@@ -355,6 +355,81 @@ def _attachment(name: str, text: str, task_id: str, max_bytes: int) -> Tuple[mod
 # ----------------------------------------------------------------------
 # posts
 # ----------------------------------------------------------------------
+def _result_header(task_id: str, agent_id: str, link: str, outcome: Outcome, model_requested: Optional[str],
+                   thinking: Optional[str], worker: Optional[str], prices: Optional[Prices]) -> str:
+    """The two header lines of a result post (never cut): status, ids, link; model, thinking, time, cost."""
+    status = outcome.status
+    label = STATUS_LABELS.get(status, "❔ **" + escape_inline(one_line(str(status)).upper()[:20]) + "**")
+    header = f"{label} · task {_code(task_id, 24)} · agent {_code(agent_id)}{link}"
+    used = model_used(outcome.usage, model_requested)
+    facts = [f"model {_code(used, MODEL_MAX) if used else 'n/a'}"]
+    requested = (model_requested or "").strip()
+    reported = bool((outcome.usage.model or "").strip())
+    if used and requested and used != requested:
+        facts[0] += f" (asked for {_code(requested, MODEL_MAX)})"
+    elif used and not reported:
+        facts[0] += " (requested)"  # openclaw did not say which model ran
+    facts.append(f"thinking {_code(thinking, 20) if thinking else 'n/a'}")
+    if worker:
+        facts.append(f"worker {_code(worker, 32)}")
+    facts.append(format_duration(outcome.duration_s))
+    facts.append(_tokens_text(outcome.usage))
+    facts.append("cost " + cost_text(outcome.usage, prices, used))
+    return header + "\n" + " · ".join(facts)
+
+
+def _shown_and_attachable(outcome: Outcome) -> Tuple[str, str, str, str]:
+    """What the result block shows (label, text) and what could be attached (file name, text):
+    SUMMARY.txt, else RESULT.txt, else the agent's reply; RESULT.txt, else the reply."""
+    result = _no_nul(outcome.result_text)
+    summary = _no_nul(outcome.summary_text).strip()
+    reply = _no_nul(outcome.reply_text)
+    if summary:
+        block_label, block_text = "📄 **Summary** (SUMMARY.txt)", summary
+    elif result.strip():
+        block_label, block_text = "📄 **Result** (RESULT.txt)", result.strip()
+    elif reply.strip():
+        block_label, block_text = "💬 **Agent reply** (no RESULT.txt)", reply.strip()
+    else:
+        block_label, block_text = "", ""
+    if result.strip():
+        return block_label, block_text, RESULT_FILE, result
+    if reply.strip() and not summary:
+        return block_label, block_text, REPLY_FILE, reply
+    return block_label, block_text, "", ""
+
+
+def _failure_lines(reason: str, error: str, outcome: Outcome, caps: Dict[str, int]) -> List[str]:
+    """Why a run failed (with its exit code or signal) and what openclaw said, within their caps."""
+    why = _inline(reason, caps["reason"])
+    lines = [f"**Why:** {why}" + ("" if _says_exit(reason, outcome) else f" · {exit_text(outcome)}")]
+    if error:
+        shown, _ = _head_block(error, caps["error"])
+        lines.append("**openclaw said:**\n" + f"{FENCE}\n{shown}\n{FENCE}")
+    return lines
+
+
+def _trailer_lines(log_tail: str, files: List[str], archive_path: Optional[str], caps: Dict[str, int]) -> List[str]:
+    """The log's last lines (a failed run), the files left and where the workspace was kept."""
+    lines = []
+    if log_tail.strip():
+        lines.append(f"**agent-output.log** (last {LOG_LINES} lines):\n"
+                     f"{FENCE}\n{_tail_block(log_tail, caps['log'])}\n{FENCE}")
+    if files and caps["files"] > 0:
+        names = ", ".join(_code(f, FILE_NAME_MAX) for f in files[:caps["files"]])
+        more = len(files) - caps["files"]
+        lines.append(f"📎 **Files:** {names}" + (f" (+{more} more)" if more > 0 else ""))
+    if archive_path:
+        lines.append(f"🗂 **Workspace kept:** {_code(archive_path, caps['path'])}")
+    return lines
+
+
+def _attachment_line(name: str, text: str, attached: int, on_disk: int) -> str:
+    if attached < on_disk:
+        return f"📦 **{name}** attached: its first {attached:,} of {on_disk:,} bytes."
+    return f"📦 Full text in the attached **{name}** ({len(text):,} characters)."
+
+
 def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
                 guild_id: Optional[str], agent_id: str, outcome: Outcome, task_description: str,
                 thinking: Optional[str], model_requested: Optional[str], worker: Optional[str] = None,
@@ -374,42 +449,8 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     status = outcome.status
     failed = status != OK
     reply_to, link = _placement(task_id, task_channel_id, results_channel_id, guild_id)
-    label = STATUS_LABELS.get(status, "❔ **" + escape_inline(one_line(str(status)).upper()[:20]) + "**")
-    header = f"{label} · task {_code(task_id, 24)} · agent {_code(agent_id)}{link}"
-    used = model_used(outcome.usage, model_requested)
-    facts = [f"model {_code(used, MODEL_MAX) if used else 'n/a'}"]
-    requested = (model_requested or "").strip()
-    reported = bool((outcome.usage.model or "").strip())
-    if used and requested and used != requested:
-        facts[0] += f" (asked for {_code(requested, MODEL_MAX)})"
-    elif used and not reported:
-        facts[0] += " (requested)"  # openclaw did not say which model ran
-    facts.append(f"thinking {_code(thinking, 20) if thinking else 'n/a'}")
-    if worker:
-        facts.append(f"worker {_code(worker, 32)}")
-    facts.append(format_duration(outcome.duration_s))
-    facts.append(_tokens_text(outcome.usage))
-    facts.append("cost " + cost_text(outcome.usage, prices, used))
-    header += "\n" + " · ".join(facts)
-
-    # What the result block shows, and what could be attached.
-    result = _no_nul(outcome.result_text)
-    summary = _no_nul(outcome.summary_text).strip()
-    reply = _no_nul(outcome.reply_text)
-    if summary:
-        block_label, block_text = "📄 **Summary** (SUMMARY.txt)", summary
-    elif result.strip():
-        block_label, block_text = "📄 **Result** (RESULT.txt)", result.strip()
-    elif reply.strip():
-        block_label, block_text = "💬 **Agent reply** (no RESULT.txt)", reply.strip()
-    else:
-        block_label, block_text = "", ""
-    if result.strip():
-        attach_name, attach_text = RESULT_FILE, result
-    elif reply.strip() and not summary:
-        attach_name, attach_text = REPLY_FILE, reply
-    else:
-        attach_name, attach_text = "", ""
+    header = _result_header(task_id, agent_id, link, outcome, model_requested, thinking, worker, prices)
+    block_label, block_text, attach_name, attach_text = _shown_and_attachable(outcome)
     result_truncated = bool(getattr(outcome, "result_truncated", False))
     result_bytes = getattr(outcome, "result_bytes", None)
 
@@ -436,11 +477,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
         if description:
             lines.append("📝 " + _inline(description, c["task"]))
         if failed:
-            why = _inline(reason, c["reason"])
-            lines.append(f"**Why:** {why}" + ("" if _says_exit(reason, outcome) else f" · {exit_text(outcome)}"))
-            if error:
-                shown, _ = _head_block(error, c["error"])
-                lines.append("**openclaw said:**\n" + f"{FENCE}\n{shown}\n{FENCE}")
+            lines.extend(_failure_lines(reason, error, outcome, c))
         shown_all = False
         if block_text and c["result"] > 0:
             shown, cut = _head_block(block_text, c["result"])
@@ -448,25 +485,14 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
             shown_all = not cut and shown == block_text
         elif not block_text and not failed:
             lines.append("⚠️ The agent wrote no RESULT.txt and gave no reply.")
-        if log_tail.strip():
-            lines.append(f"**agent-output.log** (last {LOG_LINES} lines):\n"
-                         f"{FENCE}\n{_tail_block(log_tail, c['log'])}\n{FENCE}")
-        if files and c["files"] > 0:
-            names = ", ".join(_code(f, FILE_NAME_MAX) for f in files[:c["files"]])
-            more = len(files) - c["files"]
-            lines.append(f"📎 **Files:** {names}" + (f" (+{more} more)" if more > 0 else ""))
-        if archive_path:
-            lines.append(f"🗂 **Workspace kept:** {_code(archive_path, c['path'])}")
+        lines.extend(_trailer_lines(log_tail, files, archive_path, c))
         # Attach unless the post shows the attachable text exactly and completely.
         shows_it = shown_all and attach_text.strip() == block_text and not result_truncated
         state["attach"] = bool(attach_text) and not shows_it
         if state["attach"]:
             attached, total = attached_bytes()
             on_disk = result_bytes if (result_truncated and attach_name == RESULT_FILE and result_bytes) else total
-            if attached < on_disk:
-                lines.append(f"📦 **{attach_name}** attached: its first {attached:,} of {on_disk:,} bytes.")
-            else:
-                lines.append(f"📦 Full text in the attached **{attach_name}** ({len(attach_text):,} characters).")
+            lines.append(_attachment_line(attach_name, attach_text, attached, on_disk))
         return "\n".join(lines)
 
     order = (("files", "result", "task", "log", "error", "path", "reason") if failed
