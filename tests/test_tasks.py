@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from discord_orch.errors import ConfigError
+from discord_orch.models import is_snowflake
 from discord_orch.tasks import (DEFAULT_ALIASES, MESSAGE_LIMIT, THINKING_LEVELS, ParsedTask, fits_in_message,
-                                fits_inline, format_attached_task_message, format_task_message, is_snowflake,
+                                fits_inline, format_attached_task_message, format_task_message,
                                 parse_aliases, parse_task, resolve_model, tag_problems, valid_models_text)
 
 CHEAP = "openrouter/stepfun/step-3.5-flash:free"

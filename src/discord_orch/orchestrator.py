@@ -42,7 +42,6 @@ handled: the next pass recovers (recovery.py).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import signal
 import threading
@@ -55,19 +54,20 @@ from .agent import RunningAgent
 from .claim import Claims
 from .config import Settings
 from .discord_api import DiscordClient
-from .errors import DiscordError, DiscordUnavailable, OrchError, RateLimitedTooLong, StateError, Unauthorized
+from .errors import OrchError, StateError
+from .intake import Intake
 from .lanes import Lane, drain
 from .models import Message
 from .openclaw import AgentConfig
 from .outcome import FAILED, OK, Outcome
 from .procs import ProcessTable
-from .recovery import Adoption, Ended, RecoveryPlan, Restart, plan_recovery
+from .recovery import Adoption, RecoveryPlan, Restart, plan_recovery
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
 from .waker import Waker
 from .watchdog import Watchdog
-from .workspace import (Workspace, agents_template_for, archive_quietly, create_workspace, new_agent_id,
-                        prune_archive, render_agents_md, tools_md_for)
+from .workspace import (Workspace, agents_md_for, archive_quietly, create_workspace, new_agent_id, prune_archive,
+                        tools_md_for)
 
 log = logging.getLogger("discord_orch")
 
@@ -76,8 +76,6 @@ PRUNE_EVERY_S = 3600.0           # --watch: prune archive/ this often (a pass pr
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
 OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tried again this often
-POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
-CURSOR_KEY = "cursor:{channel}"
 
 
 @dataclass
@@ -123,10 +121,7 @@ class Orchestrator:
             secret_values=(settings.token.reveal(),) if settings.token else (),
         )
         self._live: Dict[str, _Live] = {}
-        self._backlog: List[Message] = []           # pending, not yet decided (no capacity yet)
         self._ready: List[TaskRecord] = []          # claimed (by recovery), waiting for capacity
-        self._seen_upto: Optional[str] = None
-        self._more_history = False                   # the last poll stopped at POLL_MAX_MESSAGES
         self._wake = Waker()   # not threading.Event: signal handlers call wake() (see waker.py)
         self._stop_signal: Optional[int] = None
         self._fatal: Optional[OrchError] = None
@@ -135,6 +130,7 @@ class Orchestrator:
         self._last_outbox = clock()
         self._lanes: List[Optional[Lane]] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
+        self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
 
@@ -208,8 +204,8 @@ class Orchestrator:
                 self._stop_agents()
             elif self._capacity() > 0:
                 self._start_ready()
-                due = first or self._more_history or (self.clock() - last_poll >= s.poll_interval)
-                if due and self._capacity() > 0 and not self._backlog:
+                due = first or self.intake.more_history or (self.clock() - last_poll >= s.poll_interval)
+                if due and self._capacity() > 0 and not self.intake.backlog:
                     self.poll(first=first)
                     first = False
                     last_poll = self.clock()
@@ -223,14 +219,14 @@ class Orchestrator:
             if not self._live:
                 if stopping:
                     return
-                if not watch and not self._ready and not self._backlog and not self._more_history \
+                if not watch and not self._ready and not self.intake.backlog and not self.intake.more_history \
                         and not any(l is not None and l.busy for l in self._lanes):
                     if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
                             or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
                         return
                     looked_at = self.stats.claimed
                     continue  # tasks ran: one last look for tasks that came in meanwhile
-            if self._more_history and not stopping and self._capacity() > 0 and not self._backlog:
+            if self.intake.more_history and not stopping and self._capacity() > 0 and not self.intake.backlog:
                 continue  # read the rest of a long history without sleeping between chunks
             next_poll = last_poll + s.poll_interval - self.clock()  # wake for the next poll, not a tick later
             self._wake.wait(min(TICK_S, next_poll) if next_poll > 0 else TICK_S)
@@ -302,54 +298,13 @@ class Orchestrator:
     # poll
     # ------------------------------------------------------------------
     def poll(self, *, first: bool = False) -> None:
-        """Read #task-queue forward from the cursor; queue what is pending."""
-        channel = self.settings.task_queue_channel
-        after = self._seen_upto or self.store.get_meta(CURSOR_KEY.format(channel=channel)) or "0"
-        # In chunks: a first pass over a long history (switching from the old scripts) must not stop
-        # supervising agents or hold the whole channel in memory while it reads.
-        self._more_history = False
-        try:
-            messages = list(itertools.islice(self.client.iter_messages_after(channel, after), POLL_MAX_MESSAGES))
-        except DiscordError as exc:
-            transient = isinstance(exc, (DiscordUnavailable, RateLimitedTooLong))
-            if isinstance(exc, Unauthorized) or (first and not (transient and self._live)):
-                raise
-            # Agents are running (adopted, or recovered and started): keep supervising them, so
-            # that their timeouts hold while Discord is away; the poll is tried again later.
-            log.warning("poll failed, will retry: %s", exc)
-            return
-        self.stats.polled += 1
-        self._more_history = len(messages) == POLL_MAX_MESSAGES
-        if messages:
-            self._seen_upto = messages[-1].id
-            pending = self.claims.pending(messages)
-            self._backlog.extend(pending)
-            log.debug("poll: %d new message(s), %d pending", len(messages), len(pending))
-        self._save_cursor()
-
-    def _save_cursor(self) -> None:
-        """Everything at or below the cursor is decided: the oldest undecided message stops it."""
-        if self._seen_upto is None:
-            return
-        cursor = self._seen_upto
-        if self._backlog:
-            cursor = str(int(min(self._backlog, key=lambda m: int(m.id)).id) - 1)
-        key = CURSOR_KEY.format(channel=self.settings.task_queue_channel)
-        if self.store.get_meta(key) != cursor:
-            self.store.set_meta(key, cursor)
+        """Read #task-queue forward from the cursor; queue what is pending (intake.py)."""
+        if self.intake.poll(first=first, agents_running=bool(self._live)):
+            self.stats.polled += 1
 
     def _take_backlog(self) -> None:
-        while self._backlog and self._capacity() > 0 and self._stop_signal is None and self._fatal is None:
-            msg = self._backlog.pop(0)
-            try:
-                self.claim(msg)
-            except (Unauthorized, StateError):
-                raise
-            except DiscordError as exc:
-                log.error("task=%s: could not be read (%s); it stays pending", msg.id, exc)
-                self._backlog.insert(0, msg)
-                break
-        self._save_cursor()
+        self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
+                         self.claim)
 
     # ------------------------------------------------------------------
     # claim (or refuse)
@@ -380,12 +335,9 @@ class Orchestrator:
         """The agent's workspace: AGENTS.md (template, worker type), TOOLS.md, TASK.txt, the config overlay."""
         s = self.settings
         ws = Workspace.at(s.workers_dir, new_agent_id(self.wall()), rec.task_id)
-        template = agents_template_for(s.workers_dir, rec.worker)
-        if template is None and s.agents_md_template is not None:
-            template = s.agents_md_template.read_text(encoding="utf-8", errors="replace")
-        agents_md = render_agents_md(agent_id=ws.agent_id, task_id=rec.task_id, task_dir=ws.task_dir,
-                                     description=rec.description, model=rec.model, thinking=rec.thinking,
-                                     template=template, summary_max=s.summary_max)
+        agents_md = agents_md_for(ws, s.workers_dir, description=rec.description, model=rec.model,
+                                  thinking=rec.thinking, worker=rec.worker, default_template=s.agents_md_template,
+                                  summary_max=s.summary_max)
         self.store.mark_starting(rec.task_id, agent_id=ws.agent_id, agent_dir=str(ws.agent_dir))
         return create_workspace(s.workers_dir, ws.agent_id, rec.task_id, rec.description, agents_md=agents_md,
                                 tools_md=tools_md_for(s.workers_dir, rec.worker),

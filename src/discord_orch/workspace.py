@@ -321,6 +321,18 @@ def agents_template_for(workers_dir: PathLike, worker: Optional[str]) -> Optiona
     return _read_optional_text(_abs(workers_dir) / worker / AGENTS_FILE)
 
 
+def agents_md_for(ws: Workspace, workers_dir: PathLike, *, description: str, model: str, thinking: str,
+                  worker: Optional[str], default_template: Optional[PathLike], summary_max: int) -> str:
+    """AGENTS.md for this workspace: from ``workers/<TYPE>/AGENTS.md``, else AGENTS_MD_TEMPLATE
+    (``default_template``), else the built-in text; always with the task's context."""
+    template = agents_template_for(workers_dir, worker)
+    if template is None and default_template is not None:
+        template = Path(default_template).read_text(encoding="utf-8", errors="replace")
+    return render_agents_md(agent_id=ws.agent_id, task_id=ws.task_id, task_dir=ws.task_dir,
+                            description=description, model=model, thinking=thinking, template=template,
+                            summary_max=summary_max)
+
+
 def overlay_config_dict(user_openclaw_config: PathLike, task_dir: PathLike) -> dict:
     """The per-agent openclaw.json (NOTES.md recipe): include the user's config, override
     ``agents.defaults`` with ``skipBootstrap`` and the task dir as workspace."""

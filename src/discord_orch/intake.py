@@ -1,0 +1,95 @@
+"""#task-queue, read forward: the cursor, the chunks, and the messages not decided yet.
+
+A poll reads the messages after the cursor (``GET /channels/{id}/messages?after=``,
+oldest first, 100 a page): one request when nothing is new. A long history (a
+channel the old scripts used) is read POLL_MAX_MESSAGES at a time, so that the
+pass keeps supervising its agents, timeouts included, between chunks.
+
+The cursor (state.db's meta, per channel) only moves over decided messages: it
+stops before the oldest pending message that waits for a free agent, so a pass
+that ends or dies with a backlog reads it again next time, and the records
+(claim.py) make sure nothing is claimed twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+from .errors import DiscordError, DiscordUnavailable, RateLimitedTooLong, StateError, Unauthorized
+from .models import Message
+from .state import Store
+
+if TYPE_CHECKING:
+    from .claim import Claims
+    from .discord_api import DiscordClient
+
+log = logging.getLogger("discord_orch")
+
+POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
+CURSOR_KEY = "cursor:{channel}"
+
+
+class Intake:
+    """The pending messages of #task-queue, read in order from a saved cursor."""
+
+    def __init__(self, client: "DiscordClient", store: Store, claims: "Claims", channel: str) -> None:
+        self.client = client
+        self.store = store
+        self.claims = claims
+        self.channel = channel
+        self.backlog: List[Message] = []     # pending, not yet decided (no capacity yet)
+        self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES
+        self._seen_upto: Optional[str] = None
+
+    def poll(self, *, first: bool, agents_running: bool) -> bool:
+        """Read what is new and keep what is pending; False when Discord did not answer and the pass
+        goes on (agents to supervise, or not the first poll). Raises otherwise."""
+        after = self._seen_upto or self.store.get_meta(CURSOR_KEY.format(channel=self.channel)) or "0"
+        self.more_history = False
+        try:
+            messages = list(itertools.islice(self.client.iter_messages_after(self.channel, after),
+                                             POLL_MAX_MESSAGES))
+        except DiscordError as exc:
+            transient = isinstance(exc, (DiscordUnavailable, RateLimitedTooLong))
+            if isinstance(exc, Unauthorized) or (first and not (transient and agents_running)):
+                raise
+            # Agents are running (adopted, or recovered and started): keep supervising them, so
+            # that their timeouts hold while Discord is away; the poll is tried again later.
+            log.warning("poll failed, will retry: %s", exc)
+            return False
+        self.more_history = len(messages) == POLL_MAX_MESSAGES
+        if messages:
+            self._seen_upto = messages[-1].id
+            pending = self.claims.pending(messages)
+            self.backlog.extend(pending)
+            log.debug("poll: %d new message(s), %d pending", len(messages), len(pending))
+        self.save_cursor()
+        return True
+
+    def take(self, may_take: Callable[[], bool], decide: Callable[[Message], None]) -> None:
+        """Decide pending messages, oldest first, while ``may_take()``; a message whose TASK.txt
+        cannot be read stays pending (first in line) for a later try."""
+        while self.backlog and may_take():
+            msg = self.backlog.pop(0)
+            try:
+                decide(msg)
+            except (Unauthorized, StateError):
+                raise
+            except DiscordError as exc:
+                log.error("task=%s: could not be read (%s); it stays pending", msg.id, exc)
+                self.backlog.insert(0, msg)
+                break
+        self.save_cursor()
+
+    def save_cursor(self) -> None:
+        """Everything at or below the cursor is decided: the oldest undecided message stops it."""
+        if self._seen_upto is None:
+            return
+        cursor = self._seen_upto
+        if self.backlog:
+            cursor = str(int(min(self.backlog, key=lambda m: int(m.id)).id) - 1)
+        key = CURSOR_KEY.format(channel=self.channel)
+        if self.store.get_meta(key) != cursor:
+            self.store.set_meta(key, cursor)
