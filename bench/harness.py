@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: a local Discord world, a home, and the CLI run as a user runs it.
 
-The world and config come from ``discord_orch.sandbox``, as in tests/conftest.py (no pytest here):
+The world and config come from ``discord_orch.sim.world``, as in tests/conftest.py (no pytest here):
 everything is real HTTP to ``LocalDiscord`` on 127.0.0.1 and real agent processes
 (the stand-in ``openclaw``). ``run_cli`` starts ``discord-orch`` as a subprocess and
 measures the orchestrate process itself, not its agents:
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from discord_orch.sandbox import World, home_config, make_world, write_config
-from discord_orch.standin_openclaw import write_standin_executable
+from discord_orch.sim.world import World, home_config, make_world, write_config
+from discord_orch.sim.standin_openclaw import write_standin_executable
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.02

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (CLAIM, Home, Scratch, World, bench_env, loadavg, make_home,  # noqa: E402
                      make_world, popen_cli, request_rtt, run_cli, timed_python)
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits  # noqa: E402
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
 
 LIST = "GET /channels/{channel_id}/messages"
 CREATE = "POST /channels/{channel_id}/messages"

@@ -1,7 +1,7 @@
 """Shared fixtures: a local Discord world, a discord-orch home, the CLI as a user runs it.
 
 Everything talks real HTTP to ``LocalDiscord`` on 127.0.0.1; the agent is the
-stand-in ``openclaw`` executable (discord_orch.standin_openclaw) named by
+stand-in ``openclaw`` executable (discord_orch.sim.standin_openclaw) named by
 OPENCLAW_BIN. The CLI runs as a subprocess, so tests see real exit codes,
 stdout and stderr.
 """
@@ -18,9 +18,9 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits
-from discord_orch.sandbox import World, home_config, make_world, write_config
-from discord_orch.standin_openclaw import write_standin_executable
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.world import World, home_config, make_world, write_config
+from discord_orch.sim.standin_openclaw import write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLI_TIMEOUT_S = 240

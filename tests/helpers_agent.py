@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from discord_orch import agent as A
 from discord_orch import workspace as W
-from discord_orch.standin_openclaw import write_standin_executable
+from discord_orch.sim.standin_openclaw import write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "openclaw" / "samples"

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 import pytest
 
 from discord_orch.agent import AGENT_ID_ENV, TASK_ID_ENV
-from discord_orch.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 
 from conftest import make_home, make_world
 from helpers_agent import live_processes_marked

@@ -1,6 +1,6 @@
 """A stand-in for the real ``openclaw`` CLI, for tests and ``discord-orch demo``.
 
-``python -m discord_orch.standin_openclaw agent [--local] --session-id ID --message TEXT
+``python -m discord_orch.sim.standin_openclaw agent [--local] --session-id ID --message TEXT
 --model PROVIDER/MODEL --thinking LEVEL --json``
 
 It accepts the real CLI's flags (../shared/openclaw/NOTES.md), validates them like it
@@ -313,10 +313,10 @@ def write_standin_executable(bin_dir: "os.PathLike[str] | str", name: str = "ope
     """
     bin_path = Path(os.path.abspath(os.fspath(bin_dir)))
     bin_path.mkdir(parents=True, exist_ok=True)
-    src_dir = str(Path(__file__).resolve().parent.parent)
+    src_dir = str(Path(__file__).resolve().parents[2])  # src/, above discord_orch/sim/
     body = ("import sys\n"
             f"sys.path.insert(0, {src_dir!r})\n"
-            "from discord_orch.standin_openclaw import main\n"
+            "from discord_orch.sim.standin_openclaw import main\n"
             "sys.exit(main())\n")
     exe = sys.executable
     if exe and len(exe) < 120 and not any(c.isspace() for c in exe):
