@@ -57,12 +57,7 @@ class MessageRoutes(Store):
     def _h_create_message(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]],
                           headers: Any, body: bytes) -> Tuple[int, Any]:
         ch = self._api_channel(params)
-        payload, raw_files = parse_body(headers, body)
-        for name, data, _idx in raw_files:
-            if len(data) > self.max_file_size:
-                raise ApiError(413, 40005, "Request entity too large")
-        errors: Dict[str, Any] = {}
-        self._validate_message_fields(payload, errors)
+        payload, raw_files, errors = self._message_body(headers, body)
         nonce = payload.get("nonce")
         if nonce is not None:
             if isinstance(nonce, bool) or not isinstance(nonce, (str, int)):
@@ -124,12 +119,7 @@ class MessageRoutes(Store):
         ch, msg = self._api_message(params)
         if msg.author_id != user_id:
             raise ApiError(403, 50005, "Cannot edit a message authored by another user")
-        payload, raw_files = parse_body(headers, body)
-        for _name, data, _idx in raw_files:
-            if len(data) > self.max_file_size:
-                raise ApiError(413, 40005, "Request entity too large")
-        errors: Dict[str, Any] = {}
-        self._validate_message_fields(payload, errors)
+        payload, raw_files, errors = self._message_body(headers, body)
         files = self._build_files(payload, raw_files, errors)
         if errors:
             raise invalid_form(errors)
@@ -161,6 +151,17 @@ class MessageRoutes(Store):
         ch, msg = self._api_message(params)
         self._delete(ch, msg.id)
         return 204, None
+
+    def _message_body(self, headers: Any,
+                      body: bytes) -> Tuple[Dict[str, Any], List[Tuple[str, bytes, Optional[int]]], Dict[str, Any]]:
+        """A create's or edit's payload and files (too large a file: 413), and its field errors so far."""
+        payload, raw_files = parse_body(headers, body)
+        for _name, data, _idx in raw_files:
+            if len(data) > self.max_file_size:
+                raise ApiError(413, 40005, "Request entity too large")
+        errors: Dict[str, Any] = {}
+        self._validate_message_fields(payload, errors)
+        return payload, raw_files, errors
 
     def _validate_message_fields(self, payload: Mapping[str, Any], errors: Dict[str, Any]) -> None:
         content = payload.get("content")
