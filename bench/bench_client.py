@@ -32,7 +32,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from discord_orch.discord_api import DiscordClient  # noqa: E402
-from discord_orch.localdiscord import LocalDiscord, RateLimits  # noqa: E402
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
 
 RATIO_TARGET = 1.05
 CREATE_ROUTE = "POST /channels/{channel_id}/messages"

@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: a local Discord world, a home, and the CLI run as a user runs it.
 
-The world and config come from ``discord_orch.sandbox``, as in tests/conftest.py (no pytest here):
+The world and the home come from ``discord_orch.sim.world``, as in tests/conftest.py (no pytest here):
 everything is real HTTP to ``LocalDiscord`` on 127.0.0.1 and real agent processes
 (the stand-in ``openclaw``). ``run_cli`` starts ``discord-orch`` as a subprocess and
 measures the orchestrate process itself, not its agents:
@@ -23,12 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from discord_orch.sandbox import World, home_config, make_world, write_config
-from discord_orch.standin_openclaw import write_standin_executable
+from discord_orch.sim.world import LocalHome, World, make_world
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.02
@@ -50,34 +49,9 @@ def bench_env(pycache: Optional[Path]) -> Dict[str, str]:
     return env
 
 
-@dataclass
-class Home:
-    path: Path
-    world: World
-    env: Dict[str, str]
-    config: Dict[str, str] = field(default_factory=dict)
-
-    def write_config(self, **extra: object) -> None:
-        self.config.update({k: str(v) for k, v in extra.items()})
-        write_config(self.path / "discord-config.env", self.config)
-
-    def workers(self) -> List[str]:
-        return sorted(p.name for p in (self.path / "workers").iterdir() if not p.name.startswith("."))
-
-
-def make_home(root: Path, world: World, env: Dict[str, str], **config: object) -> Home:
-    path = root / "home"
-    for sub in ("workers", ".runtime", "archive"):
-        (path / sub).mkdir(parents=True)
-    openclaw = write_standin_executable(root / "bin")
-    home = Home(path, world, dict(env))
-    home.write_config(
-        **home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
-        ALLOWED_USER_IDS=world.alice.id,
-        TIMEOUT=120,
-        **config,
-    )
-    return home
+def make_home(root: Path, world: World, env: Dict[str, str], **config: object) -> LocalHome:
+    """A home as the benchmarks run it: alice may submit, agents get 120 s (``config`` adds keys)."""
+    return LocalHome.build(root, world, env, ALLOWED_USER_IDS=world.alice.id, TIMEOUT=120, **config)
 
 
 def cli_argv(*args: str) -> List[str]:
@@ -190,11 +164,11 @@ class Measured:
         return ProcStats(rc, wall, cpu, ccpu, self._hwm, self.max_children, err, self.started_at, ended)
 
 
-def run_cli(home: Home, *args: str, timeout: float = 600.0) -> ProcStats:
+def run_cli(home: LocalHome, *args: str, timeout: float = 600.0) -> ProcStats:
     return Measured(cli_argv(*args), cwd=home.path, env=home.env).wait(timeout)
 
 
-def popen_cli(home: Home, *args: str) -> Measured:
+def popen_cli(home: LocalHome, *args: str) -> Measured:
     return Measured(cli_argv(*args), cwd=home.path, env=home.env)
 
 
@@ -250,5 +224,5 @@ class Scratch:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-__all__ = ["World", "Home", "make_world", "make_home", "bench_env", "run_cli", "popen_cli", "Measured",
+__all__ = ["World", "LocalHome", "make_world", "make_home", "bench_env", "run_cli", "popen_cli", "Measured",
            "ProcStats", "timed_python", "request_rtt", "loadavg", "Scratch", "CLAIM", "cli_argv"]

@@ -37,10 +37,10 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (CLAIM, Home, Scratch, World, bench_env, loadavg, make_home,  # noqa: E402
+from harness import (CLAIM, LocalHome, Scratch, World, bench_env, loadavg, make_home,  # noqa: E402
                      make_world, popen_cli, request_rtt, run_cli, timed_python)
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits  # noqa: E402
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
 
 LIST = "GET /channels/{channel_id}/messages"
 CREATE = "POST /channels/{channel_id}/messages"
@@ -108,7 +108,7 @@ class Bench:
         self.ld.start()
         self.world: World = make_world(self.ld)
         self.env = bench_env(self.pycache)
-        self.home: Home = make_home(root, self.world, self.env, **self.config)
+        self.home: LocalHome = make_home(root, self.world, self.env, **self.config)
         return self
 
     def __exit__(self, *exc: object) -> None:

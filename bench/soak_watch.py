@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Scratch, bench_env, cli_argv, make_home  # noqa: E402
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits  # noqa: E402
-from discord_orch.sandbox import make_world  # noqa: E402
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
+from discord_orch.sim.world import make_world  # noqa: E402
 
 KINDS = ("fast", "SLEEP=1 slow", "SLEEP=2 slower", "FAIL x", "CRASH x", "HANG x", "BADBYTES x", "BIGRESULT=5000 x")
 MESSAGES = "/channels/{channel_id}/messages"

@@ -1,7 +1,7 @@
 """Shared fixtures: a local Discord world, a discord-orch home, the CLI as a user runs it.
 
 Everything talks real HTTP to ``LocalDiscord`` on 127.0.0.1; the agent is the
-stand-in ``openclaw`` executable (discord_orch.standin_openclaw) named by
+stand-in ``openclaw`` executable (discord_orch.sim.standin_openclaw) named by
 OPENCLAW_BIN. The CLI runs as a subprocess, so tests see real exit codes,
 stdout and stderr.
 """
@@ -12,15 +12,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits
-from discord_orch.sandbox import World, home_config, make_world, write_config
-from discord_orch.standin_openclaw import write_standin_executable
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.world import STANDIN_BIN_DIR, LocalHome, World, make_world
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLI_TIMEOUT_S = 240
@@ -39,19 +38,12 @@ class CliResult:
     stderr: str
 
 
-@dataclass
-class Home:
-    """A discord-orch home directory wired to a World, and the CLI run in it."""
+class Home(LocalHome):
+    """A LocalHome and the CLI run in it; the stand-in logs each agent run to ``run_log``."""
 
-    path: Path
-    world: World
-    env: Dict[str, str]
-    run_log: Path
-    config: Dict[str, str] = field(default_factory=dict)
-
-    def write_config(self, **extra: str) -> None:
-        self.config.update({k: str(v) for k, v in extra.items()})
-        write_config(self.path / "discord-config.env", self.config)
+    @property
+    def run_log(self) -> Path:
+        return Path(self.env["STANDIN_RUN_LOG"])
 
     def cli(self, *args: str, input: Optional[str] = None, env: Optional[Dict[str, str]] = None,
             timeout: float = CLI_TIMEOUT_S) -> CliResult:
@@ -71,37 +63,14 @@ class Home:
             return []
         return [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]
 
-    def ledger(self) -> List[str]:
-        path = self.path / ".runtime" / "assigned-tasks.txt"
-        return path.read_text().split() if path.exists() else []
-
-    def workers(self) -> List[str]:
-        return sorted(p.name for p in (self.path / "workers").iterdir() if not p.name.startswith("."))
-
-    def archive(self) -> List[str]:
-        return sorted(p.name for p in (self.path / "archive").iterdir() if not p.name.startswith("."))
-
 
 def make_home(tmp_path: Path, world: World, **config: str) -> Home:
-    path = tmp_path / "home"
-    for sub in ("workers", ".runtime", "archive"):
-        (path / sub).mkdir(parents=True)
-    bin_dir = tmp_path / "bin"
-    openclaw = write_standin_executable(bin_dir)
-    run_log = tmp_path / "agent-runs.jsonl"
+    bin_dir = tmp_path / STANDIN_BIN_DIR
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DISCORD_ORCH", "CHIP_", "ORCHESTRATOR_", "OPENCLAW", "ALLOWED_", "ALLOW_"))}
-    env.update(STANDIN_RUN_LOG=str(run_log), PYTHONUNBUFFERED="1",
+    env.update(STANDIN_RUN_LOG=str(tmp_path / "agent-runs.jsonl"), PYTHONUNBUFFERED="1",
                PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
-    home = Home(path, world, env, run_log)
-    home.write_config(
-        **home_config(world, openclaw_bin=openclaw, openclaw_config=tmp_path / "no-openclaw.json"),
-        POLL_INTERVAL="0.5",
-        TIMEOUT="30",
-        KILL_GRACE="1",
-        **config,
-    )
-    return home
+    return Home.build(tmp_path, world, env, POLL_INTERVAL="0.5", TIMEOUT="30", KILL_GRACE="1", **config)
 
 
 @pytest.fixture

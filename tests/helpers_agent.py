@@ -14,7 +14,7 @@ from discord_orch import agent as A
 from discord_orch import openclaw as OC
 from discord_orch import outcome as O
 from discord_orch import workspace as W
-from discord_orch.standin_openclaw import write_standin_executable
+from discord_orch.sim.standin_openclaw import write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "openclaw" / "samples"

@@ -12,7 +12,7 @@ import pytest
 
 from discord_orch.discord_api import DiscordClient
 from discord_orch.errors import DiscordUnavailable
-from discord_orch.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 
 PROXY_KEYS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
               "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")

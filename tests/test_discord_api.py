@@ -20,7 +20,7 @@ from discord_orch.errors import (
     RateLimitedTooLong,
     Unauthorized,
 )
-from discord_orch.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 from discord_orch.models import FileUpload
 
 CREATE = "POST /channels/{channel_id}/messages"

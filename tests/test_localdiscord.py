@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator, List
 import pytest
 import requests
 
-from discord_orch.localdiscord import DISCORD_EPOCH_MS, LocalDiscord, LocalUser, RateLimits, RequestRecord
+from discord_orch.models import DISCORD_EPOCH_MS
+from discord_orch.sim.localdiscord import LocalDiscord, LocalUser, RateLimits, RequestRecord
 
 CHECK = "%E2%9C%85"  # ✅ URL-encoded
 CREATE = "POST /channels/{channel_id}/messages"

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "discord-openapi.json"
 SPEC_URI = "urn:discord-openapi"

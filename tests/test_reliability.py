@@ -24,8 +24,8 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from discord_orch.localdiscord import LocalDiscord, RateLimits
 from discord_orch.openclaw import AGENT_ID_ENV, TASK_ID_ENV
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 
 from conftest import make_home, make_world
 from helpers_agent import live_processes_marked

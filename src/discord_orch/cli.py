@@ -253,7 +253,7 @@ def check(ctx: click.Context) -> None:
 @click.pass_context
 def demo(ctx: click.Context, real_agent: bool, keep: bool) -> None:
     """Run the whole flow on a local Discord stand-in: no token needed."""
-    from .demo import run_demo
+    from .sim.demo import run_demo
 
     _setup_logging(ctx.obj["verbose"], ctx.obj["quiet"], ctx.obj["log_file"])
     run_demo(real_agent=real_agent, keep=keep, echo=click.echo)

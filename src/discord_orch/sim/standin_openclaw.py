@@ -1,6 +1,6 @@
 """A stand-in for the real ``openclaw`` CLI, for tests and ``discord-orch demo``.
 
-``python -m discord_orch.standin_openclaw agent [--local] --session-id ID --message TEXT
+``python -m discord_orch.sim.standin_openclaw agent [--local] --session-id ID --message TEXT
 --model PROVIDER/MODEL --thinking LEVEL --json``
 
 It accepts the real CLI's flags (../shared/openclaw/NOTES.md), validates them like it
@@ -28,7 +28,7 @@ Usage is always input 200 / output 20; provider/model come from ``--model`` spli
 the first ``/``. With ``STANDIN_RUN_LOG`` set, each run appends one JSON line
 ``{"task_id","session_id","argv","env_keys","env_has","env","cwd","pid"}``.
 
-Standard library only; imports nothing else from the package.
+Standard library, and the workspace's file names from ``discord_orch.workspace``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from ..workspace import RESULT_FILE, SUMMARY_FILE, TASK_FILE
 
 THINKING_LEVELS = ("off", "minimal", "low", "medium", "high", "xhigh", "adaptive", "max", "ultra")
 DEFAULT_MODEL = "standin/standin-model"
@@ -228,9 +230,9 @@ def run(argv: List[str]) -> int:
     workspace = _workspace_dir()
     _write_run_log(opts, workspace)
     try:
-        raw = (workspace / "TASK.txt").read_bytes()
+        raw = (workspace / TASK_FILE).read_bytes()
     except OSError as exc:
-        return _cli_error(f"cannot read TASK.txt in {workspace}: {exc.strerror}", as_json)
+        return _cli_error(f"cannot read {TASK_FILE} in {workspace}: {exc.strerror}", as_json)
     task = raw.decode("utf-8", errors="replace")
     if task.startswith("TASK: "):
         task = task[len("TASK: "):]
@@ -264,7 +266,7 @@ def run(argv: List[str]) -> int:
 
     cost_s = _value("COST", task)
     cost = float(cost_s) if cost_s is not None else None
-    reply = "Done. Wrote the result to RESULT.txt."
+    reply = f"Done. Wrote the result to {RESULT_FILE}."
     huge = _has("HUGE", task)
     if huge:
         junk = ("x" * 99 + "\n") * 10_000  # 1 MB
@@ -290,9 +292,9 @@ def run(argv: List[str]) -> int:
         result = None
         reply = "I could not finish: no file was written."
     if result is not None:
-        (workspace / "RESULT.txt").write_bytes(result)
+        (workspace / RESULT_FILE).write_bytes(result)
         summary = "Summary: " + task.strip().replace("\n", " ")[:200]
-        (workspace / "SUMMARY.txt").write_text(summary, encoding="utf-8")
+        (workspace / SUMMARY_FILE).write_text(summary, encoding="utf-8")
     if opts["json"]:
         _emit(_ok_json(opts, provider, model, reply, cost, started))
     else:
@@ -313,10 +315,10 @@ def write_standin_executable(bin_dir: "os.PathLike[str] | str", name: str = "ope
     """
     bin_path = Path(os.path.abspath(os.fspath(bin_dir)))
     bin_path.mkdir(parents=True, exist_ok=True)
-    src_dir = str(Path(__file__).resolve().parent.parent)
+    src_dir = str(Path(__file__).resolve().parents[2])  # src/, above discord_orch/sim/
     body = ("import sys\n"
             f"sys.path.insert(0, {src_dir!r})\n"
-            "from discord_orch.standin_openclaw import main\n"
+            "from discord_orch.sim.standin_openclaw import main\n"
             "sys.exit(main())\n")
     exe = sys.executable
     if exe and len(exe) < 120 and not any(c.isspace() for c in exe):

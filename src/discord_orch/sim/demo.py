@@ -1,6 +1,6 @@
 """`discord-orch demo`: the whole product on a local Discord, no token needed.
 
-Starts the loopback Discord (localdiscord.py) with a server, a bot and the
+Starts the loopback Discord (sim/localdiscord) with a server, a bot and the
 three channels, writes a throw-away home with its discord-config.env, submits
 two sample tasks through the real submit path, runs one real orchestrate pass
 (a subprocess per agent, as in production) with the built-in stand-in agent or
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import AgentError
+from ..errors import AgentError
 
 SAMPLE_TASKS = (
     ("Write a haiku about cron jobs", "cheap", "low"),
@@ -24,14 +24,14 @@ SAMPLE_TASKS = (
 
 
 def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[str], None] = print) -> None:
-    from .config import load_settings
-    from .discord_api import DiscordClient
+    from ..config import CONFIG_FILENAME, load_settings
+    from ..discord_api import DiscordClient
+    from ..orchestrator import Orchestrator
+    from ..state import Store
+    from ..submit import submit_task
     from .localdiscord import LocalDiscord, RateLimits
-    from .orchestrator import Orchestrator
-    from .sandbox import home_config, make_world, write_config
     from .standin_openclaw import write_standin_executable
-    from .state import Store
-    from .submit import submit_task
+    from .world import HOME_DIRS, home_config, make_world, write_config
 
     home = Path(tempfile.mkdtemp(prefix="discord-orch-demo-"))
     try:
@@ -46,9 +46,9 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
             else:
                 openclaw = str(write_standin_executable(home / "bin"))
                 openclaw_config = str(home / "no-openclaw.json")
-            for sub in ("workers", ".runtime", "archive"):
+            for sub in HOME_DIRS:
                 (home / sub).mkdir()
-            write_config(home / "discord-config.env",
+            write_config(home / CONFIG_FILENAME,
                          {**home_config(world, openclaw_bin=openclaw, openclaw_config=openclaw_config), "TIMEOUT": 60},
                          header="# written by discord-orch demo: a local Discord on 127.0.0.1, not discord.com\n")
             settings = load_settings(home, environ={k: v for k, v in os.environ.items()

@@ -1,0 +1,7 @@
+"""The simulation: discord-orch run against a world of its own, no network, no token.
+
+The loopback Discord (``localdiscord``), the stand-in ``openclaw`` (``standin_openclaw``),
+the local world and homes wired to it (``world``) and ``discord-orch demo`` (``demo``).
+Used by ``discord-orch demo``, the tests and the benchmarks; production modules never
+import it (tests/test_layout.py checks), only cli.py's ``demo`` command loads it, lazily.
+"""

@@ -1,0 +1,74 @@
+"""The route table of the loopback Discord and how a request path finds its route."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from typing import Dict, List, Optional, Tuple
+
+API_PREFIX = "/api/v10"
+
+# (method, template, handler name, bucket family or None = per-route default)
+ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
+    ("GET", "/users/@me", "_h_get_me", None),
+    ("GET", "/channels/{channel_id}", "_h_get_channel", None),
+    ("GET", "/channels/{channel_id}/messages", "_h_list_messages", None),
+    ("POST", "/channels/{channel_id}/messages", "_h_create_message", "message_create"),
+    ("GET", "/channels/{channel_id}/messages/{message_id}", "_h_get_message", None),
+    ("PATCH", "/channels/{channel_id}/messages/{message_id}", "_h_edit_message", None),
+    ("DELETE", "/channels/{channel_id}/messages/{message_id}", "_h_delete_message", None),
+    ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", "_h_add_reaction", "reactions"),
+    ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", "_h_remove_reaction", "reactions"),
+    ("GET", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", "_h_list_reaction_users", None),
+    ("GET", "/guilds/{guild_id}/members/{user_id}", "_h_get_member", None),
+)
+ATTACHMENT_ROUTE = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
+SNOWFLAKE_PARAMS = ("channel_id", "message_id", "guild_id", "user_id")
+
+
+def _split_template(template: str) -> List[str]:
+    return template.strip("/").split("/")
+
+
+_COMPILED = [(m, t, h, b, _split_template(t)) for (m, t, h, b) in ROUTE_DEFS]
+
+
+def match_route(path: str) -> Tuple[List[Tuple[str, str, str, Optional[str]]], Dict[str, str]]:
+    """All (method, template, handler, bucket) whose template fits ``path``, and its params."""
+    segs = path.strip("/").split("/") if path.strip("/") else []
+    found: List[Tuple[str, str, str, Optional[str]]] = []
+    params: Dict[str, str] = {}
+    for method, template, handler, bucket, tsegs in _COMPILED:
+        if len(tsegs) != len(segs):
+            continue
+        got: Dict[str, str] = {}
+        for t, s in zip(tsegs, segs):
+            if t.startswith("{") and t.endswith("}"):
+                if not s:
+                    break
+                got[t[1:-1]] = s
+            elif urllib.parse.unquote(s) != t:
+                break
+        else:
+            found.append((method, template, handler, bucket))
+            params = got
+    return found, params
+
+
+def norm_route(route: str) -> Tuple[Optional[str], str]:
+    """``"POST /channels/{x}/messages"`` -> ("POST", "/channels/{}/messages")."""
+    route = route.strip()
+    method: Optional[str] = None
+    if " " in route:
+        m, route = route.split(None, 1)
+        method = m.upper()
+    route = route.strip()
+    if route.startswith(API_PREFIX):
+        route = route[len(API_PREFIX):]
+    return method, re.sub(r"\{[^}]*\}", "{}", route).rstrip("/") or "/"
+
+
+def bucket_hash(family: str) -> str:
+    """A stable opaque bucket id for a route family, like Discord's X-RateLimit-Bucket."""
+    return hashlib.sha256(("localdiscord-bucket:" + family).encode()).hexdigest()[:32]
