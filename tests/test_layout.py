@@ -96,3 +96,53 @@ def test_the_checker_flags_any_other_import_of_the_simulation():
     assert sim_imports("from . import sim\n", "discord_orch", is_package=True)
     assert sim_imports("def demo():\n    from .sim.demo import run_demo\n", "discord_orch.cli") == []
     assert sim_imports("from .similar import x\nimport discord_orch.simple\n", "discord_orch.cli") == []
+
+
+# ---------------------------------------------------------------------------- the map in docs/design.md
+
+DESIGN = SRC.parents[1] / "docs" / "design.md"
+
+
+def _map_rows() -> dict:
+    """docs/design.md's module table: {module: set of modules it may import}."""
+    rows = {}
+    for line in DESIGN.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`") or not cells[0].endswith(".py`"):
+            continue
+        may = set() if cells[2] == "-" else {c.strip().split(" ")[0] for c in cells[2].split(",")}
+        for name in cells[0].replace("`", "").split(","):
+            rows[name.strip()[:-len(".py")]] = may
+    return rows
+
+
+def _imports_of(path: Path) -> set:
+    """The sibling modules a top-level module imports (``from .x import``, ``from . import x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return found - {"__version__", "PROJECT_URL"}   # names from the package's __init__
+
+
+def test_every_module_is_on_the_map_and_imports_only_what_it_may():
+    rows = _map_rows()
+    modules = {p.stem for p in SRC.glob("*.py")}
+    assert modules - set(rows) == set(), "modules missing from docs/design.md"
+    assert set(rows) - modules == set(), "docs/design.md lists modules that do not exist"
+    beyond = {m: sorted(_imports_of(SRC / f"{m}.py") - rows[m]) for m in sorted(modules)}
+    assert {m: extra for m, extra in beyond.items() if extra} == {}
+
+
+def test_the_map_is_layered_each_module_imports_only_those_above_it():
+    order = list(_map_rows())
+    upward = {m: sorted(d for d in may if d in order and order.index(d) >= order.index(m))
+              for m, may in _map_rows().items()}
+    assert {m: up for m, up in upward.items() if up} == {}
+
+
+def test_the_map_is_read_as_written():
+    """The check above is only as good as its parser: a row it reads, and a forbidden import it sees."""
+    rows = _map_rows()
+    assert rows["errors"] == set() and rows["state"] == {"errors", "outcome"}
+    assert "sim" in rows["cli"] and "orchestrator" not in rows["reporter"]

@@ -35,6 +35,8 @@ HISTORY_READ_BY_A_PASS = ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL")  # polling; f
 
 @dataclass(frozen=True)
 class Finding:
+    """One line of `discord-orch check`: its level, what it is about, what was found."""
+
     level: str                          # OK, WARN or FAIL
     subject: str                        # "token", a config key, "openclaw"
     text: str                           # what was found (for OK/WARN; for FAIL when there is no error)
@@ -42,6 +44,7 @@ class Finding:
 
 
 def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
+    """Every check, in order, without posting; stops at a 401 (Discord bans clients that keep sending bad tokens)."""
     found: List[Finding] = []
     try:
         me = client.me()

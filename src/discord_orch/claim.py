@@ -123,6 +123,7 @@ class Access:
         self._roles_cache: Dict[str, Tuple[Tuple[str, ...], float]] = {}
 
     def check(self, msg: Message) -> Verdict:
+        """May this message's author run a task here? The reason when not (it is posted)."""
         author = msg.author.id
         if self.allow_anyone:
             return Verdict(True)

@@ -42,6 +42,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The value itself: only for the Authorization header, never for a log or an agent."""
         return self._value
 
     def __bool__(self) -> bool:
@@ -103,29 +104,35 @@ class Settings:
     # -- derived paths -------------------------------------------------
     @property
     def runtime_dir(self) -> Path:
+        """<home>/.runtime: state.db, the ledger, the lock."""
         return self.home / ".runtime"
 
     @property
     def workers_dir(self) -> Path:
+        """<home>/workers: the agents' workspaces."""
         return self.home / "workers"
 
     @property
     def archive_dir(self) -> Path:
+        """<home>/archive: workspaces kept after a failure (or KEEP_SUCCESS_HOURS)."""
         return self.home / "archive"
 
     def timeout_for(self, thinking: str) -> float:
+        """The agent timeout for a thinking level: TIMEOUT, else 120 s (300 s for high/xhigh)."""
         if self.timeout_s is not None:
             return self.timeout_s
         return float(DEFAULT_TIMEOUT_HIGH_S if thinking in HIGH_THINKING else DEFAULT_TIMEOUT_S)
 
     # -- checks a command asks for ---------------------------------------
     def require_token(self) -> None:
+        """ConfigError unless a bot token is set."""
         if not self.token:
             raise ConfigError("CHIP_TOKEN", "not set",
                               f"put CHIP_TOKEN=... (or ORCHESTRATOR_AGENT_TOKEN) in {self.home / CONFIG_FILENAME}"
                               " or the environment")
 
     def require_channels(self, *keys: str) -> None:
+        """ConfigError naming the first of these channel keys that is not set."""
         for key in keys:
             if not getattr(self, key.lower()):
                 raise ConfigError(key, "not set", f"the id of the channel, in {self.home / CONFIG_FILENAME}")

@@ -138,6 +138,7 @@ class DiscordClient:
         return f"DiscordClient(base_url={self._base_url!r}, max_wait={self._limiter.max_wait})"
 
     def close(self) -> None:
+        """Close the HTTP session."""
         self._session.close()
 
     def __enter__(self) -> "DiscordClient":
@@ -148,18 +149,22 @@ class DiscordClient:
 
     @property
     def stats(self) -> ClientStats:
+        """Requests, retries and 429s so far (a copy)."""
         with self._lock:
             return self._stats
 
     # -- API ------------------------------------------------------------
 
     def me(self) -> User:
+        """The bot's own user (GET /users/@me)."""
         return self._call("GET", "/users/@me", {}, parse=User.from_json)
 
     def get_channel(self, channel_id: str) -> Channel:
+        """A channel (GET /channels/{id})."""
         return self._call("GET", "/channels/{channel_id}", {"channel_id": channel_id}, parse=Channel.from_json)
 
     def get_member(self, guild_id: str, user_id: str) -> Member:
+        """A member of a server, with their roles (GET /guilds/{id}/members/{user})."""
         return self._call("GET", "/guilds/{guild_id}/members/{user_id}",
                           {"guild_id": guild_id, "user_id": user_id}, parse=Member.from_json)
 
@@ -229,6 +234,7 @@ class DiscordClient:
     def edit_message(self, channel_id: str, message_id: str, content: Optional[str] = None, *,
                      embeds: Optional[Sequence[Mapping[str, Any]]] = None,
                      allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS) -> Message:
+        """Edit a message's content or embeds (PATCH); mentions stay off."""
         payload: Dict[str, Any] = {"allowed_mentions": _plain(NO_MENTIONS if allowed_mentions is None
                                                               else allowed_mentions)}
         if content is not None:
@@ -240,10 +246,12 @@ class DiscordClient:
                           parse=Message.from_json)
 
     def add_reaction(self, channel_id: str, message_id: str, emoji: str) -> None:
+        """React with ``emoji`` as the bot (PUT, idempotent)."""
         self._call("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
                    {"channel_id": channel_id, "message_id": message_id, "emoji": emoji}, parse=None)
 
     def remove_own_reaction(self, channel_id: str, message_id: str, emoji: str) -> None:
+        """Take the bot's ``emoji`` reaction away (DELETE)."""
         self._call("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
                    {"channel_id": channel_id, "message_id": message_id, "emoji": emoji}, parse=None)
 

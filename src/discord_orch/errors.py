@@ -213,9 +213,12 @@ _PERMISSION_FOR = {
 
 
 class Unauthorized(DiscordError):
+    """401: the token is wrong or was reset; nothing more is sent."""
+
     what = "Discord rejected the bot token (401; wrong or reset token: check CHIP_TOKEN / ORCHESTRATOR_AGENT_TOKEN)"
 
     def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        """The line for the user, naming the config key that holds the token."""
         key = token_key or "CHIP_TOKEN (or ORCHESTRATOR_AGENT_TOKEN)"
         late = " (an earlier request was rejected)" if "sends nothing more" in self.message else ""
         return (f"Discord rejected the bot token (HTTP 401 on {self.method} {self.route}{late}): {key} is wrong "
@@ -224,9 +227,12 @@ class Unauthorized(DiscordError):
 
 
 class Forbidden(DiscordError):
+    """403: the bot lacks a permission, or cannot see the channel."""
+
     what = "Discord refused access (403; the bot lacks a permission or cannot see the channel)"
 
     def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        """The line for the user, naming the channel's config key and the permission."""
         channel = f"{channel_key}={self.channel_id}" if channel_key and self.channel_id else \
             (f"channel {self.channel_id}" if self.channel_id else "")
         place = f"in {channel}" if channel else "there"
@@ -243,9 +249,12 @@ class Forbidden(DiscordError):
 
 
 class NotFound(DiscordError):
+    """404: an unknown channel, message, member..."""
+
     what = "Discord does not know this (404)"
 
     def explain(self, channel_key: Optional[str] = None, token_key: Optional[str] = None) -> str:
+        """The line for the user, naming the channel's config key."""
         head = f"Discord answered {self.answer()} on {self.method} {self.route}"
         if self.code == UNKNOWN_CHANNEL or (self.code is None and channel_key):
             what = f"{channel_key}={self.channel_id}" if channel_key else f"channel {self.channel_id}"
@@ -257,6 +266,8 @@ class NotFound(DiscordError):
 
 
 class BadRequest(DiscordError):
+    """400 and any other 4xx: Discord's code and field errors, never retried."""
+
     what = "Discord rejected the request"
 
 

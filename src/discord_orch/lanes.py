@@ -43,6 +43,7 @@ class Lane:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        """Queue a job; it runs after the jobs queued before it."""
         with self._lock:
             self._pending += 1
             self._idle.clear()
@@ -50,12 +51,14 @@ class Lane:
 
     @property
     def busy(self) -> bool:
+        """A job is queued or running."""
         return not self._idle.is_set()
 
     def wait_idle(self, timeout: Optional[float]) -> bool:
         return self._idle.wait(timeout)
 
     def close(self, timeout: Optional[float] = None) -> None:
+        """Stop the thread after the jobs queued so far."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
@@ -89,6 +92,7 @@ class NoticeLane(Lane):
         self._flush_queued = False
 
     def add(self, line: str) -> None:
+        """Queue one line; lines close in time go out in one message."""
         with self._buffer_lock:
             self._buffer.append(line)
             if self._flush_queued:

@@ -40,24 +40,30 @@ def snowflake_at(epoch_s: float) -> int:
 
 @dataclass(frozen=True)
 class User:
+    """A Discord user (the bot included)."""
+
     id: str
     username: str = ""
     bot: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "User":
+        """From Discord's user object."""
         return cls(id=str(data["id"]), username=str(data.get("username") or ""),
                    bot=bool(data.get("bot", False)))
 
 
 @dataclass(frozen=True)
 class Reaction:
+    """One emoji's reactions on a message: how many, and whether the bot's is among them."""
+
     emoji: str          # unicode emoji, or "name:id" for a custom one
     count: int = 0
     me: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Reaction":
+        """From Discord's reaction object."""
         emoji = data.get("emoji") or {}
         name = emoji.get("name") or ""
         if emoji.get("id"):
@@ -67,6 +73,8 @@ class Reaction:
 
 @dataclass(frozen=True)
 class Attachment:
+    """A file attached to a message (its CDN url is fetched without the token)."""
+
     id: str
     filename: str
     size: int
@@ -74,12 +82,15 @@ class Attachment:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Attachment":
+        """From Discord's attachment object."""
         return cls(id=str(data["id"]), filename=str(data.get("filename", "")),
                    size=int(data.get("size", 0)), url=str(data.get("url", "")))
 
 
 @dataclass(frozen=True)
 class Message:
+    """A message as a poll returns it, with its reactions and attachments."""
+
     id: str
     channel_id: str
     author: User
@@ -92,6 +103,7 @@ class Message:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Message":
+        """From Discord's message object; unknown fields are ignored."""
         ref = data.get("message_reference") or {}
         nonce = data.get("nonce")
         return cls(
@@ -107,6 +119,7 @@ class Message:
         )
 
     def reaction(self, emoji: str) -> Optional[Reaction]:
+        """The reactions with this emoji, or None."""
         for r in self.reactions:
             if r.emoji == emoji:
                 return r
@@ -115,6 +128,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Channel:
+    """A channel: its type and server."""
+
     id: str
     name: str = ""
     guild_id: Optional[str] = None
@@ -122,6 +137,7 @@ class Channel:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Channel":
+        """From Discord's channel object."""
         gid = data.get("guild_id")
         return cls(id=str(data["id"]), name=str(data.get("name") or ""),
                    guild_id=None if gid is None else str(gid), type=int(data.get("type", 0)))
@@ -129,11 +145,14 @@ class Channel:
 
 @dataclass(frozen=True)
 class Member:
+    """A member of a server: their role ids."""
+
     user_id: str
     roles: Tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Member":
+        """From Discord's guild member object."""
         user = data.get("user") or {}
         return cls(user_id=str(user.get("id", "")), roles=tuple(str(r) for r in data.get("roles") or ()))
 

@@ -103,6 +103,8 @@ class _Live:
 
 
 class Orchestrator:
+    """One pass over a home: the loop and its verbs (see the module docstring)."""
+
     def __init__(self, settings: Settings, client: DiscordClient, store: Store, *,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.settings = settings

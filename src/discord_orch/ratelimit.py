@@ -152,6 +152,7 @@ class RateLimitHeaders:
 
     @classmethod
     def parse(cls, headers: Mapping[str, str]) -> "RateLimitHeaders":
+        """The X-RateLimit-* headers of one response (missing or malformed ones are None)."""
         low = {str(k).lower(): str(v).strip() for k, v in headers.items()}
         return cls(
             limit=_int(low.get("x-ratelimit-limit")),
@@ -182,6 +183,8 @@ def _float(value: Optional[str]) -> Optional[float]:
 
 
 class _Bucket:
+    """What is known of one (bucket, channel): its limit, what is in flight, when it resets."""
+
     __slots__ = ("limit", "floor", "reset_at", "in_flight", "period", "sent")
 
     def __init__(self) -> None:
@@ -279,6 +282,7 @@ class GlobalLimiter:
     def wait(self, now: float) -> float:
         # The server's window starts when our first request ARRIVES, so a send
         # expires a little after one window of our own clock.
+        """Seconds to wait before the next request may be sent (0: now)."""
         span = self.window + SAFETY_MARGIN_S
         while self._sent and self._sent[0] + span <= now:
             self._sent.popleft()
@@ -287,6 +291,7 @@ class GlobalLimiter:
         return self._sent[0] + span - now
 
     def record(self, now: float) -> None:
+        """Count a request sent at ``now``."""
         self._sent.append(now)
 
 

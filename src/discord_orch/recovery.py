@@ -77,6 +77,8 @@ class Ended:
 
 @dataclass
 class RecoveryPlan:
+    """What to do with each task a dead pass left, in the order the pass does it."""
+
     ledger_lines_added: int = 0
     claimed: List[TaskRecord] = field(default_factory=list)            # to start, in order
     unreacted: List[str] = field(default_factory=list)                 # claimed without their ✅ on Discord

@@ -141,6 +141,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 @dataclass
 class TaskRecord:
+    """One row of state.db: a task's status and what each step recorded."""
+
     task_id: str
     channel_id: str
     author_id: str
@@ -273,6 +275,7 @@ class Store:
             raise _state_error(self.db_path, exc) from None
 
     def close(self) -> None:
+        """Close this thread's connection and release the home lock."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -304,6 +307,7 @@ class Store:
         return None
 
     def release_lock(self) -> None:
+        """Release the home lock (the next pass may start)."""
         if self._lock_fd is not None:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -313,16 +317,19 @@ class Store:
 
     # -- meta (cursor, cached bot id, one-time notices) --------------------
     def get_meta(self, key: str) -> Optional[str]:
+        """A value of the meta table (cursor, one-time notices), or None."""
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row["value"])
 
     def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the meta table."""
         with self._tx() as conn:
             conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     # -- records ---------------------------------------------------------
     def get(self, task_id: str) -> Optional[TaskRecord]:
+        """The task's record, or None."""
         row = self._conn().execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return None if row is None else TaskRecord(**{c: row[c] for c in _COLUMNS})
 
@@ -453,6 +460,7 @@ class Store:
             raise _state_error(self.ledger_path, exc) from None
 
     def append_ledger(self, task_id: str) -> None:
+        """Append a claimed task's id to assigned-tasks.txt (O_APPEND, fsync)."""
         line = f"{task_id}\n".encode()
         with self._ledger_lock:
             try:

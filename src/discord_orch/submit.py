@@ -29,6 +29,7 @@ WORKER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
+    """The task's text from TASK or --file, checked (InputError: empty, too long, not UTF-8)."""
     if task_file is not None:
         name = getattr(task_file, "name", "-")
         try:

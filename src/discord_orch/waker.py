@@ -21,6 +21,8 @@ import select
 
 
 class Waker:
+    """Wakes the main loop: ``wake()`` from any thread or signal handler, ``wait(timeout)`` in the loop."""
+
     def __init__(self) -> None:
         self._read_fd, self._write_fd = os.pipe()   # not inherited by agents (PEP 446)
         os.set_blocking(self._read_fd, False)

@@ -30,6 +30,8 @@ CHECK_EVERY_MAX_S = 10.0
 
 
 class Watchdog:
+    """A thread that ends the process (exit 70) when ``beat()`` has not been called for ``limit_s``."""
+
     def __init__(self, limit_s: float, *, clock: Callable[[], float] = time.monotonic,
                  on_stuck: Optional[Callable[[str], None]] = None) -> None:
         self.limit_s = limit_s
@@ -40,6 +42,7 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
 
     def start(self) -> "Watchdog":
+        """Start watching from now."""
         self._last = self._clock()
         self._thread.start()
         return self
@@ -49,6 +52,7 @@ class Watchdog:
         self._last = self._clock()
 
     def stop(self) -> None:
+        """Stop watching (the pass is ending)."""
         self._stopped.set()
 
     def _run(self) -> None:

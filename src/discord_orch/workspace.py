@@ -150,10 +150,12 @@ class Workspace:
 
     @property
     def result_file(self) -> Path:
+        """RESULT.txt, the agent's result."""
         return self.task_dir / RESULT_FILE
 
     @property
     def summary_file(self) -> Path:
+        """SUMMARY.txt, the agent's short summary (shown instead of the result's head)."""
         return self.task_dir / SUMMARY_FILE
 
     @property
@@ -168,6 +170,7 @@ class Workspace:
 
     @property
     def overlay_config(self) -> Path:
+        """The per-agent openclaw.json that includes the user's config."""
         return self.agent_dir / OVERLAY_CONFIG
 
 
