@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..workspace import RESULT_FILE, SUMMARY_FILE, TASK_FILE
 
@@ -203,6 +203,61 @@ def _ok_json(opts: Dict[str, object], provider: str, model: str, text: str,
     }
 
 
+def _misbehave(task: str) -> None:
+    """The keywords that change how the run goes: NOTERM, CRASH, HANG(_CHILD), SLEEP=, LINGER, ESCAPE."""
+    noterm = _has("NOTERM", task)
+    if noterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _has("CRASH", task):
+        _log("[agent] starting turn (stand-in CRASH)")
+        _log("[agent] about to crash")
+        sys.stdout.write('{"partial": ')
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _has("HANG", task) or _has("HANG_CHILD", task):
+        if _has("HANG_CHILD", task):
+            _spawn_sleeper(new_session=False, noterm=noterm)
+        _log("[agent] waiting for the model (stand-in HANG)")
+        while True:
+            time.sleep(3600)
+    sleep_s = _value("SLEEP", task)
+    if sleep_s is not None:
+        time.sleep(float(sleep_s))
+    if _has("LINGER", task):
+        _spawn_sleeper(new_session=False, noterm=noterm)
+    if _has("ESCAPE", task):
+        _spawn_sleeper(new_session=True, noterm=noterm)
+
+
+def _result_for(task: str) -> Tuple[Optional[bytes], str]:
+    """RESULT.txt's bytes (None: no file) and the reply, by HUGE, BIGRESULT=, BADBYTES, NORESULT."""
+    reply = f"Done. Wrote the result to {RESULT_FILE}."
+    huge = _has("HUGE", task)
+    if huge:
+        junk = ("x" * 99 + "\n") * 10_000  # 1 MB
+        for _ in range(5):
+            sys.stdout.write(junk)
+            sys.stderr.write(junk.replace("x", "e"))
+        sys.stderr.write("[agent] HUGE log done\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    result: Optional[bytes] = ("RESULT: " + task).encode("utf-8", errors="replace")
+    big = _value("BIGRESULT", task)
+    if huge:
+        result = (("R" * 99 + "\n") * 2048).encode()  # ~200 kB
+    if big is not None:
+        n = int(float(big))
+        result = (("B" * 79 + "\n") * (n // 80 + 1))[:n].encode()
+    if _has("BADBYTES", task):
+        result = b"RESULT: bad \xff\xfe bytes \x00 and a NUL\x00 \xc3( end\n"
+        sys.stderr.buffer.write(b"[agent] bad log bytes \xff\x00\xfe\n")
+        sys.stderr.flush()
+    if _has("NORESULT", task):
+        result = None
+        reply = "I could not finish: no file was written."
+    return result, reply
+
+
 def run(argv: List[str]) -> int:
     started = time.time()
     as_json = "--json" in argv
@@ -237,60 +292,14 @@ def run(argv: List[str]) -> int:
     if task.startswith("TASK: "):
         task = task[len("TASK: "):]
 
-    noterm = _has("NOTERM", task)
-    if noterm:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _has("FAIL", task):
         _log("[agent] error: provider request failed (stand-in FAIL)")
         return _cli_error("LLM request failed: connection refused by the provider endpoint.",
                           as_json)
-    if _has("CRASH", task):
-        _log("[agent] starting turn (stand-in CRASH)")
-        _log("[agent] about to crash")
-        sys.stdout.write('{"partial": ')
-        sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    if _has("HANG", task) or _has("HANG_CHILD", task):
-        if _has("HANG_CHILD", task):
-            _spawn_sleeper(new_session=False, noterm=noterm)
-        _log("[agent] waiting for the model (stand-in HANG)")
-        while True:
-            time.sleep(3600)
-    sleep_s = _value("SLEEP", task)
-    if sleep_s is not None:
-        time.sleep(float(sleep_s))
-    if _has("LINGER", task):
-        _spawn_sleeper(new_session=False, noterm=noterm)
-    if _has("ESCAPE", task):
-        _spawn_sleeper(new_session=True, noterm=noterm)
-
+    _misbehave(task)
     cost_s = _value("COST", task)
     cost = float(cost_s) if cost_s is not None else None
-    reply = f"Done. Wrote the result to {RESULT_FILE}."
-    huge = _has("HUGE", task)
-    if huge:
-        junk = ("x" * 99 + "\n") * 10_000  # 1 MB
-        for _ in range(5):
-            sys.stdout.write(junk)
-            sys.stderr.write(junk.replace("x", "e"))
-        sys.stderr.write("[agent] HUGE log done\n")
-        sys.stdout.flush()
-        sys.stderr.flush()
-
-    result: Optional[bytes] = ("RESULT: " + task).encode("utf-8", errors="replace")
-    big = _value("BIGRESULT", task)
-    if huge:
-        result = (("R" * 99 + "\n") * 2048).encode()  # ~200 kB
-    if big is not None:
-        n = int(float(big))
-        result = (("B" * 79 + "\n") * (n // 80 + 1))[:n].encode()
-    if _has("BADBYTES", task):
-        result = b"RESULT: bad \xff\xfe bytes \x00 and a NUL\x00 \xc3( end\n"
-        sys.stderr.buffer.write(b"[agent] bad log bytes \xff\x00\xfe\n")
-        sys.stderr.flush()
-    if _has("NORESULT", task):
-        result = None
-        reply = "I could not finish: no file was written."
+    result, reply = _result_for(task)
     if result is not None:
         (workspace / RESULT_FILE).write_bytes(result)
         summary = "Summary: " + task.strip().replace("\n", " ")[:200]
