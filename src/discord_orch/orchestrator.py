@@ -80,6 +80,8 @@ OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tri
 
 @dataclass
 class PassStats:
+    """What one pass did (its last log line counts these) and how it ended."""
+
     polled: int = 0
     claimed: int = 0
     refused: int = 0
