@@ -65,6 +65,7 @@ from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
 from .tasks import TASK_ATTACHMENT, parse_task
+from .workspace import decode_text
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -216,9 +217,10 @@ class Claims:
         self._on_done = on_done
         self.lane: Optional[Lane] = None
 
-    def start(self) -> None:
-        """Start the task lane (a thread)."""
+    def start(self) -> Lane:
+        """Start the task lane (a thread); the pass drains it when it ends."""
         self.lane = Lane("task-queue", on_done=self._on_done)
+        return self.lane
 
     # -- pending ---------------------------------------------------------
     def pending(self, messages: List[Message]) -> List[Message]:
@@ -268,7 +270,7 @@ class Claims:
                 if att.size > MAX_TASK_ATTACHMENT_BYTES:
                     return None
                 data = self.client.download(att.url, max_bytes=MAX_TASK_ATTACHMENT_BYTES)
-                return data.decode("utf-8", errors="replace").replace("\x00", "")
+                return decode_text(data)
         return None
 
     def _refuse(self, msg: Message, reason: str, *, description: str = "", intent: bool = False) -> Decision:

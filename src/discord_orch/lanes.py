@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable, List, Optional
 
+from .errors import StateError, TransitionError
+
 log = logging.getLogger("discord_orch")
 
 Job = Callable[[], None]
@@ -113,8 +115,6 @@ class NoticeLane(Lane):
 def guarded(job: Job, on_fatal: Callable[[Exception], None]) -> Job:
     """A lane job whose StateError (disk full, home unwritable) or TransitionError (a bug in the
     walk) ends the pass with one line, instead of being logged and forgotten by the lane."""
-    from .errors import StateError, TransitionError
-
     def run() -> None:
         try:
             job()

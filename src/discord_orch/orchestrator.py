@@ -132,7 +132,7 @@ class Orchestrator:
         self._fatal_lock = threading.Lock()
         self._last_prune = clock()
         self._last_outbox = clock()
-        self._lanes: List[Optional[Lane]] = []
+        self._lanes: List[Lane] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
@@ -175,10 +175,9 @@ class Orchestrator:
     def _run_locked(self, *, watch: bool) -> PassStats:
         if self.settings.allow_anyone:
             log.warning("ALLOW_ANYONE=true: anyone who can post in #task-queue can run an agent on this machine")
-        self.reporter.start()
-        self.claims.start()
+        results, notices = self.reporter.start()
         # Drained in this order: a result post queues its task's final reaction on the task lane.
-        self._lanes = [self.reporter.results_lane, self.claims.lane, self.reporter.notice_lane]
+        self._lanes = [results, self.claims.start(), notices]
         watchdog = Watchdog(self.settings.watchdog_s).start() if self.settings.watchdog_s > 0 else None
         try:
             self.recover()
@@ -186,7 +185,7 @@ class Orchestrator:
         finally:
             if watchdog is not None:
                 watchdog.beat()   # the drain is capped, and the watchdog still covers it
-            drain([l for l in self._lanes if l is not None], STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S, self.clock)
+            drain(self._lanes, STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S, self.clock)
             self.prune()
             if watchdog is not None:
                 watchdog.stop()
@@ -224,7 +223,7 @@ class Orchestrator:
                 if stopping:
                     return
                 if not watch and not self._ready and not self.intake.backlog and not self.intake.more_history \
-                        and not any(l is not None and l.busy for l in self._lanes):
+                        and not any(lane.busy for lane in self._lanes):
                     if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
                             or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
                         return

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable, Collection, List, Optional
+from typing import TYPE_CHECKING, Callable, Collection, List, Optional, Tuple
 
 from . import report as reportfmt
 from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, Unauthorized
@@ -70,10 +70,11 @@ class Reporter:
         self.results_lane: Optional[Lane] = None
         self.notice_lane: Optional[NoticeLane] = None
 
-    def start(self) -> None:
-        """Start the results and notice lanes (threads)."""
+    def start(self) -> Tuple[Lane, NoticeLane]:
+        """Start the results and notice lanes (threads); the pass drains them when it ends."""
         self.results_lane = Lane("results", on_done=self._on_done)
         self.notice_lane = NoticeLane("worker-pool", self._send_notices, on_done=self._on_done)
+        return self.results_lane, self.notice_lane
 
     # -- the outbox ------------------------------------------------------------
     def queue(self, task_id: str) -> None:

@@ -214,6 +214,13 @@ def outcome_from_json(text: Optional[str]) -> Outcome:
     return Outcome(usage=usage, **values)
 
 
+def _set(conn: sqlite3.Connection, task_id: str, **values: Any) -> None:
+    """UPDATE the task's fields (and updated_at) inside the caller's transaction."""
+    values["updated_at"] = time.time()
+    conn.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in values)} WHERE task_id = ?",
+                 [*values.values(), task_id])
+
+
 def _state_error(path: Path, exc: BaseException) -> StateError:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return StateError(str(path), "the disk is full")
@@ -386,9 +393,7 @@ class Store:
             current = TaskStatus(row["status"]) if row is not None else None
             if current is None or to not in TRANSITIONS[current]:
                 raise TransitionError(task_id, None if current is None else current.value, to.value)
-            values.update(status=to.value, updated_at=time.time())
-            assignments = ", ".join(f"{k} = ?" for k in values)
-            conn.execute(f"UPDATE tasks SET {assignments} WHERE task_id = ?", [*values.values(), task_id])
+            _set(conn, task_id, status=to.value, **values)
 
     def mark_starting(self, task_id: str, *, agent_id: str, agent_dir: str) -> None:
         """claimed → starting: the workspace is named, the agent not spawned yet."""
@@ -428,10 +433,8 @@ class Store:
 
     # -- facts that are not steps ------------------------------------------
     def _note(self, task_id: str, **values: Any) -> None:
-        values["updated_at"] = time.time()
         with self._tx() as conn:
-            conn.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in values)} WHERE task_id = ?",
-                         [*values.values(), task_id])
+            _set(conn, task_id, **values)
 
     def note_claim_reacted(self, task_id: str) -> None:
         """The ✅ is on the task message."""

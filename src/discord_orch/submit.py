@@ -19,8 +19,8 @@ from typing import IO, Mapping, Optional
 
 from .errors import DiscordError, InputError
 from .models import FileUpload
-from .tasks import (TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message, format_attached_task_message, format_task_message,
-                    resolve_model, valid_models_text)
+from .tasks import (TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message, format_attached_task_message,
+                    format_task_message, resolve_model, valid_models_text)
 
 log = logging.getLogger("discord_orch")
 
