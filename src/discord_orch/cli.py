@@ -116,20 +116,45 @@ def _client(settings):
                          max_wait=settings.rate_limit_max_wait)
 
 
+def _keep_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Store a shared option in ctx.obj: the group's value, unless given again after the command."""
+    obj = ctx.ensure_object(dict)
+    given = ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
+    if param.name == "verbose" and param.name in obj:
+        obj[param.name] += value            # `-v orchestrate -v`: both count
+    elif given or param.name not in obj:
+        obj[param.name] = value
+
+
+# Accepted before the command and after it (`discord-orch -v orchestrate`, `discord-orch orchestrate -v`),
+# so each is listed by every command's --help; defined once, here.
+SHARED_OPTIONS = (
+    click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="DISCORD_ORCH_HOME",
+                 callback=_keep_option, expose_value=False,
+                 help="Directory holding discord-config.env, workers/, .runtime/, archive/ (default: current)."),
+    click.option("-v", "--verbose", count=True, callback=_keep_option, expose_value=False,
+                 help="More detail (HTTP requests, never the token)."),
+    click.option("-q", "--quiet", is_flag=True, callback=_keep_option, expose_value=False,
+                 help="Only errors on stderr (--log-file still gets every line)."),
+    click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), callback=_keep_option,
+                 expose_value=False, help="Also append the log here (rotated)."),
+)
+
+
+def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command accepts (SHARED_OPTIONS), kept in ctx.obj."""
+    for option in reversed(SHARED_OPTIONS):
+        command = option(command)
+    return command
+
+
 # no_args_is_help=False: a bare `discord-orch` is then the same usage error (exit 2) with every
 # click (8.1 printed the help and exited 0, 8.2 raises NoArgsIsHelpError).
 @click.group(cls=_Group, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="discord-orch")
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="DISCORD_ORCH_HOME",
-              help="Directory holding discord-config.env, workers/, .runtime/, archive/ (default: current).")
-@click.option("-v", "--verbose", count=True, help="More detail (HTTP requests, never the token).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (--log-file still gets every line).")
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Also append the log here (rotated).")
-@click.pass_context
-def cli(ctx: click.Context, home: Optional[Path], verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
+@shared_options
+def cli() -> None:
     """Turn a Discord server into a task queue for OpenClaw agents."""
-    ctx.ensure_object(dict)
-    ctx.obj.update(home=home, verbose=verbose, quiet=quiet, log_file=log_file)
 
 
 @cli.command()
@@ -137,23 +162,34 @@ def cli(ctx: click.Context, home: Optional[Path], verbose: int, quiet: bool, log
 @click.argument("model", required=False)
 @click.argument("thinking", required=False)
 @click.option("--file", "task_file", type=click.File("r", encoding="utf-8", errors="strict"),
-              help="Read the task from a file ('-' for standard input).")
+              help="Read the task from a file ('-' for standard input); the arguments are then MODEL THINKING.")
+@click.option("--model", "model_option", metavar="MODEL", help="The model (as the MODEL argument).")
+@click.option("--thinking", "thinking_option", metavar="LEVEL", help="The thinking level (as the THINKING argument).")
 @click.option("--worker", help="Worker type: uses workers/<TYPE>/TOOLS.md and AGENTS.md.")
+@shared_options
 @click.pass_context
 def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinking: Optional[str],
-           task_file, worker: Optional[str]) -> None:
+           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str]) -> None:
     """Post TASK to #task-queue; print its task id.
+
+    \b
+    discord-orch submit "TASK" [MODEL] [THINKING]
+    discord-orch submit --file task.txt [MODEL] [THINKING]
 
     MODEL is an alias (cheap, primary, coder, research, or one from MODEL_ALIASES)
     or a full provider/model id; THINKING is off, minimal, low, medium, high or xhigh.
+    Both may also be given as --model and --thinking.
     """
     from .submit import read_task_text, submit_task, validate_submission
 
-    if task_file is not None:
-        if task is not None and model is None and not any(c.isspace() for c in task):
-            task, model, thinking = None, task, model  # `submit --file x cheap`: shift the arguments
-        elif task is not None:
+    if task_file is not None and task is not None:
+        if any(c.isspace() for c in task):   # a sentence is a task, not a model
             raise click.UsageError("give the task either as TASK or with --file, not both")
+        if thinking is not None:
+            raise click.UsageError(f"with --file, the arguments are MODEL and THINKING: got a third ({thinking})")
+        task, model, thinking = None, task, model   # `submit --file x cheap low`
+    model = _one_of("MODEL", model, "--model", model_option)
+    thinking = _one_of("THINKING", thinking, "--thinking", thinking_option)
     text = read_task_text(task, task_file)
     settings = _load(ctx)
     validate_submission(text, model, thinking, worker, settings.aliases)
@@ -162,6 +198,13 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     with _client(settings) as client:
         task_id = submit_task(client, settings, text, model, thinking, worker)
     click.echo(task_id)
+
+
+def _one_of(argument: str, positional: Optional[str], flag: str, option: Optional[str]) -> Optional[str]:
+    """The value given as the argument or as the option; both, and different: a usage error."""
+    if positional is not None and option is not None and positional != option:
+        raise click.UsageError(f"{argument} given twice, differently: {positional!r} and {flag} {option!r}")
+    return option if option is not None else positional
 
 
 def _flag_type(parse: Any) -> click.ParamType:
@@ -188,6 +231,7 @@ def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., 
 @cli.command()
 @click.option("--watch", is_flag=True, help="Keep polling and running until stopped (for systemd or a terminal).")
 @setting_options("POLL_INTERVAL", "MAX_AGENTS", "TIMEOUT")
+@shared_options
 @click.pass_context
 def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     """Run one pass: claim pending tasks, run their agents, post results."""
@@ -224,6 +268,7 @@ def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
 
 
 @cli.command()
+@shared_options
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Check the setup without posting: token, channels, permissions to read, openclaw.
@@ -250,6 +295,7 @@ def check(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--real-agent", is_flag=True, help="Use the real `openclaw` on PATH instead of the built-in stand-in.")
 @click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print where it is.")
+@shared_options
 @click.pass_context
 def demo(ctx: click.Context, real_agent: bool, keep: bool) -> None:
     """Run the whole flow on a local Discord stand-in: no token needed."""
