@@ -10,7 +10,6 @@ stderr, never as a traceback (``-v`` adds the traceback of an internal error).
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -86,9 +85,11 @@ def _setup_logging(verbose: int, quiet: bool, log_file: Optional[Path]) -> None:
     root.addHandler(stderr)
     if log_file is not None:
         try:
+            from logging.handlers import RotatingFileHandler   # only with --log-file: not every cron pass
+
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_ROTATE_BYTES,
-                                                           backupCount=LOG_ROTATE_KEEP, encoding="utf-8")
+            handler = RotatingFileHandler(log_file, maxBytes=LOG_ROTATE_BYTES,
+                                           backupCount=LOG_ROTATE_KEEP, encoding="utf-8")
         except OSError as exc:
             raise click.UsageError(f"--log-file {log_file}: {exc.strerror or exc}") from None
         handler.setFormatter(fmt)

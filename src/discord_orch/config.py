@@ -11,7 +11,6 @@ the value; nothing in this module logs or prints it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import io
 import os
 import stat
@@ -196,6 +195,8 @@ def read_config_file(path: Path) -> Tuple[Dict[str, str], List[str]]:
     upper = {k.upper(): k for k in KNOWN_KEYS}
     for key in values:
         if key not in KNOWN_KEYS:
+            import difflib   # only for a misspelt key: not on every cron pass
+
             close = [upper[key.upper()]] if key.upper() in upper else \
                 difflib.get_close_matches(key.upper(), KNOWN_KEYS, n=1)
             hint = f"; did you mean {close[0]}?" if close else " (ignored)"

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import socket
 import threading
 import time
@@ -203,6 +202,8 @@ class DiscordClient:
                        embeds: Optional[Sequence[Mapping[str, Any]]] = None) -> Message:
         """Post a message. Always idempotent: a nonce (given or generated) is sent with
         ``enforce_nonce``, so a retried create returns the message the first try made."""
+        import secrets   # only to post: not on an idle pass
+
         cid = str(channel_id)
         _check_ids("POST", "/channels/{channel_id}/messages", {"reply_to": reply_to} if reply_to else {}, cid)
         payload: Dict[str, Any] = {

@@ -103,6 +103,9 @@ DB_NAME = "state.db"
 LOCK_NAME = "orchestrate.lock"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# Raise with every change to SCHEMA: a home whose state.db has an older user_version runs SCHEMA
+# (CREATE ... IF NOT EXISTS) once; an up-to-date one skips it, which is every idle cron pass.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -246,7 +249,8 @@ class Store:
         try:
             self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = self._conn()
-            conn.executescript(SCHEMA)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         except (OSError, sqlite3.Error) as exc:
             raise _state_error(self.runtime_dir, exc) from None
 

@@ -1,0 +1,54 @@
+"""The pass cron runs every minute forever, when there is nothing to do (issue 12).
+
+It makes one request and loads only what an idle pass uses: the code that reports, runs agents,
+prepares workspaces, checks the setup, simulates Discord or prices tokens is imported only when
+a pass has that to do. Which modules a process loaded is read from Python's own
+``-X importtime`` report (PYTHONPROFILEIMPORTTIME), so nothing in the product exists for this test.
+How long the pass takes is measured by bench/run.py against python + requests + one GET.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Set
+
+NOT_FOR_AN_IDLE_PASS = {
+    "discord_orch.report", "discord_orch.reporter", "discord_orch.agent", "discord_orch.openclaw",
+    "discord_orch.workspace", "discord_orch.check", "discord_orch.sim", "discord_orch.prices",
+    "discord_orch.recovery", "discord_orch.procs", "difflib", "logging.handlers", "subprocess",
+}
+IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
+
+
+def imported(stderr: str) -> Set[str]:
+    return {m.group(2) for line in stderr.splitlines() if (m := IMPORT_LINE.match(line))}
+
+
+def idle_pass(home, world):
+    first = home.cli("orchestrate")   # the first pass moves the cursor past what is there
+    assert first.returncode == 0, first.stderr
+    world.ld.reset_log()
+    result = home.cli("orchestrate", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "pass done: nothing to do" in result.stderr
+    return result
+
+
+def test_an_idle_pass_makes_one_request_and_loads_only_what_it_uses(home, world):
+    world.post(world.alice, "an old task FAIL")
+    home.cli("orchestrate")   # runs it: the home now has records, a ledger, an archive
+    result = idle_pass(home, world)
+    assert [r.route for r in world.ld.requests] == ["GET /channels/{channel_id}/messages"]
+    loaded = imported(result.stderr)
+    assert "discord_orch.orchestrator" in loaded and "requests" in loaded   # the report is real
+    assert not loaded & NOT_FOR_AN_IDLE_PASS, sorted(loaded & NOT_FOR_AN_IDLE_PASS)
+
+
+def test_a_pass_with_work_still_loads_what_it_needs(home, world):
+    world.post(world.alice, "do the thing")
+    result = home.cli("orchestrate", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    loaded = imported(result.stderr)
+    assert {"discord_orch.report", "discord_orch.agent", "discord_orch.workspace"} <= loaded
+    [post] = world.ld.messages(world.results)
+    assert "do the thing" in post["content"] or post["attachments"]
