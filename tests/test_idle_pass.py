@@ -13,7 +13,7 @@ import re
 from typing import Set
 
 NOT_FOR_AN_IDLE_PASS = {
-    "discord_orch.report", "discord_orch.reporter", "discord_orch.agent", "discord_orch.openclaw",
+    "discord_orch.report", "discord_orch.agent", "discord_orch.openclaw",
     "discord_orch.workspace", "discord_orch.check", "discord_orch.sim", "discord_orch.prices",
     "discord_orch.recovery", "discord_orch.procs", "difflib", "logging.handlers", "subprocess",
 }
@@ -35,8 +35,9 @@ def idle_pass(home, world):
 
 
 def test_an_idle_pass_makes_one_request_and_loads_only_what_it_uses(home, world):
-    world.post(world.alice, "an old task FAIL")
-    home.cli("orchestrate")   # runs it: the home now has records, a ledger, an archive
+    assert home.cli("submit", "an old task FAIL").returncode == 0
+    ran = home.cli("orchestrate")   # runs it: the home now has records, a ledger, an archive
+    assert "finished task=" in ran.stderr and list((home.path / "archive").iterdir())
     result = idle_pass(home, world)
     assert [r.route for r in world.ld.requests] == ["GET /channels/{channel_id}/messages"]
     loaded = imported(result.stderr)
@@ -45,10 +46,10 @@ def test_an_idle_pass_makes_one_request_and_loads_only_what_it_uses(home, world)
 
 
 def test_a_pass_with_work_still_loads_what_it_needs(home, world):
-    world.post(world.alice, "do the thing")
+    assert home.cli("submit", "do the thing").returncode == 0
     result = home.cli("orchestrate", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0, result.stderr
     loaded = imported(result.stderr)
     assert {"discord_orch.report", "discord_orch.agent", "discord_orch.workspace"} <= loaded
-    [post] = world.ld.messages(world.results)
-    assert "do the thing" in post["content"] or post["attachments"]
+    [post] = world.results_messages()
+    assert "do the thing" in post["content"]

@@ -267,7 +267,18 @@ def test_archive_pruned_by_the_pass(home, world):
     for path in kept.values():
         os.utime(path, (then, then))
     orchestrate(home)
+    assert kept[ok].exists(), "archive/ is read once an hour, not by every pass"
+    an_hour_ago(home)
+    orchestrate(home)
     assert not kept[ok].exists() and kept[bad].exists()
+
+
+def an_hour_ago(home) -> None:
+    """Move the last prune of archive/ an hour back (what mtimes are to the workspaces)."""
+    import sqlite3
+
+    with sqlite3.connect(home.path / ".runtime" / "state.db") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'last_prune'", (repr(time.time() - 3601),))
 
 
 # ---------------------------------------------------------------- the agent's instructions

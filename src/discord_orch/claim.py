@@ -65,7 +65,6 @@ from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
 from .tasks import TASK_ATTACHMENT, parse_task
-from .workspace import decode_text
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -269,6 +268,8 @@ class Claims:
             if att.filename == TASK_ATTACHMENT:
                 if att.size > MAX_TASK_ATTACHMENT_BYTES:
                     return None
+                from .workspace import decode_text   # not on an idle pass: only for a TASK.txt
+
                 data = self.client.download(att.url, max_bytes=MAX_TASK_ATTACHMENT_BYTES)
                 return decode_text(data)
         return None

@@ -14,6 +14,9 @@ from typing import Any, Mapping, Optional, Tuple
 # Facts of Discord's v10 API that more than one module relies on (one home each).
 API_BASE_URL = "https://discord.com/api/v10"
 DISCORD_EPOCH_MS = 1420070400000       # 2015-01-01T00:00:00Z: the zero of a snowflake's timestamp
+# The seed's name for a task too long for one message: the attachment it travels in, and the file the
+# agent reads it from in its workspace (workspace.py), so one name for both.
+TASK_FILE = "TASK.txt"
 MESSAGE_LIMIT = 2000                   # characters of a message's content; Discord counts code points: len(str)
 SNOWFLAKE_MAX = 2 ** 64 - 1
 _SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")

@@ -42,15 +42,14 @@ handled: the next pass recovers (recovery.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
-from . import report as reportfmt
-from .agent import RunningAgent
 from .claim import Claims
 from .config import Settings
 from .discord_api import DiscordClient
@@ -58,21 +57,26 @@ from .errors import OrchError, StateError
 from .intake import Intake
 from .lanes import Lane, drain
 from .models import Message
-from .openclaw import AgentConfig
 from .outcome import FAILED, OK, Outcome
-from .procs import ProcessTable
-from .recovery import Adoption, RecoveryPlan, Restart, plan_recovery
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
 from .waker import Waker
 from .watchdog import Watchdog
-from .workspace import (Workspace, agents_md_for, archive_quietly, create_workspace, new_agent_id, prune_archive,
-                        tools_md_for)
+
+if TYPE_CHECKING:
+    from .agent import RunningAgent
+    from .openclaw import AgentConfig
+    from .workspace import Workspace
+
+# An idle pass, the one cron runs every minute, loads none of what runs, reports or prepares
+# agents (agent, openclaw, procs, recovery, report, workspace): those are imported in the verbs
+# that use them, the first time there is something to do (tests/test_idle_pass.py).
 
 log = logging.getLogger("discord_orch")
 
 TICK_S = 0.25                    # longest sleep of the main loop between checks
-PRUNE_EVERY_S = 3600.0           # --watch: prune archive/ this often (a pass prunes when it ends)
+PRUNE_EVERY_S = 3600.0           # prune archive/ this often (retention is in hours): a pass ending, or --watch
+LAST_PRUNE_META = "last_prune"   # meta key: when archive/ was last pruned (epoch seconds)
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
 OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tried again this often
@@ -115,15 +119,6 @@ class Orchestrator:
         self.clock = clock
         self.wall = wall
         self.stats = PassStats()
-        self.agent_config = AgentConfig(
-            openclaw_bin=settings.openclaw_bin,
-            local=settings.agent_local,
-            timeout_s=float(settings.timeout_s or 0),   # per task: see _agent_config_for
-            kill_grace_s=settings.kill_grace_s,
-            user_openclaw_config=settings.openclaw_config,
-            extra_pythonpath=settings.extra_pythonpath,
-            secret_values=(settings.token.reveal(),) if settings.token else (),
-        )
         self._live: Dict[str, _Live] = {}
         self._ready: List[TaskRecord] = []          # claimed (by recovery), waiting for capacity
         self._wake = Waker()   # not threading.Event: signal handlers call wake() (see waker.py)
@@ -137,6 +132,22 @@ class Orchestrator:
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
+
+    @functools.cached_property
+    def agent_config(self) -> AgentConfig:
+        """How every agent of this pass is run (the timeout is set per task: _agent_config_for)."""
+        from .openclaw import AgentConfig
+
+        s = self.settings
+        return AgentConfig(
+            openclaw_bin=s.openclaw_bin,
+            local=s.agent_local,
+            timeout_s=float(s.timeout_s or 0),
+            kill_grace_s=s.kill_grace_s,
+            user_openclaw_config=s.openclaw_config,
+            extra_pythonpath=s.extra_pythonpath,
+            secret_values=(s.token.reveal(),) if s.token else (),
+        )
 
     # ------------------------------------------------------------------
     # entry points
@@ -186,7 +197,8 @@ class Orchestrator:
             if watchdog is not None:
                 watchdog.beat()   # the drain is capped, and the watchdog still covers it
             drain(self._lanes, STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S, self.clock)
-            self.prune()
+            if self._prune_due():
+                self.prune()
             if watchdog is not None:
                 watchdog.stop()
         self._log_end()
@@ -273,7 +285,12 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def recover(self) -> None:
         """Carry out recovery's plan for what a pass that is gone left behind (we hold the home lock)."""
-        plan: RecoveryPlan = plan_recovery(self.store, self.settings, self._agent_config_for, wall=self.wall)
+        if not self.store.has_open_tasks():
+            return   # every task is cleaned: a pass that is gone left nothing (the idle pass ends here)
+        from .recovery import Adoption, Restart, plan_recovery
+        from .workspace import archive_quietly
+
+        plan = plan_recovery(self.store, self.settings, self._agent_config_for, wall=self.wall)
         if plan.ledger_lines_added:
             log.info("recovered %d ledger line(s)", plan.ledger_lines_added)
         self._ready.extend(plan.claimed)
@@ -336,6 +353,8 @@ class Orchestrator:
 
     def prepare(self, rec: TaskRecord) -> Workspace:
         """The agent's workspace: AGENTS.md (template, worker type), TOOLS.md, TASK.txt, the config overlay."""
+        from .workspace import Workspace, agents_md_for, create_workspace, new_agent_id, tools_md_for
+
         s = self.settings
         ws = Workspace.at(s.workers_dir, new_agent_id(self.wall()), rec.task_id)
         agents_md = agents_md_for(ws, s.workers_dir, description=rec.description, model=rec.model,
@@ -351,6 +370,9 @@ class Orchestrator:
 
     def run(self, rec: TaskRecord, ws: Workspace) -> None:
         """Spawn the agent (its record says ``running`` with its pid) and supervise it from now on."""
+        from .agent import RunningAgent
+        from .report import notice_line_spawned
+
         cfg = self._agent_config_for(rec)
         try:
             agent = RunningAgent.start(cfg, ws, task_id=rec.task_id, session_id=f"{ws.agent_id}-{rec.task_id}",
@@ -365,7 +387,7 @@ class Orchestrator:
         self.stats.started += 1
         log.info("started task=%s agent=%s pid=%d timeout=%ss", rec.task_id, ws.agent_id, agent.pid,
                  int(cfg.timeout_s))
-        self.reporter.notice(reportfmt.notice_line_spawned(ws.agent_id, rec.task_id, rec.description,
+        self.reporter.notice(notice_line_spawned(ws.agent_id, rec.task_id, rec.description,
                                                            worker=rec.worker))
         self.claims.react_running(rec.task_id)
 
@@ -378,6 +400,10 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def supervise(self) -> None:
         """Poll every running agent (timeouts included); finish those that ended."""
+        if not self._live:
+            return
+        from .procs import ProcessTable
+
         now = self.wall()
         procs = ProcessTable()  # read only if an agent ended: one /proc walk for all that ended this tick
         for task_id, live in list(self._live.items()):
@@ -391,27 +417,40 @@ class Orchestrator:
 
     def finish(self, rec: TaskRecord, ws: Workspace, outcome: Outcome, *, archived: Optional[str] = None) -> None:
         """Record the outcome (archiving a workspace that is kept), post a notice, queue the result."""
+        from .report import notice_line_finished, posts_whole
+        from .workspace import archive_quietly
+
         archive_path = archived
         # A RESULT.txt larger than one attachment can only be posted in part: its workspace is then
         # kept (with the failures' retention), or removing it would lose the rest of the result.
-        whole = reportfmt.posts_whole(outcome.result_bytes)
+        whole = posts_whole(outcome.result_bytes)
         if archived is None and (outcome.status != OK or not whole or self.settings.keep_success_h > 0):
             archive_path = archive_quietly(ws, self.settings.archive_dir, success=outcome.status == OK and whole)
         self.store.mark_finished(rec.task_id, outcome, finished_at=self.wall(), archive_path=archive_path)
         self.stats.finished += 1
         log.info("finished task=%s agent=%s outcome=%s duration=%.1fs%s", rec.task_id, ws.agent_id,
                  outcome.status, outcome.duration_s, f" ({outcome.reason})" if outcome.reason else "")
-        self.reporter.notice(reportfmt.notice_line_finished(ws.agent_id, rec.task_id, outcome.status,
-                                                            outcome.duration_s))
+        self.reporter.notice(notice_line_finished(ws.agent_id, rec.task_id, outcome.status, outcome.duration_s))
         self.reporter.queue(rec.task_id)
+
+    def _prune_due(self) -> bool:
+        """Not on every cron pass: archive/ is read once per PRUNE_EVERY_S, whichever pass comes then."""
+        try:
+            last = self.store.get_meta(LAST_PRUNE_META)
+            return last is None or not 0 <= self.wall() - float(last) < PRUNE_EVERY_S
+        except (StateError, ValueError):
+            return True
 
     def prune(self) -> None:
         """Remove archived workspaces past their retention."""
+        from .workspace import prune_archive
+
         s = self.settings
         self._last_prune = self.clock()
         try:
             removed = prune_archive(s.archive_dir, s.archive_retention_h, self.wall(),
                                     success_hours=s.keep_success_h)
+            self.store.set_meta(LAST_PRUNE_META, repr(self.wall()))
         except (OSError, StateError) as exc:
             log.error("could not prune %s: %s", s.archive_dir, exc)
             return

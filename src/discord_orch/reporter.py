@@ -31,15 +31,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Collection, List, Optional, Tuple
 
-from . import report as reportfmt
 from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, Unauthorized
 from .lanes import Lane, NoticeLane, guarded
 from .models import Message, snowflake_at
-from .prices import load_prices
 from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, REPORTING, Store, TaskRecord
-from .workspace import RESULT_READ_MAX, Workspace, archive_quietly, read_head, remove_workspace
 
 if TYPE_CHECKING:
+    from .report import Post
+    from .workspace import Workspace
     from .claim import Identity
     from .config import Settings
     from .discord_api import DiscordClient
@@ -142,7 +141,13 @@ class Reporter:
             post = self._fallback_post(rec, f"Discord refused it: {exc}")
             return self.client.create_message(self.settings.results_channel, post.content, nonce=nonce)
 
-    def _render(self, rec: TaskRecord) -> reportfmt.Post:
+    # report, prices and workspace are imported by the methods that post: an idle pass, which
+    # posts nothing, never loads them (tests/test_idle_pass.py).
+    def _render(self, rec: TaskRecord) -> Post:
+        from . import report as reportfmt
+        from .prices import load_prices
+        from .workspace import RESULT_READ_MAX, read_head
+
         s = self.settings
         if rec.refusal is not None:
             return reportfmt.refusal_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
@@ -165,9 +170,12 @@ class Reporter:
                                      archive_path=rec.archive_path, prices=self._prices,
                                      summary_max=s.summary_max)
 
-    def _fallback_post(self, rec: TaskRecord, why: str) -> reportfmt.Post:
+    def _fallback_post(self, rec: TaskRecord, why: str) -> Post:
         """A short, always valid result post: status, task, agent, why the full one is missing, and
         where the workspace is kept (it is archived now, so that cleaning up cannot lose it)."""
+        from . import report as reportfmt
+        from .workspace import archive_quietly
+
         where = rec.archive_path
         if rec.agent_id and not where:
             where = archive_quietly(self.workspace_of(rec), self.settings.archive_dir)
@@ -200,6 +208,8 @@ class Reporter:
     # -- after the post ----------------------------------------------------------
     def workspace_of(self, rec: TaskRecord) -> Workspace:
         """Where the task's workspace is: its copy in archive/ once archived, else under workers/."""
+        from .workspace import Workspace
+
         assert rec.agent_id, "a task that never had a workspace"
         if rec.archive_path:   # archive/<agent_id>, or <agent_id>.N after a name clash
             return Workspace.in_dir(rec.archive_path, rec.agent_id, rec.task_id)
@@ -208,6 +218,8 @@ class Reporter:
     def clean_up(self, rec: TaskRecord) -> None:
         """Remove the workspace of a reported task (unless it is archived) and close its record."""
         if rec.refusal is None and rec.agent_id and not rec.archive_path:
+            from .workspace import remove_workspace
+
             ws = self.workspace_of(rec)
             try:
                 remove_workspace(ws)
@@ -226,7 +238,9 @@ class Reporter:
             self.notice_lane.add(line)
 
     def _send_notices(self, lines: List[str]) -> None:
-        for content in reportfmt.batch_notices(lines):
+        from .report import batch_notices
+
+        for content in batch_notices(lines):
             try:
                 self.client.create_message(self.settings.worker_pool_channel, content)
             except Unauthorized as exc:

@@ -364,6 +364,11 @@ class Store:
             [TaskStatus(s).value for s in statuses]).fetchall()
         return [TaskRecord(**{c: r[c] for c in _COLUMNS}) for r in rows]
 
+    def has_open_tasks(self) -> bool:
+        """Whether any task is short of ``cleaned`` (one indexed lookup: an idle pass asks only this)."""
+        return self._conn().execute("SELECT 1 FROM tasks WHERE status != ? LIMIT 1",
+                                    (CLEANED.value,)).fetchone() is not None
+
     def insert(self, *, task_id: str, channel_id: str, author_id: str, status: TaskStatus, description: str = "",
                model_alias: str = "", model: str = "", thinking: str = "", worker: Optional[str] = None,
                refusal: Optional[str] = None) -> bool:

@@ -49,8 +49,7 @@ from types import MappingProxyType
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
-from .models import MESSAGE_LIMIT
-from .workspace import TASK_FILE as TASK_ATTACHMENT  # the file a too-long task travels in: the agent's TASK.txt
+from .models import MESSAGE_LIMIT, TASK_FILE as TASK_ATTACHMENT  # TASK_FILE: the file a too-long task travels in
 
 THINKING_LEVELS = ("off", "minimal", "low", "medium", "high", "xhigh")
 DEFAULT_ALIASES: Mapping[str, str] = MappingProxyType({

@@ -42,13 +42,12 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from .errors import StateError
-from .models import is_snowflake
+from .models import TASK_FILE, is_snowflake
 
 log = logging.getLogger("discord_orch")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-TASK_FILE = "TASK.txt"
 RESULT_FILE = "RESULT.txt"
 SUMMARY_FILE = "SUMMARY.txt"
 STDOUT_FILE = "agent-output.json"
