@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discord_orch.settings_spec import SETTINGS, Number
+from discord_orch.tasks import MAX_TASK_BYTES
 
 EXIT_USAGE, EXIT_CONFIG, EXIT_DISCORD = 2, 3, 4
 
@@ -336,3 +337,26 @@ def test_a_number_flag_that_is_not_finite_is_a_usage_error(home, world, flag, va
     line = one_error_line(result)
     assert f"'{flag}'" in line and "finite" in line
     assert world.ld.requests == []
+
+
+@pytest.mark.parametrize("text,said", [("x" * 1_200_000, "is over 1,048,576 bytes"),
+                                       ("é" * 600_000, "is 1,200,000 bytes")], ids=["ascii", "2-byte characters"])
+def test_a_task_over_the_limit_is_refused_at_submit_with_the_number(home, world, tmp_path, text, said):
+    """`orchestrate` reads at most MAX_TASK_BYTES of TASK.txt: submit refuses more, before any request
+    (it used to post 1.2 MB, and the task was then refused as "could not be read")."""
+    big = tmp_path / "big.txt"
+    big.write_text(text, encoding="utf-8")
+    world.ld.reset_log()
+    result = home.cli("submit", "--file", str(big))
+    assert result.returncode == EXIT_USAGE, result.stderr
+    line = one_error_line(result)
+    assert said in line and f"at most {MAX_TASK_BYTES:,} bytes" in line
+    assert world.ld.requests == []
+
+
+def test_a_task_at_the_limit_is_posted(home, world, tmp_path):
+    exact = tmp_path / "exact.txt"
+    exact.write_text("y" * MAX_TASK_BYTES, encoding="utf-8")
+    result = home.cli("submit", "--file", str(exact))
+    assert result.returncode == 0, result.stderr
+    assert world.ld.attachment_bytes(world.task_queue, result.stdout.strip()) == b"y" * MAX_TASK_BYTES

@@ -59,12 +59,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .errors import UNKNOWN_MEMBER, ConfigError, DiscordError, Forbidden, NotFound, Unauthorized
+from .errors import UNKNOWN_MEMBER, AttachmentTooLarge, ConfigError, DiscordError, Forbidden, NotFound, Unauthorized
 from .lanes import Lane, guarded
-from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
+from .models import TASK_MESSAGE_TYPES, Attachment, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
-from .tasks import TASK_ATTACHMENT, parse_task
+from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, parse_task
 from .workspace import decode_text
 
 if TYPE_CHECKING:
@@ -77,7 +77,6 @@ REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
 STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
-MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024      # a TASK.txt longer than this is not read (the task is refused)
 INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
 
 log = logging.getLogger("discord_orch")
@@ -98,6 +97,10 @@ def is_pending(msg: Message, known_ids: Iterable[str]) -> bool:
     if claim is not None and claim.count > 0:
         return False
     return msg.id not in known_ids
+
+
+def _task_file(msg: Message) -> Optional[Attachment]:
+    return next((att for att in msg.attachments if att.filename == TASK_ATTACHMENT), None)
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,10 @@ class Claims:
             return self._refuse(msg, "the message arrived empty: the bot cannot read message content. Turn on "
                                      "MESSAGE CONTENT INTENT for the bot (Discord Developer Portal → Bot → "
                                      "Privileged Gateway Intents)", intent=True)
-        parsed = parse_task(msg.content, self.settings.aliases, attachment_text=self._task_attachment(msg))
+        attachment_text, unreadable = self._task_attachment(msg)
+        if unreadable:
+            return self._refuse(msg, unreadable)
+        parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
         if parsed.problems:
             return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
@@ -264,14 +270,18 @@ class Claims:
         self.react_claimed(msg.id)
         return Decision(msg.id, record=self.store.get(msg.id))
 
-    def _task_attachment(self, msg: Message) -> Optional[str]:
-        for att in msg.attachments:
-            if att.filename == TASK_ATTACHMENT:
-                if att.size > MAX_TASK_ATTACHMENT_BYTES:
-                    return None
-                data = self.client.download(att.url, max_bytes=MAX_TASK_ATTACHMENT_BYTES)
-                return decode_text(data)
-        return None
+    def _task_attachment(self, msg: Message) -> Tuple[Optional[str], str]:
+        """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "")."""
+        att = _task_file(msg)
+        if att is None:
+            return None, ""
+        size = att.size
+        if size <= MAX_TASK_BYTES:
+            try:
+                return decode_text(self.client.download(att.url, max_bytes=MAX_TASK_BYTES)), ""
+            except AttachmentTooLarge as exc:   # the message understated its size
+                size = exc.size or MAX_TASK_BYTES + 1
+        return None, f"its {TASK_ATTACHMENT} is {size:,} bytes; a task may be at most {MAX_TASK_BYTES:,} bytes"
 
     def _refuse(self, msg: Message, reason: str, *, description: str = "", intent: bool = False) -> Decision:
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
