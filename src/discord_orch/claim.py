@@ -65,7 +65,7 @@ from .models import TASK_MESSAGE_TYPES, Attachment, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
 from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, parse_task
-from .workspace import decode_text
+from .workspace import decode_text, is_profile, worker_profiles
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -107,6 +107,12 @@ def _task_file(msg: Message) -> Optional[Attachment]:
 class Verdict:
     allowed: bool
     reason: str = ""
+
+
+def _no_such_profile(worker: str, profiles: List[str]) -> str:
+    there = f"the profiles here are {', '.join(profiles)}" if profiles else "there are no profiles here"
+    return (f"worker profile {worker!r} does not exist: {there} (a profile is workers/<name>/ with an "
+            "AGENTS.md or TOOLS.md; names starting with 'agent-' are workspaces, never profiles)")
 
 
 class Access:
@@ -259,6 +265,9 @@ class Claims:
         parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
         if parsed.problems:
             return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
+        if parsed.worker is not None and not is_profile(self.settings.workers_dir, parsed.worker):
+            return self._refuse(msg, _no_such_profile(parsed.worker, worker_profiles(self.settings.workers_dir)),
+                                description=parsed.description)
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
                                  status=CLAIMED, description=parsed.description, model_alias=parsed.model_alias,
                                  model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker):
