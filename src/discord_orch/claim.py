@@ -59,7 +59,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .errors import UNKNOWN_MEMBER, AttachmentTooLarge, ConfigError, DiscordError, Forbidden, NotFound, Unauthorized
+from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError, Forbidden,
+                     NotFound, Unauthorized)
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
@@ -101,6 +102,11 @@ def is_pending(msg: Message, known_ids: Iterable[str]) -> bool:
 
 def _task_file(msg: Message) -> Optional[Attachment]:
     return next((att for att in msg.attachments if att.filename == TASK_ATTACHMENT), None)
+
+
+def _too_large(size: Optional[int]) -> str:
+    shown = f"{size:,}" if size is not None else f"over {MAX_TASK_BYTES:,}"
+    return f"its {TASK_ATTACHMENT} is {shown} bytes; a task may be at most {MAX_TASK_BYTES:,} bytes"
 
 
 @dataclass(frozen=True)
@@ -249,9 +255,10 @@ class Claims:
 
     # -- decide: claim or refuse ----------------------------------------------
     def decide(self, msg: Message) -> Decision:
-        """Claim a pending message (record, ledger, ✅) or refuse it (record, ⛔) with the reason.
+        """Claim a pending message (record, ledger, ✅) or refuse it (record, ⛔) with the reason; drop it
+        when it was deleted before its TASK.txt was read (nobody to answer).
 
-        DiscordError when its TASK.txt cannot be read: it stays pending."""
+        DiscordError when Discord cannot tell (an outage): it stays pending."""
         verdict = self.access.check(msg)
         if not verdict.allowed:
             return self._refuse(msg, verdict.reason)
@@ -259,7 +266,13 @@ class Claims:
             return self._refuse(msg, "the message arrived empty: the bot cannot read message content. Turn on "
                                      "MESSAGE CONTENT INTENT for the bot (Discord Developer Portal → Bot → "
                                      "Privileged Gateway Intents)", intent=True)
-        attachment_text, unreadable = self._task_attachment(msg)
+        try:
+            attachment_text, unreadable = self._task_attachment(msg)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_MESSAGE:
+                raise
+            log.warning("task=%s: its message was deleted before its TASK.txt was read; dropped", msg.id)
+            return Decision(msg.id)
         if unreadable:
             return self._refuse(msg, unreadable)
         parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
@@ -280,17 +293,34 @@ class Claims:
         return Decision(msg.id, record=self.store.get(msg.id))
 
     def _task_attachment(self, msg: Message) -> Tuple[Optional[str], str]:
-        """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "")."""
+        """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "").
+
+        NotFound (Unknown Message) when the message is gone."""
         att = _task_file(msg)
         if att is None:
             return None, ""
-        size = att.size
-        if size <= MAX_TASK_BYTES:
-            try:
-                return decode_text(self.client.download(att.url, max_bytes=MAX_TASK_BYTES)), ""
-            except AttachmentTooLarge as exc:   # the message understated its size
-                size = exc.size or MAX_TASK_BYTES + 1
-        return None, f"its {TASK_ATTACHMENT} is {size:,} bytes; a task may be at most {MAX_TASK_BYTES:,} bytes"
+        if att.size > MAX_TASK_BYTES:
+            return None, _too_large(att.size)
+        try:
+            data, unreadable = self._download(msg, att)
+        except AttachmentTooLarge as exc:   # the message understated its size
+            return None, _too_large(exc.size)
+        return (None if data is None else decode_text(data)), unreadable
+
+    def _download(self, msg: Message, att: Attachment) -> Tuple[Optional[bytes], str]:
+        """TASK.txt's bytes, or why there are none. A CDN link is signed and expires (then 404 or 403, as
+        for a deleted file): the link of a fresh copy of the message is tried, once."""
+        try:
+            return self.client.download(att.url, max_bytes=MAX_TASK_BYTES), ""
+        except (NotFound, Forbidden):
+            pass
+        fresh = _task_file(self.client.get_message(msg.channel_id, msg.id))
+        if fresh is None:
+            return None, f"its {TASK_ATTACHMENT} was removed from the message before it was read"
+        try:
+            return self.client.download(fresh.url, max_bytes=MAX_TASK_BYTES), ""
+        except (NotFound, Forbidden) as exc:
+            return None, f"its {TASK_ATTACHMENT} could not be downloaded: Discord answered {exc.answer()}"
 
     def _refuse(self, msg: Message, reason: str, *, description: str = "", intent: bool = False) -> Decision:
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
