@@ -544,14 +544,14 @@ def test_a_worker_tag_naming_a_live_workspace_is_refused_not_loaded(home, world)
     assert REFUSED in world.ld.reactions(world.task_queue, spy)
 
 
-@pytest.mark.parametrize("worker", ["nosuch", "agent-1796000000-abcdef", "agent-x"])
+@pytest.mark.parametrize("worker", ["nosuch", "agent-1796000000-abcdef", "agent-x", "Agent-1796000000-abcdef"])
 def test_a_worker_tag_that_is_not_a_profile_is_refused_with_the_profiles(home, world, worker):
     for name in ("coder", "writer"):
         (home.path / "workers" / name).mkdir(parents=True, exist_ok=True)
         (home.path / "workers" / name / "TOOLS.md").write_text(f"# {name} tools\n")
     # a workspace-shaped directory with a prompt in it is no profile, whatever it is called
     (home.path / "workers" / worker).mkdir(parents=True, exist_ok=True)
-    if worker.startswith("agent-"):
+    if worker.lower().startswith("agent-"):   # also the name a case-insensitive disk (macOS) finds it by
         (home.path / "workers" / worker / "AGENTS.md").write_text("another task's prompt\n")
     home.write_config(ALLOWED_USER_IDS=world.alice.id)
     task = world.post(world.alice, f"do it [worker:{worker}]")["id"]

@@ -315,10 +315,10 @@ def is_profile(workers_dir: PathLike, worker: str) -> bool:
     name with the workspaces' prefix, or a directory shaped like a workspace, is never a profile,
     or a task could load another task's prompt as its own."""
     check_worker_name(worker)
-    if worker.startswith(AGENT_ID_PREFIX):
+    if worker.lower().startswith(AGENT_ID_PREFIX):   # any case: a case-insensitive disk (macOS) finds it so
         return False
     where = _abs(workers_dir) / worker
-    if (where / OVERLAY_CONFIG).exists() and (where / TASKS_DIR).is_dir():   # a workspace, whatever its name
+    if (where / OVERLAY_CONFIG).exists() or (where / TASKS_DIR).is_dir():   # a workspace, whatever its name
         return False
     return any((where / name).is_file() for name in PROFILE_FILES)
 
