@@ -16,6 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from discord_orch.settings_spec import SETTINGS, Number
+from discord_orch.tasks import MAX_TASK_BYTES
+
 EXIT_USAGE, EXIT_CONFIG, EXIT_DISCORD = 2, 3, 4
 
 
@@ -296,3 +299,64 @@ def test_everyone_role_in_allowed_role_ids_is_flagged(home, world):
     result = home.cli("submit", "a task")
     assert result.returncode == 0, result.stderr
     assert "the @everyone role" in result.stderr and "ALLOW_ANYONE=true" in result.stderr
+
+
+NUMBER_KEYS = [s.key for s in SETTINGS if isinstance(s.parse, Number)]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+@pytest.mark.parametrize("key", NUMBER_KEYS)
+def test_a_number_setting_that_is_not_finite_is_a_config_error(home, world, key, value):
+    """TIMEOUT=nan used to crash the pass after its first agent started; ARCHIVE_RETENTION_HOURS=nan
+    pruned what was archived a moment ago. Every number is finite, or the key is named (exit 3)."""
+    home.write_config(**{key: value})
+    world.post(world.bot, "a task that must not run")
+    world.ld.reset_log()
+    result = home.cli("orchestrate")
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    line = one_error_line(result)
+    assert f"config: {key}: " in line and repr(value) in line
+    assert world.ld.requests == [] and home.runs() == []
+
+
+@pytest.mark.parametrize("key,value", [("TIMEOUT", "1e300"), ("ARCHIVE_RETENTION_HOURS", "1e30"),
+                                       ("WATCHDOG", "1e20"), ("POLL_INTERVAL", "1e12")])
+def test_a_number_setting_past_its_maximum_is_a_config_error(home, world, key, value):
+    home.write_config(**{key: value})
+    result = home.cli("orchestrate")
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"config: {key}: must be between " in one_error_line(result)
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--interval"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_number_flag_that_is_not_finite_is_a_usage_error(home, world, flag, value):
+    world.ld.reset_log()
+    result = home.cli("orchestrate", flag, value)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    line = one_error_line(result)
+    assert f"'{flag}'" in line and "finite" in line
+    assert world.ld.requests == []
+
+
+@pytest.mark.parametrize("text,said", [("x" * 1_200_000, "is over 1,048,576 bytes"),
+                                       ("é" * 600_000, "is 1,200,000 bytes")], ids=["ascii", "2-byte characters"])
+def test_a_task_over_the_limit_is_refused_at_submit_with_the_number(home, world, tmp_path, text, said):
+    """`orchestrate` reads at most MAX_TASK_BYTES of TASK.txt: submit refuses more, before any request
+    (it used to post 1.2 MB, and the task was then refused as "could not be read")."""
+    big = tmp_path / "big.txt"
+    big.write_text(text, encoding="utf-8")
+    world.ld.reset_log()
+    result = home.cli("submit", "--file", str(big))
+    assert result.returncode == EXIT_USAGE, result.stderr
+    line = one_error_line(result)
+    assert said in line and f"at most {MAX_TASK_BYTES:,} bytes" in line
+    assert world.ld.requests == []
+
+
+def test_a_task_at_the_limit_is_posted(home, world, tmp_path):
+    exact = tmp_path / "exact.txt"
+    exact.write_text("y" * MAX_TASK_BYTES, encoding="utf-8")
+    result = home.cli("submit", "--file", str(exact))
+    assert result.returncode == 0, result.stderr
+    assert world.ld.attachment_bytes(world.task_queue, result.stdout.strip()) == b"y" * MAX_TASK_BYTES

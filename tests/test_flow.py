@@ -13,6 +13,8 @@ import sqlite3
 
 import pytest
 
+from discord_orch.tasks import MAX_TASK_BYTES
+
 CHECK = "✅"
 
 
@@ -235,3 +237,13 @@ def test_claim_recorded_without_its_ledger_line_is_completed_and_run_once(home, 
     assert home.ledger() == [task_id]
     assert [r["task_id"] for r in home.runs()] == [task_id]
     assert len(result_for(world, task_id)) == 1
+
+
+def test_a_task_attachment_over_the_limit_is_refused_with_the_number(home, world):
+    home.write_config(ALLOWED_USER_IDS=world.alice.id)
+    task = world.post(world.alice, "see the attachment", attachments=[("TASK.txt", b"z" * 1_200_000)])["id"]
+    assert home.cli("orchestrate").returncode == 0
+    [post] = result_for(world, task)
+    assert "1,200,000 bytes" in post["content"] and f"{MAX_TASK_BYTES:,} bytes" in post["content"]
+    assert "could not be read" not in post["content"]
+    assert home.runs() == []

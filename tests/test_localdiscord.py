@@ -866,3 +866,18 @@ def test_concurrent_creates_are_consistent(make_world: Callable[..., World]) -> 
     assert len(set(ids)) == 40
     listed = [m["id"] for m in w.ld.messages(w.cid)]
     assert listed == sorted(listed, key=int) and sorted(listed) == sorted(ids)
+
+
+def test_attachment_links_are_signed_and_expire_like_the_cdn(w: World) -> None:
+    """A link lasts attachment_link_ttl seconds; a fresh GET of the message signs a new one."""
+    w.ld.attachment_link_ttl = 1.0
+    m = w.ld.post_message(w.cid, w.alice.id, "t", attachments=[("TASK.txt", b"do it")])
+    url = m["attachments"][0]["url"]
+    assert requests.get(url).content == b"do it"
+    assert requests.get(url.split("?")[0]).status_code == 404                    # unsigned
+    assert requests.get(url.replace("hm=", "hm=0")).status_code == 404          # signed by someone else
+    time.sleep(2.1)
+    gone = requests.get(url)
+    assert gone.status_code == 404 and gone.text == "This content is no longer available."
+    fresh = w.get(f"/channels/{w.cid}/messages/{m['id']}").json()["attachments"][0]["url"]
+    assert fresh != url and requests.get(fresh).content == b"do it"

@@ -750,3 +750,77 @@ def test_unwritable_home_is_one_line_and_touches_nothing(home, world, how):
     assert "Traceback" not in run.stderr
     assert home.runs() == [] and world.results_messages() == []
     assert world.ld.reactions(world.task_queue, world.ld.messages(world.task_queue)[0]["id"]) == {}
+
+
+# ---------------------------------------------------------------------------- a task's TASK.txt
+
+ATTACHMENT = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
+GET_MESSAGE = "GET /channels/{channel_id}/messages/{message_id}"
+PASS_CAP_S = 30.0      # these passes take seconds; the bug they reproduce made them last forever
+
+
+def waiting_attached_task(world, home) -> str:
+    """One agent at a time: a task that sleeps, then a task in TASK.txt that waits for the agent."""
+    home.write_config(MAX_AGENTS="1")
+    post_tasks(world, ["SLEEP=3 the first task"])
+    return world.post(world.bot, "(task text in TASK.txt, 11 characters)",
+                      attachments=[("TASK.txt", b"second task")])["id"]
+
+
+def test_a_task_deleted_while_it_waits_is_dropped_and_the_pass_ends(home, world):
+    """Its TASK.txt was downloaded 4 times a second (404) and the pass never ended."""
+    second = waiting_attached_task(world, home)
+    proc = home.popen("orchestrate")
+    wait_for(lambda: len(home.runs()) == 1, "the first agent to start")
+    world.ld.delete_message(world.task_queue, second)
+    world.ld.reset_log()
+    code, _, err = finish(proc, cap=PASS_CAP_S)
+    assert code == 0, err[-3000:]
+    assert f"task={second}: its message was deleted before its TASK.txt was read; dropped" in err
+    assert world.ld.request_count("GET", ATTACHMENT) == 1 and world.ld.request_count("GET", GET_MESSAGE) == 1
+    assert results_for(world, second) == [] and len(run_ids(home)) == 1
+    world.ld.reset_log()
+    pass_ok(home)
+    assert world.ld.request_count("GET", ATTACHMENT) == 0
+
+
+def test_an_expired_attachment_link_is_fetched_again_from_a_fresh_copy_of_the_message(home, world):
+    """Discord's CDN links expire (ex=...): the task that waited past it still runs."""
+    world.ld.attachment_link_ttl = 1.0
+    second = waiting_attached_task(world, home)
+    world.ld.reset_log()
+    code, _, err = finish(home.popen("orchestrate"), cap=PASS_CAP_S)
+    assert code == 0, err[-3000:]
+    assert "second task" in one_result(world, second)["content"] and second in run_ids(home)
+    assert world.ld.request_count("GET", ATTACHMENT) == 2 and world.ld.request_count("GET", GET_MESSAGE) == 1
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_an_attachment_the_cdn_refuses_refuses_the_task_visibly_once(home, world, status):
+    home.write_config(ALLOWED_USER_IDS=world.alice.id)
+    task = world.post(world.alice, "see attached", attachments=[("TASK.txt", b"a task")])["id"]
+    world.ld.fail("GET", ATTACHMENT, statuses=(status,), count=1000)
+    world.ld.reset_log()
+    code, _, err = finish(home.popen("orchestrate"), cap=PASS_CAP_S)
+    assert code == 0, err[-3000:]
+    post = one_result(world, task)["content"]
+    assert "TASK.txt" in post and f"HTTP {status}" in post
+    assert "⛔" in world.ld.reactions(world.task_queue, task) and run_ids(home) == []
+    assert world.ld.request_count("GET", ATTACHMENT) == 2 and world.ld.request_count("GET", GET_MESSAGE) == 1
+    world.ld.reset_log()
+    pass_ok(home)
+    assert world.ld.request_count("GET", ATTACHMENT) == 0 and len(results_for(world, task)) == 1
+
+
+def test_a_cdn_outage_leaves_the_task_for_the_next_pass_and_the_pass_ends(home, world):
+    [task] = [world.post(world.bot, "see attached", attachments=[("TASK.txt", b"outage task")])["id"]]
+    world.ld.fail("GET", ATTACHMENT, statuses=(503,), count=1000)
+    world.ld.reset_log()
+    code, _, err = finish(home.popen("orchestrate"), cap=PASS_CAP_S)
+    assert code == 0, err[-3000:]
+    assert f"task={task}: could not be read" in err and "next pass" in err
+    tries = world.ld.request_count("GET", ATTACHMENT)
+    assert 1 <= tries <= 4 and results_for(world, task) == []        # one download, with its own retries
+    world.ld.clear_faults()
+    pass_ok(home)
+    assert "outage task" in one_result(world, task)["content"] and run_ids(home) == [task]

@@ -120,6 +120,24 @@ def test_tools_and_template_lookup(tmp_path):
     assert W.agents_template_for(workers, "coder") == "be a coder"
 
 
+def test_a_workspace_is_never_a_profile(tmp_path):
+    """Agent ids are public in #worker-pool: `[worker:<agent id>]` must not load that task's prompt."""
+    ws = make(tmp_path, "another task's secret prompt")
+    workers = ws.agent_dir.parent
+    assert W.agents_template_for(workers, ws.agent_id) is None
+    assert W.tools_md_for(workers, ws.agent_id) is None
+    disguised = workers / "looks_fine"   # workspace-shaped under another name
+    (disguised / W.TASKS_DIR).mkdir(parents=True)
+    (disguised / W.OVERLAY_CONFIG).write_text("{}")
+    (disguised / "AGENTS.md").write_text("prompt")
+    (workers / "coder").mkdir()
+    (workers / "coder" / "TOOLS.md").write_text("coder tools")
+    (workers / "empty").mkdir()
+    assert W.worker_profiles(workers) == ["coder"]
+    assert not W.is_profile(workers, "looks_fine") and not W.is_profile(workers, "agent-x")
+    assert W.worker_profiles(tmp_path / "none") == []
+
+
 def test_render_agents_md(tmp_path, monkeypatch):
     monkeypatch.setenv("CHIP_TOKEN", "SECRET-TOKEN-VALUE-123")
     tdir = tmp_path / "w" / "agent-1-abcdef" / "tasks" / "123456789012345678"

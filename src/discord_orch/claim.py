@@ -59,12 +59,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
-from .errors import UNKNOWN_MEMBER, ConfigError, DiscordError, Forbidden, NotFound, Unauthorized
+from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError, Forbidden,
+                     NotFound, Unauthorized)
 from .lanes import Lane, guarded
-from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
+from .models import TASK_MESSAGE_TYPES, Attachment, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
-from .tasks import TASK_ATTACHMENT, parse_task
+from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, parse_task
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -76,7 +77,6 @@ REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
 STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
-MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024      # a TASK.txt longer than this is not read (the task is refused)
 INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
 
 log = logging.getLogger("discord_orch")
@@ -99,10 +99,25 @@ def is_pending(msg: Message, known_ids: Iterable[str]) -> bool:
     return msg.id not in known_ids
 
 
+def _task_file(msg: Message) -> Optional[Attachment]:
+    return next((att for att in msg.attachments if att.filename == TASK_ATTACHMENT), None)
+
+
+def _too_large(size: Optional[int]) -> str:
+    shown = f"{size:,}" if size is not None else f"over {MAX_TASK_BYTES:,}"
+    return f"its {TASK_ATTACHMENT} is {shown} bytes; a task may be at most {MAX_TASK_BYTES:,} bytes"
+
+
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
     reason: str = ""
+
+
+def _no_such_profile(worker: str, profiles: List[str]) -> str:
+    there = f"the profiles here are {', '.join(profiles)}" if profiles else "there are no profiles here"
+    return (f"worker profile {worker!r} does not exist: {there} (a profile is workers/<name>/ with an "
+            "AGENTS.md or TOOLS.md; names starting with 'agent-' are workspaces, never profiles)")
 
 
 class Access:
@@ -239,9 +254,10 @@ class Claims:
 
     # -- decide: claim or refuse ----------------------------------------------
     def decide(self, msg: Message) -> Decision:
-        """Claim a pending message (record, ledger, ✅) or refuse it (record, ⛔) with the reason.
+        """Claim a pending message (record, ledger, ✅) or refuse it (record, ⛔) with the reason; drop it
+        when it was deleted before its TASK.txt was read (nobody to answer).
 
-        DiscordError when its TASK.txt cannot be read: it stays pending."""
+        DiscordError when Discord cannot tell (an outage): it stays pending."""
         verdict = self.access.check(msg)
         if not verdict.allowed:
             return self._refuse(msg, verdict.reason)
@@ -249,9 +265,21 @@ class Claims:
             return self._refuse(msg, "the message arrived empty: the bot cannot read message content. Turn on "
                                      "MESSAGE CONTENT INTENT for the bot (Discord Developer Portal → Bot → "
                                      "Privileged Gateway Intents)", intent=True)
-        parsed = parse_task(msg.content, self.settings.aliases, attachment_text=self._task_attachment(msg))
+        try:
+            attachment_text, unreadable = self._task_attachment(msg)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_MESSAGE:
+                raise
+            log.warning("task=%s: its message was deleted before its TASK.txt was read; dropped", msg.id)
+            return Decision(msg.id)
+        if unreadable:
+            return self._refuse(msg, unreadable)
+        parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
         if parsed.problems:
             return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
+        if parsed.worker is not None and not _is_profile(self.settings.workers_dir, parsed.worker):
+            return self._refuse(msg, _no_such_profile(parsed.worker, _worker_profiles(self.settings.workers_dir)),
+                                description=parsed.description)
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
                                  status=CLAIMED, description=parsed.description, model_alias=parsed.model_alias,
                                  model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker):
@@ -263,16 +291,37 @@ class Claims:
         self.react_claimed(msg.id)
         return Decision(msg.id, record=self.store.get(msg.id))
 
-    def _task_attachment(self, msg: Message) -> Optional[str]:
-        for att in msg.attachments:
-            if att.filename == TASK_ATTACHMENT:
-                if att.size > MAX_TASK_ATTACHMENT_BYTES:
-                    return None
-                from .workspace import decode_text   # not on an idle pass: only for a TASK.txt
+    def _task_attachment(self, msg: Message) -> Tuple[Optional[str], str]:
+        """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "").
 
-                data = self.client.download(att.url, max_bytes=MAX_TASK_ATTACHMENT_BYTES)
-                return decode_text(data)
-        return None
+        NotFound (Unknown Message) when the message is gone."""
+        att = _task_file(msg)
+        if att is None:
+            return None, ""
+        if att.size > MAX_TASK_BYTES:
+            return None, _too_large(att.size)
+        try:
+            data, unreadable = self._download(msg, att)
+        except AttachmentTooLarge as exc:   # the message understated its size
+            return None, _too_large(exc.size)
+        from .workspace import decode_text   # not on an idle pass: only for a TASK.txt
+
+        return (None if data is None else decode_text(data)), unreadable
+
+    def _download(self, msg: Message, att: Attachment) -> Tuple[Optional[bytes], str]:
+        """TASK.txt's bytes, or why there are none. A CDN link is signed and expires (then 404 or 403, as
+        for a deleted file): the link of a fresh copy of the message is tried, once."""
+        try:
+            return self.client.download(att.url, max_bytes=MAX_TASK_BYTES), ""
+        except (NotFound, Forbidden):
+            pass
+        fresh = _task_file(self.client.get_message(msg.channel_id, msg.id))
+        if fresh is None:
+            return None, f"its {TASK_ATTACHMENT} was removed from the message before it was read"
+        try:
+            return self.client.download(fresh.url, max_bytes=MAX_TASK_BYTES), ""
+        except (NotFound, Forbidden) as exc:
+            return None, f"its {TASK_ATTACHMENT} could not be downloaded: Discord answered {exc.answer()}"
 
     def _refuse(self, msg: Message, reason: str, *, description: str = "", intent: bool = False) -> Decision:
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
@@ -335,3 +384,15 @@ class Claims:
         except DiscordError as exc:
             log.warning("task=%s: could not %s %s reaction: %s", task_id, "remove" if remove else "add", emoji, exc)
         return False
+
+
+def _is_profile(workers_dir, name: str) -> bool:
+    from .workspace import is_profile   # workspace only when a task names a worker, never on an idle pass
+
+    return is_profile(workers_dir, name)
+
+
+def _worker_profiles(workers_dir) -> List[str]:
+    from .workspace import worker_profiles
+
+    return list(worker_profiles(workers_dir))

@@ -10,6 +10,7 @@ stderr, never as a traceback (``-v`` adds the traceback of an internal error).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -208,10 +209,20 @@ def _one_of(argument: str, positional: Optional[str], flag: str, option: Optiona
     return option if option is not None else positional
 
 
+class _FiniteRange(click.FloatRange):
+    """click's FloatRange lets nan through: it compares False with every bound."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def _flag_type(parse: Any) -> click.ParamType:
     """click's check for a flag (a bad flag is a usage error, exit 2): a number's bounds as a range."""
     if isinstance(parse, Number):
-        kind = click.IntRange if parse.integer else click.FloatRange
+        kind = click.IntRange if parse.integer else _FiniteRange
         return kind(min=parse.minimum, max=parse.maximum)
     # Passed through as text, a bad value would be reported as bad configuration (exit 3) instead.
     raise TypeError(f"no click type for {parse!r}: say here how click checks it")

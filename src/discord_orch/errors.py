@@ -199,6 +199,7 @@ MISSING_PERMISSIONS = 50013   # 403: it sees the channel but lacks a permission 
 UNKNOWN_CHANNEL = 10003
 UNKNOWN_GUILD = 10004
 UNKNOWN_MEMBER = 10007
+UNKNOWN_MESSAGE = 10008
 
 # The permission a route needs, named as Discord's server settings name it.
 _PERMISSION_FOR = {

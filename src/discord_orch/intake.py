@@ -9,6 +9,12 @@ The cursor (state.db's meta, per channel) only moves over decided messages: it
 stops before the oldest pending message that waits for a free agent, so a pass
 that ends or dies with a backlog reads it again next time, and the records
 (claim.py) make sure nothing is claimed twice.
+
+A message that could not be decided because Discord did not answer (its TASK.txt
+or its author's roles, after the client's own bounded retries) is set aside: this
+pass goes on without it and ends, the cursor stays before it, and the next pass
+tries it again (``--watch``: every RETRY_SET_ASIDE_S). No message is tried again
+at the pace of the loop.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("discord_orch")
 
 POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
+RETRY_SET_ASIDE_S = 60.0         # --watch: messages set aside (Discord did not answer) are tried again this often
 CURSOR_KEY = "cursor:{channel}"
 
 
@@ -40,6 +47,7 @@ class Intake:
         self.claims = claims
         self.channel = channel
         self.backlog: List[Message] = []     # pending, not yet decided (no capacity yet)
+        self.set_aside: List[Message] = []   # pending, Discord did not answer when they were decided
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES
         self._seen_upto: Optional[str] = None
 
@@ -69,8 +77,8 @@ class Intake:
         return True
 
     def take(self, may_take: Callable[[], bool], decide: Callable[[Message], None]) -> None:
-        """Decide pending messages, oldest first, while ``may_take()``; a message whose TASK.txt
-        cannot be read stays pending (first in line) for a later try."""
+        """Decide pending messages, oldest first, while ``may_take()``; one Discord did not answer for
+        is set aside (see the module docstring)."""
         while self.backlog and may_take():
             msg = self.backlog.pop(0)
             try:
@@ -78,18 +86,25 @@ class Intake:
             except (Unauthorized, StateError):
                 raise
             except DiscordError as exc:
-                log.error("task=%s: could not be read (%s); it stays pending", msg.id, exc)
-                self.backlog.insert(0, msg)
+                log.error("task=%s: could not be read (%s); it stays pending, tried again by the next pass",
+                          msg.id, exc)
+                self.set_aside.append(msg)
                 break
         self.save_cursor()
+
+    def retry_set_aside(self) -> None:
+        """Put the messages set aside back in line (``--watch``, which never reaches a next pass)."""
+        self.backlog[:0] = self.set_aside
+        self.set_aside = []
 
     def save_cursor(self) -> None:
         """Everything at or below the cursor is decided: the oldest undecided message stops it."""
         if self._seen_upto is None:
             return
         cursor = self._seen_upto
-        if self.backlog:
-            cursor = str(int(min(self.backlog, key=lambda m: int(m.id)).id) - 1)
+        undecided = self.backlog + self.set_aside
+        if undecided:
+            cursor = str(min(int(m.id) for m in undecided) - 1)
         key = CURSOR_KEY.format(channel=self.channel)
         if self.store.get_meta(key) != cursor:
             self.store.set_meta(key, cursor)

@@ -54,7 +54,7 @@ from .claim import Claims
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import OrchError, StateError
-from .intake import Intake
+from .intake import RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain
 from .models import Message
 from .outcome import FAILED, OK, Outcome
@@ -127,6 +127,7 @@ class Orchestrator:
         self._fatal_lock = threading.Lock()
         self._last_prune = clock()
         self._last_outbox = clock()
+        self._last_set_aside = clock()
         self._lanes: List[Lane] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
@@ -231,6 +232,9 @@ class Orchestrator:
             if watch and not stopping and self.clock() - self._last_outbox >= OUTBOX_RETRY_S:
                 self._last_outbox = self.clock()
                 self.reporter.retry_outbox(running=self._live)
+            if watch and self.intake.set_aside and self.clock() - self._last_set_aside >= RETRY_SET_ASIDE_S:
+                self._last_set_aside = self.clock()
+                self.intake.retry_set_aside()
             if not self._live:
                 if stopping:
                     return

@@ -9,6 +9,7 @@ command line can build its options without loading config.py (dotenv, tasks).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -21,6 +22,8 @@ DEFAULT_TIMEOUT_HIGH_S = 300          # for thinking "high" and above, as the la
 HIGH_THINKING = ("high", "xhigh")
 STATUS_REACTION_MODES = ("full", "final", "off")
 OPENCLAW = "openclaw"                 # the executable's name, looked up on PATH
+MAX_SECONDS = 30 * 24 * 3600          # the longest time a seconds setting may say (30 days)
+MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10 years)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -55,10 +58,10 @@ def boolean(key: str, raw: str, home: Path) -> bool:
 
 @dataclass(frozen=True)
 class Number:
-    """A number within bounds; cli.py turns the bounds into click's range check."""
+    """A finite number within bounds; cli.py turns the bounds into click's range check."""
 
     minimum: float
-    maximum: Optional[float] = None
+    maximum: float
     integer: bool = False
     optional: bool = False     # empty means None (TIMEOUT: the default then depends on thinking)
 
@@ -72,10 +75,9 @@ class Number:
         except ValueError:
             kind = "a whole number" if self.integer else "a number"
             raise ConfigError(key, f"expected {kind}, got {raw!r}") from None
-        if value < self.minimum or (self.maximum is not None and value > self.maximum):
-            bound = (f"between {self.minimum:g} and {self.maximum:g}" if self.maximum is not None
-                     else f"at least {self.minimum:g}")
-            raise ConfigError(key, f"must be {bound}, got {raw!r}")
+        # nan compares False with every bound, and "1e400" reads as inf: both would pass the bounds.
+        if not math.isfinite(value) or not self.minimum <= value <= self.maximum:
+            raise ConfigError(key, f"must be between {self.minimum:g} and {self.maximum:g}, got {raw.strip()!r}")
         return value
 
 
@@ -155,10 +157,12 @@ SETTINGS: Tuple[Setting, ...] = (
             default="~/.openclaw/openclaw.json"),
     Setting("AGENT_LOCAL", "agent_local", boolean,
             "run `openclaw agent --local` (embedded agent, per-task workspace)", default="true"),
-    Setting("TIMEOUT", "timeout_s", Number(minimum=1, optional=True), "agent timeout in seconds",
+    Setting("TIMEOUT", "timeout_s", Number(minimum=1, maximum=MAX_SECONDS, optional=True),
+            "agent timeout in seconds",
             unset_means=f"{DEFAULT_TIMEOUT_S} ({DEFAULT_TIMEOUT_HIGH_S} for {'/'.join(HIGH_THINKING)})",
             flag="--timeout", flag_help="Agent timeout in seconds"),
-    Setting("KILL_GRACE", "kill_grace_s", Number(minimum=0), "seconds between SIGTERM and SIGKILL on timeout",
+    Setting("KILL_GRACE", "kill_grace_s", Number(minimum=0, maximum=MAX_SECONDS),
+            "seconds between SIGTERM and SIGKILL on timeout",
             default="10"),
     Setting("MAX_AGENTS", "max_agents", Number(minimum=1, maximum=1000, integer=True), "agents running at once",
             default="2", flag="--max-agents", flag_help="Agents at once"),
@@ -172,19 +176,19 @@ SETTINGS: Tuple[Setting, ...] = (
             default="false"),
     Setting("SUMMARY_MAX_LENGTH", "summary_max", Number(minimum=100, maximum=1800, integer=True),
             "max characters of SUMMARY.txt shown", default="1500"),
-    Setting("ARCHIVE_RETENTION_HOURS", "archive_retention_h", Number(minimum=0),
+    Setting("ARCHIVE_RETENTION_HOURS", "archive_retention_h", Number(minimum=0, maximum=MAX_HOURS),
             "hours failed workspaces stay in archive/", default="72"),
-    Setting("KEEP_SUCCESS_HOURS", "keep_success_h", Number(minimum=0),
+    Setting("KEEP_SUCCESS_HOURS", "keep_success_h", Number(minimum=0, maximum=MAX_HOURS),
             "hours successful workspaces stay in archive/ (0 = removed at once)", default="0"),
     Setting("AGENTS_MD_TEMPLATE", "agents_md_template", home_path, "a custom AGENTS.md template file",
             unset_means="built-in"),
     Setting("EXTRA_PYTHONPATH", "extra_pythonpath", Text(), "added to the agent's PYTHONPATH"),
-    Setting("RATE_LIMIT_MAX_WAIT", "rate_limit_max_wait", Number(minimum=1),
+    Setting("RATE_LIMIT_MAX_WAIT", "rate_limit_max_wait", Number(minimum=1, maximum=MAX_SECONDS),
             "longest rate-limit wait in seconds before giving up (result kept for later)", default="60"),
-    Setting("POLL_INTERVAL", "poll_interval", Number(minimum=0.2),
+    Setting("POLL_INTERVAL", "poll_interval", Number(minimum=0.2, maximum=MAX_SECONDS),
             "seconds between polls of #task-queue while a pass runs and in --watch", default="5",
             flag="--interval", flag_help="Seconds between polls"),
-    Setting("WATCHDOG", "watchdog_s", Number(minimum=0),
+    Setting("WATCHDOG", "watchdog_s", Number(minimum=0, maximum=MAX_SECONDS),
             "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
             default="1800"),
     Setting("LOG_FILE", "log_file", home_path, "append the log to this file (rotated)"),

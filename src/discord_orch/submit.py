@@ -19,28 +19,28 @@ from typing import IO, Mapping, Optional
 
 from .errors import DiscordError, InputError
 from .models import FileUpload
-from .tasks import (TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message, format_attached_task_message,
-                    format_task_message, resolve_model, valid_models_text)
+from .tasks import (MAX_TASK_BYTES, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
+                    format_attached_task_message, format_task_message, resolve_model, valid_models_text)
 
 log = logging.getLogger("discord_orch")
 
-MAX_TASK_CHARS = 1_000_000   # a task beyond this is surely a mistake (wrong file)
 WORKER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
     """The task's text from TASK or --file, checked (InputError: empty, too long, not UTF-8)."""
+    where = ""
     if task_file is not None:
         name = getattr(task_file, "name", "-")
+        where = f" in {name}"
         try:
-            text = task_file.read(MAX_TASK_CHARS + 1)
+            # A character is at least one byte: one more than the limit is enough to tell it is too long.
+            text = task_file.read(MAX_TASK_BYTES + 1)
         except UnicodeDecodeError as exc:
             raise InputError(f"the task in {name} is not UTF-8 text (it has the byte "
                              f"0x{exc.object[exc.start]:02x}); save it as UTF-8") from None
         except OSError as exc:
             raise InputError(f"cannot read the task from {name}: {exc.strerror or exc}") from None
-        if len(text) > MAX_TASK_CHARS:
-            raise InputError(f"the task in {name} is longer than {MAX_TASK_CHARS:,} characters")
         if "\x00" in text:
             raise InputError(f"the task in {name} contains NUL bytes: is it a binary file?")
     elif task is not None:
@@ -50,6 +50,11 @@ def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
                          "(or --file PATH, --file - for standard input)")
     if not text.strip():
         raise InputError("the task is empty")
+    size = len(text.encode("utf-8"))
+    if size > MAX_TASK_BYTES:
+        shown = f"over {MAX_TASK_BYTES:,}" if len(text) > MAX_TASK_BYTES else f"{size:,}"   # a file read in part
+        raise InputError(f"the task{where} is {shown} bytes of UTF-8 text; a task may be at most "
+                         f"{MAX_TASK_BYTES:,} bytes (what orchestrate reads of its TASK.txt)")
     return text
 
 

@@ -60,6 +60,8 @@ DEFAULT_ALIASES: Mapping[str, str] = MappingProxyType({
 })
 DEFAULT_MODEL_ALIAS = "primary"
 DEFAULT_THINKING = "medium"
+# The longest task text, in UTF-8 bytes: what `submit` posts and what a pass reads of a TASK.txt.
+MAX_TASK_BYTES = 1024 * 1024
 
 
 _FENCE = "```"

@@ -70,6 +70,10 @@ JSON_TAIL_MAX = 1024 * 1024           # bytes from the end of agent-output.json 
 LOG_TAIL_BYTES = 64 * 1024
 LOG_TAIL_LINES = 20
 
+AGENT_ID_PREFIX = "agent-"   # workspaces' names; never a worker profile's
+TASKS_DIR = "tasks"
+PROFILE_FILES = (AGENTS_FILE, TOOLS_FILE)
+
 _AGENT_ID_RE = re.compile(r"agent-[0-9]{1,12}-[a-z0-9]{6}")
 _WORKER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -107,7 +111,7 @@ def new_agent_id(now_epoch: float, rand: Optional[random.Random] = None) -> str:
     """``agent-<epoch seconds>-<6 random [a-z0-9]>``; ``rand`` defaults to a system RNG."""
     rng = rand if rand is not None else random.SystemRandom()
     suffix = "".join(rng.choice(_ID_ALPHABET) for _ in range(6))
-    return f"agent-{int(now_epoch)}-{suffix}"
+    return f"{AGENT_ID_PREFIX}{int(now_epoch)}-{suffix}"
 
 
 def _abs(path: PathLike) -> Path:
@@ -303,12 +307,35 @@ def _read_optional_text(path: Path) -> Optional[str]:
         raise StateError(os.fspath(path), exc.strerror or str(exc)) from exc
 
 
+def is_profile(workers_dir: PathLike, worker: str) -> bool:
+    """Is ``workers/<worker>/`` a worker profile (an AGENTS.md or TOOLS.md in it), not a workspace?
+
+    Profiles and live workspaces share workers/, and agent ids are public in #worker-pool: a
+    name with the workspaces' prefix, or a directory shaped like a workspace, is never a profile,
+    or a task could load another task's prompt as its own."""
+    check_worker_name(worker)
+    if worker.lower().startswith(AGENT_ID_PREFIX):   # any case: a case-insensitive disk (macOS) finds it so
+        return False
+    where = _abs(workers_dir) / worker
+    if (where / OVERLAY_CONFIG).exists() or (where / TASKS_DIR).is_dir():   # a workspace, whatever its name
+        return False
+    return any((where / name).is_file() for name in PROFILE_FILES)
+
+
+def worker_profiles(workers_dir: PathLike) -> List[str]:
+    """The names of the worker profiles in ``workers_dir``, sorted."""
+    try:
+        names = os.listdir(_abs(workers_dir))
+    except OSError:   # no workers/ yet: no profiles
+        return []
+    return sorted(n for n in names if _WORKER_RE.fullmatch(n) and is_profile(workers_dir, n))
+
+
 def tools_md_for(workers_dir: PathLike, worker: Optional[str]) -> Optional[str]:
-    """The TOOLS.md text for a worker type: ``workers/<TYPE>/TOOLS.md`` if given and present,
+    """The TOOLS.md text for a worker type: ``workers/<TYPE>/TOOLS.md`` if it is a profile with one,
     else ``workers/TOOLS.md`` if present, else None. Bad worker names raise ValueError."""
     base = _abs(workers_dir)
-    if worker is not None:
-        check_worker_name(worker)
+    if worker is not None and is_profile(workers_dir, worker):
         text = _read_optional_text(base / worker / TOOLS_FILE)
         if text is not None:
             return text
@@ -316,10 +343,9 @@ def tools_md_for(workers_dir: PathLike, worker: Optional[str]) -> Optional[str]:
 
 
 def agents_template_for(workers_dir: PathLike, worker: Optional[str]) -> Optional[str]:
-    """``workers/<TYPE>/AGENTS.md`` (a per-worker AGENTS.md template) if present, else None."""
-    if worker is None:
+    """``workers/<TYPE>/AGENTS.md`` (a per-worker AGENTS.md template) if it is a profile with one, else None."""
+    if worker is None or not is_profile(workers_dir, worker):
         return None
-    check_worker_name(worker)
     return _read_optional_text(_abs(workers_dir) / worker / AGENTS_FILE)
 
 
@@ -403,7 +429,7 @@ def create_workspace(workers_dir: PathLike, agent_id: str, task_id: str, task_te
             os.makedirs(workers, _DIR_MODE, exist_ok=True)
         where = ws.agent_dir
         _mkdir(ws.agent_dir, created)
-        _mkdir(ws.agent_dir / "tasks", created)
+        _mkdir(ws.agent_dir / TASKS_DIR, created)
         _mkdir(ws.task_dir, created)
         for path, data in files:
             where = path

@@ -29,7 +29,10 @@ Emulated
       (2,000 chars for bots) and embed limits, ``allowed_mentions`` (mentions,
       ``mention_everyone``, replied user), replies (type 19, ``message_reference``,
       ``referenced_message``), ``nonce`` + ``enforce_nonce`` idempotency within
-      ``nonce_window`` seconds (per author). Attachments get a CDN-like URL (no auth).
+      ``nonce_window`` seconds (per author). Attachments get a CDN-like URL (no auth),
+      signed anew each time a message is rendered (``ex``/``is``/``hm``) and valid for
+      ``attachment_link_ttl`` seconds (a day); a deleted file, or an expired or unsigned
+      link, is a 404 "This content is no longer available.", as on Discord's CDN.
     * The MESSAGE_CONTENT intent: when off, messages of other users come back with
       empty content, embeds, attachments and components, except those that mention
       the bot.

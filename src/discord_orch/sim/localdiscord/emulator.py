@@ -222,7 +222,7 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
         rec: Dict[str, Any] = {"route": None, "user_id": None, "channel_id": None, "bucket": None}
 
         if path.startswith("/attachments/"):
-            return self._serve_attachment(method, path, rec)
+            return self._serve_attachment(method, path, split.query, rec)
         if not (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
             return error_response(ApiError(404, 0, "404: Not Found")), rec
 
@@ -306,7 +306,8 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
         resp.headers.extend(rl_headers)
         return resp
 
-    def _serve_attachment(self, method: str, path: str, rec: Dict[str, Any]) -> Tuple[Resp, Dict[str, Any]]:
+    def _serve_attachment(self, method: str, path: str, query: str,
+                          rec: Dict[str, Any]) -> Tuple[Resp, Dict[str, Any]]:
         rec["route"] = ATTACHMENT_ROUTE
         parts = path.split("/")
         # ['', 'attachments', channel, attachment, filename]
@@ -321,7 +322,8 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
         if method not in ("GET", "HEAD"):
             return Resp(405, b"Method Not Allowed", content_type="text/plain", headers=[("Allow", "GET, HEAD")]), rec
         entry = self._attachments.get(parts[3]) if len(parts) == 5 else None
-        if entry is None or entry[0] != parts[2]:
+        # A deleted file, and a link unsigned, badly signed or expired, get the same answer from Discord's CDN.
+        if entry is None or entry[0] != parts[2] or not self.link_valid(parts[3], query):
             return Resp(404, b"This content is no longer available.", content_type="text/plain"), rec
         att = entry[2]
         return Resp(200, att.data, content_type=att.content_type or "application/octet-stream"), rec

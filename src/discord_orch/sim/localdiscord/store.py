@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import mimetypes
 import re
 import secrets
@@ -22,6 +23,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from ...models import DISCORD_EPOCH_MS, MESSAGE_LIMIT
 from .apierror import DENY_MESSAGES, ApiError, unknown
 from .emoji import parse_emoji
+
+
+LINK_TTL_S = 24 * 3600       # how long a signed attachment link lasts (Discord's CDN: about a day)
+LINK_KEY_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,6 @@ class Attachment:
     data: bytes
     content_type: Optional[str]
     description: Optional[str] = None
-    query: str = ""
 
 
 @dataclass
@@ -124,6 +128,8 @@ class Store:
         self.max_content_length = MESSAGE_LIMIT
         self.max_file_size = 10 * 1024 * 1024
         self.max_files = 10
+        self.attachment_link_ttl = LINK_TTL_S
+        self._link_key = secrets.token_bytes(LINK_KEY_BYTES)
         self._lock = threading.RLock()
         self._last_id = 0
         self._counter = 0
@@ -348,12 +354,29 @@ class Store:
 
     def _new_attachment(self, cid: str, mid: str, name: str, data: bytes, description: Optional[str]) -> Attachment:
         aid = self._next_id()
-        now = int(time.time())
-        sig = hashlib.sha256(f"{aid}:{now}".encode()).hexdigest()
-        att = Attachment(aid, _safe_filename(name), data, _content_type_for(name), description,
-                         query=f"?ex={now + 86400:x}&is={now:x}&hm={sig}&")
+        att = Attachment(aid, _safe_filename(name), data, _content_type_for(name), description)
         self._attachments[aid] = (cid, mid, att)
         return att
+
+    def _link_signature(self, aid: str, expires: str, issued: str) -> str:
+        return hmac.new(self._link_key, f"{aid}:{expires}:{issued}".encode(), hashlib.sha256).hexdigest()
+
+    def _signed_query(self, aid: str) -> str:
+        """Discord's CDN link parameters: ``ex`` (expiry) and ``is`` (issued), hex seconds, signed by ``hm``.
+        Every rendering of a message signs its links anew, as Discord does."""
+        now = time.time()
+        expires, issued = f"{int(now + self.attachment_link_ttl):x}", f"{int(now):x}"
+        return f"?ex={expires}&is={issued}&hm={self._link_signature(aid, expires, issued)}&"
+
+    def link_valid(self, aid: str, query: str) -> bool:
+        """Whether an attachment link's query is signed by us and not expired."""
+        params = urllib.parse.parse_qs(query)
+        expires, issued, sig = (params.get(k, [""])[-1] for k in ("ex", "is", "hm"))
+        try:
+            live = time.time() < int(expires, 16)
+        except ValueError:
+            return False
+        return live and hmac.compare_digest(sig, self._link_signature(aid, expires, issued))
 
     def _delete(self, ch: Channel, mid: str) -> None:
         msg = ch.by_id.pop(mid)
@@ -424,7 +447,7 @@ class Store:
         return out
 
     def _attachment_json(self, cid: str, att: Attachment) -> Dict[str, Any]:
-        url = f"{self.origin}/attachments/{cid}/{att.id}/{urllib.parse.quote(att.filename)}{att.query}"
+        url = f"{self.origin}/attachments/{cid}/{att.id}/{urllib.parse.quote(att.filename)}{self._signed_query(att.id)}"
         out: Dict[str, Any] = {"id": att.id, "filename": att.filename, "size": len(att.data), "url": url,
                                "proxy_url": url}
         if att.content_type:
