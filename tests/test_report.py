@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discord_orch.outcome import FAILED, INTERRUPTED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
-from discord_orch.report import (MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced, escape_inline,
+from discord_orch.report import (MARK, MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced, escape_inline,
                                  estimate_cost, format_cost, format_duration, jump_link, model_used,
                                  neutralize_mentions, notice_line_finished, notice_line_spawned,
                                  notice_lines_spawned, refusal_post, result_post)
@@ -149,7 +149,8 @@ def test_success_post_exact():
         f"model `{KIMI}` · thinking `medium` · 1m 04s · 12,345 in / 678 out tokens · cost $0.0123\n"
         "📝 Summarise README.md\n"
         "📄 **Summary** (SUMMARY.txt)\n```\nIt is 42.\n```\n"
-        "📦 Full text in the attached **RESULT.txt** (18 characters).")
+        "📦 Full text in the attached **RESULT.txt** (18 characters).\n"
+        "-# discord-orch")   # every post ends with the marker line: the orchestrator's own, never a task
     assert p.reply_to is None and p.embeds == ()
     assert [(f.filename, f.data) for f in p.files] == [("RESULT.txt", b"The answer is 42.\n")]
 
@@ -177,7 +178,7 @@ def test_failure_post_exact():
         "**Why:** openclaw exited with code 1\n"
         "**openclaw said:**\n```\nLLM request failed: HTTP 500\n```\n"
         "**agent-output.log** (last 20 lines):\n```\nboot\nretrying\ngave up\n```\n"
-        "🗂 **Workspace kept:** `archive/agent-1764067200-a1b2c3`")
+        "🗂 **Workspace kept:** `archive/agent-1764067200-a1b2c3`" + MARK)
     assert p.files == () and p.reply_to == TASK
 
 
@@ -338,7 +339,7 @@ def test_refusal_exact():
     p = refusal_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD,
                      reason='unknown model "gpt-9": use cheap, coder, primary, research, or a full provider/model id')
     assert p.content == (f"⛔ **REFUSED** · task `{TASK}` · {LINK}\n"
-                         '• unknown model "gpt-9": use cheap, coder, primary, research, or a full provider/model id')
+                         '• unknown model "gpt-9": use cheap, coder, primary, research, or a full provider/model id' + MARK)
     assert p.reply_to is None and p.files == ()
 
 
@@ -349,7 +350,7 @@ def test_refusal_not_allowed_reply_and_bullets():
                      reason=[reason, "second\nthird @everyone"], task_description="do *it*")
     assert p.reply_to == TASK
     assert p.content == (f"⛔ **REFUSED** · task `{TASK}`\n• {reason.replace('_', chr(92) + '_')}\n• second\n"
-                         f"• third @{ZWSP}everyone\n📝 do \\*it\\*")
+                         f"• third @{ZWSP}everyone\n📝 do \\*it\\*" + MARK)
 
 
 def test_refusal_long_reason_fits():
@@ -379,18 +380,18 @@ def test_finished_notice_exact():
 def test_batch_notices_packs_and_cuts():
     lines = ["a" * 900, "b" * 900, "c" * 900, "d" * 5000, "", "e"]
     out = batch_notices(lines)
-    assert out[0] == "a" * 900 + "\n" + "b" * 900
-    assert out[1] == "c" * 900
-    assert out[2] == "d" * 1998 + "…"
-    assert out[3] == "e"
+    assert out[0] == "a" * 900 + "\n" + "b" * 900 + MARK
+    assert out[1] == "c" * 900 + MARK
+    assert out[2] == "d" * (1998 - len(MARK)) + "…" + MARK
+    assert out[3] == "e" + MARK
     assert all(len(m) <= 2000 for m in out)
     assert batch_notices([]) == []
-    assert batch_notices(["x" * 10] * 3, limit=21) == ["x" * 10 + "\n" + "x" * 10, "x" * 10]
+    assert batch_notices(["x" * 10] * 3, limit=21 + len(MARK)) == ["x" * 10 + "\n" + "x" * 10 + MARK, "x" * 10 + MARK]
 
 
 def test_batch_notices_cut_keeps_spans_closed():
     out = batch_notices(["`" + "x" * 3000 + "`"])
-    assert out[0].endswith("`…") and len(out[0]) <= 2000
+    assert out[0].endswith("`…" + MARK) and len(out[0]) <= 2000
 
 
 # ---------------------------------------------------------------- properties
@@ -462,6 +463,7 @@ def test_any_refusal_is_safe_and_fits(task_id, description, reasons):
 def test_notices_pack_safely(lines):
     out = batch_notices(lines)
     assert all("\n" not in line for line in lines)
-    assert [line for message in out for line in message.split("\n")] == lines
+    assert all(message.endswith(MARK) for message in out)
+    assert [line for message in out for line in message[:-len(MARK)].split("\n")] == lines
     for message in out:
         assert_safe(message)

@@ -14,7 +14,16 @@ A message in #task-queue is *pending* when all of these hold:
    scripts spent one GET of the reaction users per message);
 3. this home's own records do not know it (``.runtime/state.db`` or the ledger
    ``assigned-tasks.txt``). A claim whose ✅ reaction failed to reach Discord
-   is still ours: Discord alone is never the judge (house rule 2).
+   is still ours: Discord alone is never the judge (house rule 2);
+4. it is not something an orchestrator posted (results, refusals, fallbacks,
+   notices), whatever channel it is in and whether or not it is a reply (a
+   reply falls back to a plain message when its task was deleted): not a
+   message id this home recorded as posted (state.db's ``posted``, written with
+   the post's record), not a bot's message ending with the marker line
+   ``tasks.POST_MARKER`` (every post carries it, so a post whose answer was lost
+   before its id was recorded is still known), not a reply by this bot. A
+   ``discord-orch submit`` post, from this bot or another, carries no marker
+   (submit refuses a task ending with it), so it still runs.
 
 Claiming is three steps, in this order (``Claims.decide``):
 
@@ -64,7 +73,7 @@ from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Message, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
-from .tasks import TASK_ATTACHMENT, parse_task
+from .tasks import TASK_ATTACHMENT, is_orchestrator_post, parse_task
 from .workspace import decode_text
 
 if TYPE_CHECKING:
@@ -225,13 +234,18 @@ class Claims:
     # -- pending ---------------------------------------------------------
     def pending(self, messages: List[Message]) -> List[Message]:
         """The messages of a poll that are tasks nobody has claimed (see the protocol above)."""
-        known = self.store.known_ids([m.id for m in messages])
+        ids = [m.id for m in messages]
+        known = self.store.known_ids(ids) | self.store.posted_ids(ids)
         return [m for m in messages if is_pending(m, known) and not self._own_post(m)]
 
     def _own_post(self, msg: Message) -> bool:
-        """A result or refusal this bot posted as a reply in #task-queue (RESULTS_CHANNEL may be
-        that channel): never a task. ``submit`` posts are never replies, so they still run."""
-        if msg.referenced_message_id is None or not msg.author.bot:
+        """Something an orchestrator posted (RESULTS_CHANNEL may be #task-queue): never a task.
+        ``submit`` posts carry no marker and are never replies, so they still run."""
+        if not msg.author.bot:
+            return False
+        if is_orchestrator_post(msg.content):
+            return True
+        if msg.referenced_message_id is None:
             return False
         try:
             return msg.author.id == self.identity.bot_user_id()

@@ -41,9 +41,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 from . import models
 from .models import MESSAGE_LIMIT
 from .outcome import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage, signal_name
+from .tasks import POST_MARKER
 from .workspace import RESULT_FILE, SUMMARY_FILE
 
 ZWSP = "\u200b"
+MARK = "\n" + POST_MARKER   # ends every post: what tells the orchestrator's own posts from tasks
 FENCE = "```"
 SUMMARY_MAX = 1500
 TASK_HEAD_MAX = 200          # characters of the task prompt in a result post
@@ -337,6 +339,11 @@ def _fit(build: Callable[[Dict[str, int]], str], caps: Dict[str, int], floors: D
     return content
 
 
+def _marked(content: str, limit: int) -> str:
+    """The post's text, cut to leave room for the marker line, then the marker: every post carries it."""
+    return content[:max(0, limit - len(MARK))] + MARK
+
+
 def _log_tail(text: str, lines: int = LOG_LINES) -> str:
     kept = _no_nul(text).rstrip("\n").splitlines()[-lines:]
     return "\n".join(kept)
@@ -497,9 +504,10 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
 
     order = (("files", "result", "task", "log", "error", "path", "reason") if failed
              else ("files", "task", "result", "log", "error", "path", "reason"))
-    content = _fit(build, caps, floors, order, limit)
-    if len(content) > limit:  # not reachable with the caps above; kept as a hard guarantee
-        content = header[:limit]
+    content = _fit(build, caps, floors, order, limit - len(MARK))
+    if len(content) > limit - len(MARK):  # not reachable with the caps above; kept as a hard guarantee
+        content = header
+    content = _marked(content, limit)
     files_out = (state["upload"],) if state.get("attach") else ()
     return Post(content=content, files=files_out, reply_to=reply_to)  # type: ignore[arg-type]
 
@@ -534,10 +542,10 @@ def refusal_post(*, task_id: str, task_channel_id: Optional[str], results_channe
             out.append("📝 " + _inline(description, c["task"]))
         return "\n".join(out)
 
-    content = _fit(build, caps, floors, ("task", "reason"), limit)
-    if len(content) > limit:
-        content = header[:limit]
-    return Post(content=content, reply_to=reply_to)
+    content = _fit(build, caps, floors, ("task", "reason"), limit - len(MARK))
+    if len(content) > limit - len(MARK):
+        content = header
+    return Post(content=_marked(content, limit), reply_to=reply_to)
 
 
 def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str], outcome_status: str,
@@ -552,7 +560,7 @@ def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str
         lines.append("📝 " + escape_inline(one_line(description))[:200])
     if kept_at:
         lines.append("🗂 Workspace kept: " + escape_inline(kept_at)[:300])
-    return Post(content="\n".join(lines)[:MESSAGE_LIMIT])
+    return Post(content=_marked("\n".join(lines), MESSAGE_LIMIT))
 
 
 def posts_whole(result_bytes: Optional[int]) -> bool:
@@ -600,8 +608,10 @@ def _cut_line(line: str, limit: int) -> str:
 
 
 def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]:
-    """Pack lines, in order, into as few messages as fit (each ≤ limit; an over-long line is cut)."""
+    """Pack lines, in order, into as few messages as fit (each ≤ limit with its marker; an over-long
+    line is cut)."""
     out: List[str] = []
+    limit -= len(MARK)
     current = ""
     for raw in lines:
         line = _cut_line(_no_nul(raw).strip("\n"), limit)
@@ -615,4 +625,4 @@ def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]
             current = line
     if current:
         out.append(current)
-    return out
+    return [message + MARK for message in out]

@@ -36,7 +36,8 @@ from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, U
 from .lanes import Lane, NoticeLane, guarded
 from .models import Message, snowflake_at
 from .prices import load_prices
-from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, REPORTING, Store, TaskRecord
+from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, POSTED_NOTICE, REPORTING, Store, TaskRecord
+from .tasks import is_orchestrator_post
 from .workspace import RESULT_READ_MAX, Workspace, archive_quietly, read_head, remove_workspace
 
 if TYPE_CHECKING:
@@ -191,8 +192,8 @@ class Reporter:
                 log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
                             rec.task_id, REPORT_SEARCH_MAX)
                 return None
-            if msg.author.id != me:
-                continue
+            if msg.author.id != me or not is_orchestrator_post(msg.content):
+                continue   # not our output (a task submitted by this bot is not a result)
             if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
                 return msg
         return None
@@ -228,8 +229,9 @@ class Reporter:
     def _send_notices(self, lines: List[str]) -> None:
         for content in reportfmt.batch_notices(lines):
             try:
-                self.client.create_message(self.settings.worker_pool_channel, content)
-            except Unauthorized as exc:
+                msg = self.client.create_message(self.settings.worker_pool_channel, content)
+                self.store.note_posted(msg.id, POSTED_NOTICE)
+            except (Unauthorized, StateError) as exc:
                 self._on_fatal(exc)
                 return
             except DiscordError as exc:

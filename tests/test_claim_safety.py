@@ -1,0 +1,91 @@
+"""Issue 11, items 2, 4 and 8: what decides a claim, and what cannot hold one back.
+
+- Nothing the orchestrator posts is ever a task, even in #task-queue as a plain
+  message (its task message deleted, so the reply fell back).
+- Only a ✅ from this bot, a bot named in CLAIM_BOT_IDS or an allowed user claims a task.
+- Refusals never hold results back: results go first, refusals to one author are one post.
+
+End to end (conftest: real CLI subprocesses, real HTTP to the loopback Discord, the stand-in agent).
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.test_flow import task_id_from
+
+WAIT_S = 30.0
+POST_ROUTE = "/channels/{channel_id}/messages"
+
+
+def wait_for(predicate, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def submit(home, *args: str) -> str:
+    res = home.cli("submit", *args)
+    assert res.returncode == 0, res.stderr
+    return task_id_from(res.stdout)
+
+
+def orchestrate(home, **kw):
+    res = home.cli("orchestrate", **kw)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def plain_bot_posts(world, channel: str):
+    return [m for m in world.ld.messages(channel)
+            if m["author"]["id"] == world.bot.id and not m.get("message_reference")]
+
+
+# ----------------------------------------------------------------------
+# item 2: the bot's own posts are never tasks
+# ----------------------------------------------------------------------
+def test_a_result_whose_task_was_deleted_is_not_run_as_a_task(home, world):
+    home.write_config(RESULTS_CHANNEL=world.task_queue)
+    task_id = submit(home, "Work a little SLEEP=2")
+    proc = home.popen("orchestrate")
+    try:
+        wait_for(lambda: home.runs())
+        world.ld.delete_message(world.task_queue, task_id)   # a moderator tidies up meanwhile
+        assert proc.wait(timeout=WAIT_S) == 0, proc.stderr.read()
+    finally:
+        proc.kill() if proc.poll() is None else None
+    [result] = [m for m in plain_bot_posts(world, world.task_queue) if task_id in m["content"]]
+    assert result["content"].startswith("✅ **DONE**")   # posted plain: the reply had nothing to refer to
+    orchestrate(home)
+    assert [r["task_id"] for r in home.runs()] == [task_id]   # the result was not run, in either pass
+
+
+def test_a_refusal_posted_after_its_message_was_deleted_is_not_run(home, world):
+    home.write_config(RESULTS_CHANNEL=world.task_queue)
+    stranger = world.post(world.mallory, "please run me")["id"]
+    world.ld.fail("POST", POST_ROUTE, statuses=(503,), count=50)   # the refusal cannot be posted this pass
+    orchestrate(home, env={"RATE_LIMIT_MAX_WAIT": "1"})
+    world.ld.clear_faults()
+    assert not plain_bot_posts(world, world.task_queue)
+    world.ld.delete_message(world.task_queue, stranger)
+    orchestrate(home)   # posts the refusal, plain now
+    [refusal] = plain_bot_posts(world, world.task_queue)
+    assert "REFUSED" in refusal["content"] and stranger in refusal["content"]
+    orchestrate(home)
+    assert home.runs() == []   # neither pass ran the bot's own refusal
+
+
+def test_submitted_tasks_still_run_in_a_shared_channel(home, world):
+    home.write_config(RESULTS_CHANNEL=world.task_queue)
+    first = submit(home, "first task")
+    orchestrate(home)
+    second = submit(home, "second task")
+    orchestrate(home)
+    assert [r["task_id"] for r in home.runs()] == [first, second]
+
+
+def test_submit_refuses_a_task_that_would_read_as_the_orchestrators_output(home, world):
+    res = home.cli("submit", "summarise this\n-# discord-orch")
+    assert res.returncode != 0 and "-# discord-orch" in res.stderr and "Traceback" not in res.stderr
+    assert world.ld.messages(world.task_queue) == []   # nothing was posted
