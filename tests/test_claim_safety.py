@@ -10,6 +10,7 @@ End to end (conftest: real CLI subprocesses, real HTTP to the loopback Discord, 
 
 from __future__ import annotations
 
+import signal
 import time
 
 from tests.test_flow import task_id_from
@@ -89,3 +90,53 @@ def test_submit_refuses_a_task_that_would_read_as_the_orchestrators_output(home,
     res = home.cli("submit", "summarise this\n-# discord-orch")
     assert res.returncode != 0 and "-# discord-orch" in res.stderr and "Traceback" not in res.stderr
     assert world.ld.messages(world.task_queue) == []   # nothing was posted
+
+
+# ----------------------------------------------------------------------
+# item 4: whose ✅ claims a task
+# ----------------------------------------------------------------------
+CHECK = "✅"
+
+
+def test_a_strangers_check_mark_does_not_veto_a_task_and_is_logged_once(home, world):
+    home.write_config(MAX_AGENTS="1")
+    busy = submit(home, "keep the only agent busy SLEEP=30")
+    task_id = submit(home, "a task mallory would like to stop")
+    world.ld.react(world.task_queue, task_id, world.mallory.id, CHECK)
+    proc = home.popen("orchestrate")   # reads both; the second waits for a free agent
+    try:
+        wait_for(lambda: home.runs())
+        proc.send_signal(signal.SIGTERM)   # the pass ends with the second still unclaimed
+        _, first_log = proc.communicate(timeout=WAIT_S)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    [line] = [line for line in first_log.splitlines() if "ignored" in line and task_id in line]
+    assert world.mallory.id in line
+    run = orchestrate(home)   # reads it again: runs it, and says nothing more about the ✅
+    assert task_id in [r["task_id"] for r in home.runs()] and busy in [r["task_id"] for r in home.runs()]
+    assert not [line for line in run.stderr.splitlines() if "ignored" in line and task_id in line]
+
+
+def test_a_check_mark_from_an_allowed_user_or_a_named_bot_still_claims(home, world):
+    old_bot = world.ld.create_user("old-scripts", bot=True)
+    world.ld.add_member(world.guild, old_bot.id)
+    home.write_config(ALLOWED_USER_IDS=world.alice.id, CLAIM_BOT_IDS=old_bot.id)
+    by_alice = submit(home, "alice said: don't")
+    by_old_bot = submit(home, "the old scripts took this one")
+    world.ld.react(world.task_queue, by_alice, world.alice.id, CHECK)
+    world.ld.react(world.task_queue, by_old_bot, old_bot.id, CHECK)
+    orchestrate(home)
+    assert home.runs() == []
+
+
+def test_reactors_are_fetched_only_for_a_check_mark_that_is_not_ours(home, world):
+    plain = submit(home, "nobody reacted")
+    stray = submit(home, "mallory reacted")
+    world.ld.react(world.task_queue, stray, world.mallory.id, CHECK)
+    orchestrate(home)
+    assert sorted(r["task_id"] for r in home.runs()) == sorted([plain, stray])
+    fetched = [r.path for r in world.ld.requests if r.method == "GET" and "/reactions/" in r.path]
+    assert len(fetched) == 1 and f"/messages/{stray}/" in fetched[0]
+    world.ld.reset_log()
+    orchestrate(home)   # both are ours now (records, and our own ✅): nothing is fetched
+    assert not [r for r in world.ld.requests if r.method == "GET" and "/reactions/" in r.path]
