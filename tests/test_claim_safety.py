@@ -13,6 +13,11 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.world import make_world
+from tests.conftest import make_home
 from tests.test_flow import task_id_from
 
 WAIT_S = 30.0
@@ -140,3 +145,47 @@ def test_reactors_are_fetched_only_for_a_check_mark_that_is_not_ours(home, world
     world.ld.reset_log()
     orchestrate(home)   # both are ours now (records, and our own ✅): nothing is fetched
     assert not [r for r in world.ld.requests if r.method == "GET" and "/reactions/" in r.path]
+
+
+# ----------------------------------------------------------------------
+# item 8: refusals never hold results back
+# ----------------------------------------------------------------------
+FLOOD = 100
+STRANGERS = 8   # more than #results' bucket (5 posts / 5 s): the last refusals must wait for it
+
+
+@pytest.fixture
+def limited_world():
+    with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld:
+        yield make_world(ld)
+
+
+def test_a_flood_of_refused_messages_is_one_post_per_author(tmp_path, limited_world):
+    world = limited_world
+    home = make_home(tmp_path, world)
+    flood = [world.post(world.mallory, f"let me in #{i}")["id"] for i in range(FLOOD)]
+    task_id = submit(home, "the real work")
+    orchestrate(home)
+    assert [r["task_id"] for r in home.runs()] == [task_id]
+    posts = world.results_messages()
+    refusals = [m for m in posts if "REFUSED" in m["content"]]
+    assert len(refusals) <= 2   # 100 ids do not fit in 2,000 characters: as few posts as fit
+    assert all(world.mallory.id in m["content"] and len(m["content"]) <= 2000 for m in refusals)
+    assert all(any(i in m["content"] for m in refusals) for i in flood)   # every refused message is named
+    assert [m for m in posts if task_id in m["content"] and "DONE" in m["content"]]
+    assert orchestrate(home) and world.results_messages() == posts    # said once: a later pass adds nothing
+
+
+def test_results_go_before_refusals_waiting_for_the_rate_limit(tmp_path, limited_world):
+    world = limited_world
+    home = make_home(tmp_path, world)
+    for n in range(STRANGERS):
+        stranger = world.ld.create_user(f"stranger{n}")
+        world.ld.add_member(world.guild, stranger.id)
+        world.ld.post_message(world.task_queue, stranger.id, "run this")
+    task_id = submit(home, "the real work")
+    orchestrate(home)
+    posts = [m["content"] for m in world.results_messages()]
+    assert len(posts) == STRANGERS + 1
+    result = next(i for i, text in enumerate(posts) if task_id in text)
+    assert "REFUSED" in posts[-1] and result < len(posts) - 1, posts   # the result did not wait behind them

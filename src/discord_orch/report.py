@@ -548,6 +548,47 @@ def refusal_post(*, task_id: str, task_channel_id: Optional[str], results_channe
     return Post(content=_marked(content, limit), reply_to=reply_to)
 
 
+def refusals_post(*, refused: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
+                  results_channel_id: Optional[str], guild_id: Optional[str],
+                  limit: int = MESSAGE_LIMIT) -> List[Tuple[Tuple[str, ...], Post]]:
+    """The refusals of one author's messages, ``(task id, reason)`` in order, in as few posts as fit, each
+    with the ids it names: a bullet per reason listing its messages. A flood of refused messages costs a
+    few posts, not one each. The first message of each post gets the reply (same channel) or the link."""
+    posts: List[Tuple[Tuple[str, ...], Post]] = []
+    chunk: List[Tuple[str, str]] = []
+    for item in refused:
+        if chunk and len(_refusals_content(chunk + [item], author_id, task_channel_id, results_channel_id,
+                                           guild_id)) > limit - len(MARK):
+            posts.append((tuple(t for t, _ in chunk),
+                          _refusals_chunk(chunk, author_id, task_channel_id, results_channel_id, guild_id, limit)))
+            chunk = []
+        chunk.append(item)
+    if chunk:
+        posts.append((tuple(t for t, _ in chunk),
+                      _refusals_chunk(chunk, author_id, task_channel_id, results_channel_id, guild_id, limit)))
+    return posts
+
+
+def _refusals_chunk(chunk: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
+                    results_channel_id: Optional[str], guild_id: Optional[str], limit: int) -> Post:
+    reply_to, _ = _placement(chunk[0][0], task_channel_id, results_channel_id, guild_id)
+    content = _refusals_content(chunk, author_id, task_channel_id, results_channel_id, guild_id)
+    return Post(content=_marked(content, limit), reply_to=reply_to)
+
+
+def _refusals_content(chunk: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
+                      results_channel_id: Optional[str], guild_id: Optional[str]) -> str:
+    _, link = _placement(chunk[0][0], task_channel_id, results_channel_id, guild_id)
+    by_reason: Dict[str, List[str]] = {}
+    for task_id, reason in chunk:
+        by_reason.setdefault(one_line(reason) or "no reason recorded", []).append(task_id)
+    lines = [f"⛔ **REFUSED** · {len(chunk)} message{'' if len(chunk) == 1 else 's'} from user "
+             f"{_code(author_id, 24)}{link}"]
+    for reason, ids in by_reason.items():
+        lines.append("• " + _inline(reason, REASON_MAX) + ": " + ", ".join(_code(i, 24) for i in ids))
+    return "\n".join(lines)
+
+
 def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str], outcome_status: str,
                   why: str, description: str = "", kept_at: Optional[str] = None) -> Post:
     """A short, always valid result post for when the full one could not be formatted or posted:
