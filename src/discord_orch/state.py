@@ -23,6 +23,9 @@ An impossible transition raises :class:`~discord_orch.errors.TransitionError`
 and writes nothing. The agent's outcome is stored as JSON here too
 (``mark_finished`` writes it, ``TaskRecord.finished_outcome`` reads it back),
 so no other module knows its serialised shape.
+- ``state.db``'s ``posted`` table: the id of every message this home posted
+  (a result's in the same transaction as its ``reported``; notices after
+  their post), so that none is ever read as a task (claim.py).
 - ``assigned-tasks.txt``: the seed's ledger, one claimed task id per line,
   appended (O_APPEND + fsync) right after the claim is committed. Ids found
   there that the database does not know (written by the original bash
