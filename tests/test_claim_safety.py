@@ -11,6 +11,7 @@ End to end (conftest: real CLI subprocesses, real HTTP to the loopback Discord, 
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 from discord_orch.sim.world import make_world
 from tests.conftest import make_home
 from tests.test_flow import task_id_from
+from tests.test_reliability import records
 
 WAIT_S = 30.0
 POST_ROUTE = "/channels/{channel_id}/messages"
@@ -51,7 +53,9 @@ def plain_bot_posts(world, channel: str):
 # ----------------------------------------------------------------------
 # item 2: the bot's own posts are never tasks
 # ----------------------------------------------------------------------
-def test_a_result_whose_task_was_deleted_is_not_run_as_a_task(home, world):
+def result_posted_plain_in_the_queue(home, world):
+    """RESULTS_CHANNEL = TASK_QUEUE_CHANNEL, and the task message deleted while its agent runs:
+    (task id, its result, posted as a plain message in #task-queue)."""
     home.write_config(RESULTS_CHANNEL=world.task_queue)
     task_id = submit(home, "Work a little SLEEP=2")
     proc = home.popen("orchestrate")
@@ -63,8 +67,47 @@ def test_a_result_whose_task_was_deleted_is_not_run_as_a_task(home, world):
         proc.kill() if proc.poll() is None else None
     [result] = [m for m in plain_bot_posts(world, world.task_queue) if task_id in m["content"]]
     assert result["content"].startswith("✅ **DONE**")   # posted plain: the reply had nothing to refer to
+    return task_id, result
+
+
+def forget_cursor(home) -> None:
+    """The next pass reads #task-queue from its start: every message is judged again."""
+    conn = sqlite3.connect(str(home.path / ".runtime" / "state.db"))
+    with conn:
+        conn.execute("DELETE FROM meta WHERE key LIKE 'cursor:%'")
+    conn.close()
+
+
+def test_a_result_whose_task_was_deleted_is_not_run_as_a_task(home, world):
+    task_id, _ = result_posted_plain_in_the_queue(home, world)
+    orchestrate(home)
+    forget_cursor(home)
     orchestrate(home)
     assert [r["task_id"] for r in home.runs()] == [task_id]   # the result was not run, in either pass
+
+
+def test_a_post_recorded_as_ours_is_not_run_even_without_its_marker(home, world):
+    """The records alone decide too: a result whose marker line is gone (edited, or eaten by some
+    content handling) is still known by its id."""
+    task_id, result = result_posted_plain_in_the_queue(home, world)
+    unmarked = result["content"].rsplit("\n", 1)[0]
+    assert not unmarked.endswith("discord-orch")
+    world.ld.edit_message(world.task_queue, result["id"], unmarked)
+    forget_cursor(home)
+    orchestrate(home)
+    assert [r["task_id"] for r in home.runs()] == [task_id]
+
+
+def test_a_post_not_recorded_is_known_by_its_marker(home, world):
+    """The marker alone decides too: a post whose answer was lost before its id was recorded."""
+    task_id, _ = result_posted_plain_in_the_queue(home, world)
+    conn = sqlite3.connect(str(home.path / ".runtime" / "state.db"))
+    with conn:
+        conn.execute("DELETE FROM posted")
+    conn.close()
+    forget_cursor(home)
+    orchestrate(home)
+    assert [r["task_id"] for r in home.runs()] == [task_id]
 
 
 def test_a_refusal_posted_after_its_message_was_deleted_is_not_run(home, world):
@@ -78,6 +121,7 @@ def test_a_refusal_posted_after_its_message_was_deleted_is_not_run(home, world):
     orchestrate(home)   # posts the refusal, plain now
     [refusal] = plain_bot_posts(world, world.task_queue)
     assert "REFUSED" in refusal["content"] and stranger in refusal["content"]
+    forget_cursor(home)
     orchestrate(home)
     assert home.runs() == []   # neither pass ran the bot's own refusal
 
@@ -168,11 +212,12 @@ def test_a_flood_of_refused_messages_is_one_post_per_author(tmp_path, limited_wo
     orchestrate(home)
     assert [r["task_id"] for r in home.runs()] == [task_id]
     posts = world.results_messages()
-    refusals = [m for m in posts if "REFUSED" in m["content"]]
-    assert len(refusals) <= 2   # 100 ids do not fit in 2,000 characters: as few posts as fit
-    assert all(world.mallory.id in m["content"] and len(m["content"]) <= 2000 for m in refusals)
-    assert all(any(i in m["content"] for m in refusals) for i in flood)   # every refused message is named
+    [refusal] = [m["content"] for m in posts if "REFUSED" in m["content"]]   # one post for the whole flood
+    assert f"{FLOOD} messages from user `{world.mallory.id}`" in refusal and len(refusal) <= 2000
+    listed = [i for i in flood if f"`{i}`" in refusal]
+    assert listed == flood[:len(listed)] and f"and {FLOOD - len(listed)} more" in refusal   # as many as fit
     assert [m for m in posts if task_id in m["content"] and "DONE" in m["content"]]
+    assert set(records(home).values()) <= {"reported", "cleaned"}
     assert orchestrate(home) and world.results_messages() == posts    # said once: a later pass adds nothing
 
 
@@ -189,3 +234,19 @@ def test_results_go_before_refusals_waiting_for_the_rate_limit(tmp_path, limited
     assert len(posts) == STRANGERS + 1
     result = next(i for i, text in enumerate(posts) if task_id in text)
     assert "REFUSED" in posts[-1] and result < len(posts) - 1, posts   # the result did not wait behind them
+
+
+def test_a_grouped_refusal_whose_answer_was_lost_is_found_not_posted_again(home, world):
+    """The one post for several refusals took effect, but its answer was lost: the next pass finds it
+    by the first message it lists (kept in each record's nonce), even for the messages it could not list."""
+    refused = [world.post(world.mallory, f"let me in #{i}")["id"] for i in range(FLOOD)]
+    world.ld.drop("POST", POST_ROUTE, count=50, after_processing=True)
+    orchestrate(home, env={"RATE_LIMIT_MAX_WAIT": "1"})
+    world.ld.clear_faults()
+    assert len(world.results_messages()) == 1 and set(records(home).values()) == {"reporting"}
+    world.ld.nonce_window = 0.0   # long ago: Discord no longer knows the nonce
+    world.ld.reset_log()
+    orchestrate(home)
+    assert not [r for r in world.ld.requests if r.method == "POST" and r.channel_id == world.results]
+    assert len(world.results_messages()) == 1 and set(records(home)) == set(refused)
+    assert set(records(home).values()) <= {"reported", "cleaned"}

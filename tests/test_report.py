@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discord_orch.outcome import FAILED, INTERRUPTED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
-from discord_orch.report import (MARK, MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced, escape_inline,
-                                 estimate_cost, format_cost, format_duration, jump_link, model_used,
-                                 neutralize_mentions, notice_line_finished, notice_line_spawned,
-                                 notice_lines_spawned, refusal_post, result_post)
+from discord_orch.report import (MARK, MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced,
+                                 escape_inline, estimate_cost, format_cost, format_duration, is_refusals_post_of,
+                                 jump_link, model_used, neutralize_mentions, notice_line_finished,
+                                 notice_line_spawned, notice_lines_spawned, refusal_post, refusals_post,
+                                 result_post)
 
 TASK = "1310000000000000001"
 QUEUE = "1300000000000000001"
@@ -358,6 +359,28 @@ def test_refusal_long_reason_fits():
                      reason="\n".join("x" * 400 for _ in range(20)), task_description="d" * 5000)
     assert_safe(p.content)
     assert p.content.startswith(f"⛔ **REFUSED** · task `{TASK}` · {LINK}\n• xxx")
+
+
+def test_refusals_of_one_author_exact():
+    later = "1310000000000000002"
+    p = refusals_post(refused=[(TASK, "not allowed"), (later, "not allowed")], author_id="222222222222222222",
+                      task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD)
+    assert p.content == (f"⛔ **REFUSED** · 2 messages from user `222222222222222222` · {LINK}\n"
+                         f"• not allowed: `{TASK}`, `{later}`" + MARK)
+    assert p.reply_to is None and is_refusals_post_of(p.content, TASK)
+    assert not is_refusals_post_of(refusal_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS,
+                                                guild_id=GUILD, reason="not allowed").content, TASK)
+
+
+def test_a_flood_of_refusals_is_one_post_listing_what_fits():
+    ids = [str(1310000000000000000 + i) for i in range(1000)]
+    refused = [(i, "not allowed" if n % 3 else "x" * 400 + " @everyone") for n, i in enumerate(ids)]
+    p = refusals_post(refused=refused, author_id="222222222222222222", task_channel_id=RESULTS,
+                      results_channel_id=RESULTS, guild_id=GUILD)
+    assert_safe(p.content)
+    assert p.reply_to == ids[0] and p.content.startswith("⛔ **REFUSED** · 1000 messages from user")
+    listed = sum(f"`{i}`" in p.content for i in ids)
+    assert 50 < listed < 1000 and f"• … and {1000 - listed} more, not listed" + MARK in p.content
 
 
 # ---------------------------------------------------------------- notices

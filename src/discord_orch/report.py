@@ -46,6 +46,7 @@ from .workspace import RESULT_FILE, SUMMARY_FILE
 
 ZWSP = "\u200b"
 MARK = "\n" + POST_MARKER   # ends every post: what tells the orchestrator's own posts from tasks
+REFUSALS_HEAD = "⛔ **REFUSED** · "   # a refusals_post's first line: "<n> messages from user <id>"
 FENCE = "```"
 SUMMARY_MAX = 1500
 TASK_HEAD_MAX = 200          # characters of the task prompt in a result post
@@ -549,44 +550,41 @@ def refusal_post(*, task_id: str, task_channel_id: Optional[str], results_channe
 
 
 def refusals_post(*, refused: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
-                  results_channel_id: Optional[str], guild_id: Optional[str],
-                  limit: int = MESSAGE_LIMIT) -> List[Tuple[Tuple[str, ...], Post]]:
-    """The refusals of one author's messages, ``(task id, reason)`` in order, in as few posts as fit, each
-    with the ids it names: a bullet per reason listing its messages. A flood of refused messages costs a
-    few posts, not one each. The first message of each post gets the reply (same channel) or the link."""
-    posts: List[Tuple[Tuple[str, ...], Post]] = []
-    chunk: List[Tuple[str, str]] = []
-    for item in refused:
-        if chunk and len(_refusals_content(chunk + [item], author_id, task_channel_id, results_channel_id,
-                                           guild_id)) > limit - len(MARK):
-            posts.append((tuple(t for t, _ in chunk),
-                          _refusals_chunk(chunk, author_id, task_channel_id, results_channel_id, guild_id, limit)))
-            chunk = []
-        chunk.append(item)
-    if chunk:
-        posts.append((tuple(t for t, _ in chunk),
-                      _refusals_chunk(chunk, author_id, task_channel_id, results_channel_id, guild_id, limit)))
-    return posts
-
-
-def _refusals_chunk(chunk: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
-                    results_channel_id: Optional[str], guild_id: Optional[str], limit: int) -> Post:
-    reply_to, _ = _placement(chunk[0][0], task_channel_id, results_channel_id, guild_id)
-    content = _refusals_content(chunk, author_id, task_channel_id, results_channel_id, guild_id)
+                  results_channel_id: Optional[str], guild_id: Optional[str], limit: int = MESSAGE_LIMIT) -> Post:
+    """One post for the refused messages of one author, ``(task id, reason)`` in order: a bullet per reason
+    listing its messages, as many as fit ("… and N more" for the rest), so a flood of refused messages
+    costs one post. The first message gets the reply (same channel) or the link."""
+    reply_to, link = _placement(refused[0][0], task_channel_id, results_channel_id, guild_id)
+    by_reason: Dict[str, List[str]] = {}
+    for task_id, reason in refused:
+        by_reason.setdefault(one_line(reason) or "no reason recorded", []).append(task_id)
+    total = len(refused)
+    content = f"{REFUSALS_HEAD}{total} message{'' if total == 1 else 's'} from user {_code(author_id, 24)}{link}"
+    room = limit - len(MARK) - len(_more_line(total))
+    shown = 0
+    for reason, ids in by_reason.items():
+        line, listed = "\n• " + _inline(reason, REASON_MAX) + ":", 0
+        for task_id in ids:
+            longer = line + (", " if listed else " ") + _code(task_id, 24)
+            if len(content) + len(longer) > room:
+                break
+            line, listed = longer, listed + 1
+        if listed:
+            content, shown = content + line, shown + listed
+    if shown < total:
+        content += _more_line(total - shown)
     return Post(content=_marked(content, limit), reply_to=reply_to)
 
 
-def _refusals_content(chunk: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
-                      results_channel_id: Optional[str], guild_id: Optional[str]) -> str:
-    _, link = _placement(chunk[0][0], task_channel_id, results_channel_id, guild_id)
-    by_reason: Dict[str, List[str]] = {}
-    for task_id, reason in chunk:
-        by_reason.setdefault(one_line(reason) or "no reason recorded", []).append(task_id)
-    lines = [f"⛔ **REFUSED** · {len(chunk)} message{'' if len(chunk) == 1 else 's'} from user "
-             f"{_code(author_id, 24)}{link}"]
-    for reason, ids in by_reason.items():
-        lines.append("• " + _inline(reason, REASON_MAX) + ": " + ", ".join(_code(i, 24) for i in ids))
-    return "\n".join(lines)
+def _more_line(n: int) -> str:
+    return f"\n• … and {n} more, not listed"
+
+
+def is_refusals_post_of(content: str, first_id: str) -> bool:
+    """Whether ``content`` is a :func:`refusals_post` listing ``first_id`` (the look-up of a grouped
+    refusal whose answer was lost: its records keep the first id in their nonce)."""
+    head = content.split("\n", 1)[0]
+    return head.startswith(REFUSALS_HEAD) and " from user " in head and f"`{first_id}`" in content
 
 
 def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str], outcome_status: str,

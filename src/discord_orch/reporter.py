@@ -22,10 +22,11 @@ Exactly one result per claimed task
 - Refusals wait behind results: they go on the results lane at REFUSALS_PRIORITY,
   so a result queued while a flood of refusals waits for #results' rate limit
   is posted first. The refusals queued until the lane gets to them are posted
-  one author at a time, as few posts as fit (``report.refusals_post``; the
-  pass queues those of a turn of its loop together, ``flush_refusals``): a
-  hundred refused messages from one person cost a post or two, not a hundred.
-  Such a post's nonce is ``g<first task id>``; each of its records keeps it.
+  one post per author (``report.refusals_post``: as many of the messages
+  listed as fit, "… and N more"; the pass queues those of a turn of its loop
+  together, ``flush_refusals``): a hundred refused messages from one person
+  cost one post, not a hundred. Such a post's nonce is ``g<first task id>``;
+  each of its records keeps it, so a look-up finds the post by that id.
 - Once posted: the final status reaction (claim.py), then the clean-up: the
   workspace is removed (unless it was archived) and the record slimmed to
   ``cleaned``.
@@ -56,6 +57,7 @@ log = logging.getLogger("discord_orch")
 
 REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
 REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
+GROUP_NONCE = "g"                # + the first task id: the nonce of one post for several refusals
 REFUSALS_PRIORITY = 1            # on the results lane: after every result queued before the refusal is posted
 
 
@@ -127,12 +129,12 @@ class Reporter:
             if len(recs) == 1:
                 self._submit_refusal(lambda t=recs[0].task_id: self.report(t))
                 continue
-            posts = reportfmt.refusals_post(refused=[(r.task_id, r.refusal or "") for r in recs], author_id=author,
-                                            task_channel_id=recs[0].channel_id,
-                                            results_channel_id=self.settings.results_channel,
-                                            guild_id=self.identity.guild())
-            for ids, post in posts:
-                self._submit_refusal(lambda ids=ids, post=post: self._post_refusals(ids, post))
+            post = reportfmt.refusals_post(refused=[(r.task_id, r.refusal or "") for r in recs], author_id=author,
+                                           task_channel_id=recs[0].channel_id,
+                                           results_channel_id=self.settings.results_channel,
+                                           guild_id=self.identity.guild())
+            ids = tuple(r.task_id for r in recs)
+            self._submit_refusal(lambda ids=ids, post=post: self._post_refusals(ids, post))
 
     def _submit_refusal(self, job: Callable[[], None]) -> None:
         assert self.results_lane is not None
@@ -145,7 +147,7 @@ class Reporter:
             for rec in recs:
                 self.report(rec.task_id)
             return
-        nonce = f"g{task_ids[0]}"
+        nonce = GROUP_NONCE + task_ids[0]
         for rec in recs:
             self.store.mark_reporting(rec.task_id, nonce=nonce)
         try:
@@ -157,8 +159,8 @@ class Reporter:
         except DiscordError as exc:   # left in the outbox: a later try posts each on its own (looked up first)
             with self._lock:
                 self.deferred.update(task_ids)
-            log.warning("refusals of tasks %s deferred (kept in the outbox for a later try): %s",
-                        ", ".join(task_ids), exc)
+            log.warning("refusals of %d tasks (task=%s and its author's others) deferred (kept in the outbox "
+                        "for a later try): %s", len(task_ids), task_ids[0], exc)
             return
         for rec in recs:
             self._reported(rec, msg, "")
@@ -272,6 +274,8 @@ class Reporter:
         since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
         after = max(int(rec.task_id), snowflake_at(since))
         me = self.identity.bot_user_id()
+        grouped_with = rec.nonce[len(GROUP_NONCE):] if rec.refusal is not None and rec.nonce \
+            and rec.nonce.startswith(GROUP_NONCE) else None   # its refusal went out in one post with others
         for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
             if seen >= REPORT_SEARCH_MAX:
                 log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
@@ -279,8 +283,9 @@ class Reporter:
                 return None
             if msg.author.id != me or not is_orchestrator_post(msg.content):
                 continue   # not our output (a task submitted by this bot is not a result)
-            if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0] \
-                    or (rec.refusal is not None and f"`{rec.task_id}`" in msg.content):   # a grouped refusal
+            if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
+                return msg
+            if grouped_with and reportfmt.is_refusals_post_of(msg.content, grouped_with):
                 return msg
         return None
 
