@@ -218,6 +218,9 @@ def test_a_flood_of_refused_messages_is_one_post_per_author(tmp_path, limited_wo
     assert listed == flood[:len(listed)] and f"and {FLOOD - len(listed)} more" in refusal   # as many as fit
     assert [m for m in posts if task_id in m["content"] and "DONE" in m["content"]]
     assert set(records(home).values()) <= {"reported", "cleaned"}
+    reacted = [r.path for r in world.ld.requests if r.method == "PUT" and "/reactions/" in r.path]
+    claimed = next(i for i, path in enumerate(reacted) if f"/messages/{task_id}/" in path)
+    assert claimed < FLOOD // 2, claimed   # the task's ✅ did not wait behind the flood's ⛔ either
     assert orchestrate(home) and world.results_messages() == posts    # said once: a later pass adds nothing
 
 

@@ -88,6 +88,7 @@ RUNNING_EMOJI = "⏳"
 STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
 MAX_TASK_ATTACHMENT_BYTES = 1024 * 1024      # a TASK.txt longer than this is not read (the task is refused)
+REFUSED_REACTION_PRIORITY = 1                # ⛔ waits behind ✅ and the final reactions (a flood holds none back)
 INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
 STRAY_CLAIM_KEY = "notice:stray-claim:{message}"      # meta: this message's ignored ✅ was logged
 REACTORS_PAGE = 100                                   # users per GET of a reaction's users (Discord's most)
@@ -333,7 +334,7 @@ class Claims:
             log.info("refused task=%s author=%s: arrived empty too (see task %s)", msg.id, msg.author.id, said)
         else:
             log.warning("refused task=%s author=%s: %s", msg.id, msg.author.id, reason)
-        self._submit(lambda: self._react(msg.id, REFUSED_EMOJI))
+        self._submit(lambda: self._react(msg.id, REFUSED_EMOJI), priority=REFUSED_REACTION_PRIORITY)
         if intent:
             if said:
                 self.store.mark_reported(msg.id, message_id=None)   # said once already: no other post
@@ -368,9 +369,9 @@ class Claims:
                 self._react(rec.task_id, RUNNING_EMOJI, remove=True)
         self._submit(job)
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def _submit(self, job: Callable[[], None], priority: int = 0) -> None:
         assert self.lane is not None, "Claims.start() first"
-        self.lane.submit(guarded(job, self._on_fatal))
+        self.lane.submit(guarded(job, self._on_fatal), priority=priority)
 
     def _react(self, task_id: str, emoji: str, *, remove: bool = False) -> bool:
         channel = self.settings.task_queue_channel
