@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discord_orch.outcome import FAILED, INTERRUPTED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
-from discord_orch.report import (MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced, escape_inline,
-                                 estimate_cost, format_cost, format_duration, jump_link, model_used,
-                                 neutralize_mentions, notice_line_finished, notice_line_spawned,
-                                 notice_lines_spawned, refusal_post, result_post)
+from discord_orch.report import (MARK, MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced,
+                                 escape_inline, estimate_cost, format_cost, format_duration, is_refusals_post_of,
+                                 jump_link, model_used, neutralize_mentions, notice_line_finished,
+                                 notice_line_spawned, notice_lines_spawned, refusal_post, refusals_post,
+                                 result_post)
 
 TASK = "1310000000000000001"
 QUEUE = "1300000000000000001"
@@ -149,7 +150,8 @@ def test_success_post_exact():
         f"model `{KIMI}` · thinking `medium` · 1m 04s · 12,345 in / 678 out tokens · cost $0.0123\n"
         "📝 Summarise README.md\n"
         "📄 **Summary** (SUMMARY.txt)\n```\nIt is 42.\n```\n"
-        "📦 Full text in the attached **RESULT.txt** (18 characters).")
+        "📦 Full text in the attached **RESULT.txt** (18 characters).\n"
+        "-# discord-orch")   # every post ends with the marker line: the orchestrator's own, never a task
     assert p.reply_to is None and p.embeds == ()
     assert [(f.filename, f.data) for f in p.files] == [("RESULT.txt", b"The answer is 42.\n")]
 
@@ -177,7 +179,7 @@ def test_failure_post_exact():
         "**Why:** openclaw exited with code 1\n"
         "**openclaw said:**\n```\nLLM request failed: HTTP 500\n```\n"
         "**agent-output.log** (last 20 lines):\n```\nboot\nretrying\ngave up\n```\n"
-        "🗂 **Workspace kept:** `archive/agent-1764067200-a1b2c3`")
+        "🗂 **Workspace kept:** `archive/agent-1764067200-a1b2c3`" + MARK)
     assert p.files == () and p.reply_to == TASK
 
 
@@ -338,7 +340,7 @@ def test_refusal_exact():
     p = refusal_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD,
                      reason='unknown model "gpt-9": use cheap, coder, primary, research, or a full provider/model id')
     assert p.content == (f"⛔ **REFUSED** · task `{TASK}` · {LINK}\n"
-                         '• unknown model "gpt-9": use cheap, coder, primary, research, or a full provider/model id')
+                         '• unknown model "gpt-9": use cheap, coder, primary, research, or a full provider/model id' + MARK)
     assert p.reply_to is None and p.files == ()
 
 
@@ -349,7 +351,7 @@ def test_refusal_not_allowed_reply_and_bullets():
                      reason=[reason, "second\nthird @everyone"], task_description="do *it*")
     assert p.reply_to == TASK
     assert p.content == (f"⛔ **REFUSED** · task `{TASK}`\n• {reason.replace('_', chr(92) + '_')}\n• second\n"
-                         f"• third @{ZWSP}everyone\n📝 do \\*it\\*")
+                         f"• third @{ZWSP}everyone\n📝 do \\*it\\*" + MARK)
 
 
 def test_refusal_long_reason_fits():
@@ -357,6 +359,28 @@ def test_refusal_long_reason_fits():
                      reason="\n".join("x" * 400 for _ in range(20)), task_description="d" * 5000)
     assert_safe(p.content)
     assert p.content.startswith(f"⛔ **REFUSED** · task `{TASK}` · {LINK}\n• xxx")
+
+
+def test_refusals_of_one_author_exact():
+    later = "1310000000000000002"
+    p = refusals_post(refused=[(TASK, "not allowed"), (later, "not allowed")], author_id="222222222222222222",
+                      task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD)
+    assert p.content == (f"⛔ **REFUSED** · 2 messages from user `222222222222222222` · {LINK}\n"
+                         f"• not allowed: `{TASK}`, `{later}`" + MARK)
+    assert p.reply_to is None and is_refusals_post_of(p.content, TASK)
+    assert not is_refusals_post_of(refusal_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS,
+                                                guild_id=GUILD, reason="not allowed").content, TASK)
+
+
+def test_a_flood_of_refusals_is_one_post_listing_what_fits():
+    ids = [str(1310000000000000000 + i) for i in range(1000)]
+    refused = [(i, "not allowed" if n % 3 else "x" * 400 + " @everyone") for n, i in enumerate(ids)]
+    p = refusals_post(refused=refused, author_id="222222222222222222", task_channel_id=RESULTS,
+                      results_channel_id=RESULTS, guild_id=GUILD)
+    assert_safe(p.content)
+    assert p.reply_to == ids[0] and p.content.startswith("⛔ **REFUSED** · 1000 messages from user")
+    listed = sum(f"`{i}`" in p.content for i in ids)
+    assert 50 < listed < 1000 and f"• … and {1000 - listed} more, not listed" + MARK in p.content
 
 
 # ---------------------------------------------------------------- notices
@@ -379,18 +403,18 @@ def test_finished_notice_exact():
 def test_batch_notices_packs_and_cuts():
     lines = ["a" * 900, "b" * 900, "c" * 900, "d" * 5000, "", "e"]
     out = batch_notices(lines)
-    assert out[0] == "a" * 900 + "\n" + "b" * 900
-    assert out[1] == "c" * 900
-    assert out[2] == "d" * 1998 + "…"
-    assert out[3] == "e"
+    assert out[0] == "a" * 900 + "\n" + "b" * 900 + MARK
+    assert out[1] == "c" * 900 + MARK
+    assert out[2] == "d" * (1998 - len(MARK)) + "…" + MARK
+    assert out[3] == "e" + MARK
     assert all(len(m) <= 2000 for m in out)
     assert batch_notices([]) == []
-    assert batch_notices(["x" * 10] * 3, limit=21) == ["x" * 10 + "\n" + "x" * 10, "x" * 10]
+    assert batch_notices(["x" * 10] * 3, limit=21 + len(MARK)) == ["x" * 10 + "\n" + "x" * 10 + MARK, "x" * 10 + MARK]
 
 
 def test_batch_notices_cut_keeps_spans_closed():
     out = batch_notices(["`" + "x" * 3000 + "`"])
-    assert out[0].endswith("`…") and len(out[0]) <= 2000
+    assert out[0].endswith("`…" + MARK) and len(out[0]) <= 2000
 
 
 # ---------------------------------------------------------------- properties
@@ -462,6 +486,7 @@ def test_any_refusal_is_safe_and_fits(task_id, description, reasons):
 def test_notices_pack_safely(lines):
     out = batch_notices(lines)
     assert all("\n" not in line for line in lines)
-    assert [line for message in out for line in message.split("\n")] == lines
+    assert all(message.endswith(MARK) for message in out)
+    assert [line for message in out for line in message[:-len(MARK)].split("\n")] == lines
     for message in out:
         assert_safe(message)

@@ -434,6 +434,6 @@ def test_report_lists_only_the_files_it_does_not_show():
     bad = Outcome(status=FAILED, duration_s=1, exit_code=1, reason="openclaw exited with code 1")
     text = content(bad)
     assert f"model `{KIMI}` (requested) · " in text
-    assert text.endswith("**Why:** openclaw exited with code 1")      # the exit code is not said twice
+    assert text.endswith("**Why:** openclaw exited with code 1\n-# discord-orch")   # the exit code is not said twice
     text = content(Outcome(status=FAILED, duration_s=1, exit_code=0, reason="the agent wrote no RESULT.txt"))
     assert "**Why:** the agent wrote no RESULT.txt · exit code 0" in text

@@ -5,16 +5,26 @@ The claim protocol
 A message in #task-queue is *pending* when all of these hold:
 
 1. it is an ordinary message (type 0 or a reply, 19), not a system message;
-2. it carries no ✅ reaction from anyone. This is the seed's rule and it is
-   kept on purpose: a task claimed by the original bash scripts, by another
-   orchestrator or by a person (who reacted ✅ by hand to say "don't") never
-   runs again, so a user can switch from the old scripts safely. The message
-   objects returned by ``GET /channels/{id}/messages`` already carry their
-   ``reactions`` (emoji, count, me), so this costs no extra request (the old
-   scripts spent one GET of the reaction users per message);
+2. it carries no ✅ that counts. The seed's rule (a ✅ from anyone) is kept
+   for those who may claim: this bot, the bots in CLAIM_BOT_IDS (the old bash
+   scripts' bot, other hosts) and the people allowed to run tasks (who react ✅
+   by hand to say "don't"), so a user can switch from the old scripts safely.
+   Anyone else's ✅ is ignored (logged once per message, state.db's meta), or
+   anyone could veto any task. The message objects returned by
+   ``GET /channels/{id}/messages`` carry their ``reactions`` (emoji, count, me):
+   the reactors are fetched only for a ✅ that is not this bot's;
 3. this home's own records do not know it (``.runtime/state.db`` or the ledger
    ``assigned-tasks.txt``). A claim whose ✅ reaction failed to reach Discord
-   is still ours: Discord alone is never the judge (house rule 2).
+   is still ours: Discord alone is never the judge (house rule 2);
+4. it is not something an orchestrator posted (results, refusals, fallbacks,
+   notices), whatever channel it is in and whether or not it is a reply (a
+   reply falls back to a plain message when its task was deleted): not a
+   message id this home recorded as posted (state.db's ``posted``, written with
+   the post's record), not a bot's message ending with the marker line
+   ``tasks.POST_MARKER`` (every post carries it, so a post whose answer was lost
+   before its id was recorded is still known), not a reply by this bot. A
+   ``discord-orch submit`` post, from this bot or another, carries no marker
+   (submit refuses a task ending with it), so it still runs.
 
 Claiming is three steps, in this order (``Claims.decide``):
 
@@ -62,10 +72,10 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tupl
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError, Forbidden,
                      NotFound, Unauthorized)
 from .lanes import Lane, guarded
-from .models import TASK_MESSAGE_TYPES, Attachment, Message, is_snowflake
+from .models import TASK_MESSAGE_TYPES, Attachment, Message, User, is_snowflake
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, REFUSED, Store, TaskRecord
-from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, parse_task
+from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -77,13 +87,18 @@ REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
 STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
+REFUSED_REACTION_PRIORITY = 1                # ⛔ waits behind ✅ and the final reactions (a flood holds none back)
 INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
+STRAY_CLAIM_KEY = "notice:stray-claim:{message}"      # meta: this message's ignored ✅ was logged
+REACTORS_PAGE = 100                                   # users per GET of a reaction's users (Discord's most)
+REACTORS_MAX = 1000                                   # read at most this many ✅ users; more: taken as claimed
 
 log = logging.getLogger("discord_orch")
 
 
-def is_pending(msg: Message, known_ids: Iterable[str]) -> bool:
-    """The seed's rule (no ✅ from anyone) plus our own records.
+def is_pending(msg: Message, known_ids: Iterable[str],
+               claim_counts: Callable[[Message], bool] = lambda msg: True) -> bool:
+    """Not in our records, and no ✅ that counts (``claim_counts`` judges one that is not ours).
 
     A message whose id is not a snowflake is never pending: the id becomes a
     ledger line and a directory name, and such a message could never run anyway.
@@ -93,10 +108,10 @@ def is_pending(msg: Message, known_ids: Iterable[str]) -> bool:
     if not is_snowflake(msg.id):
         log.error("message id %r from Discord is not a snowflake; ignored", msg.id[:40])
         return False
-    claim = msg.reaction(CLAIM_EMOJI)
-    if claim is not None and claim.count > 0:
+    if msg.id in known_ids:
         return False
-    return msg.id not in known_ids
+    claim = msg.reaction(CLAIM_EMOJI)
+    return claim is None or claim.count <= 0 or not (claim.me or claim_counts(msg))
 
 
 def _task_file(msg: Message) -> Optional[Attachment]:
@@ -139,14 +154,16 @@ class Access:
 
     def check(self, msg: Message) -> Verdict:
         """May this message's author run a task here? The reason when not (it is posted)."""
-        author = msg.author.id
-        if self.allow_anyone:
+        if self.allows(msg.author):
             return Verdict(True)
-        if author in self.allowed_user_ids:
-            return Verdict(True)
-        if author == self._bot_user_id():
-            return Verdict(True)
-        if self.allowed_role_ids and self._member_roles is not None and not msg.author.bot:
+        return Verdict(False, self._refusal_text(msg.author.id))
+
+    def allows(self, user: User) -> bool:
+        """May this user run tasks here (ALLOW_ANYONE, ALLOWED_USER_IDS, this bot, ALLOWED_ROLE_IDS)?"""
+        author = user.id
+        if self.allow_anyone or author in self.allowed_user_ids or author == self._bot_user_id():
+            return True
+        if self.allowed_role_ids and self._member_roles is not None and not user.bot:
             now = self._clock()
             cached = self._roles_cache.get(author)
             if cached is None or now - cached[1] >= ROLE_CACHE_S:
@@ -165,9 +182,8 @@ class Access:
                                       f"on {exc.method} {exc.route}",
                                       "it must be the id of the server #task-queue is in, with the bot a member"
                                       ) from None
-            if self.allowed_role_ids & set(self._roles_cache[author][0]):
-                return Verdict(True)
-        return Verdict(False, self._refusal_text(author))
+            return bool(self.allowed_role_ids & set(self._roles_cache[author][0]))
+        return False
 
     def _refusal_text(self, author: str) -> str:
         if self.allowed_role_ids:
@@ -239,13 +255,49 @@ class Claims:
     # -- pending ---------------------------------------------------------
     def pending(self, messages: List[Message]) -> List[Message]:
         """The messages of a poll that are tasks nobody has claimed (see the protocol above)."""
-        known = self.store.known_ids([m.id for m in messages])
-        return [m for m in messages if is_pending(m, known) and not self._own_post(m)]
+        ids = [m.id for m in messages]
+        known = self.store.known_ids(ids) | self.store.posted_ids(ids)
+        return [m for m in messages if not self._own_post(m) and is_pending(m, known, self._claim_counts)]
+
+    def _claim_counts(self, msg: Message) -> bool:
+        """Does a ✅ that is not ours claim the task? Only a CLAIM_BOT_IDS bot's or an allowed user's does
+        (one GET of the ✅ users a page); anyone else's is ignored, and logged once per message."""
+        stray: List[str] = []
+        after: Optional[str] = None
+        try:
+            while len(stray) < REACTORS_MAX:
+                users = self.client.reaction_users(msg.channel_id, msg.id, CLAIM_EMOJI, after=after,
+                                                   limit=REACTORS_PAGE)
+                for user in users:
+                    if user.id in self.settings.claim_bot_ids or self.access.allows(user):
+                        return True
+                    stray.append(user.id)
+                if len(users) < REACTORS_PAGE:
+                    break
+                after = users[-1].id
+            else:
+                return True   # a flood of ✅: not worth reading on
+        except (Unauthorized, ConfigError):
+            raise
+        except DiscordError as exc:
+            # The seed's reading (a ✅ claims) until Discord says whose it is: nothing runs by mistake.
+            log.warning("task=%s: could not read who reacted %s (%s); taken as claimed", msg.id, CLAIM_EMOJI, exc)
+            return True
+        key = STRAY_CLAIM_KEY.format(message=msg.id)
+        if stray and self.store.get_meta(key) is None:
+            log.warning("task=%s: %s from %s ignored: only this bot, CLAIM_BOT_IDS and users allowed to run "
+                        "tasks can claim one", msg.id, CLAIM_EMOJI, ", ".join(stray))
+            self.store.set_meta(key, "logged")
+        return False
 
     def _own_post(self, msg: Message) -> bool:
-        """A result or refusal this bot posted as a reply in #task-queue (RESULTS_CHANNEL may be
-        that channel): never a task. ``submit`` posts are never replies, so they still run."""
-        if msg.referenced_message_id is None or not msg.author.bot:
+        """Something an orchestrator posted (RESULTS_CHANNEL may be #task-queue): never a task.
+        ``submit`` posts carry no marker and are never replies, so they still run."""
+        if not msg.author.bot:
+            return False
+        if is_orchestrator_post(msg.content):
+            return True
+        if msg.referenced_message_id is None:
             return False
         try:
             return msg.author.id == self.identity.bot_user_id()
@@ -332,7 +384,7 @@ class Claims:
             log.info("refused task=%s author=%s: arrived empty too (see task %s)", msg.id, msg.author.id, said)
         else:
             log.warning("refused task=%s author=%s: %s", msg.id, msg.author.id, reason)
-        self._submit(lambda: self._react(msg.id, REFUSED_EMOJI))
+        self._submit(lambda: self._react(msg.id, REFUSED_EMOJI), priority=REFUSED_REACTION_PRIORITY)
         if intent:
             if said:
                 self.store.mark_reported(msg.id, message_id=None)   # said once already: no other post
@@ -367,9 +419,9 @@ class Claims:
                 self._react(rec.task_id, RUNNING_EMOJI, remove=True)
         self._submit(job)
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def _submit(self, job: Callable[[], None], priority: int = 0) -> None:
         assert self.lane is not None, "Claims.start() first"
-        self.lane.submit(guarded(job, self._on_fatal))
+        self.lane.submit(guarded(job, self._on_fatal), priority=priority)
 
     def _react(self, task_id: str, emoji: str, *, remove: bool = False) -> bool:
         channel = self.settings.task_queue_channel

@@ -6,7 +6,8 @@ per second) and notices in #worker-pool are limited independently. Doing
 them one after the other in the main loop would add those waits up; a lane
 per channel lets each bucket drain at its own pace while the main loop keeps
 supervising agents. Within a lane, jobs run in order (a result is posted
-before its task's final reaction).
+before its task's final reaction), those of a lower ``priority`` first (a
+result before the refusals queued ahead of it: see reporter.py).
 
 ``NoticeLane`` batches: lines submitted while the lane is busy (often: while
 the client waits for #worker-pool's bucket) go out together in as few
@@ -15,6 +16,7 @@ messages as fit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -27,6 +29,7 @@ log = logging.getLogger("discord_orch")
 
 Job = Callable[[], None]
 _STOP = object()
+_STOP_PRIORITY = 1 << 30   # after every job queued before close()
 NOTICE_LINGER_S = 0.3   # lines arriving this soon after the first go out in the same message
 
 
@@ -35,7 +38,8 @@ class Lane:
 
     def __init__(self, name: str, on_done: Optional[Callable[[], None]] = None) -> None:
         self.name = name
-        self._queue: "queue.Queue[object]" = queue.Queue()
+        self._queue: "queue.PriorityQueue[tuple]" = queue.PriorityQueue()
+        self._seq = itertools.count()   # FIFO within a priority; jobs themselves are never compared
         self._pending = 0
         self._lock = threading.Lock()
         self._idle = threading.Event()
@@ -44,12 +48,12 @@ class Lane:
         self._thread = threading.Thread(target=self._work, name=f"lane-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Queue a job; it runs after the jobs queued before it."""
+    def submit(self, job: Job, *, priority: int = 0) -> None:
+        """Queue a job; it runs after the jobs queued before it with a priority as low or lower."""
         with self._lock:
             self._pending += 1
             self._idle.clear()
-        self._queue.put(job)
+        self._queue.put((priority, next(self._seq), job))
 
     @property
     def busy(self) -> bool:
@@ -61,12 +65,12 @@ class Lane:
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Stop the thread after the jobs queued so far."""
-        self._queue.put(_STOP)
+        self._queue.put((_STOP_PRIORITY, next(self._seq), _STOP))
         self._thread.join(timeout)
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
+            _, _, job = self._queue.get()
             if job is _STOP:
                 return
             try:

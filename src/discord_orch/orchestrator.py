@@ -227,6 +227,7 @@ class Orchestrator:
                     last_poll = self.clock()
                 self._take_backlog()
             self.supervise()
+            self.reporter.flush_refusals()   # what this turn refused, grouped by author, behind the results
             if watch and self.clock() - self._last_prune >= PRUNE_EVERY_S:
                 self.prune()  # a pass prunes when it ends; --watch never ends, so also hourly
             if watch and not stopping and self.clock() - self._last_outbox >= OUTBOX_RETRY_S:

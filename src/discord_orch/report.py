@@ -41,9 +41,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 from . import models
 from .models import MESSAGE_LIMIT
 from .outcome import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage, signal_name
+from .tasks import POST_MARKER
 from .workspace import RESULT_FILE, SUMMARY_FILE
 
 ZWSP = "\u200b"
+MARK = "\n" + POST_MARKER   # ends every post: what tells the orchestrator's own posts from tasks
+REFUSALS_HEAD = "⛔ **REFUSED** · "   # a refusals_post's first line: "<n> messages from user <id>"
 FENCE = "```"
 SUMMARY_MAX = 1500
 TASK_HEAD_MAX = 200          # characters of the task prompt in a result post
@@ -337,6 +340,11 @@ def _fit(build: Callable[[Dict[str, int]], str], caps: Dict[str, int], floors: D
     return content
 
 
+def _marked(content: str, limit: int) -> str:
+    """The post's text, cut to leave room for the marker line, then the marker: every post carries it."""
+    return content[:max(0, limit - len(MARK))] + MARK
+
+
 def _log_tail(text: str, lines: int = LOG_LINES) -> str:
     kept = _no_nul(text).rstrip("\n").splitlines()[-lines:]
     return "\n".join(kept)
@@ -497,9 +505,10 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
 
     order = (("files", "result", "task", "log", "error", "path", "reason") if failed
              else ("files", "task", "result", "log", "error", "path", "reason"))
-    content = _fit(build, caps, floors, order, limit)
-    if len(content) > limit:  # not reachable with the caps above; kept as a hard guarantee
-        content = header[:limit]
+    content = _fit(build, caps, floors, order, limit - len(MARK))
+    if len(content) > limit - len(MARK):  # not reachable with the caps above; kept as a hard guarantee
+        content = header
+    content = _marked(content, limit)
     files_out = (state["upload"],) if state.get("attach") else ()
     return Post(content=content, files=files_out, reply_to=reply_to)  # type: ignore[arg-type]
 
@@ -534,10 +543,48 @@ def refusal_post(*, task_id: str, task_channel_id: Optional[str], results_channe
             out.append("📝 " + _inline(description, c["task"]))
         return "\n".join(out)
 
-    content = _fit(build, caps, floors, ("task", "reason"), limit)
-    if len(content) > limit:
-        content = header[:limit]
-    return Post(content=content, reply_to=reply_to)
+    content = _fit(build, caps, floors, ("task", "reason"), limit - len(MARK))
+    if len(content) > limit - len(MARK):
+        content = header
+    return Post(content=_marked(content, limit), reply_to=reply_to)
+
+
+def refusals_post(*, refused: Sequence[Tuple[str, str]], author_id: str, task_channel_id: Optional[str],
+                  results_channel_id: Optional[str], guild_id: Optional[str], limit: int = MESSAGE_LIMIT) -> Post:
+    """One post for the refused messages of one author, ``(task id, reason)`` in order: a bullet per reason
+    listing its messages, as many as fit ("… and N more" for the rest), so a flood of refused messages
+    costs one post. The first message gets the reply (same channel) or the link."""
+    reply_to, link = _placement(refused[0][0], task_channel_id, results_channel_id, guild_id)
+    by_reason: Dict[str, List[str]] = {}
+    for task_id, reason in refused:
+        by_reason.setdefault(one_line(reason) or "no reason recorded", []).append(task_id)
+    total = len(refused)
+    content = f"{REFUSALS_HEAD}{total} message{'' if total == 1 else 's'} from user {_code(author_id, 24)}{link}"
+    room = limit - len(MARK) - len(_more_line(total))
+    shown = 0
+    for reason, ids in by_reason.items():
+        line, listed = "\n• " + _inline(reason, REASON_MAX) + ":", 0
+        for task_id in ids:
+            longer = line + (", " if listed else " ") + _code(task_id, 24)
+            if len(content) + len(longer) > room:
+                break
+            line, listed = longer, listed + 1
+        if listed:
+            content, shown = content + line, shown + listed
+    if shown < total:
+        content += _more_line(total - shown)
+    return Post(content=_marked(content, limit), reply_to=reply_to)
+
+
+def _more_line(n: int) -> str:
+    return f"\n• … and {n} more, not listed"
+
+
+def is_refusals_post_of(content: str, first_id: str) -> bool:
+    """Whether ``content`` is a :func:`refusals_post` listing ``first_id`` (the look-up of a grouped
+    refusal whose answer was lost: its records keep the first id in their nonce)."""
+    head = content.split("\n", 1)[0]
+    return head.startswith(REFUSALS_HEAD) and " from user " in head and f"`{first_id}`" in content
 
 
 def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str], outcome_status: str,
@@ -552,7 +599,7 @@ def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str
         lines.append("📝 " + escape_inline(one_line(description))[:200])
     if kept_at:
         lines.append("🗂 Workspace kept: " + escape_inline(kept_at)[:300])
-    return Post(content="\n".join(lines)[:MESSAGE_LIMIT])
+    return Post(content=_marked("\n".join(lines), MESSAGE_LIMIT))
 
 
 def posts_whole(result_bytes: Optional[int]) -> bool:
@@ -600,8 +647,10 @@ def _cut_line(line: str, limit: int) -> str:
 
 
 def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]:
-    """Pack lines, in order, into as few messages as fit (each ≤ limit; an over-long line is cut)."""
+    """Pack lines, in order, into as few messages as fit (each ≤ limit with its marker; an over-long
+    line is cut)."""
     out: List[str] = []
+    limit -= len(MARK)
     current = ""
     for raw in lines:
         line = _cut_line(_no_nul(raw).strip("\n"), limit)
@@ -615,4 +664,4 @@ def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]
             current = line
     if current:
         out.append(current)
-    return out
+    return [message + MARK for message in out]

@@ -19,6 +19,14 @@ Exactly one result per claimed task
   upload limit or a reply it cannot make) or that cannot be formatted is posted
   short instead (status, task, why, where the archived workspace is): a refusal
   must not keep a task in the outbox forever.
+- Refusals wait behind results: they go on the results lane at REFUSALS_PRIORITY,
+  so a result queued while a flood of refusals waits for #results' rate limit
+  is posted first. The refusals queued until the lane gets to them are posted
+  one post per author (``report.refusals_post``: as many of the messages
+  listed as fit, "… and N more"; the pass queues those of a turn of its loop
+  together, ``flush_refusals``): a hundred refused messages from one person
+  cost one post, not a hundred. Such a post's nonce is ``g<first task id>``;
+  each of its records keeps it, so a look-up finds the post by that id.
 - Once posted: the final status reaction (claim.py), then the clean-up: the
   workspace is removed (unless it was archived) and the record slimmed to
   ``cleaned``.
@@ -29,12 +37,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable, Collection, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional, Tuple
 
 from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, Unauthorized
 from .lanes import Lane, NoticeLane, guarded
 from .models import Message, snowflake_at
-from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, REPORTING, Store, TaskRecord
+from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, POSTED_NOTICE, REFUSED, REPORTING, Store, TaskRecord
+from .tasks import is_orchestrator_post
 
 if TYPE_CHECKING:
     from .report import Post
@@ -47,6 +56,8 @@ log = logging.getLogger("discord_orch")
 
 REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
 REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
+GROUP_NONCE = "g"                # + the first task id: the nonce of one post for several refusals
+REFUSALS_PRIORITY = 1            # on the results lane: after every result queued before the refusal is posted
 
 
 class Reporter:
@@ -66,6 +77,8 @@ class Reporter:
         self._lock = threading.Lock()
         self.reported = 0                  # results posted by this pass
         self.deferred: set = set()         # task ids whose result Discord did not take (yet)
+        self._refusals: List[str] = []     # refused task ids waiting to be grouped by author (under _lock)
+        self._refusals_queued = False      # a job to group them is on the lane
         self.results_lane: Optional[Lane] = None
         self.notice_lane: Optional[NoticeLane] = None
 
@@ -77,9 +90,81 @@ class Reporter:
 
     # -- the outbox ------------------------------------------------------------
     def queue(self, task_id: str) -> None:
-        """Post this task's result on the results lane (now, or after the results before it)."""
+        """Post this task's result on the results lane (now, or after the results before it); a refusal
+        waits behind the results and is grouped with its author's other refusals."""
         assert self.results_lane is not None, "Reporter.start() first"
-        self.results_lane.submit(guarded(lambda: self.report(task_id), self._on_fatal))
+        rec = self.store.get(task_id)
+        if rec is None or rec.refusal is None:
+            self.results_lane.submit(guarded(lambda: self.report(task_id), self._on_fatal))
+            return
+        with self._lock:
+            self._refusals.append(task_id)
+
+    def flush_refusals(self) -> None:
+        """Queue the refusals decided so far (the pass calls this once a turn: what one poll refused is
+        grouped whole, not in the pieces the lane happened to see)."""
+        with self._lock:
+            if not self._refusals or self._refusals_queued:
+                return
+            self._refusals_queued = True
+        self._submit_refusal(self._group_refusals)
+
+    def _group_refusals(self) -> None:
+        """The refusals queued so far, grouped by author: each group's posts are jobs of their own, so a
+        result queued meanwhile still goes first."""
+        with self._lock:
+            task_ids, self._refusals = self._refusals, []
+            self._refusals_queued = False
+        by_author: Dict[str, List[TaskRecord]] = {}
+        for task_id in task_ids:
+            rec = self.store.get(task_id)
+            if rec is None or rec.status not in OUTBOX_STATUSES:
+                continue
+            if rec.status != REFUSED:   # an earlier attempt's fate is unknown: looked up, then posted alone
+                self._submit_refusal(lambda t=task_id: self.report(t))
+                continue
+            by_author.setdefault(rec.author_id, []).append(rec)
+        from .report import refusals_post
+
+        for author, recs in by_author.items():
+            if len(recs) == 1:
+                self._submit_refusal(lambda t=recs[0].task_id: self.report(t))
+                continue
+            post = refusals_post(refused=[(r.task_id, r.refusal or "") for r in recs], author_id=author,
+                                 task_channel_id=recs[0].channel_id,
+                                 results_channel_id=self.settings.results_channel,
+                                 guild_id=self.identity.guild())
+            ids = tuple(r.task_id for r in recs)
+            self._submit_refusal(lambda ids=ids, post=post: self._post_refusals(ids, post))
+
+    def _submit_refusal(self, job: Callable[[], None]) -> None:
+        assert self.results_lane is not None
+        self.results_lane.submit(guarded(job, self._on_fatal), priority=REFUSALS_PRIORITY)
+
+    def _post_refusals(self, task_ids: Tuple[str, ...], post: Post) -> None:
+        """One post for several refused messages of one author; each record goes reporting → reported."""
+        recs = [rec for rec in map(self.store.get, task_ids) if rec is not None and rec.status == REFUSED]
+        if len(recs) < len(task_ids):   # another pass or job moved one meanwhile: each on its own
+            for rec in recs:
+                self.report(rec.task_id)
+            return
+        nonce = GROUP_NONCE + task_ids[0]
+        for rec in recs:
+            self.store.mark_reporting(rec.task_id, nonce=nonce)
+        try:
+            msg = self.client.create_message(self.settings.results_channel, post.content, reply_to=post.reply_to,
+                                             nonce=nonce)
+        except (Unauthorized, Forbidden, NotFound) as exc:
+            self._on_fatal(exc)
+            return
+        except DiscordError as exc:   # left in the outbox: a later try posts each on its own (looked up first)
+            with self._lock:
+                self.deferred.update(task_ids)
+            log.warning("refusals of %d tasks (task=%s and its author's others) deferred (kept in the outbox "
+                        "for a later try): %s", len(task_ids), task_ids[0], exc)
+            return
+        for rec in recs:
+            self._reported(rec, msg, "")
 
     def retry_outbox(self, running: Collection[str]) -> None:
         """--watch: queue again the results Discord did not take (only when none is queued)."""
@@ -110,6 +195,11 @@ class Reporter:
                 self.deferred.add(task_id)
             log.warning("report of task=%s deferred (kept in the outbox for a later try): %s", task_id, exc)
             return
+        self._reported(rec, msg, how)
+
+    def _reported(self, rec: TaskRecord, msg: Message, how: str) -> None:
+        """The post is out: record it, then the final reaction and the clean-up."""
+        task_id = rec.task_id
         self.store.mark_reported(task_id, message_id=msg.id)
         with self._lock:
             self.deferred.discard(task_id)
@@ -123,7 +213,7 @@ class Reporter:
 
     def _post(self, rec: TaskRecord) -> Message:
         """The result post, recorded as ``reporting`` (with its nonce) before it is sent."""
-        nonce = rec.nonce or f"r{rec.task_id}"
+        nonce = f"r{rec.task_id}"   # a refusal whose group post failed is posted alone: its own nonce
         try:
             post = self._render(rec)
         except Exception as exc:  # a bug must not cost the task its result: say so plainly instead
@@ -194,14 +284,18 @@ class Reporter:
         since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
         after = max(int(rec.task_id), snowflake_at(since))
         me = self.identity.bot_user_id()
+        grouped_with = rec.nonce[len(GROUP_NONCE):] if rec.refusal is not None and rec.nonce \
+            and rec.nonce.startswith(GROUP_NONCE) else None   # its refusal went out in one post with others
         for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
             if seen >= REPORT_SEARCH_MAX:
                 log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
                             rec.task_id, REPORT_SEARCH_MAX)
                 return None
-            if msg.author.id != me:
-                continue
+            if msg.author.id != me or not is_orchestrator_post(msg.content):
+                continue   # not our output (a task submitted by this bot is not a result)
             if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
+                return msg
+            if grouped_with and _is_refusals_post_of(msg.content, grouped_with):
                 return msg
         return None
 
@@ -242,9 +336,16 @@ class Reporter:
 
         for content in batch_notices(lines):
             try:
-                self.client.create_message(self.settings.worker_pool_channel, content)
-            except Unauthorized as exc:
+                msg = self.client.create_message(self.settings.worker_pool_channel, content)
+                self.store.note_posted(msg.id, POSTED_NOTICE)
+            except (Unauthorized, StateError) as exc:
                 self._on_fatal(exc)
                 return
             except DiscordError as exc:
                 log.warning("worker-pool notice not posted: %s", exc)
+
+
+def _is_refusals_post_of(content: str, first_id: str) -> bool:
+    from .report import is_refusals_post_of   # only when looking up a lost post
+
+    return is_refusals_post_of(content, first_id)

@@ -170,6 +170,8 @@ SETTINGS: Tuple[Setting, ...] = (
             unset_means="none"),
     Setting("ALLOWED_ROLE_IDS", "allowed_role_ids", snowflakes, "role ids whose members' tasks may run",
             unset_means="none"),
+    Setting("CLAIM_BOT_IDS", "claim_bot_ids", snowflakes,
+            "other bots whose ✅ claims a task (the old scripts' bot, other hosts)", unset_means="none"),
     Setting("ALLOW_ANYONE", "allow_anyone", boolean, "run tasks from anyone who can post in #task-queue (unsafe)",
             default="false"),
     Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",

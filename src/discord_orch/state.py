@@ -23,6 +23,9 @@ An impossible transition raises :class:`~discord_orch.errors.TransitionError`
 and writes nothing. The agent's outcome is stored as JSON here too
 (``mark_finished`` writes it, ``TaskRecord.finished_outcome`` reads it back),
 so no other module knows its serialised shape.
+- ``state.db``'s ``posted`` table: the id of every message this home posted
+  (a result's in the same transaction as its ``reported``; notices after
+  their post), so that none is ever read as a task (claim.py).
 - ``assigned-tasks.txt``: the seed's ledger, one claimed task id per line,
   appended (O_APPEND + fsync) right after the claim is committed. Ids found
   there that the database does not know (written by the original bash
@@ -102,10 +105,11 @@ LEDGER_NAME = "assigned-tasks.txt"
 DB_NAME = "state.db"
 LOCK_NAME = "orchestrate.lock"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQL_CHUNK = 500                  # ids per "IN (...)" query (SQLite's limit on parameters is 999)
 
 # Raise with every change to SCHEMA: a home whose state.db has an older user_version runs SCHEMA
 # (CREATE ... IF NOT EXISTS) once; an up-to-date one skips it, which is every idle cron pass.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -139,7 +143,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS posted (message_id TEXT PRIMARY KEY, kind TEXT NOT NULL, posted_at REAL NOT NULL);
 """
+POSTED_RESULT = "result"     # posted: kinds of the messages this home posted (never tasks, claim.py)
+POSTED_NOTICE = "notice"
 
 
 @dataclass
@@ -222,6 +229,11 @@ def _set(conn: sqlite3.Connection, task_id: str, **values: Any) -> None:
     values["updated_at"] = time.time()
     conn.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in values)} WHERE task_id = ?",
                  [*values.values(), task_id])
+
+
+def _insert_posted(conn: sqlite3.Connection, message_id: str, kind: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO posted(message_id, kind, posted_at) VALUES(?, ?, ?)",
+                 (message_id, kind, time.time()))
 
 
 def _state_error(path: Path, exc: BaseException) -> StateError:
@@ -350,8 +362,8 @@ class Store:
             return set()
         found = set()
         conn = self._conn()
-        for i in range(0, len(task_ids), 500):
-            chunk = task_ids[i:i + 500]
+        for i in range(0, len(task_ids), SQL_CHUNK):
+            chunk = task_ids[i:i + SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
             found.update(r[0] for r in conn.execute(f"SELECT task_id FROM tasks WHERE task_id IN ({marks})", chunk))
         return found | (set(task_ids) & self.ledger_ids())
@@ -392,7 +404,7 @@ class Store:
         return True
 
     # -- the transitions (see "The lifecycle" above) -------------------------
-    def _move(self, task_id: str, to: TaskStatus, **values: Any) -> None:
+    def _move(self, task_id: str, to: TaskStatus, *, posted: Optional[str] = None, **values: Any) -> None:
         """One checked transition: read the status and write the new one in the same transaction."""
         unknown = set(values) - set(_COLUMNS)
         if unknown:
@@ -403,6 +415,8 @@ class Store:
             if current is None or to not in TRANSITIONS[current]:
                 raise TransitionError(task_id, None if current is None else current.value, to.value)
             _set(conn, task_id, status=to.value, **values)
+            if posted:   # the post's id is ours for good in the same transaction (never read as a task)
+                _insert_posted(conn, posted, POSTED_RESULT)
 
     def mark_starting(self, task_id: str, *, agent_id: str, agent_dir: str) -> None:
         """claimed → starting: the workspace is named, the agent not spawned yet."""
@@ -431,7 +445,7 @@ class Store:
 
     def mark_reported(self, task_id: str, *, message_id: Optional[str]) -> None:
         """reporting → reported (the post's id); refused → reported (no post: its notice was said already)."""
-        self._move(task_id, REPORTED, result_message_id=message_id)
+        self._move(task_id, REPORTED, posted=message_id, result_message_id=message_id)
 
     def mark_cleaned(self, task_id: str) -> None:
         """reported → cleaned: the record keeps the outcome's facts and drops its texts (up to 64 KB each),
@@ -456,6 +470,23 @@ class Store:
     def note_archived(self, task_id: str, archive_path: str) -> None:
         """The workspace was moved to archive/ (it is kept there, not removed)."""
         self._note(task_id, archive_path=archive_path)
+
+    # -- what this home posted ------------------------------------------------
+    def note_posted(self, message_id: str, kind: str) -> None:
+        """A message this home posted (a notice, a refusal for several tasks): never a task."""
+        with self._tx() as conn:
+            _insert_posted(conn, message_id, kind)
+
+    def posted_ids(self, message_ids: List[str]) -> set:
+        """Which of these message ids this home posted."""
+        found: set = set()
+        conn = self._conn()
+        for i in range(0, len(message_ids), SQL_CHUNK):
+            chunk = message_ids[i:i + SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in conn.execute(
+                f"SELECT message_id FROM posted WHERE message_id IN ({marks})", chunk))
+        return found
 
     def counts(self) -> Dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status").fetchall()

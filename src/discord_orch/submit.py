@@ -19,8 +19,9 @@ from typing import IO, Mapping, Optional
 
 from .errors import DiscordError, InputError
 from .models import FileUpload
-from .tasks import (MAX_TASK_BYTES, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
-                    format_attached_task_message, format_task_message, resolve_model, valid_models_text)
+from .tasks import (MAX_TASK_BYTES, POST_MARKER, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
+                    format_attached_task_message, format_task_message, is_orchestrator_post, resolve_model,
+                    valid_models_text)
 
 log = logging.getLogger("discord_orch")
 
@@ -61,6 +62,9 @@ def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
 def validate_submission(text: str, model: Optional[str], thinking: Optional[str], worker: Optional[str],
                         aliases: Mapping[str, str]) -> None:
     """Check everything before anything is posted."""
+    if is_orchestrator_post(text):   # it would read as discord-orch's own output, which never runs
+        raise InputError(f"the task ends with the line {POST_MARKER!r}, which marks discord-orch's own posts "
+                         "(they never run): remove that line")
     if model is not None and resolve_model(model, aliases) is None:
         raise InputError(f"unknown model {model!r}: use {valid_models_text(aliases)}")
     if thinking is not None and thinking not in THINKING_LEVELS:

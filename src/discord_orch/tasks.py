@@ -62,6 +62,11 @@ DEFAULT_MODEL_ALIAS = "primary"
 DEFAULT_THINKING = "medium"
 # The longest task text, in UTF-8 bytes: what `submit` posts and what a pass reads of a TASK.txt.
 MAX_TASK_BYTES = 1024 * 1024
+#: The last line of every message discord-orch posts (results, refusals, fallbacks, notices): a bot's
+#: message ending with it is an orchestrator's output, never a task (claim.py), whatever channel it
+#: is in. Visible on purpose: Discord keeps a message's text as sent but trims blanks at its ends, and
+#: invisible characters are not a safe bet; "-# " shows the line as small grey subtext.
+POST_MARKER = "-# discord-orch"
 
 
 _FENCE = "```"
@@ -372,6 +377,12 @@ def format_attached_task_message(length: Union[int, str], *, task_id: Optional[s
     placeholder = f"(task text in {TASK_ATTACHMENT}, {n:,} character{'' if n == 1 else 's'})"
     parts = [_header(task_id), placeholder, _tag_text(model_alias, thinking, worker)]
     return " ".join(p for p in parts if p)
+
+
+def is_orchestrator_post(content: str) -> bool:
+    """Whether this text ends with the line :data:`POST_MARKER` (what discord-orch posts, never a task)."""
+    text = content.rstrip()
+    return text == POST_MARKER or text.endswith("\n" + POST_MARKER)
 
 
 def fits_in_message(text: str) -> bool:
