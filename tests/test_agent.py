@@ -105,7 +105,7 @@ def test_fifos_and_devices_left_by_the_agent_are_not_read(rig, tmp_path):
     out = drive(ra, limit_s=20)
     assert (out.status, out.exit_code) == (O.FAILED, 0)
     assert out.result_text == "" and out.summary_text == "" and out.log_tail == ""
-    assert W.read_head(ws.result_file, 100) == (None, None, False)
+    assert W.read_head(ws, W.RESULT_FILE, 100) == (None, None, False)
 
 
 def test_secrets_never_reach_the_agent(rig, monkeypatch):
@@ -490,9 +490,11 @@ def test_parse_tolerance():
 
 
 def test_log_tail_reader(tmp_path):
-    p = tmp_path / "log"
+    ws = W.Workspace.in_dir(tmp_path / "agent-1-abcdef", "agent-1-abcdef", "123456789012345678")
+    ws.task_dir.mkdir(parents=True)
+    p = ws.stderr_file
     p.write_bytes(b"a\nb\n\n\n")
-    assert W.read_log_tail(p) == "a\nb"
-    assert W.read_log_tail(tmp_path / "missing") == ""
+    assert W.read_log_tail(ws) == "a\nb"
+    assert W.read_log_tail(ws, "missing") == ""
     p.write_bytes(b"x" * 70_000 + b"\nlast\n")
-    assert W.read_log_tail(p) == "last"
+    assert W.read_log_tail(ws) == "last"

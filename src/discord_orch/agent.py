@@ -38,8 +38,9 @@ from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_com
                        interpret_json)
 from .outcome import FAILED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage, signal_name
 from .procs import ProcessTable, agent_id_of, alive, kill, killpg, process_start_ticks
-from .workspace import (JSON_TAIL_MAX, RESULT_READ_MAX, SUMMARY_READ_MAX, Workspace, decode_text, files_left,
-                        read_head, read_log_tail, read_tail_bytes)
+from .workspace import (JSON_TAIL_MAX, LEFT_FILES, RESULT_FILE, RESULT_READ_MAX, STDOUT_FILE, SUMMARY_FILE, SUMMARY_READ_MAX,
+                        Workspace, decode_text, files_left, link_note, links_left, read_head, read_log_tail,
+                        read_tail_bytes)
 
 STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
 
@@ -60,18 +61,19 @@ class _Evidence:
     summary_text: str
     log_tail: str
     files: Tuple[str, ...]
+    links: Tuple[str, ...]           # what we would have read is a link (not followed): relative names
 
 
 def _gather(ws: Workspace) -> _Evidence:
-    data, _cut = read_tail_bytes(ws.stdout_file, JSON_TAIL_MAX)
+    data, _cut = read_tail_bytes(ws, STDOUT_FILE, JSON_TAIL_MAX)
     obj = find_last_json_object(decode_text(data))
     usage, error_message, reply = interpret_json(obj)
-    result, rbytes, truncated = read_head(ws.result_file, RESULT_READ_MAX)
-    summary, _s, _t = read_head(ws.summary_file, SUMMARY_READ_MAX)
+    result, rbytes, truncated = read_head(ws, RESULT_FILE, RESULT_READ_MAX)
+    summary, _s, _t = read_head(ws, SUMMARY_FILE, SUMMARY_READ_MAX)
     return _Evidence(found_json=obj is not None, usage=usage, error_message=error_message,
                      reply_text=reply, result_text=result, result_bytes=rbytes,
                      result_truncated=truncated, summary_text=summary or "",
-                     log_tail=read_log_tail(ws.stderr_file), files=files_left(ws))
+                     log_tail=read_log_tail(ws), files=files_left(ws), links=links_left(ws))
 
 
 def _make(ev: _Evidence, status: str, duration_s: float, *, exit_code: Optional[int] = None,
@@ -81,12 +83,13 @@ def _make(ev: _Evidence, status: str, duration_s: float, *, exit_code: Optional[
                    result_text=ev.result_text or "", summary_text=ev.summary_text,
                    reply_text=ev.reply_text, log_tail=ev.log_tail, files=ev.files,
                    usage=ev.usage, result_truncated=ev.result_truncated,
-                   result_bytes=ev.result_bytes)
+                   result_bytes=ev.result_bytes, notes=tuple(link_note(rel) for rel in ev.links))
 
 
 def _no_result_reason(ev: _Evidence) -> str:
     if ev.result_text is None:
-        return "the agent wrote no RESULT.txt"
+        linked = [rel for rel in ev.links if rel == RESULT_FILE or rel not in LEFT_FILES]  # or the task dir
+        return link_note(linked[0]) if linked else "the agent wrote no RESULT.txt"
     return "the agent wrote an empty RESULT.txt"
 
 

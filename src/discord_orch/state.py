@@ -209,8 +209,9 @@ def outcome_from_json(text: Optional[str]) -> Outcome:
     usage = Usage(**{k: v for k, v in (data.get("usage") or {}).items() if k in usage_fields})
     known = {f.name for f in dataclasses.fields(Outcome)}
     values = {k: v for k, v in data.items() if k in known and k != "usage"}
-    if "files" in values:
-        values["files"] = tuple(values["files"])
+    for key in ("files", "notes"):
+        if key in values:
+            values[key] = tuple(values[key])
     return Outcome(usage=usage, **values)
 
 

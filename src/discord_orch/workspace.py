@@ -16,9 +16,10 @@ Layout (all paths absolute)::
 Everything here is created 0600 (files) / 0700 (directories): a workspace may
 hold private data. Disk problems surface as :class:`errors.StateError`.
 
-What the agent leaves is read through :func:`open_regular` and with a size limit
-(RESULT_READ_MAX, ...): a FIFO, a device or a huge file in its place cannot hang
-or swamp us.
+What the agent leaves is read through :func:`open_left` and with a size limit
+(RESULT_READ_MAX, ...): only inside its task dir, regular files only, no link followed
+(a link to discord-config.env or ~/.ssh/id_* is reported, never read); a FIFO, a device
+or a huge file in its place cannot hang or swamp us.
 
 Archive: a failed run's agent dir is moved to ``archive/<agent-id>`` and kept
 for ARCHIVE_RETENTION_HOURS; a successful one kept on purpose
@@ -56,12 +57,15 @@ STDERR_FILE = "agent-output.log"
 AGENTS_FILE = "AGENTS.md"
 TOOLS_FILE = "TOOLS.md"
 OVERLAY_CONFIG = "openclaw.json"
+TASKS_DIR = "tasks"                  # agent_dir/tasks/<task id> is the task dir
 TASK_PREFIX = "TASK: "
 #: marker at the top of an archived agent dir: a success kept for KEEP_SUCCESS_HOURS
 KEPT_SUCCESS_MARKER = ".kept-success"
 
 #: files of ours in the task dir that files_left() does not report
 OWN_FILES = frozenset({AGENTS_FILE, TOOLS_FILE, TASK_FILE, STDOUT_FILE, STDERR_FILE})
+#: what we read of what the agent left (each through open_left, never through a link)
+LEFT_FILES = (RESULT_FILE, SUMMARY_FILE, STDOUT_FILE, STDERR_FILE)
 FILES_LEFT_MAX = 50          # at most this many paths reported
 _FILES_LEFT_SCAN_MAX = 5000  # stop walking a huge tree after this many entries
 
@@ -142,7 +146,7 @@ class Workspace:
         """The workspace whose agent dir is ``agent_dir`` (under workers/, or its copy in archive/)."""
         check_task_id(task_id)
         agent_dir = _abs(agent_dir)
-        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir, task_dir=agent_dir / "tasks" / task_id)
+        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir, task_dir=agent_dir / TASKS_DIR / task_id)
 
     @property
     def task_file(self) -> Path:
@@ -215,21 +219,105 @@ def render_agents_md(*, agent_id: str, task_id: str, task_dir: PathLike, descrip
 
 
 def open_regular(path: PathLike):
-    """Open a file the agent may have written, for reading, only if it is a regular file.
+    """Open a file of the user's (a worker profile) for reading, only if it is a regular file.
 
-    The agent owns its task dir and can leave anything under these names. A FIFO would make
-    a plain open() wait for a writer forever (a hung pass, and the next pass would hang on
-    it again in recovery), a device such as /dev/zero never ends: O_NONBLOCK makes the open
-    return at once, and whatever is not a regular file (symlinks followed) counts as absent.
+    A FIFO would make a plain open() wait for a writer forever, a device such as /dev/zero
+    never ends: O_NONBLOCK makes the open return at once, and whatever is not a regular
+    file counts as absent. What an agent left is opened by :func:`open_left` instead.
     """
-    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return _open_regular_at(os.fspath(path), None, follow=True)
+
+
+def _open_regular_at(name: str, dir_fd: Optional[int], *, follow: bool):
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(name, flags, dir_fd=dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IsADirectoryError(errno.EINVAL, "not a regular file", os.fspath(path))
+            raise IsADirectoryError(errno.EINVAL, "not a regular file", name)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+class LinkNotFollowed(OSError):
+    """Where an agent's file or its task dir should be, there is a link: it is never followed."""
+
+    def __init__(self, rel: str) -> None:
+        super().__init__(errno.ELOOP, link_note(rel), rel)
+        self.rel = rel
+
+
+def link_note(rel: str) -> str:
+    """What a result post says about a link the agent left where we read: ``RESULT.txt is a link; not followed``."""
+    return f"{rel} is a link; not followed"
+
+
+def _open_dir_at(name: str, dir_fd: Optional[int], rel: str) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(name, dir_fd)):
+            raise LinkNotFollowed(rel) from exc
+        raise
+
+
+def _is_link(name: str, dir_fd: Optional[int]) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_task_dir(ws: "Workspace") -> int:
+    """An fd of the task dir, reached from the agent dir one name at a time without following a link:
+    the agent owns agent_dir/tasks/<id> and could put a link at any step (LinkNotFollowed)."""
+    fd = _open_dir_at(os.fspath(ws.agent_dir), None, ws.agent_id)
+    rel = ""
+    try:
+        for name in (TASKS_DIR, ws.task_id):
+            rel = f"{rel}/{name}" if rel else name
+            nxt = _open_dir_at(name, fd, rel)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_left(ws: "Workspace", name: str):
+    """Open ``name``, a file the agent may have left in its task dir, for reading: inside the task dir
+    only (no link followed on the way), a regular file only, never a link (LinkNotFollowed).
+
+    The agent owns its task dir and can leave anything under these names: a link to the bot's
+    config or an SSH key would be posted to #results; a FIFO would hang a plain open(), a device
+    never ends (O_NONBLOCK, then anything but a regular file counts as absent).
+    """
+    dir_fd = _open_task_dir(ws)
+    try:
+        return _open_regular_at(name, dir_fd, follow=False)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or _is_link(name, dir_fd):
+            raise LinkNotFollowed(name) from exc
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+def links_left(ws: "Workspace", names: Tuple[str, ...] = LEFT_FILES) -> Tuple[str, ...]:
+    """Which of ``names`` (default: the files we read) the agent left as links, or its task dir
+    itself (``tasks/<id>``) when that is a link; relative paths. Nothing is followed."""
+    try:
+        dir_fd = _open_task_dir(ws)
+    except LinkNotFollowed as exc:
+        return (exc.rel,)
+    except OSError:
+        return ()
+    try:
+        return tuple(name for name in names if _is_link(name, dir_fd))
+    finally:
+        os.close(dir_fd)
 
 
 def decode_text(data: bytes) -> str:
@@ -251,11 +339,11 @@ def _trim_partial_utf8(data: bytes) -> bytes:
     return data
 
 
-def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
-    """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent
-    or not a regular file."""
+def read_head(ws: Workspace, name: str, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
+    """(text of the first ``limit`` bytes of the agent's file ``name``, size on disk, truncated);
+    (None, None, False) if absent, a link or not a regular file."""
     try:
-        with open_regular(path) as fh:
+        with open_left(ws, name) as fh:
             size = os.fstat(fh.fileno()).st_size
             data = fh.read(min(limit, size + 1))  # read(n) preallocates n bytes
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -267,10 +355,11 @@ def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], boo
     return decode_text(data), size, False
 
 
-def read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
-    """The last ``limit`` bytes of a file and whether it was longer; b"" if absent or not a regular file."""
+def read_tail_bytes(ws: Workspace, name: str, limit: int) -> Tuple[bytes, bool]:
+    """The last ``limit`` bytes of the agent's file ``name`` and whether it was longer; b"" if absent,
+    a link or not a regular file."""
     try:
-        with open_regular(path) as fh:
+        with open_left(ws, name) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > limit:
                 fh.seek(size - limit)
@@ -280,9 +369,10 @@ def read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
         return b"", False
 
 
-def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    """The last ``lines`` lines of the last ``max_bytes`` bytes of a log."""
-    data, cut = read_tail_bytes(path, max_bytes)
+def read_log_tail(ws: Workspace, name: str = STDERR_FILE, lines: int = LOG_TAIL_LINES,
+                  max_bytes: int = LOG_TAIL_BYTES) -> str:
+    """The last ``lines`` lines of the last ``max_bytes`` bytes of the agent's log."""
+    data, cut = read_tail_bytes(ws, name, max_bytes)
     text = decode_text(data)
     parts = text.splitlines()
     if cut and parts:
@@ -404,7 +494,7 @@ def create_workspace(workers_dir: PathLike, agent_id: str, task_id: str, task_te
             os.makedirs(workers, _DIR_MODE, exist_ok=True)
         where = ws.agent_dir
         _mkdir(ws.agent_dir, created)
-        _mkdir(ws.agent_dir / "tasks", created)
+        _mkdir(ws.agent_dir / TASKS_DIR, created)
         _mkdir(ws.task_dir, created)
         for path, data in files:
             where = path
@@ -542,32 +632,62 @@ def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: flo
     return removed
 
 
+def _open_subdir(top: int, rel: str) -> int:
+    """The task dir's subdirectory ``rel``, opened one name at a time from ``top``, no link followed."""
+    fd = os.dup(top)
+    try:
+        for name in rel.split("/"):
+            nxt = _open_dir_at(name, fd, rel)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _scan_dir(top: int, rel_dir: str, found: List[str], stack: List[str]) -> int:
+    """One directory of files_left(): its files into ``found``, its subdirectories onto ``stack``;
+    returns how many entries it had."""
+    try:
+        dir_fd = _open_subdir(top, rel_dir) if rel_dir else os.dup(top)
+    except OSError:
+        return 0
+    try:
+        entries = list(os.scandir(dir_fd))
+    except OSError:
+        return 0
+    finally:
+        os.close(dir_fd)
+    for entry in entries:
+        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            stack.append(rel)
+        elif rel_dir or not (entry.name in OWN_FILES or entry.name.startswith("agent-output.")):
+            found.append(rel)
+    return len(entries)
+
+
 def files_left(ws: Workspace, limit: int = FILES_LEFT_MAX) -> Tuple[str, ...]:
     """Files the agent left in the task dir, relative POSIX-style paths, sorted, at most
     ``limit``; our own files (AGENTS.md, TOOLS.md, TASK.txt, agent-output.*) at the top
-    level are left out. Symlinks are listed, never followed."""
-    root = os.fspath(ws.task_dir)
+    level are left out. Symlinks are listed, never followed (nor is a linked task dir or
+    subdirectory: each is opened relative to its parent with O_NOFOLLOW)."""
+    try:
+        top = _open_task_dir(ws)
+    except OSError:
+        return ()
     found: List[str] = []
     scanned = 0
     stack = [""]
-    while stack and scanned < _FILES_LEFT_SCAN_MAX:
-        rel_dir = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, rel_dir)))
-        except OSError:
-            continue
-        for entry in entries:
-            scanned += 1
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                stack.append(rel)
-                continue
-            if not rel_dir and (entry.name in OWN_FILES or entry.name.startswith("agent-output.")):
-                continue
-            found.append(rel)
+    try:
+        while stack and scanned < _FILES_LEFT_SCAN_MAX:
+            scanned += _scan_dir(top, stack.pop(), found, stack)
+    finally:
+        os.close(top)
     found.sort()
     return tuple(found[:max(0, limit)])

@@ -22,6 +22,9 @@ BADBYTES        RESULT.txt (and log) with invalid UTF-8 and NUL bytes
 COST=<usd>      report ``costUsd`` (and ``usage.cost.total``); otherwise both are absent
 LINGER          succeed, leaving a child in the process group that sleeps forever
 ESCAPE          succeed, leaving a child in a NEW session (outside the group) sleeping forever
+LINKOUT         succeed, then make RESULT.txt, SUMMARY.txt and agent-output.* links to the file
+                ``$STANDIN_LINK_FILE`` (a secret outside the workspace)
+LINKDIR         succeed, then move the workspace away and leave a link to ``$STANDIN_LINK_DIR`` in its place
 ==============  ==========================================================================
 
 Usage is always input 200 / output 20; provider/model come from ``--model`` split at
@@ -43,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..workspace import RESULT_FILE, SUMMARY_FILE, TASK_FILE
+from ..workspace import RESULT_FILE, STDERR_FILE, STDOUT_FILE, SUMMARY_FILE, TASK_FILE
 
 THINKING_LEVELS = ("off", "minimal", "low", "medium", "high", "xhigh", "adaptive", "max", "ultra")
 DEFAULT_MODEL = "standin/standin-model"
@@ -258,6 +261,17 @@ def _result_for(task: str) -> Tuple[Optional[bytes], str]:
     return result, reply
 
 
+def _plant_links(task: str, workspace: Path) -> None:
+    """LINKOUT / LINKDIR: leave links where the orchestrator looks for what the agent left."""
+    if _has("LINKOUT", task):
+        for name in (RESULT_FILE, SUMMARY_FILE, STDOUT_FILE, STDERR_FILE):
+            (workspace / name).unlink()
+            (workspace / name).symlink_to(os.environ["STANDIN_LINK_FILE"])
+    if _has("LINKDIR", task):
+        workspace.rename(workspace.with_name(workspace.name + ".moved"))
+        workspace.symlink_to(os.environ["STANDIN_LINK_DIR"], target_is_directory=True)
+
+
 def run(argv: List[str]) -> int:
     started = time.time()
     as_json = "--json" in argv
@@ -304,6 +318,7 @@ def run(argv: List[str]) -> int:
         (workspace / RESULT_FILE).write_bytes(result)
         summary = "Summary: " + task.strip().replace("\n", " ")[:200]
         (workspace / SUMMARY_FILE).write_text(summary, encoding="utf-8")
+    _plant_links(task, workspace)
     if opts["json"]:
         _emit(_ok_json(opts, provider, model, reply, cost, started))
     else:

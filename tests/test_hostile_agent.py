@@ -1,0 +1,72 @@
+"""Issue 11: what a hostile agent leaves in its workspace cannot publish what lies outside it.
+
+End to end as a user runs it: the stand-in agent leaves links (LINKOUT, LINKDIR) and
+the pass posts to the loopback Discord; every message and attachment is searched for
+the secret.
+"""
+
+from __future__ import annotations
+
+from discord_orch import workspace as W
+from tests.test_security import results_for, stored
+
+
+def everything_posted(world) -> bytes:
+    """Every message's text and every attachment's bytes, in every channel."""
+    out = []
+    for channel in (world.task_queue, world.results, world.worker_pool):
+        for msg in stored(world.ld, channel):
+            out.append(msg.content.encode())
+            out.extend(att.data for att in msg.attachments)
+    return b"\n".join(out)
+
+
+def test_links_out_of_the_workspace_are_reported_never_read(home, world, tmp_path):
+    token = world.bot.token
+    elsewhere = tmp_path / "elsewhere"   # another dir the agent should not publish through us
+    elsewhere.mkdir()
+    for name in ("RESULT.txt", "SUMMARY.txt", "agent-output.log", "agent-output.json"):
+        (elsewhere / name).write_text(f"SECRET-ELSEWHERE in {name}\n")
+    env = {"STANDIN_LINK_FILE": str(home.path / "discord-config.env"), "STANDIN_LINK_DIR": str(elsewhere)}
+    linked = home.cli("submit", "LINKOUT publish the config").stdout.strip()
+    moved = home.cli("submit", "LINKDIR publish another dir").stdout.strip()
+
+    run = home.cli("orchestrate", env=env)
+    assert run.returncode == 0, run.stderr
+
+    posted = everything_posted(world)
+    assert token.encode() not in posted and b"SECRET-ELSEWHERE" not in posted
+    assert b"CHIP\\_TOKEN" not in posted and b"CHIP_TOKEN" not in posted
+    [post] = results_for(world, linked)
+    for name in ("RESULT.txt", "SUMMARY.txt", "agent-output.log", "agent-output.json"):
+        assert f"{name} is a link; not followed" in post["content"].replace("\\", ""), post["content"]
+    assert "FAILED" in post["content"]   # no RESULT.txt was read
+    [post] = results_for(world, moved)
+    assert f"tasks/{moved} is a link; not followed" in post["content"].replace("\\", ""), post["content"]
+    assert "FAILED" in post["content"]
+    assert (home.path / "discord-config.env").read_text().count(token) == 1   # the target is untouched
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["RESULT.txt", "SUMMARY.txt", "agent-output.json",
+                                                         "agent-output.log"]
+
+
+def test_a_linked_parent_cannot_redirect_the_readers(tmp_path):
+    """``tasks`` (or a subdirectory) made a link: nothing under it is read or listed."""
+    ws = W.Workspace.in_dir(tmp_path / "agent-1-abcdef", "agent-1-abcdef", "123456789012345678")
+    elsewhere = tmp_path / "elsewhere" / ws.task_id
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "RESULT.txt").write_text("SECRET")
+    ws.agent_dir.mkdir()
+    (ws.agent_dir / W.TASKS_DIR).symlink_to(elsewhere.parent)
+    assert ws.result_file.read_text() == "SECRET"   # a path-based open would follow it
+    assert W.read_head(ws, W.RESULT_FILE, 100) == (None, None, False)
+    assert W.read_tail_bytes(ws, W.RESULT_FILE, 100) == (b"", False)
+    assert W.files_left(ws) == ()
+    assert W.links_left(ws) == ("tasks",)
+
+    (ws.agent_dir / W.TASKS_DIR).unlink()
+    ws.task_dir.mkdir(parents=True)
+    (ws.task_dir / "out").symlink_to(elsewhere)
+    (ws.task_dir / "RESULT.txt").write_text("mine")
+    assert W.files_left(ws) == ("RESULT.txt", "out")   # the link is listed, not walked into
+    assert W.read_head(ws, W.RESULT_FILE, 100) == ("mine", 4, False)
+    assert W.links_left(ws) == ()
