@@ -14,6 +14,7 @@ import tracemalloc
 import pytest
 
 from discord_orch import agent as A
+from discord_orch import logcap
 from discord_orch import openclaw as OC
 from discord_orch import outcome as O
 from discord_orch import procs as P
@@ -261,7 +262,8 @@ def test_outcome_before_finish_raises(rig):
 def test_huge_output_is_read_bounded(rig):
     ws, ra = rig.start("HUGE")
     assert wait_for(lambda: ra._leader_exited(), limit_s=20)
-    assert ws.stdout_file.stat().st_size > 5_000_000 and ws.stderr_file.stat().st_size > 5_000_000
+    cap = logcap.HEAD_KEEP + logcap.TAIL_KEEP + logcap.MARKER_MAX   # 5 MB each written, capped (issue 11)
+    assert all(3_000_000 < f.stat().st_size <= cap for f in (ws.stdout_file, ws.stderr_file))
     tracemalloc.start()
     try:
         out = drive(ra)

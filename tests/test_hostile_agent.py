@@ -7,6 +7,9 @@ the secret.
 
 from __future__ import annotations
 
+import time
+
+from discord_orch import logcap
 from discord_orch import workspace as W
 from tests.test_security import results_for, stored
 
@@ -70,3 +73,28 @@ def test_a_linked_parent_cannot_redirect_the_readers(tmp_path):
     assert W.files_left(ws) == ("RESULT.txt", "out")   # the link is listed, not walked into
     assert W.read_head(ws, W.RESULT_FILE, 100) == ("mine", 4, False)
     assert W.links_left(ws) == ()
+
+
+def test_a_logging_loop_leaves_bounded_logs_and_its_result_is_posted(home, world):
+    home.write_config(KEEP_SUCCESS_HOURS="1")   # keep the workspace, to measure its logs
+    flood_mib = 300
+    task = home.cli("submit", f"LOGFLOOD={flood_mib} talk a lot").stdout.strip()
+    started = time.monotonic()
+    run = home.cli("orchestrate")
+    took = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    [post] = results_for(world, task)
+    content = post["content"].replace("\\", "")
+    assert "DONE" in content, content
+    for name in ("agent-output.log", "agent-output.json"):
+        assert f"{name} was cut:" in content, content
+    [kept] = home.archive()
+    [task_dir] = (home.path / "archive" / kept / "tasks").iterdir()
+    cap = logcap.HEAD_KEEP + logcap.TAIL_KEEP + logcap.MARKER_MAX
+    for name in ("agent-output.log", "agent-output.json"):
+        data = (task_dir / name).read_bytes()
+        assert len(data) <= cap, (name, len(data))
+        assert b"bytes of this log were cut here" in data
+    assert (task_dir / "agent-output.log").read_bytes().endswith(b"[agent] turn finished\n")
+    print(f"LOGFLOOD={flood_mib}: {2 * flood_mib} MiB of logs in {took:.1f} s, kept "
+          f"{sum((task_dir / n).stat().st_size for n in ('agent-output.log', 'agent-output.json')):,} bytes")

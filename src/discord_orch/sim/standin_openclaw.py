@@ -24,6 +24,7 @@ LINGER          succeed, leaving a child in the process group that sleeps foreve
 ESCAPE          succeed, leaving a child in a NEW session (outside the group) sleeping forever
 LINKOUT         succeed, then make RESULT.txt, SUMMARY.txt and agent-output.* links to the file
                 ``$STANDIN_LINK_FILE`` (a secret outside the workspace)
+LOGFLOOD=<mb>   write mb MiB of log lines to stderr and to stdout (before its JSON), then succeed
 LINKDIR         succeed, then move the workspace away and leave a link to ``$STANDIN_LINK_DIR`` in its place
 ==============  ==========================================================================
 
@@ -223,6 +224,16 @@ def _misbehave(task: str) -> None:
         _log("[agent] waiting for the model (stand-in HANG)")
         while True:
             time.sleep(3600)
+    flood = _value("LOGFLOOD", task)
+    if flood is not None:
+        line = b"[agent] still thinking, still thinking, still thinking " + b"." * 199 + b"\n"  # 256 bytes
+        chunk = line * 4096   # 1 MiB
+        for _ in range(int(float(flood))):
+            sys.stderr.buffer.write(chunk)
+            sys.stdout.buffer.write(chunk)
+        sys.stderr.buffer.write(b"[agent] LOGFLOOD done\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
     sleep_s = _value("SLEEP", task)
     if sleep_s is not None:
         time.sleep(float(sleep_s))
