@@ -7,7 +7,11 @@ the secret.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
+
+import pytest
 
 from discord_orch import logcap
 from discord_orch import workspace as W
@@ -98,3 +102,56 @@ def test_a_logging_loop_leaves_bounded_logs_and_its_result_is_posted(home, world
     assert (task_dir / "agent-output.log").read_bytes().endswith(b"[agent] turn finished\n")
     print(f"LOGFLOOD={flood_mib}: {2 * flood_mib} MiB of logs in {took:.1f} s, kept "
           f"{sum((task_dir / n).stat().st_size for n in ('agent-output.log', 'agent-output.json')):,} bytes")
+
+
+FULL_DISK_SCRIPT = r"""
+set -u
+mount -t tmpfs -o size={size} tmpfs "$ROOT/disk" || exit 97
+cp -a "$HOME_DIR/." "$ROOT/disk/" && mount --bind "$ROOT/disk" "$HOME_DIR" || exit 97
+cd "$HOME_DIR"
+python -m discord_orch orchestrate 2>"$ROOT/pass1.err" || exit 98
+mkdir -p archive/agent-1700000000-filler/tasks
+dd if=/dev/zero of=archive/agent-1700000000-filler/tasks/big bs=64k 2>/dev/null
+python -m discord_orch submit "a task on a full disk" >"$ROOT/task-id" || exit 99
+python -m discord_orch orchestrate 2>"$ROOT/pass2.err"
+echo $? >"$ROOT/pass2.rc"
+"""
+
+
+def test_a_full_disk_names_the_archive_to_remove_and_still_posts_results(home, world, tmp_path):
+    """A real ENOSPC: the home is copied onto a 16 MiB tmpfs in a private mount namespace
+    (unshare), an archived workspace fills it to the last byte, then a pass runs a task."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a small tmpfs")
+    (tmp_path / "disk").mkdir()
+    script = FULL_DISK_SCRIPT.replace("{size}", "16m")
+    env = {**home.env, "ROOT": str(tmp_path), "HOME_DIR": str(home.path)}
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          env=env, capture_output=True, text=True, timeout=240)
+    if proc.returncode == 97:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[-300:]}")
+    assert proc.returncode == 0, (proc.returncode, proc.stderr, (tmp_path / "pass1.err").read_text())
+    err = (tmp_path / "pass2.err").read_text()
+    task = (tmp_path / "task-id").read_text().strip()
+    filler = home.path / "archive" / "agent-1700000000-filler"
+    [line] = [ln for ln in err.splitlines() if "is full" in ln]
+    assert f"remove {filler} (" in line and "Traceback" not in err, err
+    [post] = results_for(world, task)
+    assert "DONE" in post["content"], (post["content"], err)
+    assert (tmp_path / "pass2.rc").read_text().strip() == "0", err
+
+
+def test_what_is_archived_is_capped(tmp_path):
+    ws = W.Workspace.at(tmp_path / "workers", "agent-1-abcdef", "123456789012345678")
+    ws.task_dir.mkdir(parents=True)
+    (ws.task_dir / "RESULT.txt").write_text("kept")
+    for name, mib in (("big.bin", 60), ("bigger.bin", 70)):   # sparse: fast, and counted by size
+        with open(ws.task_dir / name, "wb") as fh:
+            fh.truncate(mib * 1024 * 1024)
+    (ws.task_dir / "link").symlink_to("/etc")
+    dest = W.archive_workspace(ws, tmp_path / "archive")
+    left = sorted(p.name for p in (dest / "tasks" / ws.task_id).iterdir())
+    assert left == ["RESULT.txt", "big.bin", "link"]
+    note = (dest / W.ARCHIVE_TRIMMED_FILE).read_text()
+    assert f"tasks/{ws.task_id}/bigger.bin" in note
+    assert (dest / "tasks" / ws.task_id / "link").is_symlink()

@@ -66,12 +66,14 @@ from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
 from .waker import Waker
 from .watchdog import Watchdog
-from .workspace import (Workspace, agents_md_for, archive_quietly, create_workspace, new_agent_id, prune_archive,
-                        tools_md_for)
+from .workspace import (Workspace, agents_md_for, archive_quietly, create_workspace, largest_archives, new_agent_id,
+                        prune_archive, tools_md_for)
 
 log = logging.getLogger("discord_orch")
 
 TICK_S = 0.25                    # longest sleep of the main loop between checks
+DISK_FULL_NAMED = 3               # archived workspaces named, largest first, when the disk is full
+MIB = 1024 * 1024
 PRUNE_EVERY_S = 3600.0           # --watch: prune archive/ this often (a pass prunes when it ends)
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
@@ -418,3 +420,15 @@ class Orchestrator:
         for path in removed:
             log.info("pruned %s (past its retention: ARCHIVE_RETENTION_HOURS=%g, KEEP_SUCCESS_HOURS=%g)",
                      path, s.archive_retention_h, s.keep_success_h)
+        if self.store.disk_full:
+            log.error("%s", self._disk_full_line())
+
+    def _disk_full_line(self) -> str:
+        """One line for a full disk: which archived workspaces to remove to make room."""
+        s = self.settings
+        largest = largest_archives(s.archive_dir, DISK_FULL_NAMED)
+        if not largest:
+            return f"the disk holding {s.runtime_dir} is full (archive/ holds nothing to remove): free some space"
+        names = ", ".join(f"{path} ({size / MIB:.1f} MiB)" for path, size in largest)
+        return (f"the disk holding {s.runtime_dir} is full: remove {names} to make room "
+                f"(the largest archived workspaces; ARCHIVE_RETENTION_HOURS={s.archive_retention_h:g} removes them later)")

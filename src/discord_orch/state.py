@@ -232,8 +232,17 @@ def _state_error(path: Path, exc: BaseException) -> StateError:
     return StateError(str(path), f"{exc.__class__.__name__}: {exc}")
 
 
+RESERVE_NAME = "disk-reserve"       # .runtime/: room kept for the state of a pass on a full disk
+RESERVE_BYTES = 4 * 1024 * 1024      # a pass's SQLite writes (WAL) fit in it many times over
+ROOM_MIN_BYTES = RESERVE_BYTES       # less free than this: the reserve is given back before writing
+
+
 class Store:
-    """SQLite-backed task records, the ledger and the home lock."""
+    """SQLite-backed task records, the ledger and the home lock.
+
+    A full disk must not stop a pass from recording and posting its results: the store keeps
+    RESERVE_BYTES in ``.runtime/disk-reserve`` while there is room, and gives it back (and
+    says ``disk_full``) before a write finds less than ROOM_MIN_BYTES free."""
 
     def __init__(self, runtime_dir: Path) -> None:
         self.runtime_dir = Path(runtime_dir)
@@ -244,12 +253,51 @@ class Store:
         self._local = threading.local()
         self._ledger_lock = threading.Lock()
         self._lock_fd: Optional[int] = None
+        self.reserve_path = self.runtime_dir / RESERVE_NAME
+        self.disk_full = False   # the disk was (nearly) full during this pass: the reserve was used
         try:
             self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._keep_room()
             conn = self._conn()
             conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise _state_error(self.runtime_dir, exc) from None
+        self._make_reserve()
+
+    # -- room on a full disk -------------------------------------------
+    def _free_bytes(self) -> Optional[int]:
+        try:
+            st = os.statvfs(self.runtime_dir)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def _keep_room(self) -> None:
+        """Before a write: on a (nearly) full disk, give the reserve back so the write fits."""
+        free = self._free_bytes()
+        if free is None or free >= ROOM_MIN_BYTES:
+            return
+        self.disk_full = True
+        try:
+            os.unlink(self.reserve_path)
+        except OSError:
+            pass
+
+    def _make_reserve(self) -> None:
+        """Set RESERVE_BYTES aside while the disk has room for it twice over."""
+        free = self._free_bytes()
+        if free is None or free < 2 * RESERVE_BYTES or os.path.lexists(self.reserve_path):
+            return
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            os.unlink(self.reserve_path)
+        finally:
+            os.close(fd)
 
     # -- connections ---------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -270,6 +318,7 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._keep_room()
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -506,4 +555,10 @@ def check_writable(path: Path) -> None:
             os.fsync(fh.fileno())
         os.unlink(probe)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:   # writable, but full: the store's reserve lets the pass go on and say so
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
+            return
         raise _state_error(path, exc) from None

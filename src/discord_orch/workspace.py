@@ -59,6 +59,9 @@ TOOLS_FILE = "TOOLS.md"
 OVERLAY_CONFIG = "openclaw.json"
 TASKS_DIR = "tasks"                  # agent_dir/tasks/<task id> is the task dir
 TASK_PREFIX = "TASK: "
+#: at the top of an archived agent dir whose largest files were removed to keep it under ARCHIVE_MAX_BYTES
+ARCHIVE_TRIMMED_FILE = "ARCHIVE-TRIMMED.txt"
+ARCHIVE_MAX_BYTES = 100 * 1024 * 1024   # an archived workspace keeps at most this much (logs are capped apart)
 #: marker at the top of an archived agent dir: a success kept for KEEP_SUCCESS_HOURS
 KEPT_SUCCESS_MARKER = ".kept-success"
 
@@ -563,7 +566,8 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
         while os.path.lexists(dest):
             dest = archive / f"{ws.agent_id}.{n}"
             n += 1
-        shutil.move(os.fspath(ws.agent_dir), os.fspath(dest))
+        shutil.move(os.fspath(ws.agent_dir), os.fspath(dest))   # a rename, or a copy of links as links
+        _cap_archived(dest)
         if success:
             _write_new(dest / KEPT_SUCCESS_MARKER, b"kept after a successful run (KEEP_SUCCESS_HOURS)\n")
         os.utime(dest)
@@ -571,6 +575,34 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
         raise StateError(os.fspath(ws.agent_dir),
                          f"cannot archive to {dest}: {exc.strerror or exc}") from exc
     return dest
+
+
+def _cap_archived(dest: Path, limit: int = ARCHIVE_MAX_BYTES) -> None:
+    """Remove the largest files of an archived agent dir until it holds at most ``limit`` bytes, and
+    list them in ARCHIVE_TRIMMED_FILE. Links are counted as links, never followed."""
+    files: List[Tuple[int, str]] = []
+    for root, _dirs, names in os.walk(dest):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                files.append((os.lstat(path).st_size, path))
+            except OSError:
+                pass
+    total = sum(size for size, _path in files)
+    removed = []
+    for size, path in sorted(files, reverse=True):
+        if total <= limit:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+        removed.append(f"{os.path.relpath(path, dest)} ({size:,} bytes)")
+    if removed:
+        _write_new(dest / ARCHIVE_TRIMMED_FILE,
+                   (f"Removed when archived, to keep this workspace under {limit:,} bytes:\n"
+                    + "".join(line + "\n" for line in removed)).encode("utf-8", "replace"))
 
 
 def archive_quietly(ws: Workspace, archive_dir: PathLike, *, success: bool = False) -> Optional[str]:
@@ -593,6 +625,28 @@ def find_archived(archive_dir: PathLike, agent_id: str, task_id: str) -> Optiona
         if ws.task_dir.is_dir():
             return ws
     return None
+
+
+def largest_archives(archive_dir: PathLike, count: int) -> List[Tuple[Path, int]]:
+    """The ``count`` largest archived agent dirs (``agent-*``), largest first, with their sizes in
+    bytes (files counted without following a link)."""
+    archive = _abs(archive_dir)
+    sizes: List[Tuple[Path, int]] = []
+    try:
+        entries = [e for e in os.scandir(archive) if e.name.startswith("agent-") and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    for entry in entries:
+        total = 0
+        for root, _dirs, names in os.walk(entry.path):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        sizes.append((Path(entry.path), total))
+    sizes.sort(key=lambda item: -item[1])
+    return sizes[:count]
 
 
 def is_kept_success(archived_dir: PathLike) -> bool:
