@@ -275,10 +275,14 @@ def _is_link(name: str, dir_fd: Optional[int]) -> bool:
 def _open_task_dir(ws: "Workspace") -> int:
     """An fd of the task dir, reached from the agent dir one name at a time without following a link:
     the agent owns agent_dir/tasks/<id> and could put a link at any step (LinkNotFollowed)."""
-    fd = _open_dir_at(os.fspath(ws.agent_dir), None, ws.agent_id)
+    return _descend(_open_dir_at(os.fspath(ws.agent_dir), None, ws.agent_id), (TASKS_DIR, ws.task_id))
+
+
+def _descend(fd: int, names: "Tuple[str, ...] | List[str]") -> int:
+    """From the directory ``fd`` (closed here) down through ``names``, no link followed; the fd of the last."""
     rel = ""
     try:
-        for name in (TASKS_DIR, ws.task_id):
+        for name in names:
             rel = f"{rel}/{name}" if rel else name
             nxt = _open_dir_at(name, fd, rel)
             os.close(fd)
@@ -688,16 +692,7 @@ def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: flo
 
 def _open_subdir(top: int, rel: str) -> int:
     """The task dir's subdirectory ``rel``, opened one name at a time from ``top``, no link followed."""
-    fd = os.dup(top)
-    try:
-        for name in rel.split("/"):
-            nxt = _open_dir_at(name, fd, rel)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _descend(os.dup(top), rel.split("/"))
 
 
 def _scan_dir(top: int, rel_dir: str, found: List[str], stack: List[str]) -> int:
