@@ -192,13 +192,13 @@ def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., 
 def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     """Run one pass: claim pending tasks, run their agents, post results."""
     from .orchestrator import Orchestrator
-    from .state import Store, check_writable
+    from .state import RESERVE_NAME, Store, check_writable
 
     settings = _load(ctx, **flags)   # flags keyed like the file: flag > environment > file > default
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
     for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
-        check_writable(directory)
+        check_writable(directory, reserve=settings.runtime_dir / RESERVE_NAME)
     store = Store(settings.runtime_dir)
     client = _client(settings)
     orch = Orchestrator(settings, client, store)

@@ -544,8 +544,9 @@ class Store:
         return len(missing)
 
 
-def check_writable(path: Path) -> None:
-    """Fail early, with one line, when a directory cannot take a file."""
+def check_writable(path: Path, *, reserve: Optional[Path] = None) -> None:
+    """Fail early, with one line, when a directory cannot take a file. A full disk is no failure
+    while ``reserve`` (the store's RESERVE_NAME) exists: the store gives it back and the pass goes on."""
     probe = path / f".write-probe-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -555,7 +556,7 @@ def check_writable(path: Path) -> None:
             os.fsync(fh.fileno())
         os.unlink(probe)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:   # writable, but full: the store's reserve lets the pass go on and say so
+        if exc.errno == errno.ENOSPC and reserve is not None and os.path.lexists(reserve):
             try:
                 os.unlink(probe)
             except OSError:
