@@ -56,6 +56,36 @@ def test_links_out_of_the_workspace_are_reported_never_read(home, world, tmp_pat
                                                          "agent-output.log"]
 
 
+def test_a_linked_agent_dir_is_neither_archived_through_nor_changed(home, world, tmp_path):
+    """The agent puts a link to another dir where its agent dir was: the pass neither reads, trims
+    (the archive cap), chmods (the clean-up of read-only dirs) nor deletes anything through it."""
+    elsewhere = tmp_path / "elsewhere"
+    shared = elsewhere / "shared"
+    shared.mkdir(parents=True)
+    with open(shared / "big.bin", "wb") as fh:   # sparse, over ARCHIVE_MAX_BYTES
+        fh.truncate(W.ARCHIVE_MAX_BYTES + 1024 * 1024)
+    task = home.cli("submit", "LINKAGENT publish another dir").stdout.strip()
+    (elsewhere / "tasks" / task).mkdir(parents=True)
+    (elsewhere / "tasks" / task / "RESULT.txt").write_text("SECRET-ELSEWHERE\n")
+    for d in (elsewhere, shared, elsewhere / "tasks", elsewhere / "tasks" / task):
+        d.chmod(0o755)
+    (shared / "ro").mkdir(mode=0o555)   # a read-only dir makes a failed rmtree chmod its way through
+    run = home.cli("orchestrate", env={"STANDIN_LINK_DIR": str(elsewhere)})
+    assert run.returncode == 0, run.stderr
+
+    assert b"SECRET-ELSEWHERE" not in everything_posted(world)
+    [post] = results_for(world, task)
+    assert "is a link; not followed" in post["content"].replace("\\", ""), post["content"]
+    assert (shared / "big.bin").stat().st_size == W.ARCHIVE_MAX_BYTES + 1024 * 1024
+    assert (elsewhere / "tasks" / task / "RESULT.txt").read_text() == "SECRET-ELSEWHERE\n"
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (elsewhere, shared, shared / "ro")}
+    assert modes == {"elsewhere": "0o755", "shared": "0o755", "ro": "0o555"}
+    workers = home.path / "workers"
+    left = [p for d in (workers, home.path / "archive") if d.exists() for p in d.iterdir() if p.is_symlink()]
+    assert left == [], left   # the link itself was removed, not kept
+    assert "is a link; not followed" in run.stderr, run.stderr
+
+
 def test_a_linked_parent_cannot_redirect_the_readers(tmp_path):
     """``tasks`` (or a subdirectory) made a link: nothing under it is read or listed."""
     ws = W.Workspace.in_dir(tmp_path / "agent-1-abcdef", "agent-1-abcdef", "123456789012345678")

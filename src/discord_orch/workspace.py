@@ -519,7 +519,11 @@ def create_workspace(workers_dir: PathLike, agent_id: str, task_id: str, task_te
 # ---------------------------------------------------------------- remove / archive
 
 def _rmtree(path: Path) -> None:
-    """rmtree that also copes with read-only directories the agent left behind."""
+    """rmtree that also copes with read-only directories the agent left behind. A link (the agent
+    can put one where its dir was) is removed itself: nothing it points to is changed."""
+    if os.path.islink(path):
+        os.unlink(path)
+        return
     try:
         shutil.rmtree(path)
         return
@@ -530,17 +534,15 @@ def _rmtree(path: Path) -> None:
         pass
     # make every directory writable and searchable by us, then try once more
     try:
-        os.chmod(path, stat.S_IRWXU)
+        os.chmod(path, stat.S_IRWXU)   # not a link (above)
     except OSError:
         pass
-    for root, dirs, _files in os.walk(path, topdown=True):
+    for _root, dirs, _files, dir_fd in os.fwalk(path):   # follow_symlinks=False: never walks a link
         for name in dirs:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                try:
-                    os.chmod(full, stat.S_IRWXU)
-                except OSError:
-                    pass
+            try:
+                os.chmod(name, stat.S_IRWXU, dir_fd=dir_fd)   # fwalk listed it as a dir, not a link
+            except OSError:
+                pass
     shutil.rmtree(path)
 
 
@@ -564,6 +566,8 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
     """
     archive = _abs(archive_dir)
     dest = archive / ws.agent_id
+    if os.path.islink(ws.agent_dir):   # the agent put a link where its dir was: not followed, removed later
+        raise StateError(os.fspath(ws.agent_dir), link_note(ws.agent_id))
     try:
         os.makedirs(archive, _DIR_MODE, exist_ok=True)
         n = 1
@@ -584,29 +588,47 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
 def _cap_archived(dest: Path, limit: int = ARCHIVE_MAX_BYTES) -> None:
     """Remove the largest files of an archived agent dir until it holds at most ``limit`` bytes, and
     list them in ARCHIVE_TRIMMED_FILE. Links are counted as links, never followed."""
-    files: List[Tuple[int, str]] = []
-    for root, _dirs, names in os.walk(dest):
-        for name in names:
-            path = os.path.join(root, name)
-            try:
-                files.append((os.lstat(path).st_size, path))
-            except OSError:
-                pass
-    total = sum(size for size, _path in files)
+    files = _sizes_under(dest)
+    total = sum(size for size, _rel in files)
     removed = []
-    for size, path in sorted(files, reverse=True):
+    for size, rel in sorted(files, reverse=True):
         if total <= limit:
             break
         try:
-            os.unlink(path)
+            _unlink_under(dest, rel)
         except OSError:
             continue
         total -= size
-        removed.append(f"{os.path.relpath(path, dest)} ({size:,} bytes)")
+        removed.append(f"{rel} ({size:,} bytes)")
     if removed:
         _write_new(dest / ARCHIVE_TRIMMED_FILE,
                    (f"Removed when archived, to keep this workspace under {limit:,} bytes:\n"
                     + "".join(line + "\n" for line in removed)).encode("utf-8", "replace"))
+
+
+def _sizes_under(top: PathLike) -> List[Tuple[int, str]]:
+    """(size, relative path) of every file under the directory ``top``; a link (``top`` included)
+    is counted as a link, never walked into (a process the agent left could plant one)."""
+    top = os.fspath(top)
+    found: List[Tuple[int, str]] = []
+    for root, _dirs, names, dir_fd in os.fwalk(top):   # follow_symlinks=False
+        for name in names:
+            try:
+                size = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
+            except OSError:
+                continue
+            found.append((size, os.path.relpath(os.path.join(root, name), top)))
+    return found
+
+
+def _unlink_under(top: PathLike, rel: str) -> None:
+    """Remove the file ``top/rel``, reached one directory at a time without following a link."""
+    *parents, name = rel.split("/")
+    dir_fd = _descend(_open_dir_at(os.fspath(top), None, os.path.basename(top)), parents)
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def archive_quietly(ws: Workspace, archive_dir: PathLike, *, success: bool = False) -> Optional[str]:
@@ -641,14 +663,7 @@ def largest_archives(archive_dir: PathLike, count: int) -> List[Tuple[Path, int]
     except OSError:
         return []
     for entry in entries:
-        total = 0
-        for root, _dirs, names in os.walk(entry.path):
-            for name in names:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    pass
-        sizes.append((Path(entry.path), total))
+        sizes.append((Path(entry.path), sum(size for size, _rel in _sizes_under(entry.path))))
     sizes.sort(key=lambda item: -item[1])
     return sizes[:count]
 

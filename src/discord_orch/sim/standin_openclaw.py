@@ -26,6 +26,8 @@ LINKOUT         succeed, then make RESULT.txt, SUMMARY.txt and agent-output.* li
                 ``$STANDIN_LINK_FILE`` (a secret outside the workspace)
 LOGFLOOD=<mb>   write mb MiB of log lines to stderr and to stdout (before its JSON), then succeed
 LINKDIR         succeed, then move the workspace away and leave a link to ``$STANDIN_LINK_DIR`` in its place
+LINKAGENT       succeed, then move its agent dir (workers/agent-*) away and leave a link to
+                ``$STANDIN_LINK_DIR`` in its place
 ==============  ==========================================================================
 
 Usage is always input 200 / output 20; provider/model come from ``--model`` split at
@@ -278,9 +280,10 @@ def _plant_links(task: str, workspace: Path) -> None:
         for name in (RESULT_FILE, SUMMARY_FILE, STDOUT_FILE, STDERR_FILE):
             (workspace / name).unlink()
             (workspace / name).symlink_to(os.environ["STANDIN_LINK_FILE"])
-    if _has("LINKDIR", task):
-        workspace.rename(workspace.with_name(workspace.name + ".moved"))
-        workspace.symlink_to(os.environ["STANDIN_LINK_DIR"], target_is_directory=True)
+    for keyword, where in (("LINKDIR", workspace), ("LINKAGENT", workspace.parent.parent)):
+        if _has(keyword, task):
+            where.rename(where.with_name(where.name + ".moved"))
+            where.symlink_to(os.environ["STANDIN_LINK_DIR"], target_is_directory=True)
 
 
 def run(argv: List[str]) -> int:
