@@ -7,8 +7,10 @@ the secret.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -134,32 +136,36 @@ def test_a_logging_loop_leaves_bounded_logs_and_its_result_is_posted(home, world
           f"{sum((task_dir / n).stat().st_size for n in ('agent-output.log', 'agent-output.json')):,} bytes")
 
 
+FULL_DISK_MIB = 16
 FULL_DISK_SCRIPT = r"""
 set -u
-mount -t tmpfs -o size={size} tmpfs "$ROOT/disk" || exit 97
+truncate -s {size}M "$ROOT/disk.img" && mkfs.ext4 -q -F -m 0 "$ROOT/disk.img" || exit 97
+mount -o loop "$ROOT/disk.img" "$ROOT/disk" || exit 97
 cp -a "$HOME_DIR/." "$ROOT/disk/" && mount --bind "$ROOT/disk" "$HOME_DIR" || exit 97
 cd "$HOME_DIR"
-python -m discord_orch orchestrate 2>"$ROOT/pass1.err" || exit 98
+"$PY" -m discord_orch orchestrate 2>"$ROOT/pass1.err" || exit 98
 mkdir -p archive/agent-1700000000-filler/tasks
-dd if=/dev/zero of=archive/agent-1700000000-filler/tasks/big bs=64k 2>/dev/null
-python -m discord_orch submit "a task on a full disk" >"$ROOT/task-id" || exit 99
-python -m discord_orch orchestrate 2>"$ROOT/pass2.err"
+dd if=/dev/zero of=archive/agent-1700000000-filler/tasks/big bs=64k 2>"$ROOT/dd.err"
+grep -q "No space left on device" "$ROOT/dd.err" || exit 96
+"$PY" -m discord_orch submit "a task on a full disk" >"$ROOT/task-id" || exit 99
+"$PY" -m discord_orch orchestrate 2>"$ROOT/pass2.err"
 echo $? >"$ROOT/pass2.rc"
 """
 
 
 def test_a_full_disk_names_the_archive_to_remove_and_still_posts_results(home, world, tmp_path):
-    """A real ENOSPC: the home is copied onto a 16 MiB tmpfs in a private mount namespace
-    (unshare), an archived workspace fills it to the last byte, then a pass runs a task."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare(1) to mount a small tmpfs")
+    """A real ENOSPC on a real filesystem: the home is copied onto a 16 MiB ext4 image, loop-mounted
+    in a private mount namespace (unshare; root only), and bind-mounted over the home; an archived
+    workspace fills it to the last block (dd ends with ENOSPC), then a pass runs a task."""
+    if os.geteuid() != 0 or not all(shutil.which(p) for p in ("unshare", "mkfs.ext4", "mount")):
+        pytest.skip("needs root, unshare(1) and mkfs.ext4 to loop-mount a small ext4 disk")
     (tmp_path / "disk").mkdir()
-    script = FULL_DISK_SCRIPT.replace("{size}", "16m")
-    env = {**home.env, "ROOT": str(tmp_path), "HOME_DIR": str(home.path)}
+    script = FULL_DISK_SCRIPT.replace("{size}", str(FULL_DISK_MIB))
+    env = {**home.env, "ROOT": str(tmp_path), "HOME_DIR": str(home.path), "PY": sys.executable}
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                           env=env, capture_output=True, text=True, timeout=240)
     if proc.returncode == 97:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[-300:]}")
+        pytest.skip(f"cannot loop-mount an ext4 image here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, (proc.returncode, proc.stderr, (tmp_path / "pass1.err").read_text())
     err = (tmp_path / "pass2.err").read_text()
     task = (tmp_path / "task-id").read_text().strip()

@@ -106,6 +106,16 @@ class _Live:
     workspace: Workspace
 
 
+def disk_full_advice(settings: Settings) -> str:
+    """What to remove on a full disk: the largest archived workspaces, by path, in one line."""
+    largest = largest_archives(settings.archive_dir, DISK_FULL_NAMED)
+    if not largest:
+        return f"{settings.archive_dir} holds nothing to remove: free some space"
+    names = ", ".join(f"{path} ({size / MIB:.1f} MiB)" for path, size in largest)
+    return (f"remove {names} to make room (the largest archived workspaces; "
+            f"ARCHIVE_RETENTION_HOURS={settings.archive_retention_h:g} removes them later)")
+
+
 class Orchestrator:
     """One pass over a home: the loop and its verbs (see the module docstring)."""
 
@@ -408,9 +418,14 @@ class Orchestrator:
         self.reporter.queue(rec.task_id)
 
     def prune(self) -> None:
-        """Remove archived workspaces past their retention."""
-        s = self.settings
+        """Remove archived workspaces past their retention; on a full disk, say which to remove."""
         self._last_prune = self.clock()
+        self._prune_expired()
+        if self.store.disk_is_full():
+            log.error("the disk holding %s is full: %s", self.settings.runtime_dir, disk_full_advice(self.settings))
+
+    def _prune_expired(self) -> None:
+        s = self.settings
         try:
             removed = prune_archive(s.archive_dir, s.archive_retention_h, self.wall(),
                                     success_hours=s.keep_success_h)
@@ -420,15 +435,4 @@ class Orchestrator:
         for path in removed:
             log.info("pruned %s (past its retention: ARCHIVE_RETENTION_HOURS=%g, KEEP_SUCCESS_HOURS=%g)",
                      path, s.archive_retention_h, s.keep_success_h)
-        if self.store.disk_full:
-            log.error("%s", self._disk_full_line())
 
-    def _disk_full_line(self) -> str:
-        """One line for a full disk: which archived workspaces to remove to make room."""
-        s = self.settings
-        largest = largest_archives(s.archive_dir, DISK_FULL_NAMED)
-        if not largest:
-            return f"the disk holding {s.runtime_dir} is full (archive/ holds nothing to remove): free some space"
-        names = ", ".join(f"{path} ({size / MIB:.1f} MiB)" for path, size in largest)
-        return (f"the disk holding {s.runtime_dir} is full: remove {names} to make room "
-                f"(the largest archived workspaces; ARCHIVE_RETENTION_HOURS={s.archive_retention_h:g} removes them later)")

@@ -222,13 +222,16 @@ def _set(conn: sqlite3.Connection, task_id: str, **values: Any) -> None:
                  [*values.values(), task_id])
 
 
+DISK_FULL = "the disk is full"      # a StateError's problem on ENOSPC (cli.py adds what to remove)
+
+
 def _state_error(path: Path, exc: BaseException) -> StateError:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return StateError(str(path), "the disk is full")
+        return StateError(str(path), DISK_FULL)
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StateError(str(path), "not writable (check the owner and permissions of the home directory)")
     if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
-        return StateError(str(path), "the disk is full")
+        return StateError(str(path), DISK_FULL)
     return StateError(str(path), f"{exc.__class__.__name__}: {exc}")
 
 
@@ -282,6 +285,11 @@ class Store:
             os.unlink(self.reserve_path)
         except OSError:
             pass
+
+    def disk_is_full(self) -> bool:
+        """True when the disk was (nearly) full at a write of this pass, or is now."""
+        self._keep_room()
+        return self.disk_full
 
     def _make_reserve(self) -> None:
         """Set RESERVE_BYTES aside while the disk has room for it twice over."""
