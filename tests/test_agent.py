@@ -14,6 +14,7 @@ import tracemalloc
 import pytest
 
 from discord_orch import agent as A
+from discord_orch import logcap
 from discord_orch import openclaw as OC
 from discord_orch import outcome as O
 from discord_orch import procs as P
@@ -105,7 +106,7 @@ def test_fifos_and_devices_left_by_the_agent_are_not_read(rig, tmp_path):
     out = drive(ra, limit_s=20)
     assert (out.status, out.exit_code) == (O.FAILED, 0)
     assert out.result_text == "" and out.summary_text == "" and out.log_tail == ""
-    assert W.read_head(ws.result_file, 100) == (None, None, False)
+    assert W.read_head(ws, W.RESULT_FILE, 100) == (None, None, False)
 
 
 def test_secrets_never_reach_the_agent(rig, monkeypatch):
@@ -261,7 +262,8 @@ def test_outcome_before_finish_raises(rig):
 def test_huge_output_is_read_bounded(rig):
     ws, ra = rig.start("HUGE")
     assert wait_for(lambda: ra._leader_exited(), limit_s=20)
-    assert ws.stdout_file.stat().st_size > 5_000_000 and ws.stderr_file.stat().st_size > 5_000_000
+    cap = logcap.HEAD_KEEP + logcap.TAIL_KEEP + logcap.MARKER_MAX   # 5 MB each written, capped (issue 11)
+    assert all(3_000_000 < f.stat().st_size <= cap for f in (ws.stdout_file, ws.stderr_file))
     tracemalloc.start()
     try:
         out = drive(ra)
@@ -490,9 +492,11 @@ def test_parse_tolerance():
 
 
 def test_log_tail_reader(tmp_path):
-    p = tmp_path / "log"
+    ws = W.Workspace.in_dir(tmp_path / "agent-1-abcdef", "agent-1-abcdef", "123456789012345678")
+    ws.task_dir.mkdir(parents=True)
+    p = ws.stderr_file
     p.write_bytes(b"a\nb\n\n\n")
-    assert W.read_log_tail(p) == "a\nb"
-    assert W.read_log_tail(tmp_path / "missing") == ""
+    assert W.read_log_tail(ws) == "a\nb"
+    assert W.read_log_tail(ws, "missing") == ""
     p.write_bytes(b"x" * 70_000 + b"\nlast\n")
-    assert W.read_log_tail(p) == "last"
+    assert W.read_log_tail(ws) == "last"

@@ -548,7 +548,7 @@ def test_full_disk_is_one_line_and_nothing_half_done(small_fs, world):
     run = home.cli("orchestrate")
     assert run.returncode == 5, run.stderr
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and "disk is full" in lines[0], run.stderr
+    assert len(lines) == 1 and "disk is full" in lines[0] and "free some space" in lines[0], run.stderr
     assert run_ids(home) == [task]
     assert world.ld.reactions(world.task_queue, second) == {}
     filler.unlink()

@@ -33,14 +33,17 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from . import logcap
 from .errors import AgentError
 from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_command, find_last_json_object,
                        interpret_json)
 from .outcome import FAILED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage, signal_name
 from .procs import ProcessTable, agent_id_of, alive, kill, killpg, process_start_ticks
-from .workspace import (JSON_TAIL_MAX, RESULT_READ_MAX, SUMMARY_READ_MAX, Workspace, decode_text, files_left,
+from .workspace import (JSON_TAIL_MAX, LEFT_FILES, RESULT_FILE, RESULT_READ_MAX, STDERR_FILE, STDOUT_FILE, SUMMARY_FILE,
+                        SUMMARY_READ_MAX, Workspace, decode_text, files_left, link_note, links_left, open_left,
                         read_head, read_log_tail, read_tail_bytes)
 
+MIB = 1024 * 1024
 STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
 
 
@@ -60,18 +63,36 @@ class _Evidence:
     summary_text: str
     log_tail: str
     files: Tuple[str, ...]
+    links: Tuple[str, ...]           # what we would have read is a link (not followed): relative names
+    logs_cut: Tuple[str, ...]        # a note per log that was capped
 
 
 def _gather(ws: Workspace) -> _Evidence:
-    data, _cut = read_tail_bytes(ws.stdout_file, JSON_TAIL_MAX)
+    data, _cut = read_tail_bytes(ws, STDOUT_FILE, JSON_TAIL_MAX)
     obj = find_last_json_object(decode_text(data))
     usage, error_message, reply = interpret_json(obj)
-    result, rbytes, truncated = read_head(ws.result_file, RESULT_READ_MAX)
-    summary, _s, _t = read_head(ws.summary_file, SUMMARY_READ_MAX)
+    result, rbytes, truncated = read_head(ws, RESULT_FILE, RESULT_READ_MAX)
+    summary, _s, _t = read_head(ws, SUMMARY_FILE, SUMMARY_READ_MAX)
     return _Evidence(found_json=obj is not None, usage=usage, error_message=error_message,
                      reply_text=reply, result_text=result, result_bytes=rbytes,
                      result_truncated=truncated, summary_text=summary or "",
-                     log_tail=read_log_tail(ws.stderr_file), files=files_left(ws))
+                     log_tail=read_log_tail(ws), files=files_left(ws), links=links_left(ws),
+                     logs_cut=_logs_cut(ws))
+
+
+def _logs_cut(ws: Workspace) -> Tuple[str, ...]:
+    """A note for each log of the run that logcap cut."""
+    notes = []
+    for name in (STDOUT_FILE, STDERR_FILE):
+        try:
+            with open_left(ws, name) as fh:
+                cut = logcap.bytes_cut(fh)
+        except OSError:
+            continue
+        if cut:
+            notes.append(f"{name} was cut: {cut:,} bytes left out "
+                         f"(its first {logcap.HEAD_KEEP // MIB} MiB and last {logcap.TAIL_KEEP // MIB} MiB kept)")
+    return tuple(notes)
 
 
 def _make(ev: _Evidence, status: str, duration_s: float, *, exit_code: Optional[int] = None,
@@ -81,12 +102,13 @@ def _make(ev: _Evidence, status: str, duration_s: float, *, exit_code: Optional[
                    result_text=ev.result_text or "", summary_text=ev.summary_text,
                    reply_text=ev.reply_text, log_tail=ev.log_tail, files=ev.files,
                    usage=ev.usage, result_truncated=ev.result_truncated,
-                   result_bytes=ev.result_bytes)
+                   result_bytes=ev.result_bytes, notes=tuple(link_note(rel) for rel in ev.links) + ev.logs_cut)
 
 
 def _no_result_reason(ev: _Evidence) -> str:
     if ev.result_text is None:
-        return "the agent wrote no RESULT.txt"
+        linked = [rel for rel in ev.links if rel == RESULT_FILE or rel not in LEFT_FILES]  # or the task dir
+        return link_note(linked[0]) if linked else "the agent wrote no RESULT.txt"
     return "the agent wrote an empty RESULT.txt"
 
 
@@ -132,6 +154,28 @@ def outcome_from_workspace(ws: Workspace, *, status_hint: str, duration_s: float
 
 # ---------------------------------------------------------------- RunningAgent
 
+def _start_capper(path: "os.PathLike[str]", cappers: List["subprocess.Popen[bytes]"]) -> int:
+    """Start a logcap process writing ``path`` (created 0600, never through a link); returns the
+    write end of its pipe, for the agent."""
+    log_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError:
+        os.close(log_fd)
+        raise
+    try:
+        cappers.append(subprocess.Popen(logcap.command(), stdin=read_fd, stdout=log_fd,
+                                        stderr=subprocess.DEVNULL, env={}, cwd="/",
+                                        start_new_session=True, close_fds=True))
+    except OSError:
+        os.close(write_fd)
+        raise
+    finally:
+        os.close(read_fd)
+        os.close(log_fd)
+    return write_fd
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:g}" if seconds < 100 else f"{seconds:.0f}"
 
@@ -161,6 +205,8 @@ class RunningAgent:
         self.returncode: Optional[int] = None       # Popen style: -N = signal N
         self.finished_at: Optional[float] = None
         self.stragglers_left: Tuple[int, ...] = ()  # pids that would not die (rare: D state)
+        # the log cappers (logcap.py) of a run we started; an adopted run's are not ours to wait for
+        self.cappers: Tuple["subprocess.Popen[bytes]", ...] = ()
 
     # -- construction --------------------------------------------------------------
 
@@ -169,23 +215,26 @@ class RunningAgent:
               model: str, thinking: str, now: float) -> "RunningAgent":
         """Spawn ``openclaw agent`` in its own session (AgentError when it cannot start)."""
         argv, env = build_command(cfg, ws, session_id=session_id, model=model, thinking=thinking)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out_fd = err_fd = -1
+        cappers: List["subprocess.Popen[bytes]"] = []
+        pipes: List[int] = []
         try:
-            out_fd = os.open(ws.stdout_file, flags, 0o600)
-            err_fd = os.open(ws.stderr_file, flags, 0o600)
+            for path in (ws.stdout_file, ws.stderr_file):
+                pipes.append(_start_capper(path, cappers))
             popen = subprocess.Popen(argv, cwd=os.fspath(ws.task_dir), env=env,
-                                     stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
+                                     stdin=subprocess.DEVNULL, stdout=pipes[0], stderr=pipes[1],
                                      start_new_session=True, close_fds=True)
         except OSError as exc:
+            for capper in cappers:   # their pipes close below: they end at once
+                capper.kill()
             raise AgentError(argv[0], f"cannot start: {exc.strerror or exc}") from exc
         finally:
-            for fd in (out_fd, err_fd):
-                if fd >= 0:
-                    os.close(fd)
+            for fd in pipes:
+                os.close(fd)
         ticks = process_start_ticks(popen.pid)
-        return cls(cfg=cfg, ws=ws, task_id=task_id, pid=popen.pid, pgid=popen.pid,
-                   proc_start_ticks=ticks, started_at=now, popen=popen)
+        agent = cls(cfg=cfg, ws=ws, task_id=task_id, pid=popen.pid, pgid=popen.pid,
+                    proc_start_ticks=ticks, started_at=now, popen=popen)
+        agent.cappers = tuple(cappers)
+        return agent
 
     @classmethod
     def adopt(cls, pid: int, pgid: int, proc_start_ticks: Optional[int], started_at: float,
@@ -282,7 +331,8 @@ class RunningAgent:
         if self.leader_exited_at is None:
             self.leader_exited_at = now
         survivors = self._sweep(procs or ProcessTable())  # while our zombie leader still holds the pgid
-        if survivors and now - self.leader_exited_at < STRAGGLER_GIVE_UP_S:
+        writing = [c for c in self.cappers if c.poll() is None]   # the logs' last bytes
+        if (survivors or writing) and now - self.leader_exited_at < STRAGGLER_GIVE_UP_S:
             return False
         self.stragglers_left = tuple(survivors)
         self._reap()

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import click
 
 from . import __version__
-from .errors import EXIT_DISCORD, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError
+from .errors import (EXIT_DISCORD, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError,
+                     StateError)
 from .settings_spec import SETTING, Number
 
 log = logging.getLogger("discord_orch")
@@ -247,15 +248,20 @@ def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., 
 @click.pass_context
 def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     """Run one pass: claim pending tasks, run their agents, post results."""
-    from .orchestrator import Orchestrator
-    from .state import Store, check_writable
+    from .orchestrator import Orchestrator, disk_full_advice
+    from .state import DISK_FULL, RESERVE_NAME, Store, check_writable
 
     settings = _load(ctx, **flags)   # flags keyed like the file: flag > environment > file > default
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
-    for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
-        check_writable(directory)
-    store = Store(settings.runtime_dir)
+    try:
+        for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
+            check_writable(directory, reserve=settings.runtime_dir / RESERVE_NAME)
+        store = Store(settings.runtime_dir)
+    except StateError as exc:
+        if exc.problem != DISK_FULL:
+            raise
+        raise StateError(exc.path, f"{DISK_FULL}: {disk_full_advice(settings)}") from None
     client = _client(settings)
     orch = Orchestrator(settings, client, store)
     # SIGHUP: the terminal of a foreground --watch was closed. Under nohup it stays ignored.

@@ -77,6 +77,8 @@ log = logging.getLogger("discord_orch")
 TICK_S = 0.25                    # longest sleep of the main loop between checks
 PRUNE_EVERY_S = 3600.0           # prune archive/ this often (retention is in hours): a pass ending, or --watch
 LAST_PRUNE_META = "last_prune"   # meta key: when archive/ was last pruned (epoch seconds)
+DISK_FULL_NAMED = 3               # archived workspaces named, largest first, when the disk is full
+MIB = 1024 * 1024
 DRAIN_CAP_S = 120.0              # longest wait at the end of a pass for the lanes to finish posting
 STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
 OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tried again this often
@@ -106,6 +108,18 @@ class _Live:
     record: TaskRecord
     agent: RunningAgent
     workspace: Workspace
+
+
+def disk_full_advice(settings: Settings) -> str:
+    """What to remove on a full disk: the largest archived workspaces, by path, in one line."""
+    from .workspace import largest_archives
+
+    largest = largest_archives(settings.archive_dir, DISK_FULL_NAMED)
+    if not largest:
+        return f"{settings.archive_dir} holds nothing to remove: free some space"
+    names = ", ".join(f"{path} ({size / MIB:.1f} MiB)" for path, size in largest)
+    return (f"remove {names} to make room (the largest archived workspaces; "
+            f"ARCHIVE_RETENTION_HOURS={settings.archive_retention_h:g} removes them later)")
 
 
 class Orchestrator:
@@ -200,6 +214,8 @@ class Orchestrator:
             drain(self._lanes, STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S, self.clock)
             if self._prune_due():
                 self.prune()
+            else:
+                self._say_if_disk_full()
             if watchdog is not None:
                 watchdog.stop()
         self._log_end()
@@ -392,8 +408,7 @@ class Orchestrator:
         self.stats.started += 1
         log.info("started task=%s agent=%s pid=%d timeout=%ss", rec.task_id, ws.agent_id, agent.pid,
                  int(cfg.timeout_s))
-        self.reporter.notice(notice_line_spawned(ws.agent_id, rec.task_id, rec.description,
-                                                           worker=rec.worker))
+        self.reporter.notice(notice_line_spawned(ws.agent_id, rec.task_id, rec.description, worker=rec.worker))
         self.claims.react_running(rec.task_id)
 
     def _record_running(self, task_id: str, agent: RunningAgent) -> None:
@@ -447,11 +462,19 @@ class Orchestrator:
             return True
 
     def prune(self) -> None:
-        """Remove archived workspaces past their retention."""
+        """Remove archived workspaces past their retention; on a full disk, say which to remove."""
+        self._last_prune = self.clock()
+        self._prune_expired()
+        self._say_if_disk_full()
+
+    def _say_if_disk_full(self) -> None:
+        if self.store.disk_is_full():
+            log.error("the disk holding %s is full: %s", self.settings.runtime_dir, disk_full_advice(self.settings))
+
+    def _prune_expired(self) -> None:
         from .workspace import prune_archive
 
         s = self.settings
-        self._last_prune = self.clock()
         try:
             removed = prune_archive(s.archive_dir, s.archive_retention_h, self.wall(),
                                     success_hours=s.keep_success_h)
@@ -462,3 +485,4 @@ class Orchestrator:
         for path in removed:
             log.info("pruned %s (past its retention: ARCHIVE_RETENTION_HOURS=%g, KEEP_SUCCESS_HOURS=%g)",
                      path, s.archive_retention_h, s.keep_success_h)
+

@@ -50,6 +50,7 @@ class Outcome:
     # --- added by agent.py (optional, at the end) ---
     result_truncated: bool = False       # RESULT.txt was larger than RESULT_READ_MAX: only its head is here
     result_bytes: Optional[int] = None   # size of RESULT.txt on disk (None: no RESULT.txt)
+    notes: Tuple[str, ...] = ()          # one line each, shown in the post: "RESULT.txt is a link; not followed"
 
 
 def signal_name(number: object) -> Optional[str]:

@@ -60,6 +60,8 @@ FILE_NAME_MAX = 80
 ID_MAX = 64                  # agent ids, worker names... as shown
 MODEL_MAX = 100
 PATH_MAX = 200
+NOTES_MAX = 8                # notes on what the run left (links not followed, logs cut), one line each
+NOTE_MAX = 200
 ATTACHMENT_MAX_BYTES = 8 * 1024 * 1024   # below Discord's 10 MiB upload limit for bots
 REPLY_FILE = "REPLY.txt"
 #: not listed under "Files": the post shows or attaches them already
@@ -467,6 +469,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     error = _no_nul(outcome.error_message).strip()
     log_tail = _log_tail(outcome.log_tail) if failed else ""
     files = [one_line(f) for f in outcome.files if one_line(f) and one_line(f) not in SHOWN_FILES]
+    notes = [one_line(n) for n in outcome.notes if one_line(n) and one_line(n) != reason][:NOTES_MAX]
     summary_cap = max(0, int(summary_max))
 
     caps = {"task": TASK_HEAD_MAX, "reason": REASON_MAX, "error": ERROR_MAX,
@@ -486,6 +489,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
             lines.append("📝 " + _inline(description, c["task"]))
         if failed:
             lines.extend(_failure_lines(reason, error, outcome, c))
+        lines.extend("⚠️ " + _inline(note, NOTE_MAX) for note in notes)
         shown_all = False
         if block_text and c["result"] > 0:
             shown, cut = _head_block(block_text, c["result"])

@@ -246,7 +246,7 @@ class Reporter:
         outcome = rec.finished_outcome
         if rec.agent_id and len(outcome.result_text) >= OUTCOME_TEXT_KEPT:
             # The record keeps the first OUTCOME_TEXT_KEPT characters: read the rest from RESULT.txt.
-            full, size, truncated = read_head(self.workspace_of(rec).result_file, RESULT_READ_MAX)
+            full, size, truncated = read_head(self.workspace_of(rec), RESULT_FILE, RESULT_READ_MAX)
             if full is not None:
                 outcome = dataclasses.replace(outcome, result_text=full, result_bytes=size,
                                               result_truncated=truncated)

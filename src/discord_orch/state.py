@@ -219,8 +219,9 @@ def outcome_from_json(text: Optional[str]) -> Outcome:
     usage = Usage(**{k: v for k, v in (data.get("usage") or {}).items() if k in usage_fields})
     known = {f.name for f in dataclasses.fields(Outcome)}
     values = {k: v for k, v in data.items() if k in known and k != "usage"}
-    if "files" in values:
-        values["files"] = tuple(values["files"])
+    for key in ("files", "notes"):
+        if key in values:
+            values[key] = tuple(values[key])
     return Outcome(usage=usage, **values)
 
 
@@ -236,18 +237,30 @@ def _insert_posted(conn: sqlite3.Connection, message_id: str, kind: str) -> None
                  (message_id, kind, time.time()))
 
 
+DISK_FULL = "the disk is full"      # a StateError's problem on ENOSPC (cli.py adds what to remove)
+
+
 def _state_error(path: Path, exc: BaseException) -> StateError:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return StateError(str(path), "the disk is full")
+        return StateError(str(path), DISK_FULL)
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StateError(str(path), "not writable (check the owner and permissions of the home directory)")
     if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
-        return StateError(str(path), "the disk is full")
+        return StateError(str(path), DISK_FULL)
     return StateError(str(path), f"{exc.__class__.__name__}: {exc}")
 
 
+RESERVE_NAME = "disk-reserve"       # .runtime/: room kept for the state of a pass on a full disk
+RESERVE_BYTES = 4 * 1024 * 1024      # a pass's SQLite writes (WAL) fit in it many times over
+ROOM_MIN_BYTES = RESERVE_BYTES       # less free than this: the reserve is given back before writing
+
+
 class Store:
-    """SQLite-backed task records, the ledger and the home lock."""
+    """SQLite-backed task records, the ledger and the home lock.
+
+    A full disk must not stop a pass from recording and posting its results: the store keeps
+    RESERVE_BYTES in ``.runtime/disk-reserve`` while there is room, and gives it back (and
+    says ``disk_full``) before a write finds less than ROOM_MIN_BYTES free."""
 
     def __init__(self, runtime_dir: Path) -> None:
         self.runtime_dir = Path(runtime_dir)
@@ -258,13 +271,57 @@ class Store:
         self._local = threading.local()
         self._ledger_lock = threading.Lock()
         self._lock_fd: Optional[int] = None
+        self.reserve_path = self.runtime_dir / RESERVE_NAME
+        self.disk_full = False   # the disk was (nearly) full during this pass: the reserve was used
         try:
             self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._keep_room()
             conn = self._conn()
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         except (OSError, sqlite3.Error) as exc:
             raise _state_error(self.runtime_dir, exc) from None
+        self._make_reserve()
+
+    # -- room on a full disk -------------------------------------------
+    def _free_bytes(self) -> Optional[int]:
+        try:
+            st = os.statvfs(self.runtime_dir)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def _keep_room(self) -> None:
+        """Before a write: on a (nearly) full disk, give the reserve back so the write fits."""
+        free = self._free_bytes()
+        if free is None or free >= ROOM_MIN_BYTES:
+            return
+        self.disk_full = True
+        try:
+            os.unlink(self.reserve_path)
+        except OSError:
+            pass
+
+    def disk_is_full(self) -> bool:
+        """True when the disk was (nearly) full at a write of this pass, or is now."""
+        self._keep_room()
+        return self.disk_full
+
+    def _make_reserve(self) -> None:
+        """Set RESERVE_BYTES aside while the disk has room for it twice over."""
+        free = self._free_bytes()
+        if free is None or free < 2 * RESERVE_BYTES or os.path.lexists(self.reserve_path):
+            return
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError:
+            os.unlink(self.reserve_path)
+        finally:
+            os.close(fd)
 
     # -- connections ---------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -285,6 +342,7 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._keep_room()
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -534,8 +592,9 @@ class Store:
         return len(missing)
 
 
-def check_writable(path: Path) -> None:
-    """Fail early, with one line, when a directory cannot take a file."""
+def check_writable(path: Path, *, reserve: Optional[Path] = None) -> None:
+    """Fail early, with one line, when a directory cannot take a file. A full disk is no failure
+    while ``reserve`` (the store's RESERVE_NAME) exists: the store gives it back and the pass goes on."""
     probe = path / f".write-probe-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -545,4 +604,10 @@ def check_writable(path: Path) -> None:
             os.fsync(fh.fileno())
         os.unlink(probe)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC and reserve is not None and os.path.lexists(reserve):
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
+            return
         raise _state_error(path, exc) from None

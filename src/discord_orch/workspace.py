@@ -16,9 +16,10 @@ Layout (all paths absolute)::
 Everything here is created 0600 (files) / 0700 (directories): a workspace may
 hold private data. Disk problems surface as :class:`errors.StateError`.
 
-What the agent leaves is read through :func:`open_regular` and with a size limit
-(RESULT_READ_MAX, ...): a FIFO, a device or a huge file in its place cannot hang
-or swamp us.
+What the agent leaves is read through :func:`open_left` and with a size limit
+(RESULT_READ_MAX, ...): only inside its task dir, regular files only, no link followed
+(a link to discord-config.env or ~/.ssh/id_* is reported, never read); a FIFO, a device
+or a huge file in its place cannot hang or swamp us.
 
 Archive: a failed run's agent dir is moved to ``archive/<agent-id>`` and kept
 for ARCHIVE_RETENTION_HOURS; a successful one kept on purpose
@@ -55,12 +56,18 @@ STDERR_FILE = "agent-output.log"
 AGENTS_FILE = "AGENTS.md"
 TOOLS_FILE = "TOOLS.md"
 OVERLAY_CONFIG = "openclaw.json"
+TASKS_DIR = "tasks"                  # agent_dir/tasks/<task id> is the task dir
 TASK_PREFIX = "TASK: "
+#: at the top of an archived agent dir whose largest files were removed to keep it under ARCHIVE_MAX_BYTES
+ARCHIVE_TRIMMED_FILE = "ARCHIVE-TRIMMED.txt"
+ARCHIVE_MAX_BYTES = 100 * 1024 * 1024   # an archived workspace keeps at most this much (logs are capped apart)
 #: marker at the top of an archived agent dir: a success kept for KEEP_SUCCESS_HOURS
 KEPT_SUCCESS_MARKER = ".kept-success"
 
 #: files of ours in the task dir that files_left() does not report
 OWN_FILES = frozenset({AGENTS_FILE, TOOLS_FILE, TASK_FILE, STDOUT_FILE, STDERR_FILE})
+#: what we read of what the agent left (each through open_left, never through a link)
+LEFT_FILES = (RESULT_FILE, SUMMARY_FILE, STDOUT_FILE, STDERR_FILE)
 FILES_LEFT_MAX = 50          # at most this many paths reported
 _FILES_LEFT_SCAN_MAX = 5000  # stop walking a huge tree after this many entries
 
@@ -145,7 +152,7 @@ class Workspace:
         """The workspace whose agent dir is ``agent_dir`` (under workers/, or its copy in archive/)."""
         check_task_id(task_id)
         agent_dir = _abs(agent_dir)
-        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir, task_dir=agent_dir / "tasks" / task_id)
+        return cls(agent_id=agent_id, task_id=task_id, agent_dir=agent_dir, task_dir=agent_dir / TASKS_DIR / task_id)
 
     @property
     def task_file(self) -> Path:
@@ -218,21 +225,109 @@ def render_agents_md(*, agent_id: str, task_id: str, task_dir: PathLike, descrip
 
 
 def open_regular(path: PathLike):
-    """Open a file the agent may have written, for reading, only if it is a regular file.
+    """Open a file of the user's (a worker profile) for reading, only if it is a regular file.
 
-    The agent owns its task dir and can leave anything under these names. A FIFO would make
-    a plain open() wait for a writer forever (a hung pass, and the next pass would hang on
-    it again in recovery), a device such as /dev/zero never ends: O_NONBLOCK makes the open
-    return at once, and whatever is not a regular file (symlinks followed) counts as absent.
+    A FIFO would make a plain open() wait for a writer forever, a device such as /dev/zero
+    never ends: O_NONBLOCK makes the open return at once, and whatever is not a regular
+    file counts as absent. What an agent left is opened by :func:`open_left` instead.
     """
-    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return _open_regular_at(os.fspath(path), None, follow=True)
+
+
+def _open_regular_at(name: str, dir_fd: Optional[int], *, follow: bool):
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(name, flags, dir_fd=dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IsADirectoryError(errno.EINVAL, "not a regular file", os.fspath(path))
+            raise IsADirectoryError(errno.EINVAL, "not a regular file", name)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+class LinkNotFollowed(OSError):
+    """Where an agent's file or its task dir should be, there is a link: it is never followed."""
+
+    def __init__(self, rel: str) -> None:
+        super().__init__(errno.ELOOP, link_note(rel), rel)
+        self.rel = rel
+
+
+def link_note(rel: str) -> str:
+    """What a result post says about a link the agent left where we read: ``RESULT.txt is a link; not followed``."""
+    return f"{rel} is a link; not followed"
+
+
+def _open_dir_at(name: str, dir_fd: Optional[int], rel: str) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(name, dir_fd)):
+            raise LinkNotFollowed(rel) from exc
+        raise
+
+
+def _is_link(name: str, dir_fd: Optional[int]) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_task_dir(ws: "Workspace") -> int:
+    """An fd of the task dir, reached from the agent dir one name at a time without following a link:
+    the agent owns agent_dir/tasks/<id> and could put a link at any step (LinkNotFollowed)."""
+    return _descend(_open_dir_at(os.fspath(ws.agent_dir), None, ws.agent_id), (TASKS_DIR, ws.task_id))
+
+
+def _descend(fd: int, names: "Tuple[str, ...] | List[str]") -> int:
+    """From the directory ``fd`` (closed here) down through ``names``, no link followed; the fd of the last."""
+    rel = ""
+    try:
+        for name in names:
+            rel = f"{rel}/{name}" if rel else name
+            nxt = _open_dir_at(name, fd, rel)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_left(ws: "Workspace", name: str):
+    """Open ``name``, a file the agent may have left in its task dir, for reading: inside the task dir
+    only (no link followed on the way), a regular file only, never a link (LinkNotFollowed).
+
+    The agent owns its task dir and can leave anything under these names: a link to the bot's
+    config or an SSH key would be posted to #results; a FIFO would hang a plain open(), a device
+    never ends (O_NONBLOCK, then anything but a regular file counts as absent).
+    """
+    dir_fd = _open_task_dir(ws)
+    try:
+        return _open_regular_at(name, dir_fd, follow=False)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or _is_link(name, dir_fd):
+            raise LinkNotFollowed(name) from exc
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+def links_left(ws: "Workspace", names: Tuple[str, ...] = LEFT_FILES) -> Tuple[str, ...]:
+    """Which of ``names`` (default: the files we read) the agent left as links, or its task dir
+    itself (``tasks/<id>``) when that is a link; relative paths. Nothing is followed."""
+    try:
+        dir_fd = _open_task_dir(ws)
+    except LinkNotFollowed as exc:
+        return (exc.rel,)
+    except OSError:
+        return ()
+    try:
+        return tuple(name for name in names if _is_link(name, dir_fd))
+    finally:
+        os.close(dir_fd)
 
 
 def decode_text(data: bytes) -> str:
@@ -254,11 +349,11 @@ def _trim_partial_utf8(data: bytes) -> bytes:
     return data
 
 
-def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
-    """(text of the first ``limit`` bytes, size on disk, truncated); (None, None, False) if absent
-    or not a regular file."""
+def read_head(ws: Workspace, name: str, limit: int) -> Tuple[Optional[str], Optional[int], bool]:
+    """(text of the first ``limit`` bytes of the agent's file ``name``, size on disk, truncated);
+    (None, None, False) if absent, a link or not a regular file."""
     try:
-        with open_regular(path) as fh:
+        with open_left(ws, name) as fh:
             size = os.fstat(fh.fileno()).st_size
             data = fh.read(min(limit, size + 1))  # read(n) preallocates n bytes
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -270,10 +365,11 @@ def read_head(path: Path, limit: int) -> Tuple[Optional[str], Optional[int], boo
     return decode_text(data), size, False
 
 
-def read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
-    """The last ``limit`` bytes of a file and whether it was longer; b"" if absent or not a regular file."""
+def read_tail_bytes(ws: Workspace, name: str, limit: int) -> Tuple[bytes, bool]:
+    """The last ``limit`` bytes of the agent's file ``name`` and whether it was longer; b"" if absent,
+    a link or not a regular file."""
     try:
-        with open_regular(path) as fh:
+        with open_left(ws, name) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > limit:
                 fh.seek(size - limit)
@@ -283,9 +379,10 @@ def read_tail_bytes(path: Path, limit: int) -> Tuple[bytes, bool]:
         return b"", False
 
 
-def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    """The last ``lines`` lines of the last ``max_bytes`` bytes of a log."""
-    data, cut = read_tail_bytes(path, max_bytes)
+def read_log_tail(ws: Workspace, name: str = STDERR_FILE, lines: int = LOG_TAIL_LINES,
+                  max_bytes: int = LOG_TAIL_BYTES) -> str:
+    """The last ``lines`` lines of the last ``max_bytes`` bytes of the agent's log."""
+    data, cut = read_tail_bytes(ws, name, max_bytes)
     text = decode_text(data)
     parts = text.splitlines()
     if cut and parts:
@@ -447,7 +544,11 @@ def create_workspace(workers_dir: PathLike, agent_id: str, task_id: str, task_te
 # ---------------------------------------------------------------- remove / archive
 
 def _rmtree(path: Path) -> None:
-    """rmtree that also copes with read-only directories the agent left behind."""
+    """rmtree that also copes with read-only directories the agent left behind. A link (the agent
+    can put one where its dir was) is removed itself: nothing it points to is changed."""
+    if os.path.islink(path):
+        os.unlink(path)
+        return
     try:
         shutil.rmtree(path)
         return
@@ -458,17 +559,15 @@ def _rmtree(path: Path) -> None:
         pass
     # make every directory writable and searchable by us, then try once more
     try:
-        os.chmod(path, stat.S_IRWXU)
+        os.chmod(path, stat.S_IRWXU)   # not a link (above)
     except OSError:
         pass
-    for root, dirs, _files in os.walk(path, topdown=True):
+    for _root, dirs, _files, dir_fd in os.fwalk(path):   # follow_symlinks=False: never walks a link
         for name in dirs:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                try:
-                    os.chmod(full, stat.S_IRWXU)
-                except OSError:
-                    pass
+            try:
+                os.chmod(name, stat.S_IRWXU, dir_fd=dir_fd)   # fwalk listed it as a dir, not a link
+            except OSError:
+                pass
     shutil.rmtree(path)
 
 
@@ -492,13 +591,16 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
     """
     archive = _abs(archive_dir)
     dest = archive / ws.agent_id
+    if os.path.islink(ws.agent_dir):   # the agent put a link where its dir was: not followed, removed later
+        raise StateError(os.fspath(ws.agent_dir), link_note(ws.agent_id))
     try:
         os.makedirs(archive, _DIR_MODE, exist_ok=True)
         n = 1
         while os.path.lexists(dest):
             dest = archive / f"{ws.agent_id}.{n}"
             n += 1
-        shutil.move(os.fspath(ws.agent_dir), os.fspath(dest))
+        shutil.move(os.fspath(ws.agent_dir), os.fspath(dest))   # a rename, or a copy of links as links
+        _cap_archived(dest)
         if success:
             _write_new(dest / KEPT_SUCCESS_MARKER, b"kept after a successful run (KEEP_SUCCESS_HOURS)\n")
         os.utime(dest)
@@ -506,6 +608,52 @@ def archive_workspace(ws: Workspace, archive_dir: PathLike, *, success: bool = F
         raise StateError(os.fspath(ws.agent_dir),
                          f"cannot archive to {dest}: {exc.strerror or exc}") from exc
     return dest
+
+
+def _cap_archived(dest: Path, limit: int = ARCHIVE_MAX_BYTES) -> None:
+    """Remove the largest files of an archived agent dir until it holds at most ``limit`` bytes, and
+    list them in ARCHIVE_TRIMMED_FILE. Links are counted as links, never followed."""
+    files = _sizes_under(dest)
+    total = sum(size for size, _rel in files)
+    removed = []
+    for size, rel in sorted(files, reverse=True):
+        if total <= limit:
+            break
+        try:
+            _unlink_under(dest, rel)
+        except OSError:
+            continue
+        total -= size
+        removed.append(f"{rel} ({size:,} bytes)")
+    if removed:
+        _write_new(dest / ARCHIVE_TRIMMED_FILE,
+                   (f"Removed when archived, to keep this workspace under {limit:,} bytes:\n"
+                    + "".join(line + "\n" for line in removed)).encode("utf-8", "replace"))
+
+
+def _sizes_under(top: PathLike) -> List[Tuple[int, str]]:
+    """(size, relative path) of every file under the directory ``top``; a link (``top`` included)
+    is counted as a link, never walked into (a process the agent left could plant one)."""
+    top = os.fspath(top)
+    found: List[Tuple[int, str]] = []
+    for root, _dirs, names, dir_fd in os.fwalk(top):   # follow_symlinks=False
+        for name in names:
+            try:
+                size = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
+            except OSError:
+                continue
+            found.append((size, os.path.relpath(os.path.join(root, name), top)))
+    return found
+
+
+def _unlink_under(top: PathLike, rel: str) -> None:
+    """Remove the file ``top/rel``, reached one directory at a time without following a link."""
+    *parents, name = rel.split("/")
+    dir_fd = _descend(_open_dir_at(os.fspath(top), None, os.path.basename(top)), parents)
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def archive_quietly(ws: Workspace, archive_dir: PathLike, *, success: bool = False) -> Optional[str]:
@@ -528,6 +676,21 @@ def find_archived(archive_dir: PathLike, agent_id: str, task_id: str) -> Optiona
         if ws.task_dir.is_dir():
             return ws
     return None
+
+
+def largest_archives(archive_dir: PathLike, count: int) -> List[Tuple[Path, int]]:
+    """The ``count`` largest archived agent dirs (``agent-*``), largest first, with their sizes in
+    bytes (files counted without following a link)."""
+    archive = _abs(archive_dir)
+    sizes: List[Tuple[Path, int]] = []
+    try:
+        entries = [e for e in os.scandir(archive) if e.name.startswith("agent-") and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    for entry in entries:
+        sizes.append((Path(entry.path), sum(size for size, _rel in _sizes_under(entry.path))))
+    sizes.sort(key=lambda item: -item[1])
+    return sizes[:count]
 
 
 def is_kept_success(archived_dir: PathLike) -> bool:
@@ -567,32 +730,53 @@ def prune_archive(archive_dir: PathLike, older_than_hours: float, now_epoch: flo
     return removed
 
 
+def _open_subdir(top: int, rel: str) -> int:
+    """The task dir's subdirectory ``rel``, opened one name at a time from ``top``, no link followed."""
+    return _descend(os.dup(top), rel.split("/"))
+
+
+def _scan_dir(top: int, rel_dir: str, found: List[str], stack: List[str]) -> int:
+    """One directory of files_left(): its files into ``found``, its subdirectories onto ``stack``;
+    returns how many entries it had."""
+    try:
+        dir_fd = _open_subdir(top, rel_dir) if rel_dir else os.dup(top)
+    except OSError:
+        return 0
+    try:
+        entries = list(os.scandir(dir_fd))
+    except OSError:
+        return 0
+    finally:
+        os.close(dir_fd)
+    for entry in entries:
+        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            stack.append(rel)
+        elif rel_dir or not (entry.name in OWN_FILES or entry.name.startswith("agent-output.")):
+            found.append(rel)
+    return len(entries)
+
+
 def files_left(ws: Workspace, limit: int = FILES_LEFT_MAX) -> Tuple[str, ...]:
     """Files the agent left in the task dir, relative POSIX-style paths, sorted, at most
     ``limit``; our own files (AGENTS.md, TOOLS.md, TASK.txt, agent-output.*) at the top
-    level are left out. Symlinks are listed, never followed."""
-    root = os.fspath(ws.task_dir)
+    level are left out. Symlinks are listed, never followed (nor is a linked task dir or
+    subdirectory: each is opened relative to its parent with O_NOFOLLOW)."""
+    try:
+        top = _open_task_dir(ws)
+    except OSError:
+        return ()
     found: List[str] = []
     scanned = 0
     stack = [""]
-    while stack and scanned < _FILES_LEFT_SCAN_MAX:
-        rel_dir = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, rel_dir)))
-        except OSError:
-            continue
-        for entry in entries:
-            scanned += 1
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                stack.append(rel)
-                continue
-            if not rel_dir and (entry.name in OWN_FILES or entry.name.startswith("agent-output.")):
-                continue
-            found.append(rel)
+    try:
+        while stack and scanned < _FILES_LEFT_SCAN_MAX:
+            scanned += _scan_dir(top, stack.pop(), found, stack)
+    finally:
+        os.close(top)
     found.sort()
     return tuple(found[:max(0, limit)])

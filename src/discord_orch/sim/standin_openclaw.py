@@ -22,6 +22,12 @@ BADBYTES        RESULT.txt (and log) with invalid UTF-8 and NUL bytes
 COST=<usd>      report ``costUsd`` (and ``usage.cost.total``); otherwise both are absent
 LINGER          succeed, leaving a child in the process group that sleeps forever
 ESCAPE          succeed, leaving a child in a NEW session (outside the group) sleeping forever
+LINKOUT         succeed, then make RESULT.txt, SUMMARY.txt and agent-output.* links to the file
+                ``$STANDIN_LINK_FILE`` (a secret outside the workspace)
+LOGFLOOD=<mb>   write mb MiB of log lines to stderr and to stdout (before its JSON), then succeed
+LINKDIR         succeed, then move the workspace away and leave a link to ``$STANDIN_LINK_DIR`` in its place
+LINKAGENT       succeed, then move its agent dir (workers/agent-*) away and leave a link to
+                ``$STANDIN_LINK_DIR`` in its place
 ==============  ==========================================================================
 
 Usage is always input 200 / output 20; provider/model come from ``--model`` split at
@@ -43,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..workspace import RESULT_FILE, SUMMARY_FILE, TASK_FILE
+from ..workspace import RESULT_FILE, STDERR_FILE, STDOUT_FILE, SUMMARY_FILE, TASK_FILE
 
 THINKING_LEVELS = ("off", "minimal", "low", "medium", "high", "xhigh", "adaptive", "max", "ultra")
 DEFAULT_MODEL = "standin/standin-model"
@@ -220,6 +226,16 @@ def _misbehave(task: str) -> None:
         _log("[agent] waiting for the model (stand-in HANG)")
         while True:
             time.sleep(3600)
+    flood = _value("LOGFLOOD", task)
+    if flood is not None:
+        line = b"[agent] still thinking, still thinking, still thinking " + b"." * 199 + b"\n"  # 256 bytes
+        chunk = line * 4096   # 1 MiB
+        for _ in range(int(float(flood))):
+            sys.stderr.buffer.write(chunk)
+            sys.stdout.buffer.write(chunk)
+        sys.stderr.buffer.write(b"[agent] LOGFLOOD done\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
     sleep_s = _value("SLEEP", task)
     if sleep_s is not None:
         time.sleep(float(sleep_s))
@@ -256,6 +272,18 @@ def _result_for(task: str) -> Tuple[Optional[bytes], str]:
         result = None
         reply = "I could not finish: no file was written."
     return result, reply
+
+
+def _plant_links(task: str, workspace: Path) -> None:
+    """LINKOUT / LINKDIR: leave links where the orchestrator looks for what the agent left."""
+    if _has("LINKOUT", task):
+        for name in (RESULT_FILE, SUMMARY_FILE, STDOUT_FILE, STDERR_FILE):
+            (workspace / name).unlink()
+            (workspace / name).symlink_to(os.environ["STANDIN_LINK_FILE"])
+    for keyword, where in (("LINKDIR", workspace), ("LINKAGENT", workspace.parent.parent)):
+        if _has(keyword, task):
+            where.rename(where.with_name(where.name + ".moved"))
+            where.symlink_to(os.environ["STANDIN_LINK_DIR"], target_is_directory=True)
 
 
 def run(argv: List[str]) -> int:
@@ -304,6 +332,7 @@ def run(argv: List[str]) -> int:
         (workspace / RESULT_FILE).write_bytes(result)
         summary = "Summary: " + task.strip().replace("\n", " ")[:200]
         (workspace / SUMMARY_FILE).write_text(summary, encoding="utf-8")
+    _plant_links(task, workspace)
     if opts["json"]:
         _emit(_ok_json(opts, provider, model, reply, cost, started))
     else:
