@@ -120,6 +120,7 @@ class Orchestrator:
             local=settings.agent_local,
             timeout_s=float(settings.timeout_s or 0),   # per task: see _agent_config_for
             kill_grace_s=settings.kill_grace_s,
+            cgroup=settings.agent_cgroup,
             user_openclaw_config=settings.openclaw_config,
             extra_pythonpath=settings.extra_pythonpath,
             secret_values=(settings.token.reveal(),) if settings.token else (),
