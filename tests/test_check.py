@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from discord_orch.cgroups import detect
 from discord_orch.errors import EXIT_CONFIG, EXIT_DISCORD
 
 
@@ -127,3 +128,18 @@ def test_openclaw_is_found_in_the_usual_install_dirs_newest_node_first(home, wor
     newest = fake_home / ".nvm" / "versions" / "node" / "v24.21.0" / "bin" / "openclaw"
     assert f"ok    openclaw: {newest}" in lines(run)
     assert f"ok    openclaw under cron (PATH=/usr/bin:/bin): {newest}" in lines(run)
+
+
+def test_check_says_what_holds_an_agents_processes(home, world):
+    """Issue 11, item 10: whether a child that leaves the agent's group and marker can outlive it."""
+    [line] = [line for line in lines(home.cli("check")) if "containment:" in line]
+    if detect().parent is not None:
+        assert line.startswith("ok    containment: each agent runs in its own cgroup under ")
+    else:
+        assert line.startswith("warn  containment: agents are held by their process group and environment marker")
+    run = home.cli("check", env={"AGENT_CGROUP": "false"})
+    assert run.returncode == 0, run.stderr
+    [line] = [line for line in lines(run) if "containment:" in line]
+    assert line == ("warn  containment: agents are held by their process group and environment marker only "
+                    "(AGENT_CGROUP=false): a process that leaves both its process group and its environment "
+                    "(setsid with a clean environment) can outlive its agent; see README, Security")

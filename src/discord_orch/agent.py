@@ -4,7 +4,8 @@ House rule 3: the supervisor owns timeouts. The agent runs in its own session an
 process group; past the deadline the whole group gets SIGTERM, after ``kill_grace_s``
 SIGKILL; once the leader is gone every straggler of the group (and any process that
 carries our ``DISCORD_ORCH_AGENT_ID`` marker, e.g. one that escaped with setsid) is
-SIGKILLed. Nothing blocks: the orchestrator calls :meth:`RunningAgent.poll` with its
+SIGKILLed, and so is everything in the agent's own cgroup (cgroups.py), where the machine
+gives us one: that also holds a child that left both (``setsid env -i``). Nothing blocks: the orchestrator calls :meth:`RunningAgent.poll` with its
 clock (wall-clock epoch seconds, so values survive a restart) until it returns True.
 An agent started by an earlier orchestrator process is adopted (:meth:`RunningAgent.adopt`).
 
@@ -26,6 +27,7 @@ interrupted    (recovery only) found ended without evidence while no orchestrato
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from . import logcap
+from .cgroups import AgentCgroup, containment
 from .errors import AgentError
 from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_command, find_last_json_object,
                        interpret_json)
@@ -45,6 +48,8 @@ from .workspace import (JSON_TAIL_MAX, LEFT_FILES, RESULT_FILE, RESULT_READ_MAX,
 
 MIB = 1024 * 1024
 STRAGGLER_GIVE_UP_S = 5.0             # after the leader exited, stop waiting for unkillable ones
+
+log = logging.getLogger("discord_orch")
 
 
 # ---------------------------------------------------------------- classification
@@ -176,6 +181,32 @@ def _start_capper(path: "os.PathLike[str]", cappers: List["subprocess.Popen[byte
     return write_fd
 
 
+def _new_cgroup(cfg: AgentConfig, agent_id: str) -> Optional[AgentCgroup]:
+    place = containment(cfg.cgroup)
+    if place.parent is None:
+        return None
+    try:
+        return AgentCgroup.create(place.parent, agent_id)
+    except OSError as exc:
+        log.warning("agent=%s runs without a cgroup of its own: cannot make one in %s: %s",
+                    agent_id, place.parent, exc.strerror or exc)
+        return None
+
+
+def _spawn(argv: List[str], cgroup: Optional[AgentCgroup],
+           **kw) -> Tuple["subprocess.Popen[bytes]", Optional[AgentCgroup]]:
+    """Popen, the child entering ``cgroup`` before it execs; without it when it cannot enter."""
+    if cgroup is not None:
+        try:
+            return subprocess.Popen(argv, preexec_fn=cgroup.joiner(), **kw), cgroup
+        except subprocess.SubprocessError as exc:  # the child could not enter its cgroup (it never ran)
+            log.warning("an agent runs without a cgroup of its own: it could not enter %s: %s", cgroup.path, exc)
+            cgroup.remove()
+        finally:
+            cgroup.close_joiner()
+    return subprocess.Popen(argv, **kw), None
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds:g}" if seconds < 100 else f"{seconds:.0f}"
 
@@ -185,7 +216,7 @@ class RunningAgent:
 
     def __init__(self, *, cfg: AgentConfig, ws: Workspace, task_id: str, pid: int, pgid: int,
                  proc_start_ticks: Optional[int], started_at: float,
-                 popen: Optional["subprocess.Popen[bytes]"]) -> None:
+                 popen: Optional["subprocess.Popen[bytes]"], cgroup: Optional[AgentCgroup] = None) -> None:
         self.cfg = cfg
         self.ws = ws
         self.task_id = task_id
@@ -197,6 +228,7 @@ class RunningAgent:
         self.deadline = started_at + cfg.timeout_s
         self.adopted = popen is None
         self._popen = popen
+        self.cgroup = cgroup                        # None: held by its process group and marker only
         self.term_sent_at: Optional[float] = None   # when SIGTERM went to the group
         self.kill_sent_at: Optional[float] = None   # when SIGKILL went to the group
         self.timed_out = False
@@ -217,22 +249,25 @@ class RunningAgent:
         argv, env = build_command(cfg, ws, session_id=session_id, model=model, thinking=thinking)
         cappers: List["subprocess.Popen[bytes]"] = []
         pipes: List[int] = []
+        cgroup = _new_cgroup(cfg, ws.agent_id)
         try:
             for path in (ws.stdout_file, ws.stderr_file):
                 pipes.append(_start_capper(path, cappers))
-            popen = subprocess.Popen(argv, cwd=os.fspath(ws.task_dir), env=env,
-                                     stdin=subprocess.DEVNULL, stdout=pipes[0], stderr=pipes[1],
-                                     start_new_session=True, close_fds=True)
+            popen, cgroup = _spawn(argv, cgroup, cwd=os.fspath(ws.task_dir), env=env,
+                                   stdin=subprocess.DEVNULL, stdout=pipes[0], stderr=pipes[1],
+                                   start_new_session=True, close_fds=True)
         except OSError as exc:
             for capper in cappers:   # their pipes close below: they end at once
                 capper.kill()
+            if cgroup is not None:
+                cgroup.remove()
             raise AgentError(argv[0], f"cannot start: {exc.strerror or exc}") from exc
         finally:
             for fd in pipes:
                 os.close(fd)
         ticks = process_start_ticks(popen.pid)
         agent = cls(cfg=cfg, ws=ws, task_id=task_id, pid=popen.pid, pgid=popen.pid,
-                    proc_start_ticks=ticks, started_at=now, popen=popen)
+                    proc_start_ticks=ticks, started_at=now, popen=popen, cgroup=cgroup)
         agent.cappers = tuple(cappers)
         return agent
 
@@ -253,7 +288,8 @@ class RunningAgent:
         if agent_id_of(pid) != ws.agent_id:
             return None
         return cls(cfg=cfg, ws=ws, task_id=task_id, pid=pid, pgid=pgid,
-                   proc_start_ticks=proc_start_ticks, started_at=started_at, popen=None)
+                   proc_start_ticks=proc_start_ticks, started_at=started_at, popen=None,
+                   cgroup=AgentCgroup.find(ws.agent_id))
 
     # -- supervision ---------------------------------------------------------------
 
@@ -303,6 +339,8 @@ class RunningAgent:
         for pid in victims:
             if pid != self.pid:
                 kill(pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            victims.update(self.cgroup.kill())
         return [pid for pid in victims if pid != self.pid and alive(pid)]
 
     def _reap(self) -> None:
@@ -335,6 +373,8 @@ class RunningAgent:
         if (survivors or writing) and now - self.leader_exited_at < STRAGGLER_GIVE_UP_S:
             return False
         self.stragglers_left = tuple(survivors)
+        if self.cgroup is not None and not survivors:
+            self.cgroup.remove()
         self._reap()
         self.finished_at = now
         return True

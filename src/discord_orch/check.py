@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+from .cgroups import Containment, detect
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError
@@ -59,6 +60,7 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
             found.append(_attempt(key, lambda: client.list_messages(channel_id, limit=1),
                                   "the bot can read its message history"))
     found.extend(_check_openclaw(settings))
+    found.append(_check_containment(settings))
     found.append(Finding(OK, "who may submit", _who_may_submit(settings)))
     return found
 
@@ -102,6 +104,14 @@ def _check_openclaw(settings: Settings) -> List[Finding]:
         found.append(Finding(WARN, "OPENCLAW_CONFIG", f"{config} not found (agents get OpenClaw's defaults: "
                                                       "no providers, models or keys of yours)"))
     return found
+
+
+def _check_containment(settings: Settings) -> Finding:
+    """Will each agent get a cgroup of its own (then nothing it starts outlives it)?"""
+    place = detect() if settings.agent_cgroup else Containment(None, "AGENT_CGROUP=false")
+    if place.parent is not None:
+        return Finding(OK, "containment", place.describe())
+    return Finding(WARN, "containment", f"{place.describe()}; see README, Security")
 
 
 def _launch(name: str, path: Optional[str]) -> Tuple[str, Optional[str]]:

@@ -82,6 +82,7 @@ class Settings:
     agent_local: bool = default_of("AGENT_LOCAL")
     timeout_s: Optional[float] = default_of("TIMEOUT")
     kill_grace_s: float = default_of("KILL_GRACE")
+    agent_cgroup: bool = default_of("AGENT_CGROUP")
     max_agents: int = default_of("MAX_AGENTS")
     aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
     allowed_user_ids: Tuple[str, ...] = default_of("ALLOWED_USER_IDS")

@@ -43,6 +43,7 @@ class AgentConfig:
     local: bool = True
     timeout_s: float = 120.0
     kill_grace_s: float = 10.0
+    cgroup: bool = True                  # each agent in a cgroup of its own where one can be made (cgroups.py)
     user_openclaw_config: Path = field(
         default_factory=lambda: Path(os.path.expanduser("~/.openclaw/openclaw.json")))
     extra_pythonpath: Optional[str] = None

@@ -159,6 +159,7 @@ class Orchestrator:
             local=s.agent_local,
             timeout_s=float(s.timeout_s or 0),
             kill_grace_s=s.kill_grace_s,
+            cgroup=s.agent_cgroup,
             user_openclaw_config=s.openclaw_config,
             extra_pythonpath=s.extra_pythonpath,
             secret_values=(s.token.reveal(),) if s.token else (),

@@ -11,7 +11,7 @@ records meanwhile. For each record that is not done:
 - ``starting`` before the spawn (its workspace has not both output files): it
   never ran, so it runs now.
 - ``starting``/``running`` whose agent is gone: whatever the agent left behind
-  (children in its group, escapees) is killed, and the task is judged from its
+  (children in its group, escapees with its marker, everything in its cgroup) is killed, and the task is judged from its
   workspace (or the workspace's archived copy, when the pass died between
   archiving it and recording that): its result, else ``interrupted`` with its
   log tail. RETRY_INTERRUPTED=true runs an interrupted task again instead, at
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, List, Optional, Union
 
 from .agent import RunningAgent, outcome_from_workspace
+from .cgroups import kill_leftover_cgroup
 from .openclaw import AgentConfig
 from .outcome import INTERRUPTED, Outcome
 from .procs import find_agent_processes, kill_leftovers, process_start_ticks
@@ -122,6 +123,8 @@ def _recover_running(rec: TaskRecord, settings: "Settings", cfg: AgentConfig,
     # The leader is gone; whatever it left behind (children in its group, escapees) must not outlive it.
     for pid in kill_leftovers(rec.agent_id):
         log.warning("task=%s: killed pid %d left behind by its ended agent %s", rec.task_id, pid, rec.agent_id)
+    for pid in kill_leftover_cgroup(rec.agent_id):  # found by its name: also what left group and marker
+        log.warning("task=%s: killed pid %d left in the cgroup of its ended agent %s", rec.task_id, pid, rec.agent_id)
     if not ws.agent_dir.exists():
         # The pass died between archiving the workspace and recording it: judge the archived copy.
         archived = find_archived(settings.archive_dir, rec.agent_id, rec.task_id)

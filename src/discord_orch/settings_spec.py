@@ -164,6 +164,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("KILL_GRACE", "kill_grace_s", Number(minimum=0, maximum=MAX_SECONDS),
             "seconds between SIGTERM and SIGKILL on timeout",
             default="10"),
+    Setting("AGENT_CGROUP", "agent_cgroup", boolean,
+            "run each agent in a cgroup v2 of its own where the machine allows it (see Security)", default="true"),
     Setting("MAX_AGENTS", "max_agents", Number(minimum=1, maximum=1000, integer=True), "agents running at once",
             default="2", flag="--max-agents", flag_help="Agents at once"),
     Setting("ALLOWED_USER_IDS", "allowed_user_ids", snowflakes, "user ids whose tasks may run",

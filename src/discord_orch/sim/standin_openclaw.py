@@ -28,6 +28,8 @@ LOGFLOOD=<mb>   write mb MiB of log lines to stderr and to stdout (before its JS
 LINKDIR         succeed, then move the workspace away and leave a link to ``$STANDIN_LINK_DIR`` in its place
 LINKAGENT       succeed, then move its agent dir (workers/agent-*) away and leave a link to
                 ``$STANDIN_LINK_DIR`` in its place
+ESCAPESID       first start a child as ``setsid env -i`` would (new session, empty environment
+                but ``STANDIN_ESCAPEE=<agent id>``: no marker), sleeping forever; then go on
 ==============  ==========================================================================
 
 Usage is always input 200 / output 20; provider/model come from ``--model`` split at
@@ -59,6 +61,7 @@ WATCHED_ENV = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN", "DISCORD_TOKEN", "OPENC
                "OPENCLAW_CONFIG_PATH", "OPENCLAW_INCLUDE_ROOTS", "OPENCLAW_WORKSPACE_DIR",
                "DISCORD_ORCH_AGENT_ID", "DISCORD_ORCH_TASK_ID", "PYTHONPATH", "OPENCLAW_MODEL")
 
+ESCAPEE_ENV = "STANDIN_ESCAPEE"   # the one variable an ESCAPESID child keeps: how tests find it
 _SLEEPER = "import signal, sys, time\n" \
            "if 'noterm' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \
            "while True: time.sleep(3600)\n"
@@ -172,10 +175,10 @@ def _write_run_log(opts: Dict[str, object], workspace: Path) -> None:
         os.close(fd)
 
 
-def _spawn_sleeper(new_session: bool, noterm: bool) -> None:
+def _spawn_sleeper(new_session: bool, noterm: bool, env: Optional[Dict[str, str]] = None) -> None:
     subprocess.Popen([sys.executable, "-c", _SLEEPER] + (["noterm"] if noterm else []),
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=new_session, close_fds=True)
+                     start_new_session=new_session, close_fds=True, env=env)
 
 
 def _ok_json(opts: Dict[str, object], provider: str, model: str, text: str,
@@ -210,10 +213,13 @@ def _ok_json(opts: Dict[str, object], provider: str, model: str, text: str,
 
 
 def _misbehave(task: str) -> None:
-    """The keywords that change how the run goes: NOTERM, CRASH, HANG(_CHILD), SLEEP=, LINGER, ESCAPE."""
+    """The keywords that change how the run goes: NOTERM, ESCAPESID, CRASH, HANG(_CHILD), SLEEP=, LINGER, ESCAPE."""
     noterm = _has("NOTERM", task)
     if noterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _has("ESCAPESID", task):  # as `docker run -d`, ssh, sudo or systemd-run leave one: no group, no marker
+        _spawn_sleeper(new_session=True, noterm=noterm,
+                       env={ESCAPEE_ENV: os.environ.get("DISCORD_ORCH_AGENT_ID", "")})
     if _has("CRASH", task):
         _log("[agent] starting turn (stand-in CRASH)")
         _log("[agent] about to crash")
