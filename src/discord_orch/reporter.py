@@ -236,7 +236,7 @@ class Reporter:
     def _render(self, rec: TaskRecord) -> Post:
         from . import report as reportfmt
         from .prices import load_prices
-        from .workspace import RESULT_READ_MAX, read_head
+        from .workspace import RESULT_FILE, RESULT_READ_MAX, read_head
 
         s = self.settings
         if rec.refusal is not None:
