@@ -329,9 +329,12 @@ class Claims:
         parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
         if parsed.problems:
             return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
-        if parsed.worker is not None and not _is_profile(self.settings.workers_dir, parsed.worker):
-            return self._refuse(msg, _no_such_profile(parsed.worker, _worker_profiles(self.settings.workers_dir)),
-                                description=parsed.description)
+        if parsed.worker is not None:
+            from .workspace import is_profile, worker_profiles   # only when a task names one: never on an idle pass
+
+            if not is_profile(self.settings.workers_dir, parsed.worker):
+                return self._refuse(msg, _no_such_profile(parsed.worker, list(worker_profiles(self.settings.workers_dir))),
+                                    description=parsed.description)
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
                                  status=CLAIMED, description=parsed.description, model_alias=parsed.model_alias,
                                  model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker):
@@ -436,15 +439,3 @@ class Claims:
         except DiscordError as exc:
             log.warning("task=%s: could not %s %s reaction: %s", task_id, "remove" if remove else "add", emoji, exc)
         return False
-
-
-def _is_profile(workers_dir, name: str) -> bool:
-    from .workspace import is_profile   # workspace only when a task names a worker, never on an idle pass
-
-    return is_profile(workers_dir, name)
-
-
-def _worker_profiles(workers_dir) -> List[str]:
-    from .workspace import worker_profiles
-
-    return list(worker_profiles(workers_dir))

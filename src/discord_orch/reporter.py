@@ -281,6 +281,8 @@ class Reporter:
         the post may have landed without us hearing back, and Discord forgets nonces after a few
         minutes). Reads #results forward from shortly before the task finished, at most
         REPORT_SEARCH_MAX messages; DiscordError when it cannot look (the post is deferred)."""
+        from .report import is_refusals_post_of   # only when looking up a lost post
+
         since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
         after = max(int(rec.task_id), snowflake_at(since))
         me = self.identity.bot_user_id()
@@ -295,7 +297,7 @@ class Reporter:
                 continue   # not our output (a task submitted by this bot is not a result)
             if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
                 return msg
-            if grouped_with and _is_refusals_post_of(msg.content, grouped_with):
+            if grouped_with and is_refusals_post_of(msg.content, grouped_with):
                 return msg
         return None
 
@@ -343,9 +345,3 @@ class Reporter:
                 return
             except DiscordError as exc:
                 log.warning("worker-pool notice not posted: %s", exc)
-
-
-def _is_refusals_post_of(content: str, first_id: str) -> bool:
-    from .report import is_refusals_post_of   # only when looking up a lost post
-
-    return is_refusals_post_of(content, first_id)
