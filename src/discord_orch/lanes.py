@@ -34,7 +34,7 @@ NOTICE_LINGER_S = 0.3   # lines arriving this soon after the first go out in the
 
 
 class Lane:
-    """A FIFO of jobs run by one daemon thread. Jobs must not raise (they log)."""
+    """A FIFO of jobs run by one daemon thread, started with the first job. Jobs must not raise (they log)."""
 
     def __init__(self, name: str, on_done: Optional[Callable[[], None]] = None) -> None:
         self.name = name
@@ -45,14 +45,16 @@ class Lane:
         self._idle = threading.Event()
         self._idle.set()
         self._on_done = on_done
-        self._thread = threading.Thread(target=self._work, name=f"lane-{name}", daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None   # started by the first job: an idle pass starts none
 
     def submit(self, job: Job, *, priority: int = 0) -> None:
         """Queue a job; it runs after the jobs queued before it with a priority as low or lower."""
         with self._lock:
             self._pending += 1
             self._idle.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=f"lane-{self.name}", daemon=True)
+                self._thread.start()
         self._queue.put((priority, next(self._seq), job))
 
     @property
@@ -64,9 +66,13 @@ class Lane:
         return self._idle.wait(timeout)
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Stop the thread after the jobs queued so far."""
+        """Stop the thread after the jobs queued so far (a lane that never had a job has none)."""
+        with self._lock:
+            thread = self._thread
+        if thread is None:
+            return
         self._queue.put((_STOP_PRIORITY, next(self._seq), _STOP))
-        self._thread.join(timeout)
+        thread.join(timeout)
 
     def _work(self) -> None:
         while True:
