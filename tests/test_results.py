@@ -7,7 +7,6 @@ the end. Nothing here asserts wall-clock times.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -97,7 +96,7 @@ def test_same_channel_reply_in_process(home, world, monkeypatch):
     from discord_orch.state import Store
 
     task_id = submit(home, "Compute the answer COST=0.0123", "primary", "high")
-    settings = dataclasses.replace(load_settings(home.path, environ={}), results_channel=world.task_queue)
+    settings = load_settings(home.path, environ={})._replace(results_channel=world.task_queue)
     monkeypatch.setenv("STANDIN_RUN_LOG", str(home.run_log))
     for _ in range(2):  # the second pass must find nothing: our reply is not a task
         store = Store(settings.runtime_dir)

@@ -484,7 +484,7 @@ def test_an_outage_is_reported_as_an_outage_not_as_a_channel_to_check(home, worl
 
 def test_reprs_of_config_objects_hide_the_token(home, world):
     code = (
-        "import sys, dataclasses\n"
+        "import sys\n"
         "from pathlib import Path\n"
         "from discord_orch.config import load_settings\n"
         "from discord_orch.cli import _client\n"
@@ -493,7 +493,7 @@ def test_reprs_of_config_objects_hide_the_token(home, world):
         "s = load_settings(Path(sys.argv[1]))\n"
         "c = _client(s)\n"
         "o = Orchestrator(s, c, Store(s.runtime_dir))\n"
-        "for obj in (s, s.token, c, o.agent_config, dataclasses.asdict(s), o.claims.access):\n"
+        "for obj in (s, s.token, c, o.agent_config, s._asdict(), o.claims.access):\n"
         "    print(repr(obj)); print(str(obj))\n"
         "print(f'{s} {s.token!s} {s.token!r}')\n"
         "try:\n"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Dict, List
 
@@ -74,11 +73,10 @@ def test_the_docs_name_no_undeclared_key():
 def test_known_keys_defaults_and_settings_come_from_the_declarations():
     assert list(KNOWN_KEYS) == [s.key for s in SETTINGS]
     assert DEFAULTS == {s.key: s.default for s in SETTINGS if s.default}
-    settings_fields = {f.name: f for f in fields(Settings)}
     for setting in SETTINGS:
-        assert setting.field in settings_fields, setting.key
+        assert setting.field in Settings._fields, setting.key
         if setting.parse is not None:
-            assert settings_fields[setting.field].default == setting.parse(setting.key, setting.default, ROOT), \
+            assert Settings._field_defaults[setting.field] == setting.parse(setting.key, setting.default, ROOT), \
                 setting.key
 
 

@@ -66,8 +66,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError, Forbidden,
                      NotFound, Unauthorized)
@@ -123,8 +122,7 @@ def _too_large(size: Optional[int]) -> str:
     return f"its {TASK_ATTACHMENT} is {shown} bytes; a task may be at most {MAX_TASK_BYTES:,} bytes"
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     reason: str = ""
 
@@ -220,8 +218,7 @@ class Identity:
         return self._client.get_member(self.guild(), user_id).roles
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What ``Claims.decide`` did with a pending message."""
 
     task_id: str

@@ -10,13 +10,11 @@ the value; nothing in this module logs or prints it.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import stat
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
@@ -65,12 +63,11 @@ KNOWN_KEYS: Dict[str, str] = {s.key: s.help for s in SETTINGS}
 DEFAULTS: Dict[str, str] = {s.key: s.default for s in SETTINGS if s.default}
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Validated settings; a declared key's field defaults to its declaration's default (settings_spec.py)."""
 
     home: Path
-    token: Secret = field(default_factory=lambda: Secret(""))
+    token: Secret = Secret("")
     token_key: str = ""
     task_queue_channel: str = default_of("TASK_QUEUE_CHANNEL")
     results_channel: str = default_of("RESULTS_CHANNEL")
@@ -84,7 +81,7 @@ class Settings:
     kill_grace_s: float = default_of("KILL_GRACE")
     agent_cgroup: bool = default_of("AGENT_CGROUP")
     max_agents: int = default_of("MAX_AGENTS")
-    aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    aliases: Mapping[str, str] = DEFAULT_ALIASES
     allowed_user_ids: Tuple[str, ...] = default_of("ALLOWED_USER_IDS")
     allowed_role_ids: Tuple[str, ...] = default_of("ALLOWED_ROLE_IDS")
     allow_anyone: bool = default_of("ALLOW_ANYONE")
@@ -139,8 +136,7 @@ class Settings:
                 raise ConfigError(key, "not set", f"the id of the channel, in {self.home / CONFIG_FILENAME}")
 
     def __repr__(self) -> str:  # the token is a Secret already; keep repr short and safe
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                          if f.name not in ("warnings", "aliases"))
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name not in ("warnings", "aliases"))
         return f"Settings({shown})"
 
 
@@ -263,7 +259,7 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
         raise ConfigError("WORKER_POOL_CHANNEL", "is the same channel as TASK_QUEUE_CHANNEL",
                           "the bot's notices there would be read as tasks; use a separate channel")
     if settings.guild_id and settings.guild_id in settings.allowed_role_ids:
-        settings = dataclasses.replace(settings, warnings=settings.warnings + (
+        settings = settings._replace(warnings=settings.warnings + (
             f"ALLOWED_ROLE_IDS holds {settings.guild_id}, the server's own id (the @everyone role): Discord never "
             "lists it among a member's roles, so it allows nobody; ALLOW_ANYONE=true is how to allow everyone",))
     if settings.agents_md_template is not None and not settings.agents_md_template.is_file():

@@ -32,9 +32,8 @@ import socket
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -77,8 +76,7 @@ _TRANSIENT_EXCEPTIONS = (requests.ConnectionError, requests.Timeout, requests.ex
 _ATTACHMENT_ROUTE = "{attachment_url}"
 
 
-@dataclass(frozen=True)
-class ClientStats:
+class ClientStats(NamedTuple):
     """Counters since the client was made. ``waited_s`` sums rate-limit waits over all threads."""
 
     requests: int = 0       # HTTP attempts actually sent (including retries and downloads)

@@ -8,8 +8,7 @@ optional fields get safe defaults.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
 # Facts of Discord's v10 API that more than one module relies on (one home each).
 API_BASE_URL = "https://discord.com/api/v10"
@@ -41,8 +40,7 @@ def snowflake_at(epoch_s: float) -> int:
     return max(0, int(epoch_s * 1000) - DISCORD_EPOCH_MS) << 22
 
 
-@dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     """A Discord user (the bot included)."""
 
     id: str
@@ -56,8 +54,7 @@ class User:
                    bot=bool(data.get("bot", False)))
 
 
-@dataclass(frozen=True)
-class Reaction:
+class Reaction(NamedTuple):
     """One emoji's reactions on a message: how many, and whether the bot's is among them."""
 
     emoji: str          # unicode emoji, or "name:id" for a custom one
@@ -74,8 +71,7 @@ class Reaction:
         return cls(emoji=name, count=int(data.get("count", 0)), me=bool(data.get("me", False)))
 
 
-@dataclass(frozen=True)
-class Attachment:
+class Attachment(NamedTuple):
     """A file attached to a message (its CDN url is fetched without the token)."""
 
     id: str
@@ -90,8 +86,7 @@ class Attachment:
                    size=int(data.get("size", 0)), url=str(data.get("url", "")))
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """A message as a poll returns it, with its reactions and attachments."""
 
     id: str
@@ -129,8 +124,7 @@ class Message:
         return None
 
 
-@dataclass(frozen=True)
-class Channel:
+class Channel(NamedTuple):
     """A channel: its type and server."""
 
     id: str
@@ -146,12 +140,11 @@ class Channel:
                    guild_id=None if gid is None else str(gid), type=int(data.get("type", 0)))
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """A member of a server: their role ids."""
 
     user_id: str
-    roles: Tuple[str, ...] = field(default_factory=tuple)
+    roles: Tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Member":
@@ -160,8 +153,7 @@ class Member:
         return cls(user_id=str(user.get("id", "")), roles=tuple(str(r) for r in data.get("roles") or ()))
 
 
-@dataclass(frozen=True)
-class FileUpload:
+class FileUpload(NamedTuple):
     """A file to attach to a message: name and bytes."""
 
     filename: str

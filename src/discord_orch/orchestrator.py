@@ -41,14 +41,12 @@ handled: the next pass recovers (recovery.py).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
 from .claim import Claims
 from .config import Settings
@@ -84,25 +82,18 @@ STOP_DRAIN_CAP_S = 20.0          # the same, after SIGTERM/SIGINT
 OUTBOX_RETRY_S = 30.0            # --watch: results Discord did not take are tried again this often
 
 
-@dataclass
 class PassStats:
     """What one pass did (its last log line counts these) and how it ended."""
 
-    polled: int = 0
-    claimed: int = 0
-    refused: int = 0
-    started: int = 0
-    finished: int = 0
-    reported: int = 0
-    deferred: int = 0
-    adopted: int = 0
-    skipped_locked: bool = False
-    stopped_by: Optional[int] = None
-    fatal: Optional[str] = None
+    def __init__(self) -> None:
+        self.polled = self.claimed = self.refused = self.started = 0
+        self.finished = self.reported = self.deferred = self.adopted = 0
+        self.skipped_locked = False
+        self.stopped_by: Optional[int] = None
+        self.fatal: Optional[str] = None
 
 
-@dataclass
-class _Live:
+class _Live(NamedTuple):
     """A task whose agent this pass supervises."""
 
     record: TaskRecord
@@ -388,7 +379,9 @@ class Orchestrator:
                                 user_openclaw_config=s.openclaw_config)
 
     def _agent_config_for(self, rec: TaskRecord) -> AgentConfig:
-        return dataclasses.replace(self.agent_config, timeout_s=self.settings.timeout_for(rec.thinking))
+        from dataclasses import replace   # AgentConfig's; only when an agent starts
+
+        return replace(self.agent_config, timeout_s=self.settings.timeout_for(rec.thinking))
 
     def run(self, rec: TaskRecord, ws: Workspace) -> None:
         """Spawn the agent (its record says ``running`` with its pid) and supervise it from now on."""

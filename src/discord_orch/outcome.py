@@ -8,8 +8,7 @@ run gets (see its table); the statuses are house rule 3's.
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 # Outcome statuses (house rule 3).
 OK = "ok"
@@ -20,8 +19,7 @@ INTERRUPTED = "interrupted"  # found dead without a result by recovery after an 
 STATUSES = (OK, FAILED, TIMED_OUT, KILLED, INTERRUPTED)
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
     """What openclaw's --json said about the run; None = unknown (shown as n/a)."""
 
     provider: Optional[str] = None
@@ -31,8 +29,7 @@ class Usage:
     cost_usd: Optional[float] = None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The classified end of one agent run, everything the report needs."""
 
     status: str                          # one of STATUSES
@@ -45,8 +42,8 @@ class Outcome:
     summary_text: str = ""               # SUMMARY.txt, same decoding
     reply_text: str = ""                 # openclaw's payloads[].text joined (its chat answer)
     log_tail: str = ""                   # last 20 lines of agent-output.log
-    files: Tuple[str, ...] = field(default_factory=tuple)  # files left in the task dir (relative)
-    usage: Usage = field(default_factory=Usage)
+    files: Tuple[str, ...] = ()  # files left in the task dir (relative)
+    usage: Usage = Usage()
     # --- added by agent.py (optional, at the end) ---
     result_truncated: bool = False       # RESULT.txt was larger than RESULT_READ_MAX: only its head is here
     result_bytes: Optional[int] = None   # size of RESULT.txt on disk (None: no RESULT.txt)

@@ -103,8 +103,7 @@ is raised instead, so no caller waits without a bound.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Deque, Dict, Mapping, Optional, Tuple
+from typing import Deque, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from .errors import RateLimitedTooLong
 
@@ -138,8 +137,7 @@ _NO_BUCKET = ""
 BucketKey = Tuple[str, str]
 
 
-@dataclass(frozen=True)
-class RateLimitHeaders:
+class RateLimitHeaders(NamedTuple):
     """The rate-limit headers of one response, parsed; absent or malformed → None."""
 
     limit: Optional[int] = None

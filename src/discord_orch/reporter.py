@@ -34,7 +34,6 @@ Exactly one result per claimed task
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional, Tuple
@@ -248,7 +247,7 @@ class Reporter:
             # The record keeps the first OUTCOME_TEXT_KEPT characters: read the rest from RESULT.txt.
             full, size, truncated = read_head(self.workspace_of(rec), RESULT_FILE, RESULT_READ_MAX)
             if full is not None:
-                outcome = dataclasses.replace(outcome, result_text=full, result_bytes=size,
+                outcome = outcome._replace(result_text=full, result_bytes=size,
                                               result_truncated=truncated)
         if self._prices is None:
             self._prices = load_prices(s.openclaw_config)

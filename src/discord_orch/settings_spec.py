@@ -10,9 +10,8 @@ command line can build its options without loading config.py (dotenv, tasks).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError
 from .models import API_BASE_URL, is_snowflake
@@ -32,8 +31,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 Parser = Callable[[str, str, Path], Any]
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One key of discord-config.env (and the environment)."""
 
     key: str
@@ -56,8 +54,7 @@ def boolean(key: str, raw: str, home: Path) -> bool:
     raise ConfigError(key, f"expected true or false, got {raw!r}")
 
 
-@dataclass(frozen=True)
-class Number:
+class Number(NamedTuple):
     """A finite number within bounds; cli.py turns the bounds into click's range check."""
 
     minimum: float
@@ -81,8 +78,7 @@ class Number:
         return value
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     """One of a few words, in any case."""
 
     options: Tuple[str, ...]
@@ -94,8 +90,7 @@ class Choice:
         return value
 
 
-@dataclass(frozen=True)
-class Text:
+class Text(NamedTuple):
     """Free text, stripped; empty becomes ``empty``."""
 
     empty: Optional[str] = None

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import dataclasses
 import enum
 import json
 import os
@@ -50,9 +49,8 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, NamedTuple, Optional
 
 from .outcome import INTERRUPTED, Outcome, Usage
 from .errors import StateError, TransitionError
@@ -149,9 +147,8 @@ POSTED_RESULT = "result"     # posted: kinds of the messages this home posted (n
 POSTED_NOTICE = "notice"
 
 
-@dataclass
-class TaskRecord:
-    """One row of state.db: a task's status and what each step recorded."""
+class TaskRecord(NamedTuple):
+    """One row of state.db: a task's status and what each step recorded (read with ``_from_row``)."""
 
     task_id: str
     channel_id: str
@@ -182,8 +179,11 @@ class TaskRecord:
     claimed_at: float
     updated_at: float
 
-    def __post_init__(self) -> None:
-        self.status = TaskStatus(self.status)
+    @classmethod
+    def _from_row(cls, row: Mapping[str, Any]) -> "TaskRecord":
+        values = {c: row[c] for c in cls._fields}
+        values["status"] = TaskStatus(values["status"])
+        return cls(**values)
 
     @property
     def finished_outcome(self) -> Outcome:
@@ -196,13 +196,13 @@ class TaskRecord:
         return str(json.loads(self.outcome).get("status") or "") if self.outcome else ""
 
 
-_COLUMNS = [f.name for f in fields(TaskRecord)]
+_COLUMNS = list(TaskRecord._fields)
 
 
 def outcome_to_json(outcome: Outcome) -> str:
     """The record's form of an outcome: its result text capped at OUTCOME_TEXT_KEPT."""
-    return json.dumps(dataclasses.asdict(
-        dataclasses.replace(outcome, result_text=outcome.result_text[:OUTCOME_TEXT_KEPT])))
+    return json.dumps({**outcome._asdict(), "result_text": outcome.result_text[:OUTCOME_TEXT_KEPT],
+                       "usage": outcome.usage._asdict()})
 
 
 def _without_texts(text: str) -> str:
@@ -215,9 +215,8 @@ def outcome_from_json(text: Optional[str]) -> Outcome:
     data = json.loads(text) if text else {}
     if not data:
         return Outcome(status=INTERRUPTED, duration_s=0.0, reason="no outcome was recorded")
-    usage_fields = {f.name for f in dataclasses.fields(Usage)}
-    usage = Usage(**{k: v for k, v in (data.get("usage") or {}).items() if k in usage_fields})
-    known = {f.name for f in dataclasses.fields(Outcome)}
+    usage = Usage(**{k: v for k, v in (data.get("usage") or {}).items() if k in Usage._fields})
+    known = Outcome._fields
     values = {k: v for k, v in data.items() if k in known and k != "usage"}
     for key in ("files", "notes"):
         if key in values:
@@ -412,7 +411,7 @@ class Store:
     def get(self, task_id: str) -> Optional[TaskRecord]:
         """The task's record, or None."""
         row = self._conn().execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return None if row is None else TaskRecord(**{c: row[c] for c in _COLUMNS})
+        return None if row is None else TaskRecord._from_row(row)
 
     def known_ids(self, task_ids: List[str]) -> set:
         """Which of these ids the database or the ledger already knows."""
@@ -432,7 +431,7 @@ class Store:
         rows = self._conn().execute(
             f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY task_id",
             [TaskStatus(s).value for s in statuses]).fetchall()
-        return [TaskRecord(**{c: r[c] for c in _COLUMNS}) for r in rows]
+        return [TaskRecord._from_row(r) for r in rows]
 
     def has_open_tasks(self) -> bool:
         """Whether any task is short of ``cleaned`` (one indexed lookup: an idle pass asks only this)."""

@@ -44,9 +44,8 @@ attached form (``format_attached_task_message`` + ``attachment_text``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from .errors import ConfigError
 from .models import MESSAGE_LIMIT, TASK_FILE as TASK_ATTACHMENT  # TASK_FILE: the file a too-long task travels in
@@ -84,8 +83,7 @@ _TAG_VALUE_RE = re.compile(r"[^\[\]\r\n`]+")
 _SHOW_MAX = 60                # how much of a bad value a problem message quotes
 
 
-@dataclass(frozen=True)
-class ParsedTask:
+class ParsedTask(NamedTuple):
     """A task message, read. ``problems`` empty means it may run.
 
     ``model_alias`` is the model as written (default ``primary``); ``model`` is the
