@@ -9,7 +9,11 @@ cut from ../shared/discord-openapi.json by tests/openapi/extract.py), so a fresh
   response schema (OAS 3.1, ``$ref`` resolved against the whole document), and every
   field we emit on the main objects is one the spec declares (no invented fields);
 * the message-create / edit request bodies the tests send validate against the
-  spec's request schemas (JSON and multipart);
+  spec's request schemas (JSON and multipart), and so do the thread start and thread
+  edit bodies;
+* threads: the start's 201, a thread channel, a message's ``thread``, the type-21
+  starter, the guild's active threads and the thread refusals (160004, 160005, 160006,
+  50083, 50013) validate against the spec;
 * the rate-limit headers have the spec's types.
 """
 
@@ -185,6 +189,14 @@ class Spec:
             self.no_undeclared(msg["message_reference"], "MessageReferenceResponse")
         if msg.get("referenced_message"):
             self.no_undeclared_message(msg["referenced_message"], "BasicMessageResponse")
+        if "thread" in msg:
+            self.no_undeclared_thread(msg["thread"])
+
+    def no_undeclared_thread(self, thread: Dict[str, Any]) -> None:
+        self.no_undeclared(thread, "ThreadResponse")
+        self.no_undeclared(thread["thread_metadata"], "ThreadMetadataResponse")
+        if "member" in thread:
+            self.no_undeclared(thread["member"], "ThreadMemberResponse")
 
 
 @pytest.fixture(scope="module")
@@ -430,3 +442,90 @@ def test_rate_limited_bodies(oas: Spec) -> None:
         assert body["global"] is True
     finally:
         w.close()
+
+
+# ------------------------------------------------------------------ threads
+
+
+def _request_pointer(oas: Spec, method: str, template: str) -> str:
+    return _pointer("paths", oas.spec_path(template), method.lower(), "requestBody", "content", "application/json",
+                    "schema")
+
+
+def test_thread_bodies(oas: Spec, world: World) -> None:
+    ld = world.ld
+    task = ld.post_message(world.cid, world.alice.id, "a task")
+    t_start = "/channels/{channel_id}/messages/{message_id}/threads"
+    body = {"name": "a task · host-a", "auto_archive_duration": 1440}
+    oas.validate_pointer(body, _request_pointer(oas, "POST", t_start))
+    oas.validate_schema(body, "CreateTextThreadWithMessageRequest")
+    r = world.call("POST", f"/channels/{world.cid}/messages/{task['id']}/threads", json=body)
+    assert r.status_code == 201
+    thread = oas.check_response("POST", t_start, r)
+    oas.validate_schema(thread, "ThreadResponse")
+    oas.no_undeclared_thread(thread)
+    tid = thread["id"]
+
+    t_channel = "/channels/{channel_id}"
+    got = oas.check_response("GET", t_channel, world.call("GET", f"/channels/{tid}"))
+    oas.validate_schema(got, "ThreadResponse")
+    oas.no_undeclared_thread(got)
+
+    t_msgs = "/channels/{channel_id}/messages"
+    parent = oas.check_response("GET", t_msgs, world.call("GET", f"/channels/{world.cid}/messages"))
+    assert parent[0]["thread"]["id"] == tid
+    for m in parent:
+        oas.no_undeclared_message(m)
+    posted = oas.check_response("POST", t_msgs, world.call("POST", f"/channels/{tid}/messages",
+                                                            json={"content": "claimed by host-a"}))
+    oas.no_undeclared_message(posted)
+    inside = oas.check_response("GET", t_msgs, world.call("GET", f"/channels/{tid}/messages"))
+    assert [m["type"] for m in inside] == [0, 21]
+    for m in inside:
+        oas.no_undeclared_message(m)
+
+    t_active = "/guilds/{guild_id}/threads/active"
+    active = oas.check_response("GET", t_active, world.call("GET", f"/guilds/{world.gid}/threads/active"))
+    oas.no_undeclared(active, "ThreadsResponse")
+    for t in active["threads"]:
+        oas.no_undeclared_thread(t)
+    for member in active["members"]:
+        oas.no_undeclared(member, "ThreadMemberResponse")
+
+    for edit in ({"locked": True}, {"archived": True}, {"archived": False, "locked": False}):
+        oas.validate_pointer(edit, _request_pointer(oas, "PATCH", t_channel))
+        oas.validate_schema(edit, "UpdateThreadRequestPartial")
+    ld.allow_permission(world.cid, world.bot.id, "MANAGE_THREADS")
+    for edit in ({"locked": True}, {"archived": True}, {"archived": False, "locked": False}):
+        done = oas.check_response("PATCH", t_channel, world.call("PATCH", f"/channels/{tid}", json=edit))
+        oas.validate_schema(done, "ThreadResponse")
+        oas.no_undeclared_thread(done)
+
+
+def test_thread_error_bodies(oas: Spec, world: World) -> None:
+    ld = world.ld
+    t_start = "/channels/{channel_id}/messages/{message_id}/threads"
+    t_msgs = "/channels/{channel_id}/messages"
+    t_channel = "/channels/{channel_id}"
+    first, second = (ld.post_message(world.cid, world.alice.id, t)["id"] for t in ("one", "two"))
+    tid = world.call("POST", f"/channels/{world.cid}/messages/{first}/threads", json={"name": "one"}).json()["id"]
+    ld.max_active_threads = 1
+    cases = [("POST", t_start, world.call("POST", f"/channels/{world.cid}/messages/{first}/threads",
+                                          json={"name": "again"}), 160004),
+             ("POST", t_start, world.call("POST", f"/channels/{world.cid}/messages/{second}/threads",
+                                          json={"name": "two"}), 160006),
+             ("POST", t_start, world.call("POST", f"/channels/{world.cid}/messages/{second}/threads",
+                                          json={"name": ""}), 50035)]
+    world.call("PATCH", f"/channels/{tid}", json={"locked": True})
+    cases.append(("POST", t_msgs, world.call("POST", f"/channels/{tid}/messages", json={"content": "x"}), 160005))
+    ld.archive_thread(tid)
+    cases.append(("POST", t_msgs, world.call("POST", f"/channels/{tid}/messages", json={"content": "x"}), 50083))
+    cases.append(("PATCH", t_channel, world.call("PATCH", f"/channels/{tid}", json={"archived": False}), 50013))
+    ld.deny_permission(world.gid, world.bot.id, "CREATE_PUBLIC_THREADS")
+    cases.append(("POST", t_start, world.call("POST", f"/channels/{world.cid}/messages/{second}/threads",
+                                              json={"name": "two"}), 50013))
+    for method, template, resp, code in cases:
+        assert 400 <= resp.status_code < 500
+        body = oas.check_response(method, template, resp)
+        assert body["code"] == code, (method, template, body)
+        oas.no_undeclared(body, "ErrorResponse")

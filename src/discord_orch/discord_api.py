@@ -47,9 +47,21 @@ from .errors import (
     Forbidden,
     NotFound,
     RateLimitedTooLong,
+    ThreadAlreadyExists,
+    TooManyActiveThreads,
     Unauthorized,
 )
-from .models import API_BASE_URL, Channel, FileUpload, Member, Message, User
+from .models import (
+    API_BASE_URL,
+    AUTO_ARCHIVE_MINUTES,
+    THREAD_NAME_MAX,
+    ActiveThreads,
+    Channel,
+    FileUpload,
+    Member,
+    Message,
+    User,
+)
 from .ratelimit import RateLimiter, RateLimitHeaders
 
 __all__ = ["DiscordClient", "ClientStats", "NO_MENTIONS"]
@@ -157,8 +169,45 @@ class DiscordClient:
         return self._call("GET", "/users/@me", {}, parse=User.from_json)
 
     def get_channel(self, channel_id: str) -> Channel:
-        """A channel (GET /channels/{id})."""
+        """A channel or a thread (GET /channels/{id}); a thread's parent, creator, archive state parsed."""
         return self._call("GET", "/channels/{channel_id}", {"channel_id": channel_id}, parse=Channel.from_json)
+
+    def start_thread(self, channel_id: str, message_id: str, name: str, *,
+                     auto_archive_duration: Optional[int] = None) -> Channel:
+        """Start the public thread of a message (POST .../messages/{id}/threads); its id is the message's.
+
+        Discord allows one thread per message: a second start raises :class:`ThreadAlreadyExists`
+        (``after_retry`` when this call's first attempt had no answer: the thread may be its own);
+        :class:`TooManyActiveThreads` at the server's cap. Like every call, a start whose answer
+        was lost is retried (bounded), so the caller must look before deciding who won."""
+        if not isinstance(name, str) or not 1 <= len(name) <= THREAD_NAME_MAX:
+            raise ValueError(f"a thread name must have 1 to {THREAD_NAME_MAX} characters")
+        payload: Dict[str, Any] = {"name": name}
+        if auto_archive_duration is not None:
+            if auto_archive_duration not in AUTO_ARCHIVE_MINUTES:
+                raise ValueError(f"auto_archive_duration must be one of {AUTO_ARCHIVE_MINUTES}")
+            payload["auto_archive_duration"] = auto_archive_duration
+        return self._call("POST", "/channels/{channel_id}/messages/{message_id}/threads",
+                          {"channel_id": channel_id, "message_id": message_id}, json_body=payload,
+                          parse=Channel.from_json)
+
+    def edit_thread(self, thread_id: str, *, archived: Optional[bool] = None, locked: Optional[bool] = None,
+                    name: Optional[str] = None) -> Channel:
+        """Change a thread (PATCH /channels/{thread}): archive or unarchive, lock or unlock, rename."""
+        payload = {k: v for k, v in (("archived", archived), ("locked", locked), ("name", name)) if v is not None}
+        if not payload:
+            raise ValueError("nothing to change")
+        return self._call("PATCH", "/channels/{channel_id}", {"channel_id": thread_id}, json_body=payload,
+                          parse=Channel.from_json)
+
+    def archive_thread(self, thread_id: str, *, lock: bool = False) -> Channel:
+        """Archive a thread (and lock it: nobody but moderators can post in it again)."""
+        return self.edit_thread(thread_id, archived=True, locked=True if lock else None)
+
+    def list_active_threads(self, guild_id: str) -> ActiveThreads:
+        """The server's active threads, each with its last_message_id (GET /guilds/{id}/threads/active)."""
+        return self._call("GET", "/guilds/{guild_id}/threads/active", {"guild_id": guild_id},
+                          parse=ActiveThreads.from_json)
 
     def get_member(self, guild_id: str, user_id: str) -> Member:
         """A member of a server, with their roles (GET /guilds/{id}/members/{user})."""
@@ -368,7 +417,11 @@ class DiscordClient:
                 log.debug("%s -> %d in %.0f ms (bucket %s, remaining %s, reset after %s)", route_key, status,
                           elapsed_ms, rl.bucket, rl.remaining, rl.reset_after)
                 if status >= 300:
-                    raise self._error(resp, method, template, channel_id)
+                    err = self._error(resp, method, template, channel_id)
+                    mid = path_params.get("message_id")
+                    err.message_id = None if mid is None else str(mid)
+                    err.after_retry = failures > 0
+                    raise err
                 return self._parse(resp, parse, method, template, channel_id, failures + limited + 1)
             finally:
                 if not consumed:
@@ -495,7 +548,7 @@ class DiscordClient:
 
     def _error(self, resp: requests.Response, method: str, template: str, channel_id: Optional[str]) -> DiscordError:
         code, message, errors = _error_fields(*_parse_json(resp.content))
-        cls = _ERROR_CLASSES.get(resp.status_code, BadRequest)
+        cls = _CODE_CLASSES.get((resp.status_code, code)) or _ERROR_CLASSES.get(resp.status_code, BadRequest)
         err = cls(method, template, resp.status_code, code, message, channel_id=channel_id, errors=errors)
         if (resp.status_code, code) in _SETUP_PROBLEMS:
             with self._lock:
@@ -529,6 +582,7 @@ class DiscordClient:
 # -- helpers ---------------------------------------------------------------
 
 _ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
+_CODE_CLASSES = {(400, 160004): ThreadAlreadyExists, (400, 160006): TooManyActiveThreads}  # (status, Discord code)
 _SETUP_PROBLEMS = frozenset({(403, 50001), (403, 50013), (404, 10003)})  # (status, Discord code)
 _DOWNLOAD_ERROR_CLASSES = {401: Forbidden, 403: Forbidden, 404: NotFound}
 

@@ -18,6 +18,8 @@ The tree is deliberately shallow::
         ├── Forbidden          403: missing access / permission
         ├── NotFound           404: unknown channel / message / ...
         ├── BadRequest         400 and other 4xx: Discord's code and field errors
+        │   ├── ThreadAlreadyExists  160004: the message has a thread (maybe one's own)
+        │   └── TooManyActiveThreads 160006: the server is at its active-thread cap
         ├── RateLimitedTooLong a rate-limit wait would exceed the configured cap
         ├── DiscordUnavailable 5xx or connection errors after bounded retries
         └── AttachmentTooLarge a download would exceed the caller's byte limit
@@ -151,6 +153,8 @@ class DiscordError(OrchError):
         self.message = message
         self.channel_id = channel_id
         self.errors = dict(errors or {})
+        self.message_id: Optional[str] = None   # the path's message, where the route has one
+        self.after_retry = False   # the answer came to a retry of a request whose first fate was unknown
 
     def _where(self) -> str:
         where = f"{self.method} {self.route}".strip()
@@ -200,13 +204,21 @@ UNKNOWN_CHANNEL = 10003
 UNKNOWN_GUILD = 10004
 UNKNOWN_MEMBER = 10007
 UNKNOWN_MESSAGE = 10008
+CANNOT_EXECUTE_ON_SYSTEM_MESSAGE = 50021
+THREAD_ARCHIVED = 50083       # an archived thread refuses edits and reactions (and posts, when locked)
+THREAD_ALREADY_CREATED = 160004
+THREAD_LOCKED = 160005
+MAX_ACTIVE_THREADS = 160006
 
 # The permission a route needs, named as Discord's server settings name it.
 _PERMISSION_FOR = {
     "GET /channels/{channel_id}": "View Channel",
     "GET /channels/{channel_id}/messages": "Read Message History",
     "GET /channels/{channel_id}/messages/{message_id}": "Read Message History",
-    "POST /channels/{channel_id}/messages": "Send Messages (and Attach Files, Read Message History)",
+    "POST /channels/{channel_id}/messages":
+        "Send Messages (in a thread: Send Messages in Threads) (and Attach Files, Read Message History)",
+    "POST /channels/{channel_id}/messages/{message_id}/threads": "Create Public Threads (and Read Message History)",
+    "PATCH /channels/{channel_id}": "Manage Threads (or be the thread's creator)",
     "PUT /channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me":
         "Add Reactions (and Read Message History)",
     "GET /channels/{channel_id}/messages/{message_id}/reactions/{emoji}": "Read Message History",
@@ -270,6 +282,37 @@ class BadRequest(DiscordError):
     """400 and any other 4xx: Discord's code and field errors, never retried."""
 
     what = "Discord rejected the request"
+
+
+class ThreadAlreadyExists(BadRequest):
+    """160004: the message already has a thread (``thread_id`` = the message's id).
+
+    A start whose first answer was lost and that was retried gets this for its own thread
+    (``after_retry``): look at the thread (its name, its owner) before deciding who has it.
+    """
+
+    what = "the message already has a thread"
+    about_the_channel = False
+
+    @property
+    def thread_id(self) -> Optional[str]:
+        """The thread's id: the starter message's id."""
+        return self.message_id
+
+    def __str__(self) -> str:
+        again = " (after a retry: it may be this bot's own start)" if self.after_retry else ""
+        return f"message {self.message_id} in channel {self.channel_id} already has a thread (code 160004){again}"
+
+
+class TooManyActiveThreads(BadRequest):
+    """160006: the server holds as many active threads as Discord allows; archive some first."""
+
+    what = "the server is at its limit of active threads"
+    about_the_channel = False
+
+    def __str__(self) -> str:
+        return (f"Discord refused {self.method} {self.route}: the server has the most active threads it may "
+                "have (code 160006); archive finished threads, then start again")
 
 
 class RateLimitedTooLong(DiscordError):

@@ -23,6 +23,10 @@ _SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")
 # Message types that can carry a task: DEFAULT and REPLY. Everything else
 # (joins, pins, thread starters...) is a system message.
 TASK_MESSAGE_TYPES = (0, 19)
+THREAD_STARTER_MESSAGE = 21            # the first message of a thread started from a message
+THREAD_TYPES = (10, 11, 12)            # announcement, public and private thread channels
+THREAD_NAME_MAX = 100                  # characters of a thread's name (at least 1)
+AUTO_ARCHIVE_MINUTES = (60, 1440, 4320, 10080)   # the auto_archive_duration values Discord accepts
 
 
 def is_snowflake(s: object) -> bool:
@@ -86,8 +90,61 @@ class Attachment(NamedTuple):
                    size=int(data.get("size", 0)), url=str(data.get("url", "")))
 
 
+class Channel(NamedTuple):
+    """A channel: its type and server; for a thread also its parent, creator and archive state."""
+
+    id: str
+    name: str = ""
+    guild_id: Optional[str] = None
+    type: int = 0
+    parent_id: Optional[str] = None
+    owner_id: Optional[str] = None       # a thread's creator
+    last_message_id: Optional[str] = None
+    archived: bool = False
+    locked: bool = False
+    auto_archive_duration: Optional[int] = None
+    message_count: int = 0
+
+    @property
+    def is_thread(self) -> bool:
+        """Whether this channel is a thread."""
+        return self.type in THREAD_TYPES
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Channel":
+        """From Discord's channel (or thread) object; thread fields default when absent."""
+        meta = data.get("thread_metadata") or {}
+        duration = meta.get("auto_archive_duration")
+        return cls(id=str(data["id"]), name=str(data.get("name") or ""),
+                   guild_id=_opt_id(data.get("guild_id")), type=int(data.get("type", 0)),
+                   parent_id=_opt_id(data.get("parent_id")), owner_id=_opt_id(data.get("owner_id")),
+                   last_message_id=_opt_id(data.get("last_message_id")),
+                   archived=bool(meta.get("archived", False)), locked=bool(meta.get("locked", False)),
+                   auto_archive_duration=None if duration is None else int(duration),
+                   message_count=int(data.get("message_count") or 0))
+
+
+class ActiveThreads(NamedTuple):
+    """A server's active threads (GET /guilds/{id}/threads/active), newest first."""
+
+    threads: Tuple[Channel, ...] = ()
+    joined: Tuple[str, ...] = ()         # ids of the threads the bot is a member of
+    has_more: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ActiveThreads":
+        """From Discord's answer: ``threads``, ``members``, ``has_more`` (absent = False)."""
+        return cls(threads=tuple(Channel.from_json(t) for t in data.get("threads") or ()),
+                   joined=tuple(str(m["id"]) for m in data.get("members") or () if m.get("id")),
+                   has_more=bool(data.get("has_more", False)))
+
+
+def _opt_id(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
 class Message(NamedTuple):
-    """A message as a poll returns it, with its reactions and attachments."""
+    """A message as a poll returns it, with its reactions, attachments and thread."""
 
     id: str
     channel_id: str
@@ -98,6 +155,7 @@ class Message(NamedTuple):
     attachments: Tuple[Attachment, ...] = ()
     referenced_message_id: Optional[str] = None
     nonce: Optional[str] = None
+    thread: Optional[Channel] = None     # the thread started from this message, if any
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Message":
@@ -114,6 +172,7 @@ class Message(NamedTuple):
             attachments=tuple(Attachment.from_json(a) for a in data.get("attachments") or ()),
             referenced_message_id=str(ref["message_id"]) if ref.get("message_id") else None,
             nonce=None if nonce is None else str(nonce),
+            thread=Channel.from_json(data["thread"]) if data.get("thread") else None,
         )
 
     def reaction(self, emoji: str) -> Optional[Reaction]:
@@ -122,22 +181,6 @@ class Message(NamedTuple):
             if r.emoji == emoji:
                 return r
         return None
-
-
-class Channel(NamedTuple):
-    """A channel: its type and server."""
-
-    id: str
-    name: str = ""
-    guild_id: Optional[str] = None
-    type: int = 0
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Channel":
-        """From Discord's channel object."""
-        gid = data.get("guild_id")
-        return cls(id=str(data["id"]), name=str(data.get("name") or ""),
-                   guild_id=None if gid is None else str(gid), type=int(data.get("type", 0)))
 
 
 class Member(NamedTuple):

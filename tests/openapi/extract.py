@@ -30,6 +30,8 @@ NAMED_SCHEMAS = (
     "MessageReactionEmojiResponse", "MessageReactionCountDetailsResponse", "MessageEmbedResponse",
     "MessageEmbedFieldResponse", "MessageReferenceResponse", "MessageCreateRequest",
     "MessageEditRequestPartial", "ErrorResponse", "RatelimitedResponse", "InnerErrors", "Error",
+    "ThreadResponse", "ThreadMetadataResponse", "ThreadMemberResponse", "ThreadsResponse",
+    "CreateTextThreadWithMessageRequest", "UpdateThreadRequestPartial",
 )
 NAMED_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After")
 KEPT_TOP_LEVEL = ("openapi", "info")

@@ -20,7 +20,14 @@ Use::
 Emulated
     * Routes in :attr:`LocalDiscord.ROUTES` (users/@me, channel, guild member, list /
       create / get / edit / delete message, add / remove own reaction, list reaction
-      users), with the v10 shapes of Discord's OpenAPI spec.
+      users, start a thread from a message, edit (archive, lock) a thread, list a guild's
+      active threads), with the v10 shapes of Discord's OpenAPI spec.
+    * Public threads started from a message (``threads``, whose docstring lists which
+      facts are verified and how): one thread per message (160004), the guild's cap of
+      active threads (160006, ``max_active_threads``), ``thread`` on the starter message,
+      the type-21 first message, unarchive on post, locked threads, the permissions
+      Create Public Threads / Send Messages in Threads / Manage Threads
+      (``deny_permission``, ``allow_permission``).
     * Bot-token auth (401), per-user channel denial (403 50001 / 50013), the usual
       404 codes (10003, 10004, 10007, 10008), 10014 Unknown Emoji, 50005, 50006,
       50035 with nested field errors, 50109 invalid JSON, 40005 file too large,
@@ -40,11 +47,13 @@ Emulated
       parameter) with a window that starts at the first request, ``X-RateLimit-*``
       headers on every answer of a limited route, 429 bodies and headers (per-route
       ``Scope: user`` and the per-bot global limit with ``X-RateLimit-Global``).
-    * Fault injection: injected statuses, dropped connections (before or after the
-      request took effect), added latency, whole-API outage.
+    * Fault injection: injected statuses and dropped connections (before or after the
+      request took effect, narrowed to path parameters and the asking bot with ``where``;
+      ``lose_thread_start_answers``), added latency, whole-API outage.
 
 Not emulated
-    The gateway (websocket), permissions beyond explicit ``deny``, threads, DMs,
+    The gateway (websocket), permissions beyond explicit ``deny`` and the thread
+    permissions, private / announcement / forum threads, DMs,
     webhooks, interactions, pins, stickers, polls, components validation, custom
     emoji registry (any well-formed ``name:id`` is accepted), the invalid-request
     (Cloudflare) limit, ``shared`` rate-limit scopes, ``X-Audit-Log-Reason``. Fetched
@@ -55,7 +64,7 @@ Not emulated
 Modules
     ``emulator`` (``LocalDiscord``: lifecycle, request pipeline, request log, faults),
     ``server`` (HTTP plumbing), ``store`` (the world and its JSON), the route handlers
-    ``messages``, ``reactions`` and ``guilds``, and their helpers ``routes``, ``apierror``,
+    ``messages``, ``reactions``, ``guilds`` and ``threads``, and their helpers ``routes``, ``apierror``,
     ``bodies``, ``emoji``, ``ratelimits`` and ``faults``.
 """
 

@@ -78,6 +78,12 @@ _UNKNOWN = {
     "emoji": (400, 10014, "Unknown Emoji"),
 }
 DENY_MESSAGES = {50001: "Missing Access", 50013: "Missing Permissions"}
+MISSING_PERMISSIONS = 50013
+
+
+def missing_permissions() -> ApiError:
+    """403 50013: the user sees the channel but lacks a permission there."""
+    return ApiError(403, MISSING_PERMISSIONS, DENY_MESSAGES[MISSING_PERMISSIONS])
 
 
 def unknown(what: str) -> ApiError:

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .apierror import ApiError, field_error, invalid_form
 from .faults import Fault, injected_response, take_fault
@@ -21,6 +21,7 @@ from .guilds import GuildRoutes
 from .messages import MessageRoutes
 from .ratelimits import Limiter, RateLimits
 from .reactions import ReactionRoutes
+from .threads import START_ROUTE, ThreadRoutes
 from .routes import API_PREFIX, ATTACHMENT_ROUTE, ROUTE_DEFS, SNOWFLAKE_PARAMS, bucket_hash, match_route, norm_route
 from .server import Resp, Server, error_response, json_bytes
 from .store import looks_like_snowflake
@@ -40,7 +41,7 @@ class RequestRecord:
     bucket: Optional[str]
 
 
-class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
+class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
     """The loopback Discord. See the package docstring for what is emulated."""
 
     ROUTES: Tuple[str, ...] = tuple(f"{m} {t}" for (m, t, _h, _b) in ROUTE_DEFS)
@@ -157,10 +158,14 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
     # ----------------------------------------------------------------- fault injection
 
     def fail(self, method: Optional[str], route: str, statuses: Sequence[int] = (502, 503),
-             count: Optional[int] = None, body: Optional[Any] = None) -> None:
+             count: Optional[int] = None, body: Optional[Any] = None, after_processing: bool = False,
+             where: Optional[Mapping[str, str]] = None) -> None:
         """The next matching requests answer these statuses in order (an int ``count``
-        longer than ``statuses`` repeats the last). Nothing takes effect. ``body``
-        overrides the JSON body ``{"message": "<status>: <reason>", "code": 0}``."""
+        longer than ``statuses`` repeats the last). Nothing takes effect unless
+        ``after_processing`` (then the request does, and its answer is replaced). ``body``
+        overrides the JSON body ``{"message": "<status>: <reason>", "code": 0}``. ``where``
+        narrows the match to path parameters (``{"message_id": ...}``) and ``"user_id"``
+        (the bot asking)."""
         statuses = [int(s) for s in statuses]
         if not statuses:
             raise ValueError("statuses must not be empty")
@@ -169,16 +174,27 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
             return
         with self._lock:
             self._faults.append(Fault(method.upper() if method else None, route, "fail", statuses,
-                                      remaining=n, body=body))
+                                      remaining=n, body=body, after_processing=after_processing,
+                                      where={k: str(v) for k, v in (where or {}).items()}))
 
-    def drop(self, method: Optional[str], route: str, count: int = 1, after_processing: bool = False) -> None:
+    def drop(self, method: Optional[str], route: str, count: int = 1, after_processing: bool = False,
+             where: Optional[Mapping[str, str]] = None) -> None:
         """Close the connection with no response for the next ``count`` matching
-        requests; with ``after_processing`` the request takes effect first."""
+        requests; with ``after_processing`` the request takes effect first. ``where``
+        as for ``fail``."""
         if count <= 0:
             return
         with self._lock:
             self._faults.append(Fault(method.upper() if method else None, route, "drop", remaining=int(count),
-                                      after_processing=after_processing))
+                                      after_processing=after_processing,
+                                      where={k: str(v) for k, v in (where or {}).items()}))
+
+    def lose_thread_start_answers(self, count: int = 1, message_id: Optional[str] = None,
+                                  user_id: Optional[str] = None) -> None:
+        """The next ``count`` thread starts (of ``message_id``, by ``user_id``, if given) take
+        effect, then the connection drops: the thread exists, the starter never hears so."""
+        where = {k: v for k, v in (("message_id", message_id), ("user_id", user_id)) if v is not None}
+        self.drop("POST", START_ROUTE, count=count, after_processing=True, where=where)
 
     def clear_faults(self) -> None:
         """Disarm every injected fault."""
@@ -247,21 +263,19 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
             return error_response(ApiError(405, 0, "405: Method Not Allowed", headers=[("Allow", allow)])), rec
         _m, template, handler_name, family = chosen
         route = f"{method} {template}"
-        fault = take_fault(self._faults, method, route)
-        after_drop = False
-        if fault is not None:
-            f, status = fault
-            if f.kind == "drop" and not f.after_processing:
+        fault = take_fault(self._faults, method, route, params, token_user)
+        if fault is not None and not fault[0].after_processing:
+            if fault[0].kind == "drop":
                 return Resp(0, drop=True), rec
-            if f.kind == "drop":
-                after_drop = True
-            else:
-                return injected_response(status or 500, f.body), rec
+            return injected_response(fault[1] or 500, fault[0].body), rec
 
         resp = self._authorized_pipeline(method, route, template, handler_name, family, params, split.query,
                                          headers, body, token_user, rec)
-        if after_drop:
-            resp.drop = True
+        if fault is not None:   # after processing: what happened stays, the answer is lost or replaced
+            if fault[0].kind == "drop":
+                resp.drop = True
+            else:
+                resp = injected_response(fault[1] or 500, fault[0].body)
         return resp, rec
 
     def _authorized_pipeline(self, method: str, route: str, template: str, handler_name: str,
@@ -281,6 +295,8 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
                 limit, window = rl.message_create
             elif family == "reactions":
                 limit, window = rl.reactions
+            elif family == "thread_create":
+                limit, window = rl.thread_create
             else:
                 limit, window = rl.default
             bucket = bucket_hash(fam)
@@ -296,6 +312,7 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes):
                         raise invalid_form(field_error([name], "NUMBER_TYPE_COERCE",
                                                        f'Value "{shown}" is not snowflake.'))
             self._check_denied(params, user_id)
+            self._thread_gate(method, template, params, user_id)
             handler = getattr(self, handler_name)
             status, payload = handler(user_id, params, urllib.parse.parse_qs(query, keep_blank_values=True),
                                       headers, body)

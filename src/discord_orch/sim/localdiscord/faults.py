@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .routes import norm_route
 from .server import Resp, json_bytes
@@ -22,17 +22,22 @@ class Fault:
     after_processing: bool = False
     body: Optional[Any] = None
     used: int = 0
+    where: Dict[str, str] = field(default_factory=dict)  # path parameters (and "user_id": who asks) to match
 
 
-def take_fault(faults: List[Fault], method: str, route: Optional[str]) -> Optional[Tuple[Fault, Optional[int]]]:
+def take_fault(faults: List[Fault], method: str, route: Optional[str], params: Optional[Mapping[str, str]] = None,
+               user_id: Optional[str] = None) -> Optional[Tuple[Fault, Optional[int]]]:
     """The first armed fault matching this request, consumed (lock held)."""
     if route is None:
         return None
     _rm, rpath = norm_route(route)
+    seen = dict(params or {}, user_id=user_id or "")
     for f in faults:
         fm, fpath = norm_route(f.route)
         want = f.method or fm
         if (want is not None and want != method) or fpath != rpath:
+            continue
+        if any(seen.get(k) != v for k, v in f.where.items()):
             continue
         status = f.statuses[min(f.used, len(f.statuses) - 1)] if f.kind == "fail" else None
         f.used += 1

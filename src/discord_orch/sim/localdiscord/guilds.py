@@ -19,7 +19,7 @@ class GuildRoutes(Store):
 
     def _h_get_channel(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]], headers: Any,
                        body: bytes) -> Tuple[int, Any]:
-        return 200, self._channel_json(self._api_channel(params))
+        return 200, self._channel_json(self._api_channel(params), user_id)
 
     def _h_get_member(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]], headers: Any,
                       body: bytes) -> Tuple[int, Any]:

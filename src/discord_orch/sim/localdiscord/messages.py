@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .apierror import ApiError, field_error, invalid_form, merge, query_limit, too_long
 from .bodies import parse_body
-from .store import Store, looks_like_snowflake
+from .store import THREAD_STARTER_MESSAGE, Store, looks_like_snowflake
 
 
 class MessageRoutes(Store):
@@ -149,6 +149,8 @@ class MessageRoutes(Store):
     def _h_delete_message(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]],
                           headers: Any, body: bytes) -> Tuple[int, Any]:
         ch, msg = self._api_message(params)
+        if msg.type == THREAD_STARTER_MESSAGE:   # not deletable (Discord's message types table)
+            raise ApiError(400, 50021, "Cannot execute action on a system message")
         self._delete(ch, msg.id)
         return 204, None
 

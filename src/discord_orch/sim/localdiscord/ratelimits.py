@@ -15,7 +15,9 @@ class RateLimits:
     """Rate-limit settings. Tuples are ``(limit, window seconds)``.
 
     ``message_create`` and ``reactions`` are per channel (PUT and DELETE of ``@me``
-    reactions share one bucket); ``default`` applies per route and major parameter
+    reactions share one bucket); ``thread_create`` (starting a thread from a message)
+    is per parent channel, and its default is a guess: Discord does not document it
+    (see ``threads.py``); ``default`` applies per route and major parameter
     to every other route; ``global_per_second`` is per bot (None or 0: no global
     limit). ``enabled=False`` means no 429 and no rate-limit headers.
     """
@@ -24,6 +26,7 @@ class RateLimits:
     global_per_second: Optional[int] = 50
     message_create: Tuple[int, float] = (5, 5.0)
     reactions: Tuple[int, float] = (1, 0.25)
+    thread_create: Tuple[int, float] = (10, 10.0)
     default: Tuple[int, float] = (50, 1.0)
 
     @classmethod

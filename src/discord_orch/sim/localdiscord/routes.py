@@ -13,6 +13,7 @@ API_PREFIX = "/api/v10"
 ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
     ("GET", "/users/@me", "_h_get_me", None),
     ("GET", "/channels/{channel_id}", "_h_get_channel", None),
+    ("PATCH", "/channels/{channel_id}", "_h_edit_channel", None),
     ("GET", "/channels/{channel_id}/messages", "_h_list_messages", None),
     ("POST", "/channels/{channel_id}/messages", "_h_create_message", "message_create"),
     ("GET", "/channels/{channel_id}/messages/{message_id}", "_h_get_message", None),
@@ -21,7 +22,9 @@ ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
     ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", "_h_add_reaction", "reactions"),
     ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", "_h_remove_reaction", "reactions"),
     ("GET", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", "_h_list_reaction_users", None),
+    ("POST", "/channels/{channel_id}/messages/{message_id}/threads", "_h_start_thread", "thread_create"),
     ("GET", "/guilds/{guild_id}/members/{user_id}", "_h_get_member", None),
+    ("GET", "/guilds/{guild_id}/threads/active", "_h_list_active_threads", None),
 )
 ATTACHMENT_ROUTE = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
 SNOWFLAKE_PARAMS = ("channel_id", "message_id", "guild_id", "user_id")

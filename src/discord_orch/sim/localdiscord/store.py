@@ -27,6 +27,7 @@ from .emoji import parse_emoji
 
 LINK_TTL_S = 24 * 3600       # how long a signed attachment link lasts (Discord's CDN: about a day)
 LINK_KEY_BYTES = 16
+THREAD_STARTER_MESSAGE = 21  # a message type: the first message of a thread started from a message
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,27 @@ class Msg:
     mention_everyone: bool = False
     allowed_mentions: Optional[Dict[str, Any]] = None
     reference_id: Optional[str] = None
+    reference_channel_id: Optional[str] = None  # set when the reference is in another channel (a thread's starter)
     edited_ms: Optional[int] = None
     nonce: Optional[Union[str, int]] = None
     reactions: Dict[str, List[str]] = field(default_factory=dict)  # key -> user ids in order
     reaction_emoji: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class ThreadState:
+    """What makes a channel a thread (see ``threads.py``): its parent, creator, archive state, members."""
+
+    parent_id: str
+    owner_id: str
+    auto_archive_duration: int
+    create_ms: int
+    archive_ms: int                  # when ``archived`` last changed (Discord's archive_timestamp)
+    activity_ms: int                 # the last activity, for auto-archiving
+    archived: bool = False
+    locked: bool = False
+    total_sent: int = 0
+    members: Dict[str, int] = field(default_factory=dict)  # user id -> join ms
 
 
 @dataclass
@@ -108,6 +126,7 @@ class Channel:
     topic: Optional[str] = None
     messages: List[Msg] = field(default_factory=list)
     by_id: Dict[str, Msg] = field(default_factory=dict)
+    thread: Optional[ThreadState] = None
 
 
 @dataclass
@@ -139,6 +158,7 @@ class Store:
         self._channels: Dict[str, Channel] = {}
         self._attachments: Dict[str, Tuple[str, str, Attachment]] = {}  # att id -> (channel, msg, att)
         self._denied: Dict[Tuple[str, str], int] = {}
+        self._permissions: Dict[Tuple[str, str, str], bool] = {}  # (channel or guild, user, permission) -> allowed
         self._nonces: Dict[Tuple[str, str], Tuple[str, str, float]] = {}
 
     @property
@@ -350,7 +370,13 @@ class Store:
         self._compute_mentions(msg)
         ch.messages.append(msg)
         ch.by_id[mid] = msg
+        if ch.thread is not None:
+            self._thread_activity(ch, author_id)
         return msg
+
+    def _thread_activity(self, ch: Channel, author_id: str) -> None:
+        """A message was posted in the thread ``ch`` (``threads.ThreadRoutes`` says what follows)."""
+        raise NotImplementedError
 
     def _new_attachment(self, cid: str, mid: str, name: str, data: bytes, description: Optional[str]) -> Attachment:
         aid = self._next_id()
@@ -489,14 +515,20 @@ class Store:
         if msg.nonce is not None and (with_nonce or self.nonce_in_history):
             out["nonce"] = msg.nonce
         if msg.reference_id:
-            out["message_reference"] = {"type": 0, "channel_id": ch.id, "message_id": msg.reference_id,
-                                        "guild_id": ch.guild_id}
+            ref_ch = self._channels.get(msg.reference_channel_id or ch.id)
+            out["message_reference"] = {"type": 0, "channel_id": msg.reference_channel_id or ch.id,
+                                        "message_id": msg.reference_id, "guild_id": ch.guild_id}
             if not nested:
-                ref = ch.by_id.get(msg.reference_id)
+                ref = ref_ch.by_id.get(msg.reference_id) if ref_ch is not None else None
                 out["referenced_message"] = None if ref is None else self._render(ref, viewer, intent, nested=True)
+        started = self._channels.get(msg.id)
+        if started is not None and started.thread is not None and started.thread.parent_id == ch.id:
+            out["thread"] = self._channel_json(started, viewer)   # the thread started from this message
         return out
 
-    def _channel_json(self, ch: Channel) -> Dict[str, Any]:
+    def _channel_json(self, ch: Channel, viewer: Optional[str] = None) -> Dict[str, Any]:
+        if ch.thread is not None:
+            return self._thread_json(ch, viewer)
         return {
             "id": ch.id, "type": ch.type,
             "last_message_id": ch.messages[-1].id if ch.messages else None,
@@ -504,6 +536,10 @@ class Store:
             "rate_limit_per_user": 0, "topic": ch.topic, "position": ch.position,
             "permission_overwrites": [], "nsfw": False, "last_pin_timestamp": None,
         }
+
+    def _thread_json(self, ch: Channel, viewer: Optional[str]) -> Dict[str, Any]:
+        """A thread channel as Discord renders it (``threads.ThreadRoutes``)."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------- access (lock held)
 
@@ -523,6 +559,8 @@ class Store:
             ids.append(cid)
             ch = self._channels.get(cid)
             if ch is not None:
+                if ch.thread is not None:   # a thread has its parent's permissions
+                    ids.append(ch.thread.parent_id)
                 ids.append(ch.guild_id)
         if params.get("guild_id"):
             ids.append(params["guild_id"])
