@@ -68,12 +68,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError, Forbidden,
-                     NotFound, Unauthorized)
+from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError,
+                     Forbidden, NotFound, ThreadAlreadyExists, Unauthorized)
 from .lanes import Lane, guarded
-from .models import TASK_MESSAGE_TYPES, Attachment, Message, User, is_snowflake
+from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .outcome import OK, TIMED_OUT
-from .state import CLAIMED, REFUSED, Store, TaskRecord
+from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, Store, TaskRecord
 from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ if TYPE_CHECKING:
     from .discord_api import DiscordClient
 
 CLAIM_EMOJI = "✅"
+CLAIM_BY_THREAD = "thread"      # CLAIM=thread: the host that starts a task's thread runs it
+THREAD_ARCHIVE_MINUTES = 1440   # a task's thread archives itself after a day with nothing posted in it
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
@@ -91,6 +93,8 @@ INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose ref
 STRAY_CLAIM_KEY = "notice:stray-claim:{message}"      # meta: this message's ignored ✅ was logged
 REACTORS_PAGE = 100                                   # users per GET of a reaction's users (Discord's most)
 REACTORS_MAX = 1000                                   # read at most this many ✅ users; more: taken as claimed
+INTENT_REASON = ("the message arrived empty: the bot cannot read message content. Turn on MESSAGE CONTENT INTENT "
+                 "for the bot (Discord Developer Portal → Bot → Privileged Gateway Intents)")
 
 log = logging.getLogger("discord_orch")
 
@@ -218,6 +222,14 @@ class Identity:
         return self._client.get_member(self.guild(), user_id).roles
 
 
+class Contest(NamedTuple):
+    """Who started a task's thread (CLAIM=thread)."""
+
+    won: bool                 # this host did: the task is its to run (or refuse)
+    host: str = ""            # the host that did, as its thread's name says ("" when not looked at)
+    gone: bool = False        # the task's message was deleted: nobody will
+
+
 class Decision(NamedTuple):
     """What ``Claims.decide`` did with a pending message."""
 
@@ -254,7 +266,17 @@ class Claims:
         """The messages of a poll that are tasks nobody has claimed (see the protocol above)."""
         ids = [m.id for m in messages]
         known = self.store.known_ids(ids) | self.store.posted_ids(ids)
-        return [m for m in messages if not self._own_post(m) and is_pending(m, known, self._claim_counts)]
+        by_thread = self.settings.claim == CLAIM_BY_THREAD
+        return [m for m in messages if not (by_thread and m.thread is not None) and not self._own_post(m)
+                and is_pending(m, known, self._claim_counts)]
+
+    def runs_first(self, msg: Message) -> bool:
+        """Whether the message's author may run tasks here: decided before the messages to refuse.
+        True when Discord cannot tell yet (deciding it will find out)."""
+        try:
+            return self.access.allows(msg.author)
+        except DiscordError:
+            return True
 
     def _claim_counts(self, msg: Message) -> bool:
         """Does a ✅ that is not ours claim the task? Only a CLAIM_BOT_IDS bot's or an allowed user's does
@@ -304,16 +326,18 @@ class Claims:
     # -- decide: claim or refuse ----------------------------------------------
     def decide(self, msg: Message) -> Decision:
         """Claim a pending message (record, ledger, ✅) or refuse it (record, ⛔) with the reason; drop it
-        when it was deleted before its TASK.txt was read (nobody to answer).
+        when it was deleted before its TASK.txt was read (nobody to answer). With CLAIM=thread, either
+        happens only on the host that starts the task's thread (see the protocol above).
 
         DiscordError when Discord cannot tell (an outage): it stays pending."""
+        rec = self.store.get(msg.id)
+        if rec is not None and rec.status == CLAIMING:   # a start Discord did not answer, tried again
+            return self.settle(rec, attempted=True)
         verdict = self.access.check(msg)
         if not verdict.allowed:
             return self._refuse(msg, verdict.reason)
         if not msg.content.strip() and not msg.attachments and not msg.author.bot:
-            return self._refuse(msg, "the message arrived empty: the bot cannot read message content. Turn on "
-                                     "MESSAGE CONTENT INTENT for the bot (Discord Developer Portal → Bot → "
-                                     "Privileged Gateway Intents)", intent=True)
+            return self._refuse(msg, INTENT_REASON)
         try:
             attachment_text, unreadable = self._task_attachment(msg)
         except NotFound as exc:
@@ -332,16 +356,131 @@ class Claims:
             if not is_profile(self.settings.workers_dir, parsed.worker):
                 return self._refuse(msg, _no_such_profile(parsed.worker, list(worker_profiles(self.settings.workers_dir))),
                                     description=parsed.description)
+        by_thread = self.settings.claim == CLAIM_BY_THREAD
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
-                                 status=CLAIMED, description=parsed.description, model_alias=parsed.model_alias,
-                                 model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker):
+                                 status=CLAIMING if by_thread else CLAIMED, description=parsed.description,
+                                 model_alias=parsed.model_alias, model=parsed.model or "", thinking=parsed.thinking,
+                                 worker=parsed.worker):
             log.info("task=%s already claimed; skipped", msg.id)
             return Decision(msg.id)
-        self.store.append_ledger(msg.id)
-        log.info("claimed task=%s model=%s thinking=%s%s", msg.id, parsed.model, parsed.thinking,
-                 f" worker={parsed.worker}" if parsed.worker else "")
-        self.react_claimed(msg.id)
-        return Decision(msg.id, record=self.store.get(msg.id))
+        if by_thread:
+            return self.settle(self.store.get(msg.id), attempted=False)   # type: ignore[arg-type]
+        return self._claimed(self.store.get(msg.id))   # type: ignore[arg-type]
+
+    def _refuse(self, msg: Message, reason: str, *, description: str = "") -> Decision:
+        by_thread = self.settings.claim == CLAIM_BY_THREAD
+        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
+                                 status=CLAIMING if by_thread else REFUSED, description=description, refusal=reason):
+            return Decision(msg.id)
+        if by_thread:
+            return self.settle(self.store.get(msg.id), attempted=False)   # type: ignore[arg-type]
+        return self._refused(self.store.get(msg.id))   # type: ignore[arg-type]
+
+    def settle(self, rec: TaskRecord, *, attempted: bool) -> Decision:
+        """CLAIM=thread: start the thread of a ``claiming`` task, or find out who did; then claim or refuse
+        it here (this host won), or leave it to the host that has it. ``attempted``: an earlier start's
+        fate is unknown (a pass killed meanwhile, an answer lost): look before starting again.
+
+        DiscordError when Discord cannot tell: the record stays ``claiming``, tried again later."""
+        contest = self._contest(rec, attempted=attempted)
+        if contest.gone:
+            self.store.mark_dropped(rec.task_id)
+            log.warning("task=%s: its message was deleted before it was claimed; dropped", rec.task_id)
+            return Decision(rec.task_id)
+        if not contest.won:
+            self.store.mark_elsewhere(rec.task_id, host=contest.host)
+            log.info("task=%s: %s started its thread first; not run here", rec.task_id,
+                     contest.host or "another host")
+            return Decision(rec.task_id)
+        if self.store.mark_won(rec.task_id) == REFUSED:
+            return self._refused(self.store.get(rec.task_id))   # type: ignore[arg-type]
+        return self._claimed(self.store.get(rec.task_id))   # type: ignore[arg-type]
+
+    def _contest(self, rec: TaskRecord, *, attempted: bool) -> "Contest":
+        """Start the task's thread: Discord's one-thread-per-message rule makes exactly one host win."""
+        from .report import thread_name   # only when there is a task to claim: never on an idle pass
+
+        if attempted:
+            seen = self.client.find_thread(rec.task_id)
+            if seen is not None:
+                return self._judge(seen)
+        name = thread_name(rec.description, self.settings.host_name, rec.task_id)
+        try:
+            self.client.start_thread(self.settings.task_queue_channel, rec.task_id, name,
+                                     auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+            return Contest(won=True, host=self.settings.host_name)
+        except ThreadAlreadyExists as exc:
+            if not exc.after_retry:
+                return Contest(won=False)   # a thread this host never tried to start before: another's
+            seen = self.client.find_thread(rec.task_id)   # this host's own start may have landed, unanswered
+            if seen is None:
+                raise
+            return self._judge(seen)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_MESSAGE:
+                raise
+            return Contest(won=False, gone=True)
+        except Forbidden as exc:
+            raise ConfigError("CLAIM", f"the bot may not start threads in #task-queue: Discord answered "
+                              f"{exc.answer()}", "give the bot Create Public Threads and Send Messages in Threads "
+                              "there, or set CLAIM=reaction (one host only)") from None
+
+    def _judge(self, thread: Channel) -> "Contest":
+        """Whose is this task's thread? This host's when this bot started it under this host's name
+        (hosts sharing one bot token differ only by name)."""
+        from .report import thread_host
+
+        host = thread_host(thread.name)
+        ours = thread.owner_id == self.identity.bot_user_id() and host == self.settings.host_name
+        return Contest(won=ours, host=host or f"user {thread.owner_id}")
+
+    def _claimed(self, rec: TaskRecord) -> Decision:
+        """The task is this host's: the ledger line, the log line, ✅ and (CLAIM=thread) a first line in
+        its thread."""
+        self.store.append_ledger(rec.task_id)
+        log.info("claimed task=%s model=%s thinking=%s%s", rec.task_id, rec.model or None, rec.thinking,
+                 f" worker={rec.worker}" if rec.worker else "")
+        self.react_claimed(rec.task_id)
+        if self.settings.claim == CLAIM_BY_THREAD:
+            self._say_claimed(rec)
+        return Decision(rec.task_id, record=rec)
+
+    def _refused(self, rec: TaskRecord) -> Decision:
+        """The task is refused here (its record holds the reason): the log line, ⛔ and its post queued;
+        the missing-intent explanation is said once."""
+        reason = rec.refusal or ""
+        intent = reason == INTENT_REASON
+        said = self.store.get_meta(INTENT_NOTICE_KEY) if intent else None
+        if said:  # the explanation is said once, in the log and in #results, not once per message
+            log.info("refused task=%s author=%s: arrived empty too (see task %s)", rec.task_id, rec.author_id, said)
+        else:
+            log.warning("refused task=%s author=%s: %s", rec.task_id, rec.author_id, reason)
+        self._submit(lambda: self._react(rec.task_id, REFUSED_EMOJI), priority=REFUSED_REACTION_PRIORITY)
+        if intent:
+            if said:
+                self.store.mark_reported(rec.task_id, message_id=None)   # said once already: no other post
+                return Decision(rec.task_id, refused=True)
+            self.store.set_meta(INTENT_NOTICE_KEY, rec.task_id)
+        return Decision(rec.task_id, refused=True, post_refusal=True)
+
+    def _say_claimed(self, rec: TaskRecord) -> None:
+        """The first line in the task's thread (on the task lane, after the ✅)."""
+        from .report import claim_post
+
+        content = claim_post(host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking,
+                             worker=rec.worker)
+
+        def job() -> None:
+            try:
+                posted = self.client.create_message(rec.task_id, content)
+            except Unauthorized as exc:
+                self._on_fatal(exc)
+                return
+            except DiscordError as exc:
+                log.warning("task=%s: could not post in its thread: %s", rec.task_id, exc)
+                return
+            self.store.note_posted(posted.id, POSTED_NOTICE)
+        self._submit(job)
 
     def _task_attachment(self, msg: Message) -> Tuple[Optional[str], str]:
         """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "").
@@ -374,23 +513,6 @@ class Claims:
             return self.client.download(fresh.url, max_bytes=MAX_TASK_BYTES), ""
         except (NotFound, Forbidden) as exc:
             return None, f"its {TASK_ATTACHMENT} could not be downloaded: Discord answered {exc.answer()}"
-
-    def _refuse(self, msg: Message, reason: str, *, description: str = "", intent: bool = False) -> Decision:
-        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
-                                 status=REFUSED, description=description, refusal=reason):
-            return Decision(msg.id)
-        said = self.store.get_meta(INTENT_NOTICE_KEY) if intent else None
-        if said:  # the explanation is said once, in the log and in #results, not once per message
-            log.info("refused task=%s author=%s: arrived empty too (see task %s)", msg.id, msg.author.id, said)
-        else:
-            log.warning("refused task=%s author=%s: %s", msg.id, msg.author.id, reason)
-        self._submit(lambda: self._react(msg.id, REFUSED_EMOJI), priority=REFUSED_REACTION_PRIORITY)
-        if intent:
-            if said:
-                self.store.mark_reported(msg.id, message_id=None)   # said once already: no other post
-                return Decision(msg.id, refused=True)
-            self.store.set_meta(INTENT_NOTICE_KEY, msg.id)
-        return Decision(msg.id, refused=True, post_refusal=True)
 
     # -- reactions on the task message ------------------------------------------
     def react_claimed(self, task_id: str) -> None:

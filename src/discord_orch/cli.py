@@ -257,7 +257,7 @@ def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     try:
         for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
             check_writable(directory, reserve=settings.runtime_dir / RESERVE_NAME)
-        store = Store(settings.runtime_dir)
+        store = Store(settings.runtime_dir, host=settings.host_name)
     except StateError as exc:
         if exc.problem != DISK_FULL:
             raise

@@ -86,6 +86,8 @@ class Settings(NamedTuple):
     allowed_role_ids: Tuple[str, ...] = default_of("ALLOWED_ROLE_IDS")
     allow_anyone: bool = default_of("ALLOW_ANYONE")
     claim_bot_ids: Tuple[str, ...] = default_of("CLAIM_BOT_IDS")
+    claim: str = default_of("CLAIM")
+    host_name: str = default_of("HOST_NAME")
     retry_interrupted: bool = default_of("RETRY_INTERRUPTED")
     summary_max: int = default_of("SUMMARY_MAX_LENGTH")
     archive_retention_h: float = default_of("ARCHIVE_RETENTION_HOURS")

@@ -33,12 +33,13 @@ import threading
 import time
 import urllib.parse
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import requests
 
 from . import PROJECT_URL, __version__
 from .errors import (
+    UNKNOWN_CHANNEL,
     AttachmentTooLarge,
     BadRequest,
     ConfigError,
@@ -171,6 +172,17 @@ class DiscordClient:
     def get_channel(self, channel_id: str) -> Channel:
         """A channel or a thread (GET /channels/{id}); a thread's parent, creator, archive state parsed."""
         return self._call("GET", "/channels/{channel_id}", {"channel_id": channel_id}, parse=Channel.from_json)
+
+    def find_thread(self, thread_id: str) -> Optional[Channel]:
+        """The thread with this id (a thread started from a message has the message's id), or None
+        when there is none: 404 Unknown Channel answers the question, it is no setup problem."""
+        try:
+            return self._call("GET", "/channels/{channel_id}", {"channel_id": thread_id}, parse=Channel.from_json,
+                              answers=_NO_SUCH_CHANNEL)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_CHANNEL:
+                raise
+            return None
 
     def start_thread(self, channel_id: str, message_id: str, name: str, *,
                      auto_archive_duration: Optional[int] = None) -> Channel:
@@ -364,7 +376,9 @@ class DiscordClient:
     def _call(self, method: str, template: str, path_params: Mapping[str, str], *,
               query: Optional[Mapping[str, str]] = None, json_body: Any = None,
               form: Optional[Mapping[str, str]] = None, files: Optional[list] = None,
-              parse: Optional[Callable[[Any], Any]]) -> Any:
+              parse: Optional[Callable[[Any], Any]], answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Any:
+        """One request, its retries and waits. ``answers``: (status, code) pairs that answer the
+        question this call asks (404 Unknown Channel for "is there a thread?"), so never a setup problem."""
         url, route_key, major, channel_id = self._route(method, template, path_params, query)
         failures = 0   # transient failures (connection errors, 5xx)
         limited = 0    # 429s
@@ -417,7 +431,7 @@ class DiscordClient:
                 log.debug("%s -> %d in %.0f ms (bucket %s, remaining %s, reset after %s)", route_key, status,
                           elapsed_ms, rl.bucket, rl.remaining, rl.reset_after)
                 if status >= 300:
-                    err = self._error(resp, method, template, channel_id)
+                    err = self._error(resp, method, template, channel_id, answers)
                     mid = path_params.get("message_id")
                     err.message_id = None if mid is None else str(mid)
                     err.after_retry = failures > 0
@@ -546,11 +560,12 @@ class DiscordClient:
         text = _transport_cause(exc, host) or f"{type(exc).__name__}: {exc}"
         return _clip(text.replace(self._token, "<token>"))
 
-    def _error(self, resp: requests.Response, method: str, template: str, channel_id: Optional[str]) -> DiscordError:
+    def _error(self, resp: requests.Response, method: str, template: str, channel_id: Optional[str],
+               answers: FrozenSet[Tuple[int, int]] = frozenset()) -> DiscordError:
         code, message, errors = _error_fields(*_parse_json(resp.content))
         cls = _CODE_CLASSES.get((resp.status_code, code)) or _ERROR_CLASSES.get(resp.status_code, BadRequest)
         err = cls(method, template, resp.status_code, code, message, channel_id=channel_id, errors=errors)
-        if (resp.status_code, code) in _SETUP_PROBLEMS:
+        if (resp.status_code, code) in _SETUP_PROBLEMS and (resp.status_code, code) not in answers:
             with self._lock:
                 if self._setup_problem is None:
                     self._setup_problem = err
@@ -584,6 +599,7 @@ class DiscordClient:
 _ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
 _CODE_CLASSES = {(400, 160004): ThreadAlreadyExists, (400, 160006): TooManyActiveThreads}  # (status, Discord code)
 _SETUP_PROBLEMS = frozenset({(403, 50001), (403, 50013), (404, 10003)})  # (status, Discord code)
+_NO_SUCH_CHANNEL = frozenset({(404, UNKNOWN_CHANNEL)})
 _DOWNLOAD_ERROR_CLASSES = {401: Forbidden, 403: Forbidden, 404: NotFound}
 
 

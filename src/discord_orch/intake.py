@@ -77,10 +77,11 @@ class Intake:
         return True
 
     def take(self, may_take: Callable[[], bool], decide: Callable[[Message], None]) -> None:
-        """Decide pending messages, oldest first, while ``may_take()``; one Discord did not answer for
+        """Decide pending messages, oldest first (those of people who may run tasks before the rest), while
+        ``may_take()``; one Discord did not answer for
         is set aside (see the module docstring)."""
         while self.backlog and may_take():
-            msg = self.backlog.pop(0)
+            msg = self._next()
             try:
                 decide(msg)
             except (Unauthorized, StateError):
@@ -91,6 +92,14 @@ class Intake:
                 self.set_aside.append(msg)
                 break
         self.save_cursor()
+
+    def _next(self) -> Message:
+        """The oldest pending message whose author may run tasks, else the oldest: refusals wait behind
+        tasks (with CLAIM=thread each costs a thread's start), so a flood of them holds no task back."""
+        for i, msg in enumerate(self.backlog):
+            if self.claims.runs_first(msg):
+                return self.backlog.pop(i)
+        return self.backlog.pop(0)
 
     def retry_set_aside(self) -> None:
         """Put the messages set aside back in line (``--watch``, which never reaches a next pass)."""

@@ -48,10 +48,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
-from .claim import Claims
+from .claim import Claims, Decision
 from .config import Settings
 from .discord_api import DiscordClient
-from .errors import OrchError, StateError
+from .errors import DiscordError, OrchError, StateError, Unauthorized
 from .intake import RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain
 from .models import Message
@@ -307,6 +307,13 @@ class Orchestrator:
         if plan.ledger_lines_added:
             log.info("recovered %d ledger line(s)", plan.ledger_lines_added)
         self._ready.extend(plan.claimed)
+        for rec in plan.claiming:
+            try:
+                self._settled(self.claims.settle(rec, attempted=True), start=self._ready.append)
+            except Unauthorized:
+                raise
+            except DiscordError as exc:
+                log.warning("task=%s: who has it is not known yet (%s); asked again next pass", rec.task_id, exc)
         for task_id in plan.unreacted:
             self.claims.react_claimed(task_id)
         for item in plan.was_running:
@@ -344,10 +351,12 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
-        decision = self.claims.decide(msg)
+        self._settled(self.claims.decide(msg), start=self.start)
+
+    def _settled(self, decision: Decision, *, start: Callable[[TaskRecord], None]) -> None:
         if decision.record is not None:
             self.stats.claimed += 1
-            self.start(decision.record)
+            start(decision.record)
         elif decision.refused:
             self.stats.refused += 1
             if decision.post_refusal:

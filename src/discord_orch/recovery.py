@@ -36,7 +36,7 @@ from .cgroups import kill_leftover_cgroup
 from .openclaw import AgentConfig
 from .outcome import INTERRUPTED, Outcome
 from .procs import find_agent_processes, kill_leftovers, process_start_ticks
-from .state import CLAIMED, OUTBOX_STATUSES, REPORTED, RUNNING, STARTING, Store, TaskRecord
+from .state import CLAIMED, CLAIMING, OUTBOX_STATUSES, REPORTED, RUNNING, STARTING, Store, TaskRecord
 from .workspace import Workspace, find_archived
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ class RecoveryPlan:
     """What to do with each task a dead pass left, in the order the pass does it."""
 
     ledger_lines_added: int = 0
+    claiming: List[TaskRecord] = field(default_factory=list)           # thread started, winner unknown: look
     claimed: List[TaskRecord] = field(default_factory=list)            # to start, in order
     unreacted: List[str] = field(default_factory=list)                 # claimed without their ✅ on Discord
     was_running: List[Union[Restart, Adoption, Ended]] = field(default_factory=list)
@@ -92,6 +93,9 @@ def plan_recovery(store: Store, settings: "Settings", agent_config_for: Callable
                   wall: Callable[[], float] = time.time) -> RecoveryPlan:
     """Read the records (and the processes) and say what to do with each task left open."""
     plan = RecoveryPlan(ledger_lines_added=store.reconcile_ledger())
+    plan.claiming = store.with_status(CLAIMING)
+    for rec in plan.claiming:
+        log.info("recovered task=%s: its thread's start was not answered; looking who has it", rec.task_id)
     for rec in store.with_status(CLAIMED):
         log.info("recovered task=%s: claimed, not started yet", rec.task_id)
         plan.claimed.append(rec)

@@ -613,6 +613,34 @@ def posts_whole(result_bytes: Optional[int]) -> bool:
 
 
 # ----------------------------------------------------------------------
+# a task's thread (CLAIM=thread, claim.py)
+# ----------------------------------------------------------------------
+THREAD_HOST_SEPARATOR = " · "   # "<the task's head> · <host>": the host is what tells the hosts apart
+
+
+def thread_name(description: str, host: str, task_id: str) -> str:
+    """The name a host gives the thread it starts on a task: the task's first words and the host's
+    name (HOST_NAME), within Discord's 100 characters. A host whose start was answered by nobody
+    tells its own thread from another host's by this name (claim.py)."""
+    suffix = THREAD_HOST_SEPARATOR + host
+    return _cut(one_line(description) or f"task {task_id}", models.THREAD_NAME_MAX - len(suffix)) + suffix
+
+
+def thread_host(name: str) -> str:
+    """The host named at the end of a task thread's name, or "" when the name has none."""
+    return name.rsplit(THREAD_HOST_SEPARATOR, 1)[1] if THREAD_HOST_SEPARATOR in name else ""
+
+
+def claim_post(*, host: str, model: Optional[str], thinking: str, worker: Optional[str]) -> str:
+    """The first line in a task's thread: which host runs it, with which model."""
+    parts = [f"🧵 Claimed by **{escape_inline(host)}**", f"model {_code(model or '-', 80)}",
+             f"thinking {_code(thinking or '-', 20)}"]
+    if worker:
+        parts.append(f"worker {_code(worker, 32)}")
+    return _marked(" · ".join(parts) + " · starting now", MESSAGE_LIMIT)
+
+
+# ----------------------------------------------------------------------
 # #worker-pool notices
 # ----------------------------------------------------------------------
 def notice_line_spawned(agent_id: str, task_id: str, description: str, worker: Optional[str] = None) -> str:

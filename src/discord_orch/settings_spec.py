@@ -10,6 +10,8 @@ command line can build its options without loading config.py (dotenv, tasks).
 from __future__ import annotations
 
 import math
+import re
+import socket
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -20,6 +22,9 @@ DEFAULT_TIMEOUT_S = 120
 DEFAULT_TIMEOUT_HIGH_S = 300          # for thinking "high" and above, as the later scripts did
 HIGH_THINKING = ("high", "xhigh")
 STATUS_REACTION_MODES = ("full", "final", "off")
+CLAIM_MODES = ("thread", "reaction")   # how a host claims a task (claim.py)
+HOST_NAME_MAX = 32                    # characters: it ends each task thread's name (100 at most)
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 OPENCLAW = "openclaw"                 # the executable's name, looked up on PATH
 MAX_SECONDS = 30 * 24 * 3600          # the longest time a seconds setting may say (30 days)
 MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10 years)
@@ -121,6 +126,19 @@ def http_url(key: str, raw: str, home: Path) -> str:
     return value
 
 
+def host_name(key: str, raw: str, home: Path) -> str:
+    """A host's name in thread names: letters, digits, ``.``, ``_``, ``-``; empty: this machine's hostname
+    (its first label, cut to HOST_NAME_MAX)."""
+    value = raw.strip()
+    if not value:
+        label = socket.gethostname().split(".", 1)[0]
+        found = _HOST_NAME_RE.search(label)
+        return found.group(0)[:HOST_NAME_MAX] if found else "host"
+    if len(value) > HOST_NAME_MAX or not _HOST_NAME_RE.fullmatch(value):
+        raise ConfigError(key, f"expected up to {HOST_NAME_MAX} letters, digits, '.', '_' or '-', got {value!r}")
+    return value
+
+
 def user_path(key: str, raw: str, home: Path) -> Path:
     """A path where ``~`` is the user's home."""
     return Path(raw.strip()).expanduser()
@@ -169,6 +187,12 @@ SETTINGS: Tuple[Setting, ...] = (
             unset_means="none"),
     Setting("CLAIM_BOT_IDS", "claim_bot_ids", snowflakes,
             "other bots whose ✅ claims a task (the old scripts' bot, other hosts)", unset_means="none"),
+    Setting("CLAIM", "claim", Choice(CLAIM_MODES),
+            "how a task is claimed: thread (one thread per task: several hosts on one queue) or reaction "
+            "(the seed's ✅: one host, no thread permissions needed)", default="thread"),
+    Setting("HOST_NAME", "host_name", host_name,
+            "this host's name in each task's thread name (unique among the hosts on one queue)",
+            unset_means="the machine's hostname"),
     Setting("ALLOW_ANYONE", "allow_anyone", boolean, "run tasks from anyone who can post in #task-queue (unsafe)",
             default="false"),
     Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",
@@ -204,4 +228,4 @@ def default_of(key: str) -> Any:
 
 __all__ = ["Setting", "SETTINGS", "SETTING", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
            "snowflakes", "http_url", "user_path", "home_path", "DEFAULT_TIMEOUT_S", "DEFAULT_TIMEOUT_HIGH_S",
-           "HIGH_THINKING", "STATUS_REACTION_MODES"]
+           "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name"]

@@ -15,9 +15,15 @@ transitions of :class:`Store` (``mark_starting``, ``mark_running``,
 ``mark_finished``, ...), each of which checks the status it leaves in the
 same transaction that writes the new one (``TRANSITIONS``)::
 
-    claimed → starting → running → finished → reporting → reported → cleaned
-    refused ─────────────────────────────────┘  (or straight to reported)
+    claiming → claimed → starting → running → finished → reporting → reported → cleaned
+             → refused ───────────────────────────────────┘  (or straight to reported)
+             → elsewhere   (another host started the task's thread first: never runs here)
+             → dropped     (the message was deleted before the claim was decided)
     starting/running → claimed   (recovery: it never ran, or runs again)
+
+``claiming`` is written before the thread is started (CLAIM=thread, claim.py),
+so that a pass killed while Discord held the request knows to look before it
+tries again; with CLAIM=reaction a record starts as ``claimed`` or ``refused``.
 
 An impossible transition raises :class:`~discord_orch.errors.TransitionError`
 and writes nothing. The agent's outcome is stored as JSON here too
@@ -59,6 +65,7 @@ from .errors import StateError, TransitionError
 class TaskStatus(str, enum.Enum):
     """Where a task is in its walk (the values are what state.db stores)."""
 
+    CLAIMING = "claiming"      # its thread's start was sent (CLAIM=thread): the winner is not known yet
     CLAIMED = "claimed"
     STARTING = "starting"      # written before the agent is spawned
     RUNNING = "running"        # with pid, pgid, start time, host
@@ -67,11 +74,14 @@ class TaskStatus(str, enum.Enum):
     REPORTING = "reporting"    # a result post was attempted (its nonce is recorded)
     REPORTED = "reported"      # the post is out (its message id is recorded)
     CLEANED = "cleaned"        # the workspace is removed or archived: the end
+    ELSEWHERE = "elsewhere"    # another host started its thread first: the end, here
+    DROPPED = "dropped"        # deleted before its claim was decided: the end
 
     def __str__(self) -> str:
         return self.value
 
 
+CLAIMING = TaskStatus.CLAIMING
 CLAIMED = TaskStatus.CLAIMED
 STARTING = TaskStatus.STARTING
 RUNNING = TaskStatus.RUNNING
@@ -80,11 +90,16 @@ REFUSED = TaskStatus.REFUSED
 REPORTING = TaskStatus.REPORTING
 REPORTED = TaskStatus.REPORTED
 CLEANED = TaskStatus.CLEANED
+ELSEWHERE = TaskStatus.ELSEWHERE
+DROPPED = TaskStatus.DROPPED
+#: where a task's walk ends on this home: nothing more to do for it here
+ENDED_STATUSES = (CLEANED, ELSEWHERE, DROPPED)
 #: a result is owed: posted by this pass or, when Discord will not take it, by a later one
 OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
 
 #: status → the statuses it may move to; anything else raises TransitionError
 TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
+    CLAIMING: frozenset({CLAIMED, REFUSED, ELSEWHERE, DROPPED}),
     CLAIMED: frozenset({STARTING}),
     STARTING: frozenset({RUNNING, FINISHED, CLAIMED}),
     RUNNING: frozenset({FINISHED, CLAIMED}),
@@ -93,6 +108,8 @@ TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
     REPORTING: frozenset({REPORTING, REPORTED}),   # reporting again: a retry of a post whose fate was unknown
     REPORTED: frozenset({CLEANED}),
     CLEANED: frozenset(),
+    ELSEWHERE: frozenset(),
+    DROPPED: frozenset(),
 }
 
 OUTCOME_TEXT_KEPT = 64 * 1024    # result text kept in the record; RESULT.txt itself stays in the workspace
@@ -261,12 +278,12 @@ class Store:
     RESERVE_BYTES in ``.runtime/disk-reserve`` while there is room, and gives it back (and
     says ``disk_full``) before a write finds less than ROOM_MIN_BYTES free."""
 
-    def __init__(self, runtime_dir: Path) -> None:
+    def __init__(self, runtime_dir: Path, *, host: Optional[str] = None) -> None:
         self.runtime_dir = Path(runtime_dir)
         self.db_path = self.runtime_dir / DB_NAME
         self.ledger_path = self.runtime_dir / LEDGER_NAME
         self.lock_path = self.runtime_dir / LOCK_NAME
-        self.host = socket.gethostname()
+        self.host = host or socket.gethostname()   # HOST_NAME: recorded with each task this host runs
         self._local = threading.local()
         self._ledger_lock = threading.Lock()
         self._lock_fd: Optional[int] = None
@@ -434,17 +451,18 @@ class Store:
         return [TaskRecord._from_row(r) for r in rows]
 
     def has_open_tasks(self) -> bool:
-        """Whether any task is short of ``cleaned`` (one indexed lookup: an idle pass asks only this)."""
-        return self._conn().execute("SELECT 1 FROM tasks WHERE status != ? LIMIT 1",
-                                    (CLEANED.value,)).fetchone() is not None
+        """Whether any task's walk has not ended here (one indexed lookup: an idle pass asks only this)."""
+        return self._conn().execute("SELECT 1 FROM tasks WHERE status NOT IN (?, ?, ?) LIMIT 1",
+                                    [s.value for s in ENDED_STATUSES]).fetchone() is not None
 
     def insert(self, *, task_id: str, channel_id: str, author_id: str, status: TaskStatus, description: str = "",
                model_alias: str = "", model: str = "", thinking: str = "", worker: Optional[str] = None,
                refusal: Optional[str] = None) -> bool:
-        """Create the record, ``claimed`` or ``refused``. False when the id is already known (someone
+        """Create the record, ``claiming`` (its thread is about to be started), ``claimed`` or ``refused``
+        (a refusal is kept as ``refusal`` from the start). False when the id is already known (someone
         claimed it first)."""
         status = TaskStatus(status)
-        if status not in (CLAIMED, REFUSED):
+        if status not in (CLAIMING, CLAIMED, REFUSED):
             raise TransitionError(task_id, None, status.value)
         now = time.time()
         try:
@@ -474,6 +492,22 @@ class Store:
             _set(conn, task_id, status=to.value, **values)
             if posted:   # the post's id is ours for good in the same transaction (never read as a task)
                 _insert_posted(conn, posted, POSTED_RESULT)
+
+    def mark_won(self, task_id: str) -> TaskStatus:
+        """claiming → claimed, or refused for a record holding a refusal: this host started the task's
+        thread. Returns the new status."""
+        rec = self.get(task_id)
+        to = REFUSED if rec is not None and rec.refusal is not None else CLAIMED
+        self._move(task_id, to, host=self.host)
+        return to
+
+    def mark_elsewhere(self, task_id: str, *, host: str) -> None:
+        """claiming → elsewhere: ``host`` (another host's name, as its thread says) runs the task."""
+        self._move(task_id, ELSEWHERE, host=host)
+
+    def mark_dropped(self, task_id: str) -> None:
+        """claiming → dropped: the message was deleted before the claim was decided."""
+        self._move(task_id, DROPPED)
 
     def mark_starting(self, task_id: str, *, agent_id: str, agent_dir: str) -> None:
         """claimed → starting: the workspace is named, the agent not spawned yet."""

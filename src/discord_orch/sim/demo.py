@@ -59,7 +59,7 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
                     task_id = submit_task(client, settings, text, model, thinking, None)
                     echo(f"submitted task {task_id}")
                 echo("running one orchestrate pass ...")
-                store = Store(settings.runtime_dir)
+                store = Store(settings.runtime_dir, host=settings.host_name)
                 try:
                     Orchestrator(settings, client, store).run_pass()
                 finally:

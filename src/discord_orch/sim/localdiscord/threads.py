@@ -83,6 +83,7 @@ Not emulated
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -159,6 +160,14 @@ class ThreadRoutes(Store):
         """Whether ``user_id`` has ``permission`` in the channel (a thread: its parent's)."""
         with self._lock:
             return self._has(self._channel(channel_id), str(user_id), permission)
+
+    def start_thread(self, channel_id: str, message_id: str, user_id: str, name: str) -> Dict[str, Any]:
+        """Someone starts a thread on a message, as in Discord's own client (no HTTP); the rules of the
+        route hold (one thread per message, the permission, the server's cap)."""
+        with self._lock:
+            return self._h_start_thread(str(user_id), {"channel_id": channel_id, "message_id": message_id}, {},
+                                        {"Content-Type": "application/json"},
+                                        json.dumps({"name": name}).encode())[1]
 
     def archive_thread(self, thread_id: str, locked: bool = False) -> None:
         """Archive (and lock) a thread as a moderator would, or as Discord does after inactivity."""

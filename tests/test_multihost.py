@@ -1,0 +1,187 @@
+"""Issue 13: several hosts on one #task-queue, each task run once, Discord's one thread per message
+as the arbiter (CLAIM=thread, the default).
+
+End to end: real CLI passes, real HTTP to the loopback Discord, the stand-in agent. Hosts A and B
+share one bot token (told apart by HOST_NAME in their threads' names); host C has a bot of its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Dict, List
+
+import pytest
+
+from discord_orch.claim import Claims
+from discord_orch.config import load_settings
+from discord_orch.discord_api import DiscordClient
+from discord_orch.errors import EXIT_CONFIG
+from discord_orch.state import Store
+from tests.conftest import make_home
+
+START_ROUTE = "POST /channels/{channel_id}/messages/{message_id}/threads"
+
+
+@pytest.fixture
+def hosts(tmp_path, world):
+    """Three homes on one queue: A and B share the bot token, C has its own bot."""
+    other_bot = world.ld.create_user("discord-orch-c", bot=True)
+    world.ld.add_member(world.guild, other_bot.id)
+    allowed = world.alice.id
+    homes = {name: make_home(tmp_path / name, world, HOST_NAME=f"host-{name}", ALLOWED_USER_IDS=allowed)
+             for name in "abc"}
+    homes["c"].write_config(CHIP_TOKEN=other_bot.token)
+    return homes
+
+
+def statuses(home) -> Dict[str, str]:
+    conn = sqlite3.connect(str(home.path / ".runtime" / "state.db"))
+    try:
+        return {task: status for task, status in conn.execute("SELECT task_id, status FROM tasks")}
+    finally:
+        conn.close()
+
+
+def results_for(world, task_id: str) -> List[dict]:
+    return [m for m in world.results_messages() if task_id in m["content"]]
+
+
+def thread_messages(world, task_id: str) -> List[dict]:
+    """What people see in the task's thread, after the starter line."""
+    return [m for m in world.ld.messages(task_id) if m["type"] != 21]
+
+
+def orchestrate(home):
+    res = home.cli("orchestrate")
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_the_host_that_starts_the_thread_runs_the_task_and_the_others_leave_it(hosts, world):
+    task = world.post(world.alice, "Write a haiku about queues")["id"]
+    first = orchestrate(hosts["a"])
+    for name in ("b", "c"):
+        later = orchestrate(hosts[name])
+        assert "pass done: nothing to do" in later.stderr   # the poll shows the thread: no request spent on it
+    assert [len(hosts[n].runs()) for n in "abc"] == [1, 0, 0]
+    assert len(results_for(world, task)) == 1
+    thread = world.ld.thread(task)
+    assert thread["name"] == "Write a haiku about queues · host-a" and thread["parent_id"] == world.task_queue
+    [line] = thread_messages(world, task)
+    assert line["content"].startswith("🧵 Claimed by **host-a**")
+    assert "claimed task=" + task in first.stderr
+    assert hosts["a"].ledger() == [task] and hosts["b"].ledger() == [] and hosts["c"].ledger() == []
+    reactions = world.ld.messages(world.task_queue)[0]["reactions"]
+    assert [r["emoji"]["name"] for r in reactions][:1] == ["✅"]
+
+
+def test_a_host_that_loses_the_start_leaves_the_task_to_the_winner(hosts, world):
+    """B read the task before A started its thread (the race the thread settles): B's start is
+    answered 160004, B records the task as another host's and runs nothing."""
+    task = world.post(world.alice, "Count to three")["id"]
+    b = hosts["b"]
+    settings = load_settings(b.path, environ={})
+    store = Store(settings.runtime_dir, host=settings.host_name)
+    with DiscordClient(settings.token.reveal(), base_url=settings.api_base_url) as client:
+        [seen] = client.list_messages(world.task_queue, limit=10)   # no thread yet
+        assert seen.thread is None
+        orchestrate(hosts["a"])                                     # A claims and runs it meanwhile
+        claims = Claims(settings, client, store, on_fatal=pytest.fail, on_done=lambda: None)
+        lane = claims.start()
+        decision = claims.decide(seen)
+        lane.close(timeout=5)
+    store.close()
+    assert decision.record is None and not decision.refused
+    assert statuses(b)[task] == "elsewhere"
+    assert b.ledger() == [] and b.runs() == [] and len(results_for(world, task)) == 1
+    starts = [r for r in world.ld.requests if r.route == START_ROUTE]
+    assert [r.status for r in starts] == [201, 400]
+    assert orchestrate(b) and b.runs() == []   # and B's next pass leaves it too
+
+
+def test_an_answer_lost_after_the_thread_was_started_still_runs_the_task_once(hosts, world):
+    task = world.post(world.alice, "Answer lost on the way back")["id"]
+    world.ld.lose_thread_start_answers(count=1, message_id=task)
+    res = orchestrate(hosts["a"])
+    assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1
+    assert statuses(hosts["a"])[task] == "cleaned"
+    starts = [r for r in world.ld.requests if r.route == START_ROUTE]
+    assert len(starts) == 2   # the start, and its retry answered 160004; then a look at the thread
+    assert "claimed task=" + task in res.stderr
+    # the other hosts see the thread and leave it
+    orchestrate(hosts["b"])
+    orchestrate(hosts["c"])
+    assert hosts["b"].runs() == [] and hosts["c"].runs() == []
+
+
+def test_a_start_whose_fate_stayed_unknown_is_looked_at_by_the_next_pass(hosts, world):
+    """The start took effect but every answer was an error: the record stays ``claiming``; the next
+    pass looks at the thread, finds it is its own, and runs the task once."""
+    task = world.post(world.alice, "Unknown fate")["id"]
+    world.ld.fail("POST", "/channels/{channel_id}/messages/{message_id}/threads", statuses=(503,), count=10,
+                  after_processing=True)
+    first = hosts["a"].cli("orchestrate")
+    assert hosts["a"].runs() == []
+    assert statuses(hosts["a"])[task] == "claiming"
+    assert "could not be read" in first.stderr or "tried again" in first.stderr
+    world.ld.fail("POST", "/channels/{channel_id}/messages/{message_id}/threads", statuses=(503,), count=0)
+    orchestrate(hosts["a"])
+    assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1
+    orchestrate(hosts["b"])
+    assert hosts["b"].runs() == []
+
+
+def test_a_host_with_another_bot_loses_to_a_thread_it_did_not_start(hosts, world):
+    task = world.post(world.alice, "Whose is it")["id"]
+    orchestrate(hosts["c"])      # C's own bot starts the thread
+    orchestrate(hosts["a"])
+    assert len(hosts["c"].runs()) == 1 and hosts["a"].runs() == []
+    assert world.ld.thread(task)["name"].endswith(" · host-c")
+
+
+def test_without_thread_permissions_the_pass_says_which_and_nothing_runs(hosts, world):
+    task = world.post(world.alice, "Needs a thread")["id"]
+    world.ld.deny_permission(world.task_queue, world.bot.id, "CREATE_PUBLIC_THREADS")
+    res = hosts["a"].cli("orchestrate")
+    assert res.returncode == EXIT_CONFIG
+    [line] = [ln for ln in res.stderr.splitlines() if "error" in ln]
+    assert "Create Public Threads" in line and "CLAIM=reaction" in line and "Traceback" not in res.stderr
+    assert hosts["a"].runs() == [] and results_for(world, task) == []
+    world.ld.allow_permission(world.task_queue, world.bot.id, "CREATE_PUBLIC_THREADS")
+    orchestrate(hosts["a"])
+    assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1
+
+
+def test_claim_reaction_keeps_the_seed_single_host_rule(tmp_path, world):
+    home = make_home(tmp_path, world, CLAIM="reaction", ALLOWED_USER_IDS=world.alice.id)
+    task = world.post(world.alice, "No thread please")["id"]
+    orchestrate(home)
+    assert len(home.runs()) == 1 and len(results_for(world, task)) == 1
+    assert not any(r.route == START_ROUTE for r in world.ld.requests)
+    assert world.ld.messages(world.task_queue)[0].get("thread") is None
+
+
+def test_a_refusal_is_posted_once_by_the_host_that_won_it(hosts, world):
+    task = world.post(world.mallory, "Let me in")["id"]
+    for name in "abc":
+        orchestrate(hosts[name])
+    refusals = [m for m in world.results_messages() if task in m["content"]]
+    assert len(refusals) == 1 and "not allowed" in refusals[0]["content"]
+    assert world.ld.thread(task)["name"].endswith(" · host-a")
+
+
+def test_a_thread_someone_started_by_hand_keeps_hosts_off_the_task(hosts, world):
+    task = world.post(world.alice, "Discuss first")["id"]
+    world.ld.start_thread(world.task_queue, task, world.alice.id, "let's discuss")
+    res = orchestrate(hosts["a"])
+    assert hosts["a"].runs() == [] and results_for(world, task) == []
+    assert "nothing to do" in res.stderr
+
+
+def test_an_idle_pass_with_threads_makes_one_request(hosts, world):
+    world.post(world.alice, "One and done")
+    orchestrate(hosts["a"])
+    world.ld.reset_log()
+    res = orchestrate(hosts["a"])
+    assert "nothing to do" in res.stderr
+    assert [r.route for r in world.ld.requests] == ["GET /channels/{channel_id}/messages"]
