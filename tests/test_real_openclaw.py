@@ -12,7 +12,10 @@ What openclaw 2026.9.6 was seen to do here (beyond ../shared/openclaw/NOTES.md):
 - ``agents.defaults.workspace`` in the overlay openclaw.json does point the agent at the task
   dir (the NOTES had not tried it): AGENTS.md is in the system prompt, RESULT.txt lands there.
 - It answers a provider's HTTP 400 at once (exit 1, "LLM request failed: provider rejected
-  the request schema or tool payload."); a 500 it retries for about 90 s, so no test uses it.
+  the request schema or tool payload."); a 500 it retries (8 requests over about 95 s, then
+  exit 1, "... request failed (provider internal error, HTTP 500) ..."), so no test uses it.
+- It takes 4-11 s (2 CPUs) from start to its first model request; ``meta.durationMs`` counts
+  only the turn (about 5 s of a 10-12 s run).
 - SIGTERM while it waits on the model: it aborts the request and exits 143 by itself.
 - Its stderr log is coloured (ANSI escapes) even into a file; the log tail in a post shows them.
 - Its ``exec`` tool gets the agent's environment (the markers; never the token: checked below).
