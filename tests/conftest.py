@@ -76,3 +76,33 @@ def make_home(tmp_path: Path, world: World, **config: str) -> Home:
 @pytest.fixture
 def home(tmp_path, world) -> Home:
     return make_home(tmp_path, world)
+
+
+# ---------------------------------------------------------------- the real openclaw (tests/test_real_openclaw.py)
+
+SKIP_REAL_OPENCLAW_ENV = "DISCORD_ORCH_SKIP_REAL_OPENCLAW"
+_real_openclaw_skipped: List[str] = []
+
+
+@pytest.fixture(scope="session")
+def real_openclaw() -> Path:
+    """The pinned openclaw from scripts/install-openclaw's cache (its ``--where`` step: no network).
+
+    Not installed: the test fails with one line saying so, unless DISCORD_ORCH_SKIP_REAL_OPENCLAW=1,
+    which skips it and has the run say so at its end (pytest_terminal_summary below)."""
+    from discord_orch.sim import openclaw_install
+
+    found = openclaw_install.installed_openclaw()
+    if found is not None:
+        return found
+    if os.environ.get(SKIP_REAL_OPENCLAW_ENV) == "1":
+        _real_openclaw_skipped.append(openclaw_install.not_installed_message())
+        pytest.skip(f"{SKIP_REAL_OPENCLAW_ENV}=1 and {openclaw_install.not_installed_message()}")
+    pytest.fail(f"the real openclaw is needed: {openclaw_install.not_installed_message()} "
+                f"(or set {SKIP_REAL_OPENCLAW_ENV}=1 to skip these tests)", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _real_openclaw_skipped:
+        terminalreporter.write_sep("!", f"the REAL openclaw was NOT tested ({SKIP_REAL_OPENCLAW_ENV}=1): "
+                                        f"{_real_openclaw_skipped[0]}", red=True, bold=True)

@@ -311,7 +311,7 @@ def check(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--real-agent", is_flag=True, help="Use the real `openclaw` on PATH instead of the built-in stand-in.")
+@click.option("--real-agent", is_flag=True, help="Use the real openclaw (installed by scripts/install-openclaw) and a local model server instead of the built-in stand-in.")
 @click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print where it is.")
 @shared_options
 @click.pass_context

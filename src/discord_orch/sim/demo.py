@@ -4,11 +4,14 @@ Starts the loopback Discord (sim/localdiscord) with a server, a bot and the
 three channels, writes a throw-away home with its discord-config.env, submits
 two sample tasks through the real submit path, runs one real orchestrate pass
 (a subprocess per agent, as in production) with the built-in stand-in agent or
-the real `openclaw`, and prints what appeared in each channel.
+(``--real-agent``) the real openclaw that scripts/install-openclaw cached, talking to the local
+model server (sim/model_server.py: no API key, no network), and prints what appeared in each
+channel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -30,26 +33,34 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
     from ..state import Store
     from ..submit import submit_task
     from .localdiscord import LocalDiscord, RateLimits
+    from .model_server import PROVIDER, ModelServer
+    from .openclaw_install import installed_openclaw, not_installed_message
     from .standin_openclaw import write_standin_executable
     from .world import HOME_DIRS, home_config, make_world, write_config
 
+    openclaw = installed_openclaw() if real_agent else None
+    if real_agent and openclaw is None:
+        raise AgentError("openclaw", f"{not_installed_message()}; or drop --real-agent to use the stand-in")
     home = Path(tempfile.mkdtemp(prefix="discord-orch-demo-"))
     try:
-        with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld:
+        with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld, contextlib.ExitStack() as stack:
             world = make_world(ld, "demo")
             channels = {"task-queue": world.task_queue, "results": world.results, "worker-pool": world.worker_pool}
-            if real_agent:
-                openclaw = shutil.which("openclaw")
-                if openclaw is None:
-                    raise AgentError("openclaw", "not found on PATH (drop --real-agent to use the stand-in)")
-                openclaw_config = "~/.openclaw/openclaw.json"
+            extra: dict = {"TIMEOUT": 60}
+            if openclaw is not None:
+                model_server = stack.enter_context(ModelServer())
+                (home / "openclaw").mkdir()
+                openclaw_config = str(model_server.openclaw_config(home / "openclaw" / "openclaw.json"))
+                # the sample tasks' models, served by the local model server instead of openrouter
+                extra["MODEL_ALIASES"] = f"cheap={PROVIDER}/model-a,primary={PROVIDER}/model-b"
+                echo(f"real openclaw {openclaw}; local model server at {model_server.base_url}")
             else:
-                openclaw = str(write_standin_executable(home / "bin"))
+                openclaw = write_standin_executable(home / "bin")
                 openclaw_config = str(home / "no-openclaw.json")
             for sub in HOME_DIRS:
                 (home / sub).mkdir()
             write_config(home / CONFIG_FILENAME,
-                         {**home_config(world, openclaw_bin=openclaw, openclaw_config=openclaw_config), "TIMEOUT": 60},
+                         {**home_config(world, openclaw_bin=openclaw, openclaw_config=openclaw_config), **extra},
                          header="# written by discord-orch demo: a local Discord on 127.0.0.1, not discord.com\n")
             settings = load_settings(home, environ={k: v for k, v in os.environ.items()
                                                     if k not in _CONFIG_ENV_KEYS})
@@ -85,5 +96,6 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
 
 # Keys the user's own environment must not inject into the demo's config.
 _CONFIG_ENV_KEYS = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN", "TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL",
-                    "WORKER_POOL_CHANNEL", "GUILD_ID", "DISCORD_API_BASE_URL", "OPENCLAW_BIN", "TIMEOUT",
+                    "WORKER_POOL_CHANNEL", "GUILD_ID", "DISCORD_API_BASE_URL", "OPENCLAW_BIN", "OPENCLAW_CONFIG",
+                    "MODEL_ALIASES", "AGENT_LOCAL", "TIMEOUT",
                     "MAX_AGENTS", "ALLOWED_USER_IDS", "ALLOWED_ROLE_IDS", "ALLOW_ANYONE", "DISCORD_ORCH_HOME")
