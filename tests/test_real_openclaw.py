@@ -40,7 +40,8 @@ from discord_orch.sim.model_server import API_KEY, COMPLETION_TOKENS, PROMPT_TOK
 INSTALLER = Path(__file__).resolve().parents[1] / "scripts" / "install-openclaw"
 UNREACHABLE_REGISTRY = "http://127.0.0.1:9/"   # the discard port: nothing listens there
 
-TIMEOUT_S = 20        # well over openclaw's start-up (3-7 s here) before it calls the model
+RUN_TIMEOUT_S = 120   # a run that should end by itself: openclaw's start-up (3-11 s here) has room on a busy machine
+TIMEOUT_S = 20        # the hung model's test: well over openclaw's start-up before it calls the model
 AGENT_RE = re.compile(r"agent `(agent-[0-9a-z-]+)`")
 
 
@@ -57,7 +58,7 @@ def real_home(tmp_path, world, real_openclaw, model_server):
     user_config.parent.mkdir()
     model_server.openclaw_config(user_config)  # default model local/model-a; tasks here ask for model-b
     home = make_home(tmp_path, world)
-    home.write_config(OPENCLAW_BIN=real_openclaw, OPENCLAW_CONFIG=user_config, TIMEOUT=TIMEOUT_S)
+    home.write_config(OPENCLAW_BIN=real_openclaw, OPENCLAW_CONFIG=user_config, TIMEOUT=RUN_TIMEOUT_S)
     return home
 
 
@@ -121,6 +122,7 @@ def test_a_provider_failure_posts_openclaws_own_error(real_home, world, model_se
 
 def test_an_agent_waiting_on_a_hung_model_times_out_and_its_group_is_killed(real_home, world, model_server):
     model_server.mode = "hang"
+    real_home.write_config(TIMEOUT=TIMEOUT_S)
     post = run_one(real_home, world)
 
     assert post.startswith("⏱ **TIMED OUT**"), post
