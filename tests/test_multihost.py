@@ -17,9 +17,12 @@ from discord_orch.config import load_settings
 from discord_orch.discord_api import DiscordClient
 from discord_orch.errors import EXIT_CONFIG
 from discord_orch.state import Store
+from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.world import make_world
 from tests.conftest import make_home
 
 START_ROUTE = "POST /channels/{channel_id}/messages/{message_id}/threads"
+FLOOD = 12   # messages to refuse: more than the thread starts' bucket (10 per 10 s in the local Discord)
 
 
 @pytest.fixture
@@ -185,3 +188,21 @@ def test_an_idle_pass_with_threads_makes_one_request(hosts, world):
     res = orchestrate(hosts["a"])
     assert "nothing to do" in res.stderr
     assert [r.route for r in world.ld.requests] == ["GET /channels/{channel_id}/messages"]
+
+
+def test_a_flood_to_refuse_holds_no_task_back_and_is_one_post(tmp_path):
+    """With threads, each refusal costs a thread's start (rate-limited): the task that may run is
+    claimed first, and the refusals still go out as one post per author."""
+    with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld:
+        world = make_world(ld)
+        home = make_home(tmp_path, world, HOST_NAME="host-a", ALLOWED_USER_IDS=world.alice.id)
+        flood = [world.post(world.mallory, f"let me in #{i}")["id"] for i in range(FLOOD)]
+        task = world.post(world.alice, "the real work")["id"]
+        orchestrate(home)
+        assert [r["task_id"] for r in home.runs()] == [task]
+        starts = [r.path for r in ld.requests if r.route == START_ROUTE]
+        assert f"/messages/{task}/" in starts[0]   # the task's thread first, though posted last
+        assert len(starts) == FLOOD + 1
+        [refusal] = [m["content"] for m in world.results_messages() if "REFUSED" in m["content"]]
+        assert all(f"`{i}`" in refusal for i in flood)
+        assert len(results_for(world, task)) == 1

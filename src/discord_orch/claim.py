@@ -5,7 +5,10 @@ The claim protocol
 A message in #task-queue is *pending* when all of these hold:
 
 1. it is an ordinary message (type 0 or a reply, 19), not a system message;
-2. it carries no ✅ that counts. The seed's rule (a ✅ from anyone) is kept
+2. with CLAIM=thread, it has no thread. Once a thread exists, every message
+   object a poll returns carries it (``thread``), so a host sees the tasks
+   other hosts took in the poll it makes anyway, at no extra request;
+3. it carries no ✅ that counts. The seed's rule (a ✅ from anyone) is kept
    for those who may claim: this bot, the bots in CLAIM_BOT_IDS (the old bash
    scripts' bot, other hosts) and the people allowed to run tasks (who react ✅
    by hand to say "don't"), so a user can switch from the old scripts safely.
@@ -13,10 +16,10 @@ A message in #task-queue is *pending* when all of these hold:
    anyone could veto any task. The message objects returned by
    ``GET /channels/{id}/messages`` carry their ``reactions`` (emoji, count, me):
    the reactors are fetched only for a ✅ that is not this bot's;
-3. this home's own records do not know it (``.runtime/state.db`` or the ledger
+4. this home's own records do not know it (``.runtime/state.db`` or the ledger
    ``assigned-tasks.txt``). A claim whose ✅ reaction failed to reach Discord
    is still ours: Discord alone is never the judge (house rule 2);
-4. it is not something an orchestrator posted (results, refusals, fallbacks,
+5. it is not something an orchestrator posted (results, refusals, fallbacks,
    notices), whatever channel it is in and whether or not it is a reply (a
    reply falls back to a plain message when its task was deleted): not a
    message id this home recorded as posted (state.db's ``posted``, written with
@@ -26,30 +29,98 @@ A message in #task-queue is *pending* when all of these hold:
    ``discord-orch submit`` post, from this bot or another, carries no marker
    (submit refuses a task ending with it), so it still runs.
 
-Claiming is three steps, in this order (``Claims.decide``):
+Pending messages are decided oldest first, those whose authors may run tasks
+before the others (intake.py): a refusal costs a thread's start too, so a flood
+of messages to refuse holds no task back.
 
+Claiming with CLAIM=thread (the default: several hosts on one queue)
+--------------------------------------------------------------------
+Discord allows one thread per message, and the thread started from a message
+has the message's id. Starting it (``POST /channels/{queue}/messages/{task}/threads``)
+is therefore a test-and-set that Discord arbitrates: the host whose start
+succeeds runs the task. ``Claims.decide`` → ``settle``:
+
+a. INSERT the record as ``claiming``, with the task as parsed, or with its
+   refusal (SQLite, one transaction): the attempt is known before the request
+   leaves (house rule 2);
+b. start the thread, named ``<the task's first words> · <HOST_NAME>``
+   (report.thread_name);
+c. 201: this host won. The record becomes ``claimed`` (``refused`` for a
+   refusal, which this host alone then posts), then the ledger line, the ✅ and
+   a first line in the thread (which host, which model) on the task lane;
+d. 400 code 160004, "a thread has already been created": another host won, and
+   this one records ``elsewhere`` and never runs the task. Unless the answer
+   came to the client's retry of a start whose first answer was lost: that
+   first start may have been this host's own. Then it looks (``GET
+   /channels/{task}``, the thread): the thread is this host's when this bot is
+   its ``owner_id`` and the name ends with this HOST_NAME (hosts sharing one
+   bot token differ only by the name);
+e. 404 code 10008: the message was deleted meanwhile → ``dropped``. 403: the
+   bot may not start threads: one configuration line naming the permissions
+   (or CLAIM=reaction), and the pass ends. No answer at all (connection errors,
+   5xx after the client's retries, a rate limit longer than RATE_LIMIT_MAX_WAIT):
+   the record stays ``claiming``, and the next pass (``--watch``: the set-aside
+   retry) looks before it starts again: 404 Unknown Channel means nobody
+   started the thread; a thread is judged as in (d).
+
+Races, and why each task runs once, on one host, with one result:
+
+- Two hosts start a task's thread at the same moment: Discord makes one; the
+  other host's start is answered 160004 and it records ``elsewhere``. Nothing
+  runs before a start has succeeded.
+- A host's start takes effect but its answer is lost: its retry is answered
+  160004 and it looks; the thread carries its bot and its name, so it is its
+  own. Another host that tried in between got 160004 without having started
+  anything, and left the task.
+- A host is killed after (a): before or after its start reached Discord. The
+  next pass finds ``claiming`` and looks first: its own thread → claimed, and
+  it runs the task; another's → ``elsewhere``; none → it starts one now. A host
+  never starts a thread twice without looking in between.
+- A host is killed after (c)'s record, before the ✅ or the first line: the
+  record says ``claimed``; recovery runs the task and adds the ✅.
+- Two passes on one home: only the holder of ``.runtime/orchestrate.lock``
+  claims; and the INSERT is atomic besides.
+- Two hosts with one bot token and the same HOST_NAME cannot be told apart:
+  after a lost answer both would take the thread for their own. HOST_NAME must
+  be unique among the hosts on a queue (the default, the machine's hostname,
+  usually is).
+- A person starts a thread on a task before any host does: no host can start
+  it any more, so nobody runs the task; the log says whose thread it is.
+- CLAIM=reaction hosts ignore threads: do not mix the two modes on one queue.
+
+Claiming with CLAIM=reaction (one host: the seed's rule)
+-------------------------------------------------------
 a. INSERT the task's record with status ``claimed`` (SQLite, one
    transaction; the task id is the primary key, so a second INSERT fails);
 b. append the id to ``.runtime/assigned-tasks.txt`` (the seed's ledger);
 c. PUT the ✅ reaction (done off the main loop, on the task channel's lane,
    which this module owns with every other reaction on a task message).
 
-Races, and why they cannot run a task twice:
+A crash between (a) and (b): the next pass appends the missing ledger line
+(``Store.reconcile_ledger``); between (a) and (c): the task is ours with no ✅
+on Discord, the next pass runs it and sets the ✅. Between two hosts there is no
+arbiter here: Discord's reaction PUT is idempotent and does not tell who was
+first, which is why several hosts need CLAIM=thread.
 
-- Two passes on one home (cron fires every minute, a pass may last longer):
-  only the pass that holds ``.runtime/orchestrate.lock`` polls and claims;
-  the others exit at once. Even without the lock, step (a) is atomic: the
-  loser's INSERT fails and it skips the task.
-- A crash between (a) and (b): the record exists; the next pass appends the
-  missing ledger line (``Store.reconcile_ledger``) and recovers the task.
-- A crash between (a) and (c): the task is ours with no ✅ on Discord. The
-  next pass finds the record (status ``claimed``), runs it and sets the ✅.
-  Nobody else can take it meanwhile on this home.
-- Several hosts (not supported yet): between one host's check of the
-  reactions and its PUT, another host can do the same; Discord's reaction PUT
-  is idempotent and does not tell who was first. A multi-host design needs an
-  arbiter (e.g. read back the ✅ users after the PUT and let the lowest user
-  id win, or a shared database); this module is where it goes.
+What was checked, and how
+-------------------------
+Against ../shared/discord-openapi.json (Discord's OpenAPI spec, v10):
+``POST /channels/{channel_id}/messages/{message_id}/threads``
+(create_thread_from_message): body ``CreateTextThreadWithMessageRequest``,
+``name`` 1-100 characters, ``auto_archive_duration`` 60/1440/4320/10080; 201
+with a ``ThreadResponse`` (``owner_id``, ``parent_id``, ``thread_metadata``);
+``MessageResponse.thread``; ``GET /channels/{id}`` answering a thread. Against
+Discord's developer docs (discord-api-docs: channel.mdx "Start Thread from
+Message", topics/threads.mdx, opcodes-and-status-codes.mdx, permissions.mdx):
+the thread's id is the message's; one thread per message; 160004 "A thread has
+already been created for this message"; 160006 at the server's active-thread
+cap; Create Public Threads and Send Messages in Threads. Not documented, so
+handled defensively: the thread-start rate limit (reported: 429s with long
+``retry_after`` after bursts: the record stays ``claiming``, tried later) and
+one project's report of a 500 instead of 160004 after a reconnect (any failed
+start means "look before deciding", never "nobody has it"). The local Discord
+(sim/localdiscord/threads.py) serves these rules and the conformance test checks
+its shapes against the spec.
 
 Who may submit
 --------------
