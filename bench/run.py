@@ -26,6 +26,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -38,7 +39,7 @@ from typing import Callable, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (CLAIM, LocalHome, Scratch, World, bench_env, loadavg, make_home,  # noqa: E402
-                     make_world, popen_cli, request_rtt, run_cli, timed_python)
+                     cli_argv, make_world, popen_cli, request_rtt, run_cli, timed_python)
 
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
 
@@ -175,6 +176,9 @@ def bench_idle(rep: Report, sizes: Sizes, pycache: Path, keep: bool) -> Dict[str
             cpus.append(st.cpu_s or 0.0)
             floors.append(timed_python(floor_code, b.env, b.home.path))
             bare.append(timed_python("pass", b.env, b.home.path))
+        floor_i = _instructions([sys.executable, "-c", floor_code], b.env, b.home.path)
+        pass_i = _instructions(cli_argv("orchestrate"), b.home.env, b.home.path)
+        deps_i = _instructions([sys.executable, "-c", FIXED_DEPENDENCIES], b.env, b.home.path)
     wall, floor, nothing = _median(walls), _median(floors), _median(bare)
     rep.figure("idle.requests", f"{max(reqs)} per pass (each of {len(reqs)} passes: {sorted(set(reqs))})",
                "exactly 1", all(r == 1 for r in reqs))
@@ -185,7 +189,28 @@ def bench_idle(rep: Report, sizes: Sizes, pycache: Path, keep: bool) -> Dict[str
     rep.note(f"the interpreter with site takes {_ms(nothing)} of both; the pass beyond the floor (its own "
              f"modules, click, settings, the cursor, exit): {_ms(wall - floor)}; CPU of an idle pass "
              f"{_ms(_median(cpus))}")
+    if floor_i and pass_i and deps_i:
+        rep.figure("idle.instructions_vs_floor", f"{pass_i / floor_i:.3f}x ({pass_i / 1e6:.0f} M / {floor_i / 1e6:.0f} M "
+                   f"instructions, callgrind: the same whatever the machine's load)",
+                   f"<= {IDLE_TARGET:.2f}x", pass_i / floor_i <= IDLE_TARGET)
+        rep.note(f"of which `{FIXED_DEPENDENCIES}` alone (the dependencies the user fixed, and SQLite): "
+                 f"{deps_i / floor_i:.3f}x")
+    else:
+        rep.note("valgrind not found: no instruction counts (apt install valgrind)")
     return {"idle_cpu_s": _median(cpus)}
+
+
+FIXED_DEPENDENCIES = "import requests, click, dotenv, sqlite3"
+
+
+def _instructions(argv: List[str], env: Dict[str, str], cwd: Path) -> Optional[int]:
+    """Instructions a command executes (valgrind's callgrind): a count that does not depend on the load."""
+    if shutil.which("valgrind") is None:
+        return None
+    run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                         cwd=cwd, env=env, capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    return int(found.group(1)) if found else None
 
 
 # ---------------------------------------------------------------------------- 2+3. a burst of tasks
