@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import requests
+
 from discord_orch.cgroups import detect
 from discord_orch.errors import EXIT_CONFIG, EXIT_DISCORD
+from discord_orch.sim.localdiscord import grants
+
+THREADS_OK = ("ok    CLAIM=thread: thread claiming is possible: the bot has Create Public Threads and Send Messages "
+              "in Threads in #task-queue")
 
 
 def lines(run) -> list:
@@ -13,7 +19,24 @@ def lines(run) -> list:
 
 
 def nothing_posted(world) -> bool:
-    return all(world.ld.messages(ch) == [] for ch in (world.task_queue, world.results, world.worker_pool))
+    """No message anywhere, and every request the check made only read."""
+    return (all(world.ld.messages(ch) == [] for ch in (world.task_queue, world.results, world.worker_pool))
+            and {r.method for r in world.ld.requests} == {"GET"})
+
+
+def deny_thread_permissions(world, where: str) -> None:
+    for permission in ("CREATE_PUBLIC_THREADS", "SEND_MESSAGES_IN_THREADS"):
+        world.ld.deny_permission(where, world.bot.id, permission)
+
+
+def failed(run) -> list:
+    return [line for line in lines(run) if line.startswith("fail")]
+
+
+def fails_with(run, *expected: str) -> None:
+    """Exactly these fail lines, and the exit code of a Discord setup problem."""
+    assert run.returncode == EXIT_DISCORD
+    assert failed(run) == list(expected)
 
 
 def test_a_good_setup_passes_every_check_with_six_requests_and_posts_nothing(home, world):
@@ -22,7 +45,14 @@ def test_a_good_setup_passes_every_check_with_six_requests_and_posts_nothing(hom
     out = lines(run)
     assert out[0] == f"ok    token: bot discord-orch (id {world.bot.id})"
     assert f"ok    RESULTS_CHANNEL: #results in server {world.guild}" in out
-    assert out.count("ok    TASK_QUEUE_CHANNEL: the bot can read its message history") == 1
+    assert out[1:8] == [f"ok    TASK_QUEUE_CHANNEL: #task-queue in server {world.guild}",
+                        "ok    TASK_QUEUE_CHANNEL: the bot has View Channel, Read Message History and Add Reactions there",
+                        THREADS_OK,
+                        f"ok    RESULTS_CHANNEL: #results in server {world.guild}",
+                        "ok    RESULTS_CHANNEL: the bot has View Channel, Read Message History, Send Messages and "
+                        "Attach Files there",
+                        f"ok    WORKER_POOL_CHANNEL: #worker-pool in server {world.guild}",
+                        "ok    WORKER_POOL_CHANNEL: the bot has View Channel and Send Messages there"]
     assert f"ok    openclaw: {home.config['OPENCLAW_BIN']}" in out
     assert f"ok    openclaw under cron (PATH=/usr/bin:/bin): {home.config['OPENCLAW_BIN']}" in out
     # the fixture's OPENCLAW_CONFIG does not exist: a warning, not a failure
@@ -143,3 +173,77 @@ def test_check_says_what_holds_an_agents_processes(home, world):
     assert line == ("warn  containment: agents are held by their process group and environment marker only "
                     "(AGENT_CGROUP=false): a process that leaves both its process group and its environment "
                     "(setsid with a clean environment) can outlive its agent; see README, Security")
+
+
+# -- permissions (issue 13: CLAIM=thread needs two thread permissions in #task-queue) -------------------
+
+def test_without_create_public_threads_check_names_it_and_the_two_fixes(home, world):
+    world.ld.deny_permission(world.task_queue, world.bot.id, "CREATE_PUBLIC_THREADS")
+    run = home.cli("check")
+    fails_with(run, "fail  CLAIM=thread: the bot lacks Create Public Threads in #task-queue, which claiming a task by "
+                    "starting its thread needs: give it to the bot's role (Server Settings → Roles) or allow it in "
+                    "#task-queue (Edit Channel → Permissions), or set CLAIM=reaction (one host only)")
+    assert run.stderr.strip() == "discord-orch: error: 1 problem(s) found; fix them and run discord-orch check again"
+    assert world.ld.request_count() == 6 and nothing_posted(world)
+    # what check saw missing is what the route refuses
+    task = world.post(world.alice, "a task")
+    refused = requests.post(f"{world.ld.base_url}/channels/{world.task_queue}/messages/{task['id']}/threads",
+                            json={"name": "mine"}, headers={"Authorization": f"Bot {world.bot.token}"}, timeout=10)
+    assert (refused.status_code, refused.json()) == (403, {"message": "Missing Permissions", "code": 50013})
+
+
+def test_without_send_messages_in_threads_from_any_role_check_names_it(home, world):
+    """Taken from @everyone (the server's role), then given back by a role of the bot's: roles add up."""
+    world.ld.set_role_permissions(world.guild, world.guild, grants.EVERYONE_DEFAULT & ~grants.SEND_MESSAGES_IN_THREADS)
+    run = home.cli("check")
+    assert run.returncode == EXIT_DISCORD
+    [line] = failed(run)
+    assert line.startswith("fail  CLAIM=thread: the bot lacks Send Messages in Threads in #task-queue, which claiming")
+    assert line.endswith("or set CLAIM=reaction (one host only)")
+    threads = world.ld.create_role(world.guild, "threads", grants.SEND_MESSAGES_IN_THREADS)
+    world.ld.add_member(world.guild, world.bot.id, roles=[threads])
+    run = home.cli("check")
+    assert run.returncode == 0 and THREADS_OK in lines(run)
+
+
+def test_both_thread_permissions_missing_are_named_in_one_line(home, world):
+    deny_thread_permissions(world, world.task_queue)
+    run = home.cli("check")
+    assert run.returncode == EXIT_DISCORD
+    [line] = failed(run)
+    assert line.startswith("fail  CLAIM=thread: the bot lacks Create Public Threads and Send Messages in Threads in "
+                           "#task-queue, which claiming a task by starting its thread needs: give them to the bot's "
+                           "role (Server Settings → Roles) or allow them in #task-queue")
+
+
+def test_claim_by_reaction_needs_no_thread_permission(home, world):
+    deny_thread_permissions(world, world.guild)
+    run = home.cli("check", env={"CLAIM": "reaction"})
+    assert run.returncode == 0, run.stdout
+    out = lines(run)
+    assert "ok    CLAIM=reaction: one host claims a task by its ✅; no thread permissions needed" in out
+    assert not any("CLAIM=thread" in line for line in out)
+    assert world.ld.request_count() == 6 and nothing_posted(world)
+
+
+def test_a_channel_overwrite_for_everyone_is_seen_and_an_administrator_passes_it(home, world):
+    """#results: @everyone may not send (Attach Files goes with it, as Discord says); a bot with Administrator
+    ignores every overwrite."""
+    world.ld.set_overwrite(world.results, world.guild, deny=grants.SEND_MESSAGES)
+    fails_with(home.cli("check"), "fail  RESULTS_CHANNEL: the bot lacks Send Messages and Attach Files in #results, "
+               "which a pass needs to post results (a long one as a file) and find one already posted: give them to "
+               "the bot's role (Server Settings → Roles) or allow them in #results (Edit Channel → Permissions)")
+    admin = world.ld.create_role(world.guild, "admin", grants.ADMINISTRATOR)
+    world.ld.add_member(world.guild, world.bot.id, roles=[admin])
+    assert home.cli("check").returncode == 0
+
+
+def test_no_message_history_is_named_though_discord_answers_it_with_no_messages(home, world):
+    """Discord lists no messages to a bot without Read Message History, no error: a pass would see no task."""
+    world.post(world.alice, "a task nobody would see")
+    world.ld.deny_permission(world.task_queue, world.bot.id, "READ_MESSAGE_HISTORY")
+    run = home.cli("check")
+    assert run.returncode == EXIT_DISCORD
+    [line] = failed(run)
+    assert line.startswith("fail  TASK_QUEUE_CHANNEL: the bot lacks Read Message History in #task-queue, which a "
+                           "pass needs to read tasks and mark them")

@@ -569,10 +569,20 @@ def test_custom_emoji_and_unknown_message(w: World) -> None:
 
 @pytest.mark.parametrize("code,message", [(50001, "Missing Access"), (50013, "Missing Permissions")])
 def test_deny(w: World, code: int, message: str) -> None:
+    """50001: the channel is hidden (View Channel denied); 50013: seen, nothing allowed in it (Discord's
+    docs: no history = an empty list, not an error). Both are a member overwrite the channel shows."""
     m = w.ld.post_message(w.cid, w.alice.id, "task")
     w.ld.deny(w.cid, w.bot.id, code=code)
-    for r in (w.get(f"/channels/{w.cid}/messages"), w.create("x"), w.get(f"/channels/{w.cid}"),
-              w.put(f"/channels/{w.cid}/messages/{m['id']}/reactions/{CHECK}/@me")):
+    refused = [w.create("x"), w.put(f"/channels/{w.cid}/messages/{m['id']}/reactions/{CHECK}/@me")]
+    listed, channel = w.get(f"/channels/{w.cid}/messages"), w.get(f"/channels/{w.cid}")
+    if code == 50001:
+        refused += [listed, channel]
+    else:
+        assert listed.json() == [] and channel.status_code == 200
+        [overwrite] = channel.json()["permission_overwrites"]
+        assert overwrite["id"] == w.bot.id and overwrite["type"] == 1 and overwrite["allow"] == "0"
+        assert int(overwrite["deny"]) & (1 << 11) and not int(overwrite["deny"]) & (1 << 10)
+    for r in refused:
         assert r.status_code == 403
         assert r.json() == {"message": message, "code": code}
     assert len(w.ld.messages(w.cid)) == 1 and w.ld.reactions(w.cid, m["id"]) == {}

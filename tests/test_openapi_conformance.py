@@ -313,6 +313,23 @@ def test_user_member_channel_bodies(oas: Spec, world: World) -> None:
     oas.validate_schema(ch, "GuildChannelResponse")
 
 
+def test_guild_roles_and_overwrites_bodies(oas: Spec, world: World) -> None:
+    """What `discord-orch check` computes permissions from: the guild's roles and owner, a channel's overwrites."""
+    guild = oas.check_response("GET", "/guilds/{guild_id}", world.call("GET", f"/guilds/{world.gid}"))
+    oas.no_undeclared(guild, "GuildWithCountsResponse")
+    assert {r["id"] for r in guild["roles"]} == {world.gid, world.rid}
+    for role in guild["roles"]:
+        oas.no_undeclared(role, "GuildRoleResponse")
+    world.ld.set_overwrite(world.cid, world.rid, allow=1 << 34, deny=1 << 6)
+    world.ld.deny_permission(world.cid, world.bot.id, "CREATE_PUBLIC_THREADS")
+    ch = oas.check_response("GET", "/channels/{channel_id}", world.call("GET", f"/channels/{world.cid}"))
+    oas.validate_schema(ch, "GuildChannelResponse")
+    assert sorted((o["type"], o["allow"], o["deny"]) for o in ch["permission_overwrites"]) == [
+        (0, str(1 << 34), str(1 << 6)), (1, "0", str(1 << 35))]
+    for overwrite in ch["permission_overwrites"]:
+        oas.no_undeclared(overwrite, "ChannelPermissionOverwriteResponse")
+
+
 def test_message_bodies(oas: Spec, world: World) -> None:
     ld = world.ld
     task = ld.post_message(world.cid, world.alice.id, f"task for <@{world.bot.id}>",
@@ -387,15 +404,20 @@ def test_spec_field_error_code_is_still_an_integer(oas: Spec) -> None:
 def _errors(world: World) -> List[Tuple[str, str, requests.Response, int]]:
     ld, cid = world.ld, world.cid
     m = ld.post_message(cid, world.alice.id, "task")
-    other = ld.create_channel(world.gid, "secret")
+    other = ld.create_channel(world.gid, "read-only")
     ld.deny(other, world.bot.id, code=50013)
+    hidden = ld.create_channel(world.gid, "secret")
+    ld.deny(hidden, world.bot.id, code=50001)
     c = "/channels/{channel_id}/messages"
     one = "/channels/{channel_id}/messages/{message_id}"
     react = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
     return [
         ("GET", "/users/@me", requests.get(ld.base_url + "/users/@me"), 0),
         ("GET", "/channels/{channel_id}", world.call("GET", "/channels/1"), 10003),
-        ("GET", "/channels/{channel_id}", world.call("GET", f"/channels/{other}"), 50013),
+        ("GET", "/channels/{channel_id}", world.call("GET", f"/channels/{hidden}"), 50001),
+        ("POST", "/channels/{channel_id}/messages", world.call("POST", f"/channels/{other}/messages",
+                                                                json={"content": "x"}), 50013),
+        ("GET", "/guilds/{guild_id}", world.call("GET", "/guilds/1577172729885360130"), 10004),
         ("GET", "/guilds/{guild_id}/members/{user_id}", world.call("GET", f"/guilds/{world.gid}/members/1"), 10007),
         ("GET", c, world.call("GET", f"/channels/{cid}/messages", params={"limit": 500}), 50035),
         ("POST", c, world.call("POST", f"/channels/{cid}/messages", json={"content": "x" * 2001}), 50035),

@@ -5,10 +5,18 @@ RESULTS_CHANNEL or a missing permission in #worker-pool only shows when the
 first result is due (the result then waits in the outbox for the next pass).
 ``check`` looks at everything a pass will need, up front, without posting:
 the token, each channel (it exists, the bot sees it, it is in GUILD_ID's
-server), message history where the pass reads it, and the agent program
-(found, its ``#!`` interpreter found, and both again with cron's short PATH).
-Sending messages and adding reactions cannot be tested without doing them;
-the first pass names the missing permission if one is missing.
+server), the bot's permissions in each (below), and the agent program (found,
+its ``#!`` interpreter found, and both again with cron's short PATH).
+
+Permissions are computed, not tried: the server's roles and owner (GET /guilds/{id}),
+the bot's roles (GET /guilds/{id}/members/{bot}) and each channel's overwrites (the
+GET /channels/{id} already made) go through Discord's algorithm (``permissions.py``,
+whose docstring says what is verified and how). Each channel needs what a pass does
+there (``NEEDS``); with CLAIM=thread, #task-queue also needs Create Public Threads and
+Send Messages in Threads (``THREAD_NEEDS``: a host claims a task by starting its thread
+and posts its first line there); CLAIM=reaction needs neither. Reading the history is
+not tried either: Discord answers a bot without Read Message History with no messages,
+not with an error, so only the computation can tell.
 
 Requests: at most 1 + 3 + 2 = 6, none after a 401 (the client refuses to send more).
 """
@@ -18,12 +26,14 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
+from . import permissions as perm
 from .cgroups import Containment, detect
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError
+from .models import Channel, Guild, Member, User
 from .openclaw import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
 
 OK = "ok"
@@ -31,7 +41,16 @@ WARN = "warn"       # worth knowing, not a reason to fail
 FAIL = "fail"
 
 CHANNEL_KEYS = ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
-HISTORY_READ_BY_A_PASS = ("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL")  # polling; finding a result already posted
+# What a pass does in each channel, and the permissions that takes.
+NEEDS = {
+    "TASK_QUEUE_CHANNEL": ("read tasks and mark them (✅ ⛔ 🏁...)",
+                           (perm.VIEW_CHANNEL, perm.READ_MESSAGE_HISTORY, perm.ADD_REACTIONS)),
+    "RESULTS_CHANNEL": ("post results (a long one as a file) and find one already posted",
+                        (perm.VIEW_CHANNEL, perm.READ_MESSAGE_HISTORY, perm.SEND_MESSAGES, perm.ATTACH_FILES)),
+    "WORKER_POOL_CHANNEL": ("post notices", (perm.VIEW_CHANNEL, perm.SEND_MESSAGES)),
+}
+THREAD_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS)   # in #task-queue, with CLAIM=thread
+GRANT_FIX = "give {them} to the bot's role (Server Settings → Roles) or allow {them} in {channel} (Edit Channel → Permissions)"
 
 
 @dataclass(frozen=True)
@@ -52,38 +71,92 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
     except DiscordError as exc:  # 401 above all: nothing more, Discord bans clients that keep sending bad tokens
         return [Finding(FAIL, "token", "", exc)]
     found.append(Finding(OK, "token", f"bot {me.username} (id {me.id})"))
+    access = _Access(client, me)
     for key in CHANNEL_KEYS:
-        channel = _check_channel(settings, client, key)
-        found.append(channel)
-        if key in HISTORY_READ_BY_A_PASS and channel.error is None:  # a missing channel is said once
-            channel_id = getattr(settings, key.lower())
-            found.append(_attempt(key, lambda: client.list_messages(channel_id, limit=1),
-                                  "the bot can read its message history"))
+        finding, channel = _check_channel(settings, client, key)
+        found.append(finding)
+        if channel is not None:   # a channel that failed is said once
+            found.extend(_check_permissions(settings, access, key, channel))
+    if settings.claim == "reaction":
+        found.append(Finding(OK, "CLAIM=reaction", "one host claims a task by its ✅; no thread permissions needed"))
     found.extend(_check_openclaw(settings))
     found.append(_check_containment(settings))
     found.append(Finding(OK, "who may submit", _who_may_submit(settings)))
     return found
 
 
-def _attempt(subject: str, call: Callable[[], object], ok_text: str) -> Finding:
-    try:
-        call()
-    except DiscordError as exc:
-        return Finding(FAIL, subject, "", exc)
-    return Finding(OK, subject, ok_text)
+class _Access:
+    """The bot's standing in a server (its roles and the server's), fetched once per server."""
+
+    def __init__(self, client: DiscordClient, me: User) -> None:
+        self.client, self.me = client, me
+        self._known: Dict[str, Union[Tuple[Guild, Member], DiscordError]] = {}
+
+    def of(self, guild_id: str) -> Union[Tuple[Guild, Member], DiscordError]:
+        if guild_id not in self._known:
+            try:
+                self._known[guild_id] = (self.client.get_guild(guild_id), self.client.get_member(guild_id, self.me.id))
+            except DiscordError as exc:
+                self._known[guild_id] = exc
+        return self._known[guild_id]
 
 
-def _check_channel(settings: Settings, client: DiscordClient, key: str) -> Finding:
+def _check_channel(settings: Settings, client: DiscordClient, key: str) -> Tuple[Finding, Optional[Channel]]:
+    """The channel's line, and the channel when it is usable (found, in GUILD_ID's server)."""
     channel_id = getattr(settings, key.lower())
     try:
         channel = client.get_channel(channel_id)
     except DiscordError as exc:
-        return Finding(FAIL, key, "", exc)
-    name = f"#{channel.name}" if channel.name else f"channel {channel.id}"
+        return Finding(FAIL, key, "", exc), None
+    name = _name(channel)
     if settings.guild_id and channel.guild_id and channel.guild_id != settings.guild_id:
-        return Finding(FAIL, key, f"{name} is in server {channel.guild_id}, not in GUILD_ID={settings.guild_id}")
+        return Finding(FAIL, key, f"{name} is in server {channel.guild_id}, not in GUILD_ID={settings.guild_id}"), None
     where = f" in server {channel.guild_id}" if channel.guild_id else ""
-    return Finding(OK, key, f"{name}{where}")
+    return Finding(OK, key, f"{name}{where}"), channel
+
+
+def _name(channel: Channel) -> str:
+    return f"#{channel.name}" if channel.name else f"channel {channel.id}"
+
+
+def _check_permissions(settings: Settings, access: _Access, key: str, channel: Channel) -> List[Finding]:
+    """What the bot may do in the channel against what a pass does there (and CLAIM=thread in #task-queue)."""
+    if not channel.guild_id:
+        return []
+    standing = access.of(channel.guild_id)
+    if isinstance(standing, DiscordError):
+        return [Finding(FAIL, f"{key} permissions", "", standing)]
+    held = perm.channel_permissions(standing[0], standing[1], channel)
+    doing, needed = NEEDS[key]
+    lacking = perm.missing(held, needed)
+    name = _name(channel)
+    if lacking:
+        found = [Finding(FAIL, key, f"the bot lacks {_listed(lacking)} in {name}, which a pass needs to {doing}: "
+                                    + _fix(lacking, name))]
+    else:
+        found = [Finding(OK, key, f"the bot has {_listed([perm.NAMES[p] for p in needed])} there")]
+    if key == "TASK_QUEUE_CHANNEL" and settings.claim == "thread":
+        found.append(_check_thread_claim(held, name))
+    return found
+
+
+def _check_thread_claim(held: int, name: str) -> Finding:
+    """CLAIM=thread: a host claims a task by starting its thread, then posts in it."""
+    lacking = perm.missing(held, THREAD_NEEDS)
+    if lacking:
+        return Finding(FAIL, "CLAIM=thread", f"the bot lacks {_listed(lacking)} in {name}, which claiming a task "
+                                             f"by starting its thread needs: {_fix(lacking, name)}, or set "
+                                             "CLAIM=reaction (one host only)")
+    return Finding(OK, "CLAIM=thread", f"thread claiming is possible: the bot has "
+                                       f"{_listed([perm.NAMES[p] for p in THREAD_NEEDS])} in {name}")
+
+
+def _listed(names: List[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _fix(lacking: List[str], channel: str) -> str:
+    return GRANT_FIX.format(them="it" if len(lacking) == 1 else "them", channel=channel)
 
 
 def _check_openclaw(settings: Settings) -> List[Finding]:

@@ -59,6 +59,7 @@ from .models import (
     ActiveThreads,
     Channel,
     FileUpload,
+    Guild,
     Member,
     Message,
     User,
@@ -220,6 +221,10 @@ class DiscordClient:
         """The server's active threads, each with its last_message_id (GET /guilds/{id}/threads/active)."""
         return self._call("GET", "/guilds/{guild_id}/threads/active", {"guild_id": guild_id},
                           parse=ActiveThreads.from_json)
+
+    def get_guild(self, guild_id: str) -> Guild:
+        """A server's owner and roles with their permission bits (GET /guilds/{id})."""
+        return self._call("GET", "/guilds/{guild_id}", {"guild_id": guild_id}, parse=Guild.from_json)
 
     def get_member(self, guild_id: str, user_id: str) -> Member:
         """A member of a server, with their roles (GET /guilds/{id}/members/{user})."""

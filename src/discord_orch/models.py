@@ -90,8 +90,58 @@ class Attachment(NamedTuple):
                    size=int(data.get("size", 0)), url=str(data.get("url", "")))
 
 
+def _bits(value: Any) -> int:
+    """A permission bit set: Discord sends it as a decimal string (v8 and later)."""
+    text = str(value)
+    if not text.isdigit():
+        raise ValueError(f"not a permission bit set: {text[:40]!r}")
+    return int(text)
+
+
+class Overwrite(NamedTuple):
+    """One of a channel's permission overwrites: for a role (type 0; @everyone's id is the server's) or a member (1)."""
+
+    id: str
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Overwrite":
+        """From Discord's overwrite object (``allow`` and ``deny`` are strings)."""
+        return cls(id=str(data["id"]), type=int(data["type"]), allow=_bits(data.get("allow") or "0"),
+                   deny=_bits(data.get("deny") or "0"))
+
+
+class Role(NamedTuple):
+    """A server role: its id and permission bits."""
+
+    id: str
+    permissions: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Role":
+        """From Discord's role object."""
+        return cls(id=str(data["id"]), permissions=_bits(data.get("permissions") or "0"))
+
+
+class Guild(NamedTuple):
+    """A server as far as permissions go: its owner and its roles (@everyone's id is the server's)."""
+
+    id: str
+    owner_id: Optional[str] = None
+    roles: Tuple[Role, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Guild":
+        """From Discord's guild object (GET /guilds/{id})."""
+        return cls(id=str(data["id"]), owner_id=_opt_id(data.get("owner_id")),
+                   roles=tuple(Role.from_json(r) for r in data.get("roles") or ()))
+
+
 class Channel(NamedTuple):
-    """A channel: its type and server; for a thread also its parent, creator and archive state."""
+    """A channel: its type, server and permission overwrites; for a thread also its parent, creator
+    and archive state."""
 
     id: str
     name: str = ""
@@ -104,6 +154,7 @@ class Channel(NamedTuple):
     locked: bool = False
     auto_archive_duration: Optional[int] = None
     message_count: int = 0
+    overwrites: Tuple[Overwrite, ...] = ()    # a thread has none: its parent's apply
 
     @property
     def is_thread(self) -> bool:
@@ -121,7 +172,8 @@ class Channel(NamedTuple):
                    last_message_id=_opt_id(data.get("last_message_id")),
                    archived=bool(meta.get("archived", False)), locked=bool(meta.get("locked", False)),
                    auto_archive_duration=None if duration is None else int(duration),
-                   message_count=int(data.get("message_count") or 0))
+                   message_count=int(data.get("message_count") or 0),
+                   overwrites=tuple(Overwrite.from_json(o) for o in data.get("permission_overwrites") or ()))
 
 
 class ActiveThreads(NamedTuple):

@@ -18,17 +18,24 @@ Use::
         requests.get(f"{ld.base_url}/channels/{cid}/messages", headers={"Authorization": f"Bot {bot.token}"})
 
 Emulated
-    * Routes in :attr:`LocalDiscord.ROUTES` (users/@me, channel, guild member, list /
+    * Routes in :attr:`LocalDiscord.ROUTES` (users/@me, channel, guild, guild member, list /
       create / get / edit / delete message, add / remove own reaction, list reaction
       users, start a thread from a message, edit (archive, lock) a thread, list a guild's
       active threads), with the v10 shapes of Discord's OpenAPI spec.
     * Public threads started from a message (``threads``, whose docstring lists which
       facts are verified and how): one thread per message (160004), the guild's cap of
       active threads (160006, ``max_active_threads``), ``thread`` on the starter message,
-      the type-21 first message, unarchive on post, locked threads, the permissions
-      Create Public Threads / Send Messages in Threads / Manage Threads
-      (``deny_permission``, ``allow_permission``).
-    * Bot-token auth (401), per-user channel denial (403 50001 / 50013), the usual
+      the type-21 first message, unarchive on post, locked threads.
+    * Permissions (``grants``, whose docstring says what is verified): roles with permission
+      bitfields (``create_role``, ``set_role_permissions``; @everyone's id is the guild's),
+      the guild's owner, channel ``permission_overwrites`` (``set_overwrite``), served by
+      ``GET /guilds/{id}`` and ``GET /channels/{id}`` and enforced by the routes with
+      Discord's algorithm: View Channel (else 50001 on anything about the channel and its
+      threads), Read Message History (else an empty list, 50013 for one message, a reply or
+      a reaction), Send Messages, Attach Files, Add Reactions (the first of an emoji),
+      Create Public Threads, Send Messages in Threads, Manage Threads (else 50013).
+      ``deny``, ``allow``, ``deny_permission``, ``allow_permission`` are member overwrites.
+    * Bot-token auth (401), the usual
       404 codes (10003, 10004, 10007, 10008), 10014 Unknown Emoji, 50005, 50006,
       50035 with nested field errors, 50109 invalid JSON, 40005 file too large,
       unknown route 404 and wrong method 405.
@@ -52,8 +59,9 @@ Emulated
       ``lose_thread_start_answers``), added latency, whole-API outage.
 
 Not emulated
-    The gateway (websocket), permissions beyond explicit ``deny`` and the thread
-    permissions, private / announcement / forum threads, DMs,
+    The gateway (websocket), permissions other routes would need (the emulator serves no
+    moderation routes), categories and permission syncing, timeouts, private /
+    announcement / forum threads, DMs,
     webhooks, interactions, pins, stickers, polls, components validation, custom
     emoji registry (any well-formed ``name:id`` is accepted), the invalid-request
     (Cloudflare) limit, ``shared`` rate-limit scopes, ``X-Audit-Log-Reason``. Fetched

@@ -79,6 +79,7 @@ _UNKNOWN = {
 }
 DENY_MESSAGES = {50001: "Missing Access", 50013: "Missing Permissions"}
 MISSING_PERMISSIONS = 50013
+MISSING_ACCESS = 50001
 
 
 def missing_permissions() -> ApiError:

@@ -47,16 +47,21 @@ class MessageRoutes(Store):
             picked = (older[-n_old:] if n_old else []) + newer[:n_new]
         else:
             picked = msgs[-limit:]
+        if not self._has(ch, user_id, "READ_MESSAGE_HISTORY"):
+            picked = []          # Discord's docs: "then no messages will be returned" (no error)
         return 200, [self._render(m, user_id) for m in reversed(picked)]
 
     def _h_get_message(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]],
                        headers: Any, body: bytes) -> Tuple[int, Any]:
-        _ch, msg = self._api_message(params)
+        ch, msg = self._api_message(params)
+        self._require(ch, user_id, "READ_MESSAGE_HISTORY")
         return 200, self._render(msg, user_id)
 
     def _h_create_message(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]],
                           headers: Any, body: bytes) -> Tuple[int, Any]:
         ch = self._api_channel(params)
+        if ch.thread is None:   # in a thread SEND_MESSAGES_IN_THREADS counts instead (threads._thread_gate)
+            self._require(ch, user_id, "SEND_MESSAGES")
         payload, raw_files, errors = self._message_body(headers, body)
         nonce = payload.get("nonce")
         if nonce is not None:
@@ -91,6 +96,10 @@ class MessageRoutes(Store):
                                               "Unknown message"))
         if errors:
             raise invalid_form(errors)
+        if files and ch.thread is None:
+            self._require(ch, user_id, "ATTACH_FILES")
+        if reference_id is not None:
+            self._require(ch, user_id, "READ_MESSAGE_HISTORY")
         content = payload.get("content") or ""
         embeds = [self._clean_embed(e) for e in (payload.get("embeds") or [])]
         if not content.strip() and not embeds and not files and not payload.get("sticker_ids") \

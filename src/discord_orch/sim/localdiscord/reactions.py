@@ -20,8 +20,11 @@ class ReactionRoutes(Store):
 
     def _h_add_reaction(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]],
                         headers: Any, body: bytes) -> Tuple[int, Any]:
-        _ch, msg = self._api_message(params)
+        ch, msg = self._api_message(params)
         key, ejson = self._api_emoji(params)
+        self._require(ch, user_id, "READ_MESSAGE_HISTORY")
+        if not msg.reactions.get(key):   # only the first reaction with an emoji needs Add Reactions
+            self._require(ch, user_id, "ADD_REACTIONS")
         self._add_reaction(msg, key, ejson, user_id)
         return 204, None
 

@@ -23,6 +23,7 @@ ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
     ("DELETE", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", "_h_remove_reaction", "reactions"),
     ("GET", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", "_h_list_reaction_users", None),
     ("POST", "/channels/{channel_id}/messages/{message_id}/threads", "_h_start_thread", "thread_create"),
+    ("GET", "/guilds/{guild_id}", "_h_get_guild", None),
     ("GET", "/guilds/{guild_id}/members/{user_id}", "_h_get_member", None),
     ("GET", "/guilds/{guild_id}/threads/active", "_h_list_active_threads", None),
 )

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ...models import DISCORD_EPOCH_MS, MESSAGE_LIMIT
-from .apierror import DENY_MESSAGES, ApiError, unknown
+from . import grants
+from .apierror import DENY_MESSAGES, MISSING_ACCESS, ApiError, missing_permissions, unknown
 from .emoji import parse_emoji
 
 
@@ -127,13 +128,22 @@ class Channel:
     messages: List[Msg] = field(default_factory=list)
     by_id: Dict[str, Msg] = field(default_factory=dict)
     thread: Optional[ThreadState] = None
+    overwrites: Dict[str, grants.Overwrite] = field(default_factory=dict)  # role or user id -> overwrite
+
+
+@dataclass
+class Role:
+    name: str
+    permissions: int
+    position: int
 
 
 @dataclass
 class Guild:
     id: str
     name: str
-    roles: Dict[str, str] = field(default_factory=dict)
+    owner_id: str
+    roles: Dict[str, Role] = field(default_factory=dict)                     # @everyone's id is the guild's
     members: Dict[str, Tuple[List[str], int]] = field(default_factory=dict)  # user -> (roles, joined ms)
 
 
@@ -157,8 +167,6 @@ class Store:
         self._guilds: Dict[str, Guild] = {}
         self._channels: Dict[str, Channel] = {}
         self._attachments: Dict[str, Tuple[str, str, Attachment]] = {}  # att id -> (channel, msg, att)
-        self._denied: Dict[Tuple[str, str], int] = {}
-        self._permissions: Dict[Tuple[str, str, str], bool] = {}  # (channel or guild, user, permission) -> allowed
         self._nonces: Dict[Tuple[str, str], Tuple[str, str, float]] = {}
 
     @property
@@ -180,12 +188,14 @@ class Store:
 
     # ----------------------------------------------------------------- world building
 
-    def create_guild(self, name: str) -> str:
-        """A new guild (with its @everyone role); returns its id."""
+    def create_guild(self, name: str, owner_id: Optional[str] = None) -> str:
+        """A new guild (with its @everyone role, allowed ``grants.EVERYONE_DEFAULT``); returns its id.
+        Its owner (who has every permission) is ``owner_id``, else a new user of its own."""
         with self._lock:
+            owner = str(owner_id) if owner_id is not None else self.create_user(f"{name}-owner").id
             gid = self._next_id()
-            self._guilds[gid] = Guild(gid, name)
-            self._guilds[gid].roles[gid] = "@everyone"
+            self._guilds[gid] = Guild(gid, name, owner)
+            self._guilds[gid].roles[gid] = Role("@everyone", grants.EVERYONE_DEFAULT, 0)
             return gid
 
     def create_user(self, username: str, bot: bool = False) -> LocalUser:
@@ -210,13 +220,34 @@ class Store:
             self._channels[cid] = Channel(cid, guild.id, name, position=position, topic=topic)
             return cid
 
-    def create_role(self, guild_id: str, name: str) -> str:
-        """A new role in the guild; returns its id."""
+    def create_role(self, guild_id: str, name: str, permissions: int = 0) -> str:
+        """A new role in the guild with these permission bits (``grants``); returns its id."""
         with self._lock:
             guild = self._guild(guild_id)
             rid = self._next_id()
-            guild.roles[rid] = name
+            guild.roles[rid] = Role(name, int(permissions), len(guild.roles))
             return rid
+
+    def set_role_permissions(self, guild_id: str, role_id: str, permissions: int) -> None:
+        """A role's permission bits (the guild's id names @everyone)."""
+        with self._lock:
+            self._guild(guild_id).roles[str(role_id)].permissions = int(permissions)
+
+    def set_overwrite(self, channel_id: str, target_id: str, *, allow: int = 0, deny: int = 0,
+                      member: bool = False) -> None:
+        """A channel's permission overwrite for a role (or, ``member``, a user); allow = deny = 0 removes it."""
+        with self._lock:
+            ch = self._channel(channel_id)
+            if allow == 0 and deny == 0:
+                ch.overwrites.pop(str(target_id), None)
+            else:
+                kind = grants.MEMBER if member else grants.ROLE
+                ch.overwrites[str(target_id)] = grants.Overwrite(kind, int(allow), int(deny))
+
+    def permissions_in(self, channel_id: str, user_id: str) -> int:
+        """The bits ``user_id`` holds in a channel (a thread: its parent's), as the routes judge them."""
+        with self._lock:
+            return self._bits(self._channel(channel_id), str(user_id))
 
     def add_member(self, guild_id: str, user_id: str, roles: Iterable[str] = ()) -> None:
         """Make the user a member of the guild with these roles."""
@@ -236,16 +267,31 @@ class Store:
             self._guild(guild_id).members.pop(user_id, None)
 
     def deny(self, channel_id: str, user_id: str, code: int = 50001) -> None:
-        """``user_id`` gets 403 ``code`` on every request about this channel (or guild)."""
+        """Take from ``user_id``, by a member overwrite on the channel (each channel of a guild, given its
+        id): 50001 View Channel (then every request about it is 403 50001 Missing Access); 50013 all it
+        may do there but see it (a message, a reaction... 403 50013 Missing Permissions)."""
         if code not in DENY_MESSAGES:
             raise ValueError(f"deny code must be one of {sorted(DENY_MESSAGES)}, not {code}")
-        with self._lock:
-            self._denied[(str(channel_id), str(user_id))] = code
+        self._overwrite_member(channel_id, user_id, deny=grants.TAKEN_BY_DENY[code])
 
     def allow(self, channel_id: str, user_id: str) -> None:
-        """Undo ``deny``."""
+        """Undo ``deny``: the member overwrite no longer denies what ``deny`` took."""
+        self._overwrite_member(channel_id, user_id, undeny=grants.TAKEN_BY_DENY[50001] | grants.TAKEN_BY_DENY[50013])
+
+    def _overwrite_member(self, where: str, user_id: str, *, allow: int = 0, deny: int = 0, undeny: int = 0) -> None:
+        """Change ``user_id``'s own overwrite on a channel (a thread: its parent) or on each channel of a guild."""
         with self._lock:
-            self._denied.pop((str(channel_id), str(user_id)), None)
+            if str(where) in self._guilds:
+                places = [c for c in self._channels.values() if c.guild_id == str(where) and c.thread is None]
+            else:
+                ch = self._channel(where)
+                places = [self._channels[ch.thread.parent_id] if ch.thread is not None else ch]
+            for ch in places:
+                o = ch.overwrites.setdefault(str(user_id), grants.Overwrite(grants.MEMBER))
+                o.allow = (o.allow | allow) & ~deny
+                o.deny = ((o.deny | deny) & ~allow) & ~undeny
+                if o.allow == 0 and o.deny == 0:
+                    del ch.overwrites[str(user_id)]
 
     # ----------------------------------------------------------------- acting as a person
 
@@ -534,7 +580,9 @@ class Store:
             "last_message_id": ch.messages[-1].id if ch.messages else None,
             "flags": 0, "guild_id": ch.guild_id, "name": ch.name, "parent_id": None,
             "rate_limit_per_user": 0, "topic": ch.topic, "position": ch.position,
-            "permission_overwrites": [], "nsfw": False, "last_pin_timestamp": None,
+            "permission_overwrites": [{"id": target, "type": o.type, "allow": str(o.allow), "deny": str(o.deny)}
+                                      for target, o in ch.overwrites.items()],
+            "nsfw": False, "last_pin_timestamp": None,
         }
 
     def _thread_json(self, ch: Channel, viewer: Optional[str]) -> Dict[str, Any]:
@@ -552,22 +600,28 @@ class Store:
             return None
         return uid
 
+    def _bits(self, ch: Channel, user_id: str) -> int:
+        """``grants.in_channel`` for a member (a thread: its parent channel's overwrites)."""
+        place = self._channels[ch.thread.parent_id] if ch.thread is not None else ch
+        guild = self._guilds[place.guild_id]
+        role_ids = guild.members.get(user_id, ([], 0))[0]
+        return grants.in_channel(owner=user_id == guild.owner_id, everyone=guild.roles[guild.id].permissions,
+                                 roles=[guild.roles[r].permissions for r in role_ids if r in guild.roles],
+                                 role_ids=role_ids, user_id=user_id, guild_id=guild.id, overwrites=place.overwrites)
+
+    def _has(self, ch: Channel, user_id: str, permission: str) -> bool:
+        return bool(self._bits(ch, user_id) & grants.bit(permission))
+
+    def _require(self, ch: Channel, user_id: str, permission: str) -> None:
+        """403 50013 unless ``user_id`` holds ``permission`` in ``ch``."""
+        if not self._has(ch, user_id, permission):
+            raise missing_permissions()
+
     def _check_denied(self, params: Mapping[str, str], user_id: str) -> None:
-        ids = []
-        cid = params.get("channel_id")
-        if cid:
-            ids.append(cid)
-            ch = self._channels.get(cid)
-            if ch is not None:
-                if ch.thread is not None:   # a thread has its parent's permissions
-                    ids.append(ch.thread.parent_id)
-                ids.append(ch.guild_id)
-        if params.get("guild_id"):
-            ids.append(params["guild_id"])
-        for i in ids:
-            code = self._denied.get((i, user_id))
-            if code is not None:
-                raise ApiError(403, code, DENY_MESSAGES[code])
+        """A channel (or thread) the user cannot see: 403 50001 on every request about it."""
+        ch = self._channels.get(params.get("channel_id") or "")
+        if ch is not None and not self._has(ch, user_id, "VIEW_CHANNEL"):
+            raise ApiError(403, MISSING_ACCESS, DENY_MESSAGES[MISSING_ACCESS])
 
     def _api_channel(self, params: Mapping[str, str]) -> Channel:
         ch = self._channels.get(params["channel_id"])

@@ -52,8 +52,9 @@ Verified
       Each thread carries ``last_message_id`` (spec ``ThreadResponse``).
     * Permissions: CREATE_PUBLIC_THREADS (1 << 35), SEND_MESSAGES_IN_THREADS (1 << 38; Send
       Messages has no effect in threads), MANAGE_THREADS (1 << 34) (docs, permissions and
-      threads topic). A missing permission is 403 code 50013 "Missing Permissions"; a
-      channel the bot cannot see is 403 50001 "Missing Access" (docs, error codes).
+      threads topic), computed by ``grants`` from roles and the parent's overwrites. A
+      missing permission is 403 code 50013 "Missing Permissions"; a channel the bot cannot
+      see is 403 50001 "Missing Access" (docs, error codes).
     * Replies to a message that is gone fail (50035, ``message_reference``) unless
       ``fail_if_not_exists`` is false, then post as a normal message (docs, message
       reference structure; ``messages.py``).
@@ -87,6 +88,7 @@ import json
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from . import grants
 from .apierror import ApiError, field_error, invalid_form, merge, missing_permissions, unknown
 from .bodies import parse_body
 from .store import THREAD_STARTER_MESSAGE, Channel, Msg, Store, ThreadState, iso
@@ -103,8 +105,6 @@ SLOWMODE_MAX_S = 21600
 CREATE_PUBLIC_THREADS = "CREATE_PUBLIC_THREADS"
 SEND_MESSAGES_IN_THREADS = "SEND_MESSAGES_IN_THREADS"
 MANAGE_THREADS = "MANAGE_THREADS"
-# What a member has unless a test says otherwise: a bot invited to post and start threads, no moderator.
-DEFAULT_PERMISSIONS = {CREATE_PUBLIC_THREADS: True, SEND_MESSAGES_IN_THREADS: True, MANAGE_THREADS: False}
 
 START_ROUTE = "/channels/{channel_id}/messages/{message_id}/threads"
 _MESSAGES = "/channels/{channel_id}/messages"
@@ -142,19 +142,14 @@ class ThreadRoutes(Store):
     # ----------------------------------------------------------------- world knobs (Python calls)
 
     def deny_permission(self, channel_id: str, user_id: str, permission: str) -> None:
-        """Take ``permission`` (CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS, MANAGE_THREADS)
-        from ``user_id`` in a channel (and its threads) or, given a guild id, in the whole guild."""
-        self._set_permission(channel_id, user_id, permission, False)
+        """Take ``permission`` (an API name: CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS, ADD_REACTIONS...)
+        from ``user_id`` in a channel (and its threads) or, given a guild id, in each of its channels: a member
+        overwrite that denies it, served in the channel's ``permission_overwrites`` (``grants``)."""
+        self._overwrite_member(channel_id, user_id, deny=grants.bit(permission))
 
     def allow_permission(self, channel_id: str, user_id: str, permission: str) -> None:
-        """Give ``permission`` to ``user_id`` in a channel or guild (MANAGE_THREADS is off by default)."""
-        self._set_permission(channel_id, user_id, permission, True)
-
-    def _set_permission(self, where: str, user_id: str, permission: str, allowed: bool) -> None:
-        if permission not in DEFAULT_PERMISSIONS:
-            raise ValueError(f"permission must be one of {sorted(DEFAULT_PERMISSIONS)}, not {permission!r}")
-        with self._lock:
-            self._permissions[(str(where), str(user_id), permission)] = allowed
+        """Give ``permission`` to ``user_id`` in a channel or guild, the same way (@everyone has no MANAGE_THREADS)."""
+        self._overwrite_member(channel_id, user_id, allow=grants.bit(permission))
 
     def has_permission(self, channel_id: str, user_id: str, permission: str) -> bool:
         """Whether ``user_id`` has ``permission`` in the channel (a thread: its parent's)."""
@@ -190,14 +185,6 @@ class ThreadRoutes(Store):
         return th
 
     # ----------------------------------------------------------------- model (lock held)
-
-    def _has(self, ch: Channel, user_id: str, permission: str) -> bool:
-        where = ch.thread.parent_id if ch.thread is not None else ch.id
-        for place in (where, ch.guild_id):
-            got = self._permissions.get((place, user_id, permission))
-            if got is not None:
-                return got
-        return DEFAULT_PERMISSIONS[permission]
 
     def _auto_archive(self, ch: Channel) -> None:
         """Archive a thread idle for its auto_archive_duration (checked when it is looked at)."""
