@@ -306,6 +306,16 @@ def test_log_tail_keeps_last_twenty_lines():
     assert block.split("\n") == [f"log line {i}" for i in range(30, 50)]
 
 
+def test_log_tail_shows_no_terminal_colour_codes():
+    """openclaw colours its log even into a file: the post shows the words, not "[31m" (found with the
+    real openclaw, issue 16)."""
+    log = "\x1b[31m[diagnostic]\x1b[39m lane task error\n\x1b[1m\x1b[33mwarn\x1b[0m: retrying\x1b[2K"
+    p = post(failed(log_tail=log))
+    block = p.content.split("**agent-output.log** (last 20 lines):\n```\n")[1].split("\n```")[0]
+    assert block.split("\n") == ["[diagnostic] lane task error", "warn: retrying"]
+    assert "\x1b" not in p.content
+
+
 def test_everything_huge_still_fits_and_keeps_failure_essentials():
     o = failed(reason="r" * 5000, error_message="E" * 5000, log_tail="\n".join("L" * 300 for _ in range(20)),
                result_text="R" * 50_000, summary_text="S" * 5000, files=tuple("f" * 200 for _ in range(100)))

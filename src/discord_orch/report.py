@@ -100,6 +100,9 @@ _MARKDOWN = re.compile(r"([\\`*_~|\[\]])")
 _MASS_MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
 _USER_MENTION = re.compile(r"<(?=@)")
 _BLANKS = re.compile(r"\s+")
+# Terminal colour and cursor codes (CSI ... final byte) and other ESC sequences: openclaw colours its log
+# even into a file, and a post would show them as "[31m[diagnostic][39m".
+_TERMINAL_CODES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
 _LINK_ID = re.compile(r"[0-9]{1,24}|@me")
 
 
@@ -348,7 +351,7 @@ def _marked(content: str, limit: int) -> str:
 
 
 def _log_tail(text: str, lines: int = LOG_LINES) -> str:
-    kept = _no_nul(text).rstrip("\n").splitlines()[-lines:]
+    kept = _TERMINAL_CODES.sub("", _no_nul(text)).rstrip("\n").splitlines()[-lines:]
     return "\n".join(kept)
 
 
