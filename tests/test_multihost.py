@@ -70,8 +70,12 @@ def test_the_host_that_starts_the_thread_runs_the_task_and_the_others_leave_it(h
     assert len(results_for(world, task)) == 1
     thread = world.ld.thread(task)
     assert thread["name"] == "Write a haiku about queues · host-a" and thread["parent_id"] == world.task_queue
-    [line] = thread_messages(world, task)
-    assert line["content"].startswith("🧵 Claimed by **host-a**")
+    claimed, ended = thread_messages(world, task)
+    assert claimed["content"].startswith("🧵 Claimed by **host-a**")
+    [result] = results_for(world, task)
+    assert ended["content"].startswith("✅ **DONE** · the result is in #results: https://discord.com/channels/")
+    assert ended["content"].split("\n")[0].endswith(f"/{world.results}/{result['id']}")
+    assert world.ld.thread(task)["thread_metadata"]["archived"] is True   # closed once the result was out
     assert "claimed task=" + task in first.stderr
     assert hosts["a"].ledger() == [task] and hosts["b"].ledger() == [] and hosts["c"].ledger() == []
     reactions = world.ld.messages(world.task_queue)[0]["reactions"]
@@ -206,3 +210,15 @@ def test_a_flood_to_refuse_holds_no_task_back_and_is_one_post(tmp_path):
         [refusal] = [m["content"] for m in world.results_messages() if "REFUSED" in m["content"]]
         assert all(f"`{i}`" in refusal for i in flood)
         assert len(results_for(world, task)) == 1
+
+
+def test_at_discords_thread_cap_the_task_waits_with_one_line_and_runs_once_there_is_room(hosts, world):
+    world.ld.max_active_threads = 1
+    world.ld.start_thread(world.task_queue, world.post(world.alice, "someone's discussion")["id"], world.alice.id,
+                          "a discussion")
+    task = world.post(world.alice, "Wait for room")["id"]
+    res = hosts["a"].cli("orchestrate")
+    assert hosts["a"].runs() == [] and "Discord's most active threads (1,000)" in res.stderr
+    world.ld.max_active_threads = 2
+    orchestrate(hosts["a"])
+    assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1

@@ -140,7 +140,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError,
-                     Forbidden, NotFound, ThreadAlreadyExists, Unauthorized)
+                     Forbidden, NotFound, ThreadAlreadyExists, TooManyActiveThreads, Unauthorized)
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .outcome import OK, TIMED_OUT
@@ -491,6 +491,10 @@ class Claims:
             if exc.code != UNKNOWN_MESSAGE:
                 raise
             return Contest(won=False, gone=True)
+        except TooManyActiveThreads:
+            log.error("task=%s waits: the server has Discord's most active threads (1,000); archive some "
+                      "(discord-orch archives each task's thread once its result is posted)", rec.task_id)
+            raise
         except Forbidden as exc:
             raise ConfigError("CLAIM", f"the bot may not start threads in #task-queue: Discord answered "
                               f"{exc.answer()}", "give the bot Create Public Threads and Send Messages in Threads "
@@ -599,9 +603,11 @@ class Claims:
             self._submit(lambda: self._react(task_id, RUNNING_EMOJI))
 
     def react_final(self, rec: TaskRecord) -> None:
-        """🏁 / ❌ / ⏱ once the result is posted (and ⏳ taken away), as STATUS_REACTIONS says."""
+        """🏁 / ❌ / ⏱ once the result is posted (and ⏳ taken away), as STATUS_REACTIONS says; with
+        CLAIM=thread, then a last line in the task's thread and the thread archived."""
         mode = self.settings.status_reactions
         if mode == "off" or rec.refusal is not None:
+            self._close_thread(rec)
             return
         emoji = STATUS_EMOJI.get(rec.outcome_status, FAILED_EMOJI)
 
@@ -610,6 +616,32 @@ class Claims:
                 self.store.note_status_reacted(rec.task_id, emoji)
             if mode == "full":
                 self._react(rec.task_id, RUNNING_EMOJI, remove=True)
+        self._submit(job)
+        self._close_thread(rec)
+
+    def _close_thread(self, rec: TaskRecord) -> None:
+        """The task's thread gets where its result is, then is archived: Discord counts at most 1,000
+        active threads a server, and a finished task's thread should not hold one. (A message posted
+        in it later unarchives it.) Best effort: the result itself is in #results already."""
+        if self.settings.claim != CLAIM_BY_THREAD or rec.host != self.settings.host_name:
+            return
+        from .report import thread_result_post
+
+        content = thread_result_post(outcome_status=rec.outcome_status, refused=rec.refusal is not None,
+                                     guild_id=self.identity.guild(), results_channel_id=self.settings.results_channel,
+                                     message_id=rec.result_message_id)
+
+        def job() -> None:
+            try:
+                posted = self.client.post_in_thread(rec.task_id, content, nonce=f"t{rec.task_id}")
+                if posted is None:
+                    return   # no thread: claimed before this host started threads (CLAIM=reaction then)
+                self.store.note_posted(posted.id, POSTED_NOTICE)
+                self.client.archive_thread(rec.task_id)
+            except Unauthorized as exc:
+                self._on_fatal(exc)
+            except DiscordError as exc:
+                log.warning("task=%s: its thread was not closed: %s", rec.task_id, exc)
         self._submit(job)
 
     def _submit(self, job: Callable[[], None], priority: int = 0) -> None:

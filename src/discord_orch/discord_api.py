@@ -185,6 +185,16 @@ class DiscordClient:
                 raise
             return None
 
+    def post_in_thread(self, thread_id: str, content: str, *, nonce: Optional[str] = None) -> Optional[Message]:
+        """Post in a thread if there is one (None when there is none: 404 Unknown Channel answers
+        the question, as for a task claimed before its host started threads)."""
+        try:
+            return self.create_message(thread_id, content, nonce=nonce, answers=_NO_SUCH_CHANNEL)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_CHANNEL:
+                raise
+            return None
+
     def start_thread(self, channel_id: str, message_id: str, name: str, *,
                      auto_archive_duration: Optional[int] = None) -> Channel:
         """Start the public thread of a message (POST .../messages/{id}/threads); its id is the message's.
@@ -263,9 +273,11 @@ class DiscordClient:
     def create_message(self, channel_id: str, content: str = "", *, files: Sequence[FileUpload] = (),
                        reply_to: Optional[str] = None, nonce: Optional[Union[str, int]] = None,
                        allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS,
-                       embeds: Optional[Sequence[Mapping[str, Any]]] = None) -> Message:
+                       embeds: Optional[Sequence[Mapping[str, Any]]] = None,
+                       answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Message:
         """Post a message. Always idempotent: a nonce (given or generated) is sent with
-        ``enforce_nonce``, so a retried create returns the message the first try made."""
+        ``enforce_nonce``, so a retried create returns the message the first try made.
+        ``answers``: refusals that answer a question rather than say the setup is wrong (see _call)."""
         import secrets   # only to post: not on an idle pass
 
         cid = str(channel_id)
@@ -283,7 +295,7 @@ class DiscordClient:
                                             "fail_if_not_exists": False}
         if not files:
             return self._call("POST", "/channels/{channel_id}/messages", {"channel_id": cid}, json_body=payload,
-                              parse=Message.from_json)
+                              parse=Message.from_json, answers=answers)
         uploads = list(files)
         if not all(isinstance(f, FileUpload) for f in uploads):
             raise TypeError("files must be FileUpload values")
@@ -294,7 +306,7 @@ class DiscordClient:
         form = {"payload_json": json.dumps(payload)}
         parts = [(f"files[{i}]", (f.filename, f.data, "application/octet-stream")) for i, f in enumerate(uploads)]
         return self._call("POST", "/channels/{channel_id}/messages", {"channel_id": cid}, form=form, files=parts,
-                          parse=Message.from_json)
+                          parse=Message.from_json, answers=answers)
 
     def edit_message(self, channel_id: str, message_id: str, content: Optional[str] = None, *,
                      embeds: Optional[Sequence[Mapping[str, Any]]] = None,
