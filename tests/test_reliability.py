@@ -32,7 +32,7 @@ from helpers_agent import live_processes_marked
 
 MESSAGES = "POST /channels/{channel_id}/messages"
 KILL_SEED = 4_2024
-KILL_TRIALS = 30
+KILL_TRIALS = int(os.environ.get("DISCORD_ORCH_KILL_TRIALS", "15"))   # CI's share; set it higher for a long run
 WAIT_CAP_S = 90.0      # a bound so that a hang fails the test; never an assertion on speed
 
 
