@@ -427,25 +427,26 @@ class Claims:
             if not is_profile(self.settings.workers_dir, parsed.worker):
                 return self._refuse(msg, _no_such_profile(parsed.worker, list(worker_profiles(self.settings.workers_dir))),
                                     description=parsed.description)
-        by_thread = self.settings.claim == CLAIM_BY_THREAD
-        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
-                                 status=CLAIMING if by_thread else CLAIMED, description=parsed.description,
-                                 model_alias=parsed.model_alias, model=parsed.model or "", thinking=parsed.thinking,
-                                 worker=parsed.worker):
-            log.info("task=%s already claimed; skipped", msg.id)
-            return Decision(msg.id)
-        if by_thread:
-            return self.settle(self.store.get(msg.id), attempted=False)   # type: ignore[arg-type]
-        return self._claimed(self.store.get(msg.id))   # type: ignore[arg-type]
+        return self._record(msg, description=parsed.description, model_alias=parsed.model_alias,
+                            model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker)
 
     def _refuse(self, msg: Message, reason: str, *, description: str = "") -> Decision:
+        return self._record(msg, refusal=reason, description=description)
+
+    def _record(self, msg: Message, *, refusal: Optional[str] = None, **task: Optional[str]) -> Decision:
+        """Record the task (claimed, or refused with ``refusal``) and carry that out; with CLAIM=thread it
+        is recorded ``claiming`` and carried out only once this host has won the task's thread."""
         by_thread = self.settings.claim == CLAIM_BY_THREAD
-        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id,
-                                 status=CLAIMING if by_thread else REFUSED, description=description, refusal=reason):
+        status = CLAIMING if by_thread else (CLAIMED if refusal is None else REFUSED)
+        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id, status=status,
+                                 refusal=refusal, **task):
+            if refusal is None:
+                log.info("task=%s already claimed; skipped", msg.id)
             return Decision(msg.id)
+        rec: TaskRecord = self.store.get(msg.id)   # type: ignore[assignment]
         if by_thread:
-            return self.settle(self.store.get(msg.id), attempted=False)   # type: ignore[arg-type]
-        return self._refused(self.store.get(msg.id))   # type: ignore[arg-type]
+            return self.settle(rec, attempted=False)
+        return self._claimed(rec) if refusal is None else self._refused(rec)
 
     def settle(self, rec: TaskRecord, *, attempted: bool) -> Decision:
         """CLAIM=thread: start the thread of a ``claiming`` task, or find out who did; then claim or refuse
