@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ..openclaw import AGENT_ID_ENV
 from ..state import CLAIMING, ENDED_STATUSES
@@ -131,17 +131,17 @@ def cli_argv(interval: float) -> List[str]:
 
 
 class Fleet:
-    """Three hosts on ``world``: ``a`` and ``b`` share its bot, ``c`` has its own."""
+    """Three hosts on ``world`` (or those of them in ``names``): ``a`` and ``b`` share its bot, ``c`` has its own."""
 
     def __init__(self, root: Path, world: World, env: Mapping[str, str], *, watch: Mapping[str, bool],
-                 interval: float = 0.3, **config: object) -> None:
+                 interval: float = 0.3, names: Sequence[str] = HOST_NAMES, **config: object) -> None:
         self.world = world
         other = world.ld.create_user("discord-orch-c", bot=True)
         world.ld.add_member(world.guild, other.id)
         self.bot_of = {"a": world.bot.id, "b": world.bot.id, "c": other.id}
         base = {k: v for k, v in env.items() if not k.startswith(OWN_CONFIG_PREFIXES)}
         self.hosts: Dict[str, Host] = {}
-        for name in HOST_NAMES:
+        for name in names:
             run_log = root / name / "agent-runs.jsonl"
             host_env = dict(base, STANDIN_RUN_LOG=str(run_log), PYTHONUNBUFFERED="1",
                             PATH=f"{root / name / STANDIN_BIN_DIR}{os.pathsep}{base.get('PATH', '')}")
@@ -291,7 +291,8 @@ def audit(fleet: Fleet, tasks: List[str]) -> Audit:
         for task, status in host.records().items():
             if status == CLAIMING.value or status not in {s.value for s in ENDED_STATUSES}:
                 out.problems.append(f"host {host.name}: task {task} left {status}")
-        if any(code != 0 and code != 128 + signal.SIGTERM for code in host.exit_codes):
+        # 143: a --watch stopped by SIGTERM; -15: one stopped while it started, before its handler was set
+        if any(code not in (0, 128 + signal.SIGTERM, -signal.SIGTERM) for code in host.exit_codes):
             out.problems.append(f"host {host.name}: exit codes {host.exit_codes}")
         if "Traceback" in host.log_text():
             out.problems.append(f"host {host.name}: a traceback in its log")
