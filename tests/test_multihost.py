@@ -7,7 +7,9 @@ share one bot token (told apart by HOST_NAME in their threads' names); host C ha
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import time
 from typing import Dict, List
 
 import pytest
@@ -20,6 +22,7 @@ from discord_orch.state import Store
 from tests.conftest import make_home
 
 START_ROUTE = "POST /channels/{channel_id}/messages/{message_id}/threads"
+WATCH_CAP_S = 20.0   # a bound so that a hang fails the test; never an assertion on speed
 
 
 @pytest.fixture
@@ -185,3 +188,28 @@ def test_an_idle_pass_with_threads_makes_one_request(hosts, world):
     res = orchestrate(hosts["a"])
     assert "nothing to do" in res.stderr
     assert [r.route for r in world.ld.requests] == ["GET /channels/{channel_id}/messages"]
+
+
+def test_a_watch_looks_again_at_a_start_it_could_not_judge_when_it_began(hosts, world):
+    """A pass's start took effect unanswered (``claiming``); the next process is a ``--watch`` whose
+    recovery cannot look at the thread (Discord errors past the retries). The thread on the message
+    keeps the task out of every poll, so unless the watch looks again once Discord answers, the task
+    never runs: no host runs it, nobody sees a result."""
+    task = world.post(world.alice, "Judged later")["id"]
+    world.ld.fail("POST", "/channels/{channel_id}/messages/{message_id}/threads", statuses=(503,), count=10,
+                  after_processing=True)
+    hosts["a"].cli("orchestrate")
+    assert statuses(hosts["a"])[task] == "claiming"
+    world.ld.clear_faults()
+    world.ld.fail("GET", "/channels/{channel_id}", statuses=(503,), count=4, where={"channel_id": task})
+    watch = hosts["a"].popen("orchestrate", "--watch", "--interval", "0.3")
+    try:
+        deadline = time.monotonic() + WATCH_CAP_S
+        while not results_for(world, task) and time.monotonic() < deadline and watch.poll() is None:
+            time.sleep(0.05)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        _out, err = watch.communicate(timeout=60)
+    assert "who has it is not known yet" in err
+    assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1, err[-3000:]
+    assert statuses(hosts["a"])[task] == "cleaned"
