@@ -213,3 +213,32 @@ def test_a_watch_looks_again_at_a_start_it_could_not_judge_when_it_began(hosts, 
     assert "who has it is not known yet" in err
     assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1, err[-3000:]
     assert statuses(hosts["a"])[task] == "cleaned"
+
+
+def test_claim_lines_a_killed_pass_left_unsaid_are_said_once_by_the_next(hosts, world):
+    """The claim line goes out on the task lane after the ✅, while the agent already runs. Pass 1 is
+    SIGKILLed once both lines have failed: the first never reached Discord, the second did but its
+    answers were lost. The next pass adopts both agents; each thread ends with one claim line."""
+    home = hosts["a"]
+    home.write_config(MAX_AGENTS="2")
+    unsaid, unheard = (world.post(world.alice, f"Claim line {n} SLEEP=12")["id"] for n in ("unsaid", "unheard"))
+    world.ld.fail("POST", "/channels/{channel_id}/messages", statuses=(503,), count=4,
+                  where={"channel_id": unsaid})
+    world.ld.drop("POST", "/channels/{channel_id}/messages", count=4, after_processing=True,
+                  where={"channel_id": unheard})
+    first = home.popen("orchestrate")
+    deadline = time.monotonic() + WATCH_CAP_S
+    posts = "POST /channels/{channel_id}/messages"
+    while sum(1 for r in world.ld.requests if r.route == posts and r.channel_id in (unsaid, unheard)) < 8:
+        assert time.monotonic() < deadline and first.poll() is None, "pass 1 did not try both lines"
+        time.sleep(0.05)
+    first.kill()
+    first.communicate()
+    assert [claim_lines(world, t) for t in (unsaid, unheard)] == [0, 1]
+    orchestrate(home)
+    assert [claim_lines(world, t) for t in (unsaid, unheard)] == [1, 1]
+    assert len(home.runs()) == 2 and all(len(results_for(world, t)) == 1 for t in (unsaid, unheard))
+
+
+def claim_lines(world, task_id: str) -> int:
+    return sum(1 for m in thread_messages(world, task_id) if "Claimed by **host-a**" in m["content"])

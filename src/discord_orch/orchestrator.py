@@ -309,8 +309,8 @@ class Orchestrator:
             log.info("recovered %d ledger line(s)", plan.ledger_lines_added)
         self._ready.extend(plan.claimed)
         self._settle_claiming(plan.claiming)
-        for task_id in plan.unreacted:
-            self.claims.react_claimed(task_id)
+        for rec in plan.unmarked:
+            self.claims.mark_claimed(rec, recovered=True)
         for item in plan.was_running:
             if isinstance(item, Restart):
                 if item.archive is not None:
