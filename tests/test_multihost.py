@@ -242,3 +242,26 @@ def test_claim_lines_a_killed_pass_left_unsaid_are_said_once_by_the_next(hosts, 
 
 def claim_lines(world, task_id: str) -> int:
     return sum(1 for m in thread_messages(world, task_id) if "Claimed by **host-a**" in m["content"])
+
+
+def test_a_host_whose_poll_went_stale_reads_again_instead_of_starting_taken_threads(hosts, world):
+    """B (one agent) polled four tasks and runs the first; meanwhile A takes the other three. When B
+    is free, its first start is answered 160004: the rest of its poll is stale too, so it reads the
+    queue again (one GET, which shows their threads) instead of spending a start on each."""
+    a, b = hosts["a"], hosts["b"]
+    b.write_config(MAX_AGENTS="1")
+    a.write_config(MAX_AGENTS="3")
+    tasks = [world.post(world.alice, f"job {n} SLEEP={4 if n == 0 else 0.2}")["id"] for n in range(4)]
+    b_pass = b.popen("orchestrate")
+    deadline = time.monotonic() + WATCH_CAP_S
+    while [r["task_id"] for r in b.runs()] != tasks[:1]:
+        assert time.monotonic() < deadline and b_pass.poll() is None, "B did not start its first task"
+        time.sleep(0.05)
+    orchestrate(a)
+    assert sorted(r["task_id"] for r in a.runs()) == sorted(tasks[1:])
+    _out, err = b_pass.communicate(timeout=WATCH_CAP_S)
+    assert b_pass.returncode == 0, err
+    assert [r["task_id"] for r in b.runs()] == tasks[:1]
+    assert all(len(results_for(world, t)) == 1 for t in tasks)
+    lost = [r for r in world.ld.requests if r.route == START_ROUTE and r.status == 400]
+    assert len(lost) == 1, [r.path for r in lost]

@@ -238,6 +238,7 @@ class Decision(NamedTuple):
     record: Optional[TaskRecord] = None   # claimed: the record to start
     refused: bool = False                 # refused: its record is ``refused``
     post_refusal: bool = False            # ... and its refusal is still to be posted
+    elsewhere: bool = False               # another host started its thread since the poll that showed it
 
 
 class Claims:
@@ -392,7 +393,7 @@ class Claims:
             self.store.mark_elsewhere(rec.task_id, host=contest.host)
             log.info("task=%s: %s started its thread first; not run here", rec.task_id,
                      contest.host or "another host")
-            return Decision(rec.task_id)
+            return Decision(rec.task_id, elsewhere=True)
         if self.store.mark_won(rec.task_id) == REFUSED:
             return self._refused(self.store.get(rec.task_id))   # type: ignore[arg-type]
         return self._claimed(self.store.get(rec.task_id))   # type: ignore[arg-type]

@@ -364,7 +364,10 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
-        self._settled(self.claims.decide(msg), start=self.start)
+        decision = self.claims.decide(msg)
+        if decision.elsewhere:
+            self.intake.reread()
+        self._settled(decision, start=self.start)
 
     def _settled(self, decision: Decision, *, start: Callable[[TaskRecord], None]) -> None:
         if decision.record is not None:
