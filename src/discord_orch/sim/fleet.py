@@ -131,14 +131,19 @@ def cli_argv(interval: float) -> List[str]:
 
 
 class Fleet:
-    """Three hosts on ``world`` (or those of them in ``names``): ``a`` and ``b`` share its bot, ``c`` has its own."""
+    """Three hosts on ``world`` (or those of them in ``names``): those in ``own_bots`` (``c``) have a bot of
+    their own, the others share the world's."""
 
     def __init__(self, root: Path, world: World, env: Mapping[str, str], *, watch: Mapping[str, bool],
-                 interval: float = 0.3, names: Sequence[str] = HOST_NAMES, **config: object) -> None:
+                 interval: float = 0.3, names: Sequence[str] = HOST_NAMES, own_bots: Sequence[str] = ("c",),
+                 **config: object) -> None:
         self.world = world
-        other = world.ld.create_user("discord-orch-c", bot=True)
-        world.ld.add_member(world.guild, other.id)
-        self.bot_of = {"a": world.bot.id, "b": world.bot.id, "c": other.id}
+        tokens = {}
+        self.bot_of = {name: world.bot.id for name in HOST_NAMES}
+        for name in own_bots:
+            bot = world.ld.create_user(f"discord-orch-{name}", bot=True)
+            world.ld.add_member(world.guild, bot.id)
+            tokens[name], self.bot_of[name] = bot.token, bot.id
         base = {k: v for k, v in env.items() if not k.startswith(OWN_CONFIG_PREFIXES)}
         self.hosts: Dict[str, Host] = {}
         for name in names:
@@ -147,8 +152,8 @@ class Fleet:
                             PATH=f"{root / name / STANDIN_BIN_DIR}{os.pathsep}{base.get('PATH', '')}")
             home = LocalHome.build(root / name, world, host_env, HOST_NAME=host_name(name),
                                    ALLOWED_USER_IDS=world.alice.id, **config)
-            if name == "c":
-                home.write_config(CHIP_TOKEN=other.token)
+            if name in tokens:
+                home.write_config(CHIP_TOKEN=tokens[name])
             self.hosts[name] = Host(name, home, run_log, cli_argv(interval), watch.get(name, True))
 
     def start(self) -> None:
