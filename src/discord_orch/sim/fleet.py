@@ -108,22 +108,26 @@ class Host:
         return [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]
 
     def records(self) -> Dict[str, str]:
-        """task id -> status, from the home's state.db ({} before its first pass made it)."""
-        db = self.home.path / ".runtime" / "state.db"
-        if not db.exists():
-            return {}
-        conn = sqlite3.connect(str(db), timeout=30)
-        try:
-            return {row[0]: row[1] for row in conn.execute("SELECT task_id, status FROM tasks")}
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return {}
-            raise
-        finally:
-            conn.close()
+        return task_statuses(self.home.path)
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.home.path.glob("orchestrate-*.log")))
+
+
+def task_statuses(home: Path) -> Dict[str, str]:
+    """task id -> status, read from a home's state.db ({} before its first pass made it)."""
+    db = home / ".runtime" / "state.db"
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(str(db), timeout=30)
+    try:
+        return {row[0]: row[1] for row in conn.execute("SELECT task_id, status FROM tasks")}
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):   # the pass has not created its schema yet
+            return {}
+        raise
+    finally:
+        conn.close()
 
 
 def cli_argv(interval: float) -> List[str]:
