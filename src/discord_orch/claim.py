@@ -470,6 +470,9 @@ class Claims:
 
         try:
             if look_first:
+                thread = self.client.find_thread(rec.task_id)
+                if thread is None or not self._judge(thread).won:
+                    return True   # no thread of this host's (claimed before CLAIM=thread): nothing to say there
                 head = claimed_by(self.settings.host_name)
                 firsts = self.client.list_messages(rec.task_id, after=rec.task_id, limit=CLAIM_LINE_LOOK)
                 if any(m.author.id == self.identity.bot_user_id() and m.content.startswith(head) for m in firsts):
