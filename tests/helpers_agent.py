@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +13,7 @@ from discord_orch import agent as A
 from discord_orch import openclaw as OC
 from discord_orch import outcome as O
 from discord_orch import workspace as W
+from discord_orch.sim.fleet import live_processes_marked  # noqa: F401  (independent of agent.py; tests import it here)
 from discord_orch.sim.standin_openclaw import write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -75,25 +75,6 @@ def drive(ra: A.RunningAgent, limit_s: float = 30.0, interval: float = 0.02) -> 
         assert time.time() < end, f"agent {ra.agent_id} still not finished after {limit_s}s"
         time.sleep(interval)
     return ra.outcome(time.time())
-
-
-def live_processes_marked(key: str, values) -> List[int]:
-    """Independent of agent.py: live (non-zombie) processes whose environment has KEY=<one of values>."""
-    markers = {f"{key}={v}".encode() for v in values}
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[1].split()[0]
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = set(fh.read().split(b"\0"))
-        except (OSError, IndexError):
-            continue
-        if state not in (b"Z", b"X") and env & markers:
-            found.append(int(name))
-    return found
 
 
 def pids_with_marker(agent_id: str) -> List[int]:

@@ -661,6 +661,20 @@ def test_bucket_window_resets(make_world: Callable[..., World]) -> None:
     assert [m["content"] for m in w.ld.messages(w.cid)] == ["a", "b", "e"]
 
 
+def test_each_bot_has_its_own_buckets(make_world: Callable[..., World]) -> None:
+    """Discord applies per-route limits to each bot (or user) by its token: another bot posting in the
+    same channel is not held back by this bot's bucket (rate-limits topic: "Limits are applied to
+    individual bots and users both on a per-route basis and globally")."""
+    w = make_world(RateLimits(message_create=(2, 5.0)))
+    assert [w.create("a").status_code, w.create("b").status_code, w.create("c").status_code] == [200, 200, 429]
+    other = w.ld.create_user("other-bot", bot=True)
+    w.ld.add_member(w.gid, other.id)
+    r = requests.post(w.url(f"/channels/{w.cid}/messages"), json={"content": "mine"},
+                      headers={"Authorization": f"Bot {other.token}"})
+    assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == "1"
+    assert w.create("d").status_code == 429   # this bot's bucket is still empty
+
+
 def test_headers_on_error_answers_of_limited_routes(make_world: Callable[..., World]) -> None:
     w = make_world(RateLimits(default=(3, 5.0)))
     r = w.get(f"/channels/{w.cid}/messages/123")

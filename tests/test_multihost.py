@@ -7,7 +7,9 @@ share one bot token (told apart by HOST_NAME in their threads' names); host C ha
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import time
 from typing import Dict, List
 
 import pytest
@@ -23,6 +25,7 @@ from tests.conftest import make_home
 
 START_ROUTE = "POST /channels/{channel_id}/messages/{message_id}/threads"
 FLOOD = 12   # messages to refuse: more than the thread starts' bucket (10 per 10 s in the local Discord)
+WATCH_CAP_S = 20.0   # a bound so that a hang fails the test; never an assertion on speed
 
 
 @pytest.fixture
@@ -222,3 +225,80 @@ def test_at_discords_thread_cap_the_task_waits_with_one_line_and_runs_once_there
     world.ld.max_active_threads = 2
     orchestrate(hosts["a"])
     assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1
+
+
+def test_a_watch_looks_again_at_a_start_it_could_not_judge_when_it_began(hosts, world):
+    """A pass's start took effect unanswered (``claiming``); the next process is a ``--watch`` whose
+    recovery cannot look at the thread (Discord errors past the retries). The thread on the message
+    keeps the task out of every poll, so unless the watch looks again once Discord answers, the task
+    never runs: no host runs it, nobody sees a result."""
+    task = world.post(world.alice, "Judged later")["id"]
+    world.ld.fail("POST", "/channels/{channel_id}/messages/{message_id}/threads", statuses=(503,), count=10,
+                  after_processing=True)
+    hosts["a"].cli("orchestrate")
+    assert statuses(hosts["a"])[task] == "claiming"
+    world.ld.clear_faults()
+    world.ld.fail("GET", "/channels/{channel_id}", statuses=(503,), count=4, where={"channel_id": task})
+    watch = hosts["a"].popen("orchestrate", "--watch", "--interval", "0.3")
+    try:
+        deadline = time.monotonic() + WATCH_CAP_S
+        while not results_for(world, task) and time.monotonic() < deadline and watch.poll() is None:
+            time.sleep(0.05)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        _out, err = watch.communicate(timeout=60)
+    assert "who has it is not known yet" in err
+    assert len(hosts["a"].runs()) == 1 and len(results_for(world, task)) == 1, err[-3000:]
+    assert statuses(hosts["a"])[task] == "cleaned"
+
+
+def test_claim_lines_a_killed_pass_left_unsaid_are_said_once_by_the_next(hosts, world):
+    """The claim line goes out on the task lane after the ✅, while the agent already runs. Pass 1 is
+    SIGKILLed once both lines have failed: the first never reached Discord, the second did but its
+    answers were lost. The next pass adopts both agents; each thread ends with one claim line."""
+    home = hosts["a"]
+    home.write_config(MAX_AGENTS="2")
+    unsaid, unheard = (world.post(world.alice, f"Claim line {n} SLEEP=12")["id"] for n in ("unsaid", "unheard"))
+    world.ld.fail("POST", "/channels/{channel_id}/messages", statuses=(503,), count=4,
+                  where={"channel_id": unsaid})
+    world.ld.drop("POST", "/channels/{channel_id}/messages", count=4, after_processing=True,
+                  where={"channel_id": unheard})
+    first = home.popen("orchestrate")
+    deadline = time.monotonic() + WATCH_CAP_S
+    posts = "POST /channels/{channel_id}/messages"
+    while sum(1 for r in world.ld.requests if r.route == posts and r.channel_id in (unsaid, unheard)) < 8:
+        assert time.monotonic() < deadline and first.poll() is None, "pass 1 did not try both lines"
+        time.sleep(0.05)
+    first.kill()
+    first.communicate()
+    assert [claim_lines(world, t) for t in (unsaid, unheard)] == [0, 1]
+    orchestrate(home)
+    assert [claim_lines(world, t) for t in (unsaid, unheard)] == [1, 1]
+    assert len(home.runs()) == 2 and all(len(results_for(world, t)) == 1 for t in (unsaid, unheard))
+
+
+def claim_lines(world, task_id: str) -> int:
+    return sum(1 for m in thread_messages(world, task_id) if "Claimed by **host-a**" in m["content"])
+
+
+def test_a_host_whose_poll_went_stale_reads_again_instead_of_starting_taken_threads(hosts, world):
+    """B (one agent) polled four tasks and runs the first; meanwhile A takes the other three. When B
+    is free, its first start is answered 160004: the rest of its poll is stale too, so it reads the
+    queue again (one GET, which shows their threads) instead of spending a start on each."""
+    a, b = hosts["a"], hosts["b"]
+    b.write_config(MAX_AGENTS="1")
+    a.write_config(MAX_AGENTS="3")
+    tasks = [world.post(world.alice, f"job {n} SLEEP={4 if n == 0 else 0.2}")["id"] for n in range(4)]
+    b_pass = b.popen("orchestrate")
+    deadline = time.monotonic() + WATCH_CAP_S
+    while [r["task_id"] for r in b.runs()] != tasks[:1]:
+        assert time.monotonic() < deadline and b_pass.poll() is None, "B did not start its first task"
+        time.sleep(0.05)
+    orchestrate(a)
+    assert sorted(r["task_id"] for r in a.runs()) == sorted(tasks[1:])
+    _out, err = b_pass.communicate(timeout=WATCH_CAP_S)
+    assert b_pass.returncode == 0, err
+    assert [r["task_id"] for r in b.runs()] == tasks[:1]
+    assert all(len(results_for(world, t)) == 1 for t in tasks)
+    lost = [r for r in world.ld.requests if r.route == START_ROUTE and r.status == 400]
+    assert len(lost) == 1, [r.path for r in lost]

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List
 import pytest
 
 from discord_orch.openclaw import AGENT_ID_ENV, TASK_ID_ENV
+from discord_orch.sim.fleet import task_statuses
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 
 from conftest import make_home, make_world
@@ -71,18 +72,7 @@ def post_tasks(world, texts: List[str]) -> List[str]:
 
 
 def records(home) -> Dict[str, str]:
-    db = home.path / ".runtime" / "state.db"
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(str(db), timeout=30)
-    try:
-        return {row[0]: row[1] for row in conn.execute("SELECT task_id, status FROM tasks")}
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):   # the pass has not created its schema yet
-            return {}
-        raise
-    finally:
-        conn.close()
+    return task_statuses(home.path)
 
 
 def run_ids(home) -> List[str]:

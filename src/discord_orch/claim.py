@@ -154,6 +154,7 @@ if TYPE_CHECKING:
 CLAIM_EMOJI = "✅"
 CLAIM_BY_THREAD = "thread"      # CLAIM=thread: the host that starts a task's thread runs it
 THREAD_ARCHIVE_MINUTES = 1440   # a task's thread archives itself after a day with nothing posted in it
+CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line among a thread's first messages
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
@@ -308,6 +309,7 @@ class Decision(NamedTuple):
     record: Optional[TaskRecord] = None   # claimed: the record to start
     refused: bool = False                 # refused: its record is ``refused``
     post_refusal: bool = False            # ... and its refusal is still to be posted
+    elsewhere: bool = False               # another host started its thread since the poll that showed it
 
 
 class Claims:
@@ -463,7 +465,7 @@ class Claims:
             self.store.mark_elsewhere(rec.task_id, host=contest.host)
             log.info("task=%s: %s started its thread first; not run here", rec.task_id,
                      contest.host or "another host")
-            return Decision(rec.task_id)
+            return Decision(rec.task_id, elsewhere=True)
         if self.store.mark_won(rec.task_id) == REFUSED:
             return self._refused(self.store.get(rec.task_id))   # type: ignore[arg-type]
         return self._claimed(self.store.get(rec.task_id))   # type: ignore[arg-type]
@@ -516,9 +518,7 @@ class Claims:
         self.store.append_ledger(rec.task_id)
         log.info("claimed task=%s model=%s thinking=%s%s", rec.task_id, rec.model or None, rec.thinking,
                  f" worker={rec.worker}" if rec.worker else "")
-        self.react_claimed(rec.task_id)
-        if self.settings.claim == CLAIM_BY_THREAD:
-            self._say_claimed(rec)
+        self.mark_claimed(rec)
         return Decision(rec.task_id, record=rec)
 
     def _refused(self, rec: TaskRecord) -> Decision:
@@ -539,24 +539,30 @@ class Claims:
             self.store.set_meta(INTENT_NOTICE_KEY, rec.task_id)
         return Decision(rec.task_id, refused=True, post_refusal=True)
 
-    def _say_claimed(self, rec: TaskRecord) -> None:
-        """The first line in the task's thread (on the task lane, after the ✅)."""
-        from .report import claim_post
+    def _say_claimed(self, rec: TaskRecord, *, look_first: bool) -> bool:
+        """The first line in the task's thread; whether it is there now. ``look_first``: a pass that died
+        may have posted it without recording so: look at the thread's first messages before posting."""
+        from .report import claim_post, claimed_by
 
-        content = claim_post(host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking,
-                             worker=rec.worker)
-
-        def job() -> None:
-            try:
-                posted = self.client.create_message(rec.task_id, content)
-            except Unauthorized as exc:
-                self._on_fatal(exc)
-                return
-            except DiscordError as exc:
-                log.warning("task=%s: could not post in its thread: %s", rec.task_id, exc)
-                return
-            self.store.note_posted(posted.id, POSTED_NOTICE)
-        self._submit(job)
+        try:
+            if look_first:
+                thread = self.client.find_thread(rec.task_id)
+                if thread is None or not self._judge(thread).won:
+                    return True   # no thread of this host's (claimed before CLAIM=thread): nothing to say there
+                head = claimed_by(self.settings.host_name)
+                firsts = self.client.list_messages(rec.task_id, after=rec.task_id, limit=CLAIM_LINE_LOOK)
+                if any(m.author.id == self.identity.bot_user_id() and m.content.startswith(head) for m in firsts):
+                    return True
+            posted = self.client.create_message(rec.task_id, claim_post(
+                host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking, worker=rec.worker))
+        except Unauthorized as exc:
+            self._on_fatal(exc)
+            return False
+        except DiscordError as exc:
+            log.warning("task=%s: could not post in its thread: %s", rec.task_id, exc)
+            return False
+        self.store.note_posted(posted.id, POSTED_NOTICE)
+        return True
 
     def _task_attachment(self, msg: Message) -> Tuple[Optional[str], str]:
         """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "").
@@ -591,11 +597,16 @@ class Claims:
             return None, f"its {TASK_ATTACHMENT} could not be downloaded: Discord answered {exc.answer()}"
 
     # -- reactions on the task message ------------------------------------------
-    def react_claimed(self, task_id: str) -> None:
-        """The ✅ (the seed's claim marker), recorded once Discord has it."""
+    def mark_claimed(self, rec: TaskRecord, *, recovered: bool = False) -> None:
+        """The claim's marks, on the task lane: the ✅ (the seed's claim marker) and, with CLAIM=thread, the
+        first line in its thread; recorded (``claim_reacted``) once Discord has both, so that what a pass
+        killed meanwhile left unsaid is said by the next (recovery: ``recovered``)."""
+        by_thread = self.settings.claim == CLAIM_BY_THREAD
+
         def job() -> None:
-            if self._react(task_id, CLAIM_EMOJI):
-                self.store.note_claim_reacted(task_id)
+            reacted = self._react(rec.task_id, CLAIM_EMOJI)
+            if reacted and (not by_thread or self._say_claimed(rec, look_first=recovered)):
+                self.store.note_claim_reacted(rec.task_id)
         self._submit(job)
 
     def react_running(self, task_id: str) -> None:

@@ -48,7 +48,7 @@ class Intake:
         self.channel = channel
         self.backlog: List[Message] = []     # pending, not yet decided (no capacity yet)
         self.set_aside: List[Message] = []   # pending, Discord did not answer when they were decided
-        self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES
+        self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
         self._seen_upto: Optional[str] = None
 
     def poll(self, *, first: bool, agents_running: bool) -> bool:
@@ -70,7 +70,8 @@ class Intake:
         self.more_history = len(messages) == POLL_MAX_MESSAGES
         if messages:
             self._seen_upto = messages[-1].id
-            pending = self.claims.pending(messages)
+            aside = {m.id for m in self.set_aside}   # a reread may show them again: they wait their turn
+            pending = [m for m in self.claims.pending(messages) if m.id not in aside]
             self.backlog.extend(pending)
             log.debug("poll: %d new message(s), %d pending", len(messages), len(pending))
         self.save_cursor()
@@ -100,6 +101,17 @@ class Intake:
             if self.claims.runs_first(msg):
                 return self.backlog.pop(i)
         return self.backlog.pop(0)
+
+    def reread(self) -> None:
+        """Another host took a task the last poll showed as pending, so the rest of that poll may be taken
+        too: forget it and read it again at once, from its oldest message. The poll shows each message's
+        thread at no cost; starting the thread of a task already taken costs a request (and a thread-start
+        rate-limit slot) per task, which kept a host behind the others for the whole queue."""
+        if not self.backlog:
+            return
+        self._seen_upto = str(min(int(m.id) for m in self.backlog) - 1)
+        self.backlog = []
+        self.more_history = True   # the loop polls again at once
 
     def retry_set_aside(self) -> None:
         """Put the messages set aside back in line (``--watch``, which never reaches a next pass)."""

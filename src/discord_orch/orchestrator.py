@@ -126,6 +126,7 @@ class Orchestrator:
         self.stats = PassStats()
         self._live: Dict[str, _Live] = {}
         self._ready: List[TaskRecord] = []          # claimed (by recovery), waiting for capacity
+        self._unsettled: List[TaskRecord] = []      # claiming (by recovery), who has it not known yet
         self._wake = Waker()   # not threading.Event: signal handlers call wake() (see waker.py)
         self._stop_signal: Optional[int] = None
         self._fatal: Optional[OrchError] = None
@@ -307,15 +308,9 @@ class Orchestrator:
         if plan.ledger_lines_added:
             log.info("recovered %d ledger line(s)", plan.ledger_lines_added)
         self._ready.extend(plan.claimed)
-        for rec in plan.claiming:
-            try:
-                self._settled(self.claims.settle(rec, attempted=True), start=self._ready.append)
-            except Unauthorized:
-                raise
-            except DiscordError as exc:
-                log.warning("task=%s: who has it is not known yet (%s); asked again next pass", rec.task_id, exc)
-        for task_id in plan.unreacted:
-            self.claims.react_claimed(task_id)
+        self._settle_claiming(plan.claiming)
+        for rec in plan.unmarked:
+            self.claims.mark_claimed(rec, recovered=True)
         for item in plan.was_running:
             if isinstance(item, Restart):
                 if item.archive is not None:
@@ -334,13 +329,31 @@ class Orchestrator:
         for rec in plan.reported:
             self.reporter.clean_up(rec)
 
+    def _settle_claiming(self, records: List[TaskRecord]) -> None:
+        """Look who has each task whose thread's start was not answered. Those Discord cannot tell about
+        yet are looked at again after the next poll it answers: the thread on the message keeps the task
+        out of every poll, and a --watch has no next pass to recover it."""
+        self._unsettled = []
+        for rec in records:
+            try:
+                self._settled(self.claims.settle(rec, attempted=True), start=self._ready.append)
+            except Unauthorized:
+                raise
+            except DiscordError as exc:
+                log.warning("task=%s: who has it is not known yet (%s); looked at again after the next poll",
+                            rec.task_id, exc)
+                self._unsettled.append(rec)
+
     # ------------------------------------------------------------------
     # poll
     # ------------------------------------------------------------------
     def poll(self, *, first: bool = False) -> None:
-        """Read #task-queue forward from the cursor; queue what is pending (intake.py)."""
+        """Read #task-queue forward from the cursor; queue what is pending (intake.py); then look again
+        at the starts recovery could not judge."""
         if self.intake.poll(first=first, agents_running=bool(self._live)):
             self.stats.polled += 1
+            if self._unsettled:
+                self._settle_claiming(self._unsettled)
 
     def _take_backlog(self) -> None:
         self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
@@ -351,7 +364,10 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
-        self._settled(self.claims.decide(msg), start=self.start)
+        decision = self.claims.decide(msg)
+        if decision.elsewhere:
+            self.intake.reread()
+        self._settled(decision, start=self.start)
 
     def _settled(self, decision: Decision, *, start: Callable[[TaskRecord], None]) -> None:
         if decision.record is not None:

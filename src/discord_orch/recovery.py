@@ -3,7 +3,8 @@
 Every pass starts here, holding the home lock, so nothing else works on these
 records meanwhile. For each record that is not done:
 
-- ``claimed``: not started yet; it runs (and gets the ✅ it may lack).
+- ``claimed``: not started yet; it runs. It, and a task ``starting``/``running``, gets the ✅ and
+  (CLAIM=thread) the claim line in its thread that its pass may have died before saying.
 - ``starting``/``running`` with its agent still alive: adopted and supervised
   again (found by the recorded pid and process start time, or, when the pass
   died between the spawn and recording the pid, by the marker in the agent's
@@ -83,7 +84,7 @@ class RecoveryPlan:
     ledger_lines_added: int = 0
     claiming: List[TaskRecord] = field(default_factory=list)           # thread started, winner unknown: look
     claimed: List[TaskRecord] = field(default_factory=list)            # to start, in order
-    unreacted: List[str] = field(default_factory=list)                 # claimed without their ✅ on Discord
+    unmarked: List[TaskRecord] = field(default_factory=list)           # ✅ or claim line not known to be out
     was_running: List[Union[Restart, Adoption, Ended]] = field(default_factory=list)
     outbox: List[TaskRecord] = field(default_factory=list)             # results owed
     reported: List[TaskRecord] = field(default_factory=list)           # to clean up
@@ -99,10 +100,11 @@ def plan_recovery(store: Store, settings: "Settings", agent_config_for: Callable
     for rec in store.with_status(CLAIMED):
         log.info("recovered task=%s: claimed, not started yet", rec.task_id)
         plan.claimed.append(rec)
-        if not rec.claim_reacted:
-            plan.unreacted.append(rec.task_id)
     plan.outbox = store.with_status(*OUTBOX_STATUSES)   # before the running ones add to it
-    for rec in store.with_status(STARTING, RUNNING):
+    running = store.with_status(STARTING, RUNNING)
+    # the claim's marks go out on a lane while the agent starts: a pass killed meanwhile left them unsaid
+    plan.unmarked = [rec for rec in plan.claimed + running if not rec.claim_reacted]
+    for rec in running:
         plan.was_running.append(_recover_running(rec, settings, agent_config_for(rec), wall))
     for rec in plan.outbox:
         log.info("recovered task=%s: %s, result not posted yet", rec.task_id, rec.status)

@@ -634,9 +634,14 @@ def thread_host(name: str) -> str:
     return name.rsplit(THREAD_HOST_SEPARATOR, 1)[1] if THREAD_HOST_SEPARATOR in name else ""
 
 
+def claimed_by(host: str) -> str:
+    """How the claim line of ``host`` begins (a recovering pass looks for it before saying it again)."""
+    return f"🧵 Claimed by **{escape_inline(host)}**"
+
+
 def claim_post(*, host: str, model: Optional[str], thinking: str, worker: Optional[str]) -> str:
     """The first line in a task's thread: which host runs it, with which model."""
-    parts = [f"🧵 Claimed by **{escape_inline(host)}**", f"model {_code(model or '-', 80)}",
+    parts = [claimed_by(host), f"model {_code(model or '-', 80)}",
              f"thinking {_code(thinking or '-', 20)}"]
     if worker:
         parts.append(f"worker {_code(worker, 32)}")

@@ -301,7 +301,8 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
                 limit, window = rl.default
             bucket = bucket_hash(fam)
             rec["bucket"] = bucket
-            limited, rl_headers = self._limiter.take_bucket((bucket, major), int(limit), float(window), bucket)
+            limited, rl_headers = self._limiter.take_bucket((bucket, major, user_id), int(limit), float(window),
+                                                             bucket)   # each bot its own buckets
             if limited is not None:
                 return limited
         try:

@@ -12,7 +12,9 @@ from .server import Resp, json_bytes
 
 @dataclass
 class RateLimits:
-    """Rate-limit settings. Tuples are ``(limit, window seconds)``.
+    """Rate-limit settings. Tuples are ``(limit, window seconds)``. Every bucket is a bot's own:
+    Discord applies per-route limits to each bot by its token (docs, rate-limits topic); two
+    hosts sharing one token share its buckets.
 
     ``message_create`` and ``reactions`` are per channel (PUT and DELETE of ``@me``
     reactions share one bucket); ``thread_create`` (starting a thread from a message)
@@ -51,7 +53,7 @@ class Limiter:
     """Per-bot global windows and per-(bucket, major parameter) buckets; the caller holds the lock."""
 
     def __init__(self) -> None:
-        self._buckets: Dict[Tuple[str, str], _Bucket] = {}
+        self._buckets: Dict[Tuple[str, str, str], _Bucket] = {}
         self._global: Dict[str, List[float]] = {}
 
     def reset(self) -> None:
@@ -81,7 +83,7 @@ class Limiter:
         win[1] += 1
         return None
 
-    def take_bucket(self, key: Tuple[str, str], limit: int, window: float,
+    def take_bucket(self, key: Tuple[str, str, str], limit: int, window: float,
                     bucket_hash: str) -> Tuple[Optional[Resp], List[Tuple[str, str]]]:
         """A 429 if the bucket ``key`` is empty, else None and the X-RateLimit headers (one taken)."""
         now = time.monotonic()
