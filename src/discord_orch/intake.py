@@ -79,8 +79,7 @@ class Intake:
 
     def take(self, may_take: Callable[[], bool], decide: Callable[[Message], None]) -> None:
         """Decide pending messages, oldest first (those of people who may run tasks before the rest), while
-        ``may_take()``; one Discord did not answer for
-        is set aside (see the module docstring)."""
+        ``may_take()``; one Discord did not answer for is set aside (see the module docstring)."""
         while self.backlog and may_take():
             msg = self._next()
             try:
