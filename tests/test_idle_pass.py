@@ -10,7 +10,12 @@ How long the pass takes is measured by bench/run.py against python + requests + 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from typing import Set
+
+import pytest
 
 NOT_FOR_AN_IDLE_PASS = {
     "discord_orch.report", "discord_orch.agent", "discord_orch.openclaw",
@@ -53,3 +58,22 @@ def test_a_pass_with_work_still_loads_what_it_needs(home, world):
     assert {"discord_orch.report", "discord_orch.agent", "discord_orch.workspace"} <= loaded
     [post] = world.results_messages()
     assert "do the thing" in post["content"]
+
+
+def test_an_idle_pass_forces_nothing_to_disk(home, world):
+    """Cron runs a pass every minute on machines that often boot from an SD card: an idle one asks
+    the disk for no sync (fsync/fdatasync/sync), which would force a journal commit each minute.
+    The syscalls are read with strace, so the product carries nothing for this test."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("needs strace")
+    idle_pass(home, world)
+    trace = home.path.parent / "idle.strace"
+    proc = subprocess.run([strace, "-f", "-qq", "-e", "trace=fsync,fdatasync,sync,syncfs,msync",
+                           "-o", str(trace), sys.executable, "-m", "discord_orch", "orchestrate"],
+                          cwd=home.path, env=home.env, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0 and "pass done: nothing to do" in proc.stderr, proc.stderr
+    syncs = [line for line in trace.read_text().splitlines() if "sync" in line]
+    assert syncs == [], syncs
