@@ -58,6 +58,10 @@ BAD_INPUTS = [
     (["submit", "task", "cheap", "extreme"], EXIT_USAGE, ["unknown thinking level 'extreme'", "xhigh"]),
     (["submit", "task", "--worker", "../etc"], EXIT_USAGE, ["bad worker type '../etc'"]),
     (["submit", "task", "--worker", "a b"], EXIT_USAGE, ["bad worker type 'a b'"]),
+    # agent ids are public in #worker-pool; orchestrate never loads a workspace as a profile, so say it now
+    (["submit", "task", "--worker", "agent-1700000000-abc123"], EXIT_USAGE,
+     ["worker type 'agent-1700000000-abc123'", "agent-", "workspace"]),
+    (["submit", "task", "--worker", "AGENT-x"], EXIT_USAGE, ["worker type 'AGENT-x'", "agent-"]),
     (["submit", ""], EXIT_USAGE, ["the task is empty"]),
     (["submit", " \n\t "], EXIT_USAGE, ["the task is empty"]),
     (["submit", "do this", "--file", "{files}/nul.txt"], EXIT_USAGE, ["either as TASK or with --file"]),

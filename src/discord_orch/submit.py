@@ -22,10 +22,10 @@ from .models import FileUpload
 from .tasks import (MAX_TASK_BYTES, POST_MARKER, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
                     format_attached_task_message, format_task_message, is_orchestrator_post, resolve_model,
                     valid_models_text)
+from .workspace import AGENT_ID_PREFIX, check_worker_name, is_workspace_name
 
 log = logging.getLogger("discord_orch")
 
-WORKER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
@@ -69,8 +69,14 @@ def validate_submission(text: str, model: Optional[str], thinking: Optional[str]
         raise InputError(f"unknown model {model!r}: use {valid_models_text(aliases)}")
     if thinking is not None and thinking not in THINKING_LEVELS:
         raise InputError(f"unknown thinking level {thinking!r}: use one of {', '.join(THINKING_LEVELS)}")
-    if worker is not None and (not worker or len(worker) > 32 or set(worker) - WORKER_NAME_CHARS):
-        raise InputError(f"bad worker type {worker!r}: 1-32 letters, digits, '-' or '_'")
+    if worker is not None:
+        try:
+            check_worker_name(worker)
+        except ValueError:
+            raise InputError(f"bad worker type {worker!r}: 1-32 letters, digits, '-' or '_'") from None
+        if is_workspace_name(worker):
+            raise InputError(f"worker type {worker!r} starts with {AGENT_ID_PREFIX!r}, the prefix of the agents' "
+                             "workspaces, which never load as a worker profile: name a profile in workers/")
 
 
 def submit_task(client, settings, text: str, model: Optional[str], thinking: Optional[str],

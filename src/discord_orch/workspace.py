@@ -114,6 +114,12 @@ def check_worker_name(worker: object) -> str:
     return worker
 
 
+def is_workspace_name(worker: str) -> bool:
+    """Does ``worker`` carry the workspaces' prefix (any case: a case-insensitive disk, macOS, finds it
+    so)? Such a name is never a worker profile: agent ids are public in #worker-pool."""
+    return worker.lower().startswith(AGENT_ID_PREFIX)
+
+
 def new_agent_id(now_epoch: float, rand: Optional[random.Random] = None) -> str:
     """``agent-<epoch seconds>-<6 random [a-z0-9]>``; ``rand`` defaults to a system RNG."""
     rng = rand if rand is not None else random.SystemRandom()
@@ -411,7 +417,7 @@ def is_profile(workers_dir: PathLike, worker: str) -> bool:
     name with the workspaces' prefix, or a directory shaped like a workspace, is never a profile,
     or a task could load another task's prompt as its own."""
     check_worker_name(worker)
-    if worker.lower().startswith(AGENT_ID_PREFIX):   # any case: a case-insensitive disk (macOS) finds it so
+    if is_workspace_name(worker):
         return False
     where = _abs(workers_dir) / worker
     if (where / OVERLAY_CONFIG).exists() or (where / TASKS_DIR).is_dir():   # a workspace, whatever its name
