@@ -69,19 +69,16 @@ def no_sleep_recorder(log: List[float]):
     return sleep
 
 
-def create_times(ld: LocalDiscord) -> List[float]:
-    return [r.time for r in ld.requests if r.route == CREATE and r.status == 200]
-
-
 # -- Discord's per-channel message limit, shared by three threads ----------
 
 # Discord's shape (5 creates a channel a window), its window cut to a tenth so the test takes
-# 2.5 s, not 25: how close the makespan comes to the floor is bench/bench_client.py's figure
-# (tests assert no wall-clock time).
+# 2.5 s, not 25. The local Discord enforces the limit (a 429 past it), so no 429 means the three
+# threads kept to it together; how close the makespan comes to the floor is bench/bench_client.py's
+# figure (tests assert no wall-clock time, and timestamps taken on a loaded machine jitter).
 CREATE_LIMIT, CREATE_WINDOW_S = 5, 0.5
 
 
-def test_thirty_posts_from_three_threads_get_no_429_and_at_most_five_per_window():
+def test_thirty_posts_from_three_threads_keep_to_the_limit_without_a_429():
     for w in _world(RateLimits(message_create=(CREATE_LIMIT, CREATE_WINDOW_S))):
         with w.client() as client:
             errors: List[BaseException] = []
@@ -102,10 +99,6 @@ def test_thirty_posts_from_three_threads_get_no_429_and_at_most_five_per_window(
             assert w.ld.count_429() == 0 and client.stats.responses_429 == 0
             assert sorted(m["content"] for m in w.ld.messages(w.cid)) == sorted(
                 f"thread {n} message {i}" for n in range(3) for i in range(10))
-            times = create_times(w.ld)
-            assert len(times) == 30
-            worst = max(sum(1 for s in times if t <= s < t + CREATE_WINDOW_S) for t in times)
-            assert worst <= CREATE_LIMIT
 
 
 # -- rate limits with small windows -----------------------------------------
