@@ -141,6 +141,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Op
 
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError,
                      Forbidden, NotFound, ThreadAlreadyExists, TooManyActiveThreads, Unauthorized)
+from .inputs import Limits, download_fresh, input_files, limit_problem, remember
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .outcome import OK, TIMED_OUT
@@ -429,6 +430,11 @@ class Claims:
             if not is_profile(self.settings.workers_dir, parsed.worker):
                 return self._refuse(msg, _no_such_profile(parsed.worker, list(worker_profiles(self.settings.workers_dir))),
                                     description=parsed.description)
+        files = input_files(msg)   # checked by what Discord says of them; fetched once the task starts
+        too_much = limit_problem(files, Limits.of(self.settings))
+        if too_much:
+            return self._refuse(msg, too_much, description=parsed.description)
+        remember(self.store, msg.id, files)
         return self._record(msg, description=parsed.description, model_alias=parsed.model_alias,
                             model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker)
 
@@ -582,19 +588,8 @@ class Claims:
         return (None if data is None else decode_text(data)), unreadable
 
     def _download(self, msg: Message, att: Attachment) -> Tuple[Optional[bytes], str]:
-        """TASK.txt's bytes, or why there are none. A CDN link is signed and expires (then 404 or 403, as
-        for a deleted file): the link of a fresh copy of the message is tried, once."""
-        try:
-            return self.client.download(att.url, max_bytes=MAX_TASK_BYTES), ""
-        except (NotFound, Forbidden):
-            pass
-        fresh = _task_file(self.client.get_message(msg.channel_id, msg.id))
-        if fresh is None:
-            return None, f"its {TASK_ATTACHMENT} was removed from the message before it was read"
-        try:
-            return self.client.download(fresh.url, max_bytes=MAX_TASK_BYTES), ""
-        except (NotFound, Forbidden) as exc:
-            return None, f"its {TASK_ATTACHMENT} could not be downloaded: Discord answered {exc.answer()}"
+        """TASK.txt's bytes, or why there are none (an expired CDN link is fetched again, once: inputs.py)."""
+        return download_fresh(self.client, msg.channel_id, msg.id, att, max_bytes=MAX_TASK_BYTES)
 
     # -- reactions on the task message ------------------------------------------
     def mark_claimed(self, rec: TaskRecord, *, recovered: bool = False) -> None:

@@ -169,21 +169,26 @@ def cli() -> None:
 @click.option("--model", "model_option", metavar="MODEL", help="The model (as the MODEL argument).")
 @click.option("--thinking", "thinking_option", metavar="LEVEL", help="The thinking level (as the THINKING argument).")
 @click.option("--worker", help="Worker type: uses workers/<TYPE>/TOOLS.md and AGENTS.md.")
+@click.option("--attach", "attach", multiple=True, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file to send with the task (repeatable); the agent finds it in inputs/.")
 @shared_options
 @click.pass_context
 def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinking: Optional[str],
-           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str]) -> None:
+           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str],
+           attach: tuple) -> None:
     """Post TASK to #task-queue; print its task id.
 
     \b
     discord-orch submit "TASK" [MODEL] [THINKING]
     discord-orch submit --file task.txt [MODEL] [THINKING]
+    discord-orch submit "TASK" --attach data.csv --attach screenshot.png
 
     MODEL is an alias (cheap, primary, coder, research, or one from MODEL_ALIASES)
     or a full provider/model id; THINKING is off, minimal, low, medium, high or xhigh.
     Both may also be given as --model and --thinking.
     """
-    from .submit import read_task_text, submit_task, validate_submission
+    from .submit import read_attachments, read_task_text, submit_task, validate_submission
 
     if task_file is not None and task is not None:
         if any(c.isspace() for c in task):   # a sentence is a task, not a model
@@ -196,10 +201,11 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     text = read_task_text(task, task_file)
     settings = _load(ctx)
     validate_submission(text, model, thinking, worker, settings.aliases)
+    uploads = read_attachments(list(attach))
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL")
     with _client(settings) as client:
-        task_id = submit_task(client, settings, text, model, thinking, worker)
+        task_id = submit_task(client, settings, text, model, thinking, worker, uploads)
     click.echo(task_id)
 
 

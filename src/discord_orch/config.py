@@ -99,6 +99,8 @@ class Settings(NamedTuple):
     watchdog_s: float = default_of("WATCHDOG")
     status_reactions: str = default_of("STATUS_REACTIONS")
     log_file: Optional[Path] = default_of("LOG_FILE")
+    input_max_mb: float = default_of("INPUT_MAX_MB")
+    input_max_files: int = default_of("INPUT_MAX_FILES")
     warnings: Tuple[str, ...] = ()
 
     # -- derived paths -------------------------------------------------

@@ -386,8 +386,16 @@ class Orchestrator:
             self.start(self._ready.pop(0))
 
     def start(self, rec: TaskRecord) -> None:
-        """prepare + run, with the record written around each."""
-        self.run(rec, self.prepare(rec))
+        """prepare + run, with the record written around each; a task whose files cannot all be fetched
+        ends before its agent starts, with the reason in its result (inputs.py)."""
+        ws = self.prepare(rec)
+        problem = self.fetch_inputs(rec, ws)
+        if problem:
+            log.error("task=%s: not run: %s", rec.task_id, problem)
+            self.finish(rec, ws, Outcome(status=FAILED, duration_s=0.0,
+                                         reason=f"refused before its agent started: {problem}"))
+            return
+        self.run(rec, ws)
 
     def prepare(self, rec: TaskRecord) -> Workspace:
         """The agent's workspace: AGENTS.md (template, worker type), TOOLS.md, TASK.txt, the config overlay."""
@@ -398,10 +406,30 @@ class Orchestrator:
         agents_md = agents_md_for(ws, s.workers_dir, description=rec.description, model=rec.model,
                                   thinking=rec.thinking, worker=rec.worker, default_template=s.agents_md_template,
                                   summary_max=s.summary_max)
+        agents_md += self._inputs_prompt(rec, ws)
         self.store.mark_starting(rec.task_id, agent_id=ws.agent_id, agent_dir=str(ws.agent_dir))
         return create_workspace(s.workers_dir, ws.agent_id, rec.task_id, rec.description, agents_md=agents_md,
                                 tools_md=tools_md_for(s.workers_dir, rec.worker),
                                 user_openclaw_config=s.openclaw_config)
+
+    def _inputs_prompt(self, rec: TaskRecord, ws: Workspace) -> str:
+        """AGENTS.md's lines naming the task's files (none: "")."""
+        from .inputs import prompt_section, remembered, safe_names
+
+        files = remembered(self.store, rec.task_id)
+        return prompt_section(ws.task_dir, files, safe_names(a.filename for a in files))
+
+    def fetch_inputs(self, rec: TaskRecord, ws: Workspace) -> str:
+        """The task's files into its task dir's inputs/, all of them; else why not (inputs.py)."""
+        from .inputs import Limits, fetch_inputs, remembered
+
+        files = remembered(self.store, rec.task_id)
+        if not files:
+            return ""
+        fetched = fetch_inputs(self.client, rec.channel_id, rec.task_id, files, ws.task_dir, Limits.of(self.settings))
+        if not fetched.problem:
+            log.info("task=%s: %d file(s) fetched into its inputs/", rec.task_id, len(fetched.names))
+        return fetched.problem
 
     def _agent_config_for(self, rec: TaskRecord) -> AgentConfig:
         from dataclasses import replace   # AgentConfig's; only when an agent starts
@@ -471,6 +499,9 @@ class Orchestrator:
                  outcome.status, outcome.duration_s, f" ({outcome.reason})" if outcome.reason else "")
         self.reporter.notice(notice_line_finished(ws.agent_id, rec.task_id, outcome.status, outcome.duration_s))
         self.reporter.queue(rec.task_id)
+        from .inputs import forget
+
+        forget(self.store, rec.task_id)   # kept until now: a pass killed before the agent ran fetches them again
 
     def _prune_due(self) -> bool:
         """Not on every cron pass: archive/ is read once per PRUNE_EVERY_S, whichever pass comes then."""

@@ -28,6 +28,8 @@ _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 OPENCLAW = "openclaw"                 # the executable's name, looked up on PATH
 MAX_SECONDS = 30 * 24 * 3600          # the longest time a seconds setting may say (30 days)
 MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10 years)
+MAX_INPUT_MB = 1024                   # INPUT_MAX_MB's ceiling: a task's files are held in memory one at a time
+MAX_INPUT_FILES = 100                 # INPUT_MAX_FILES's ceiling (Discord itself takes 10 files a message)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -215,6 +217,12 @@ SETTINGS: Tuple[Setting, ...] = (
             "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
             default="1800"),
     Setting("LOG_FILE", "log_file", home_path, "append the log to this file (rotated)"),
+    Setting("INPUT_MAX_MB", "input_max_mb", Number(minimum=0.001, maximum=MAX_INPUT_MB),
+            "largest file attached to a task that is fetched into its inputs/ (MiB); a larger one refuses the task",
+            default="25"),
+    Setting("INPUT_MAX_FILES", "input_max_files", Number(minimum=0, maximum=MAX_INPUT_FILES, integer=True),
+            "most files attached to a task (TASK.txt aside); more refuses the task", default="10"),
+
 )
 
 SETTING: Dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -424,6 +424,11 @@ class Store:
             conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        """Remove a value of the meta table (nothing when it is not there)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- records ---------------------------------------------------------
     def get(self, task_id: str) -> Optional[TaskRecord]:
         """The task's record, or None."""

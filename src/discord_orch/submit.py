@@ -15,7 +15,8 @@ retried post cannot create the task twice.
 from __future__ import annotations
 
 import logging
-from typing import IO, Mapping, Optional
+from pathlib import Path
+from typing import IO, List, Mapping, Optional, Sequence
 
 from .errors import DiscordError, InputError
 from .models import FileUpload
@@ -26,6 +27,7 @@ from .workspace import AGENT_ID_PREFIX, check_worker_name, is_workspace_name
 
 log = logging.getLogger("discord_orch")
 
+MESSAGE_FILES_MAX = 10   # files Discord takes in one message
 
 
 def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
@@ -79,17 +81,40 @@ def validate_submission(text: str, model: Optional[str], thinking: Optional[str]
                              "workspaces, which never load as a worker profile: name a profile in workers/")
 
 
+def read_attachments(paths: Sequence[Path], max_files: int = MESSAGE_FILES_MAX) -> List[FileUpload]:
+    """``--attach`` files, read whole (InputError: too many, not a readable file, named like the task's file)."""
+    if len(paths) > max_files:
+        raise InputError(f"{len(paths)} files given with --attach; Discord takes at most {max_files} in one "
+                         "message (a long task's TASK.txt counts too)")
+    uploads = []
+    for path in paths:
+        if path.name == TASK_ATTACHMENT:   # it would be read as the task's text
+            raise InputError(f"--attach {path}: a file named {TASK_ATTACHMENT} carries a long task's text; "
+                             "rename it")
+        try:
+            with open(path, "rb") as fh:
+                uploads.append(FileUpload(path.name, fh.read()))
+        except OSError as exc:
+            raise InputError(f"--attach {path}: {exc.strerror or exc}") from None
+    return uploads
+
+
 def submit_task(client, settings, text: str, model: Optional[str], thinking: Optional[str],
-                worker: Optional[str]) -> str:
-    """Post the task; returns its id (the message id)."""
+                worker: Optional[str], attachments: Sequence[FileUpload] = ()) -> str:
+    """Post the task (with ``attachments``: the files it comes with); returns its id (the message id)."""
     channel = settings.task_queue_channel
     tags = dict(model_alias=model, thinking=thinking, worker=worker)
+    files = tuple(attachments)
     if fits_in_message(format_task_message(text, task_id="0" * 20, **tags)):
-        msg = client.create_message(channel, format_task_message(text, **tags))
+        msg = client.create_message(channel, format_task_message(text, **tags), files=files)
         final = format_task_message(text, task_id=msg.id, **tags)
     else:
+        if len(files) >= MESSAGE_FILES_MAX:
+            raise InputError(f"this task is too long for one message and travels as {TASK_ATTACHMENT}, so at "
+                             f"most {MESSAGE_FILES_MAX - 1} files can go with it")
         upload = FileUpload(TASK_ATTACHMENT, text.encode("utf-8"))
-        msg = client.create_message(channel, format_attached_task_message(len(text), **tags), files=(upload,))
+        msg = client.create_message(channel, format_attached_task_message(len(text), **tags),
+                                    files=(upload,) + files)
         final = format_attached_task_message(len(text), task_id=msg.id, **tags)
     try:
         client.edit_message(channel, msg.id, final)
