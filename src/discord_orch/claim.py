@@ -159,6 +159,7 @@ CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line amo
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
+PAUSED_EMOJI = "⏸"    # a task waits for a budget (budget.py): it runs, oldest first, once the budget allows
 STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
 REFUSED_REACTION_PRIORITY = 1                # ⛔ waits behind ✅ and the final reactions (a flood holds none back)
@@ -603,6 +604,10 @@ class Claims:
             if reacted and (not by_thread or self._say_claimed(rec, look_first=recovered)):
                 self.store.note_claim_reacted(rec.task_id)
         self._submit(job)
+
+    def react_paused(self, task_id: str, *, remove: bool = False) -> None:
+        """⏸ on a task that waits for a budget; taken away once it is claimed."""
+        self._submit(lambda: self._react(task_id, PAUSED_EMOJI, remove=remove))
 
     def react_running(self, task_id: str) -> None:
         """⏳ while the agent runs (STATUS_REACTIONS=full)."""

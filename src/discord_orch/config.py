@@ -101,6 +101,10 @@ class Settings(NamedTuple):
     log_file: Optional[Path] = default_of("LOG_FILE")
     input_max_mb: float = default_of("INPUT_MAX_MB")
     input_max_files: int = default_of("INPUT_MAX_FILES")
+    budget_daily_usd: Optional[float] = default_of("BUDGET_DAILY_USD")
+    budget_monthly_usd: Optional[float] = default_of("BUDGET_MONTHLY_USD")
+    budget_timezone: str = default_of("BUDGET_TIMEZONE")
+    task_max_usd: Optional[float] = default_of("TASK_MAX_USD")
     warnings: Tuple[str, ...] = ()
 
     # -- derived paths -------------------------------------------------

@@ -112,6 +112,14 @@ class Intake:
         self.backlog = []
         self.more_history = True   # the loop polls again at once
 
+    def hold(self) -> List[Message]:
+        """Keep the whole backlog for later (a budget is reached, budget.py) and return it: like messages set
+        aside, they keep the cursor before them, the pass can end, and --watch looks again every
+        RETRY_SET_ASIDE_S."""
+        held, self.backlog = self.backlog, []
+        self.set_aside.extend(held)
+        return held
+
     def retry_set_aside(self) -> None:
         """Put the messages set aside back in line (``--watch``, which never reaches a next pass)."""
         self.backlog[:0] = self.set_aside

@@ -48,6 +48,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
+from .budget import BudgetGate, Budgets
 from .claim import Claims, Decision
 from .config import Settings
 from .discord_api import DiscordClient
@@ -139,6 +140,9 @@ class Orchestrator:
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
+        self.budget_gate = BudgetGate(Budgets(settings, store), hold=self.intake.hold, may_run=self.claims.runs_first,
+                                      pause=lambda task_id, remove: self.claims.react_paused(task_id, remove=remove),
+                                      notice=self.reporter.notice, wall=lambda: self.wall())
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -356,6 +360,8 @@ class Orchestrator:
                 self._settle_claiming(self._unsettled)
 
     def _take_backlog(self) -> None:
+        if self.intake.backlog and self.budget_gate.holds():
+            return   # a budget is reached: the pending tasks wait, with ⏸ (budget.py)
         self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
                          self.claim)
 
@@ -365,6 +371,8 @@ class Orchestrator:
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
         decision = self.claims.decide(msg)
+        if decision.record is not None:
+            self.budget_gate.claimed(msg)
         if decision.elsewhere:
             self.intake.reread()
         self._settled(decision, start=self.start)
@@ -490,6 +498,7 @@ class Orchestrator:
         archive_path = archived
         # A RESULT.txt larger than one attachment can only be posted in part: its workspace is then
         # kept (with the failures' retention), or removing it would lose the rest of the result.
+        outcome = self._flag_cost(rec, outcome)
         whole = posts_whole(outcome.result_bytes)
         if archived is None and (outcome.status != OK or not whole or self.settings.keep_success_h > 0):
             archive_path = archive_quietly(ws, self.settings.archive_dir, success=outcome.status == OK and whole)
@@ -502,6 +511,13 @@ class Orchestrator:
         from .inputs import forget
 
         forget(self.store, rec.task_id)   # kept until now: a pass killed before the agent ran fetches them again
+
+    def _flag_cost(self, rec: TaskRecord, outcome: Outcome) -> Outcome:
+        """TASK_MAX_USD: a note in the result of a task whose cost passed it (known only now: budget.py)."""
+        from .budget import over_task_max
+
+        note = over_task_max(outcome, rec.model, self.settings, self.budget_gate.budgets)
+        return outcome._replace(notes=outcome.notes + (note,)) if note else outcome
 
     def _prune_due(self) -> bool:
         """Not on every cron pass: archive/ is read once per PRUNE_EVERY_S, whichever pass comes then."""

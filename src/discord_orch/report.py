@@ -249,12 +249,20 @@ def estimate_cost(usage: Usage, prices: Optional[Prices], model_id: Optional[str
     return tin / 1000 * pin + tout / 1000 * pout
 
 
-def cost_text(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None) -> str:
-    """openclaw's own cost when it gave one, else the price-table estimate, else "n/a"."""
+def cost_of(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None
+            ) -> Tuple[Optional[float], bool]:
+    """(USD, estimated): openclaw's own cost when it gave one, else the price-table estimate; None when
+    neither is known (what a result shows and budgets count)."""
     reported = _valid_money(usage.cost_usd)
     if reported is not None:
-        return format_cost(reported)
-    return format_cost(estimate_cost(usage, prices, model_id), estimated=True)
+        return reported, False
+    return estimate_cost(usage, prices, model_id), True
+
+
+def cost_text(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None) -> str:
+    """openclaw's own cost when it gave one, else the price-table estimate, else "n/a"."""
+    cost, estimated = cost_of(usage, prices, model_id)
+    return format_cost(cost, estimated=estimated and cost is not None)
 
 
 def _tokens_text(usage: Usage) -> str:

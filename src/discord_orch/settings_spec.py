@@ -30,6 +30,7 @@ MAX_SECONDS = 30 * 24 * 3600          # the longest time a seconds setting may s
 MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10 years)
 MAX_INPUT_MB = 1024                   # INPUT_MAX_MB's ceiling: a task's files are held in memory one at a time
 MAX_INPUT_FILES = 100                 # INPUT_MAX_FILES's ceiling (Discord itself takes 10 files a message)
+MAX_USD = 1_000_000                   # a budget's ceiling: a typo, not a plan, beyond it
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -141,6 +142,20 @@ def host_name(key: str, raw: str, home: Path) -> str:
     return value
 
 
+def time_zone(key: str, raw: str, home: Path) -> str:
+    """An IANA time zone name (``Europe/Berlin``), checked against the machine's zone data; empty: UTC."""
+    value = raw.strip() or "UTC"
+    if value == "UTC":
+        return value
+    from zoneinfo import ZoneInfo   # only when a zone other than UTC is set
+
+    try:
+        ZoneInfo(value)
+    except (ValueError, OSError, LookupError):   # ZoneInfoNotFoundError is a KeyError
+        raise ConfigError(key, f"{value!r} is not a time zone this machine knows (e.g. UTC, Europe/Berlin)") from None
+    return value
+
+
 def user_path(key: str, raw: str, home: Path) -> Path:
     """A path where ``~`` is the user's home."""
     return Path(raw.strip()).expanduser()
@@ -222,7 +237,16 @@ SETTINGS: Tuple[Setting, ...] = (
             default="25"),
     Setting("INPUT_MAX_FILES", "input_max_files", Number(minimum=0, maximum=MAX_INPUT_FILES, integer=True),
             "most files attached to a task (TASK.txt aside); more refuses the task", default="10"),
-
+    Setting("BUDGET_DAILY_USD", "budget_daily_usd", Number(minimum=0, maximum=MAX_USD, optional=True),
+            "spend a day (USD, this host's finished tasks) at which new tasks wait", unset_means="no budget"),
+    Setting("BUDGET_MONTHLY_USD", "budget_monthly_usd", Number(minimum=0, maximum=MAX_USD, optional=True),
+            "spend a calendar month (USD, this host's finished tasks) at which new tasks wait",
+            unset_means="no budget"),
+    Setting("BUDGET_TIMEZONE", "budget_timezone", time_zone,
+            "the time zone whose midnight starts a budget's day and month (IANA name)", default="UTC"),
+    Setting("TASK_MAX_USD", "task_max_usd", Number(minimum=0, maximum=MAX_USD, optional=True),
+            "a task whose reported cost passes this is flagged in its result (it is not stopped)",
+            unset_means="no flag"),
 )
 
 SETTING: Dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -235,5 +259,5 @@ def default_of(key: str) -> Any:
 
 
 __all__ = ["Setting", "SETTINGS", "SETTING", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
-           "snowflakes", "http_url", "user_path", "home_path", "DEFAULT_TIMEOUT_S", "DEFAULT_TIMEOUT_HIGH_S",
+           "snowflakes", "http_url", "time_zone", "user_path", "home_path", "DEFAULT_TIMEOUT_S", "DEFAULT_TIMEOUT_HIGH_S",
            "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name"]

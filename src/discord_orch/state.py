@@ -584,6 +584,12 @@ class Store:
                 f"SELECT message_id FROM posted WHERE message_id IN ({marks})", chunk))
         return found
 
+    def finished_since(self, epoch: float) -> List[TaskRecord]:
+        """The records of the tasks whose agent finished at or after ``epoch`` (what budgets count)."""
+        rows = self._conn().execute("SELECT * FROM tasks WHERE finished_at >= ? ORDER BY finished_at",
+                                    (epoch,)).fetchall()
+        return [TaskRecord._from_row(r) for r in rows]
+
     def counts(self) -> Dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status").fetchall()
         return {r["status"]: int(r["n"]) for r in rows}
