@@ -317,6 +317,38 @@ def check(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
+@click.option("--live", is_flag=True, help="Also read #task-queue now (one request) for what is pending there.")
+@shared_options
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, live: bool) -> None:
+    """One screen: the last pass, waiting, running, the last outcomes, the outbox, spend and budgets.
+
+    Read from this home's state.db; no Discord request unless --live.
+    """
+    import json
+    import time
+
+    from .state import DB_NAME, Store
+    from .status import gather, live_pending, render
+
+    settings = _load(ctx)
+    store = Store(settings.runtime_dir, host=settings.host_name) if (settings.runtime_dir / DB_NAME).exists() else None
+    try:
+        pending = None
+        if live:
+            settings.require_token()
+            settings.require_channels("TASK_QUEUE_CHANNEL")
+            with _client(settings) as client:
+                pending = live_pending(settings, client, store)
+        data = gather(settings, store, time.time(), live=pending)
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
+
+
+@cli.command()
 @click.option("--real-agent", is_flag=True, help="Use the real openclaw (installed by scripts/install-openclaw) and a local model server instead of the built-in stand-in.")
 @click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print where it is.")
 @shared_options

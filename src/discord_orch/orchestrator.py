@@ -59,6 +59,7 @@ from .models import Message
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
+from .status import WaitingNote, note_pass_end
 from .waker import Waker
 from .watchdog import Watchdog
 
@@ -140,6 +141,7 @@ class Orchestrator:
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
+        self._waiting_note = WaitingNote(store)   # what `discord-orch status` shows as waiting
         self.budget_gate = BudgetGate(Budgets(settings, store), hold=self.intake.hold, may_run=self.claims.runs_first,
                                       pause=lambda task_id, remove: self.claims.react_paused(task_id, remove=remove),
                                       notice=self.reporter.notice, wall=lambda: self.wall())
@@ -287,6 +289,28 @@ class Orchestrator:
             log.info("pass done: nothing to do (%s)", counts)
         else:
             log.info("pass done (%s)", counts)
+        self._note_end()
+
+    def _note_end(self) -> None:
+        """How this pass ended, and what still waits, for `discord-orch status`."""
+        st = self.stats
+        if st.fatal is not None:
+            how = f"aborted: {st.fatal}"
+        elif st.stopped_by is not None:
+            how = f"stopped by {signal.Signals(st.stopped_by).name}"
+        elif st.deferred:
+            how = f"done, {st.deferred} result(s) left for the next pass"
+        elif not st.claimed and not st.refused and not st.reported:
+            how = "nothing to do"
+        else:
+            how = "done"
+        self._note_waiting()
+        try:
+            note_pass_end(self.store, ended_at=self.wall(), how=how,
+                          counts={"claimed": st.claimed, "refused": st.refused, "started": st.started,
+                                  "finished": st.finished, "reported": st.reported, "deferred": st.deferred})
+        except StateError as exc:
+            log.warning("could not note how the pass ended for discord-orch status: %s", exc)
 
     def _capacity(self) -> int:
         return self.settings.max_agents - len(self._live)
@@ -356,14 +380,26 @@ class Orchestrator:
         at the starts recovery could not judge."""
         if self.intake.poll(first=first, agents_running=bool(self._live)):
             self.stats.polled += 1
+            self._note_waiting()
             if self._unsettled:
                 self._settle_claiming(self._unsettled)
 
+    def _note_waiting(self) -> None:
+        """The tasks waiting to be claimed, for `discord-orch status` (written only when they change)."""
+        try:
+            self._waiting_note.note(self.intake.backlog + self.intake.set_aside, self.budget_gate.paused, self.wall())
+        except StateError as exc:   # a full disk: the pass goes on; status shows an older list
+            log.warning("could not note the waiting tasks for discord-orch status: %s", exc)
+
     def _take_backlog(self) -> None:
         if self.intake.backlog and self.budget_gate.holds():
+            self._note_waiting()
             return   # a budget is reached: the pending tasks wait, with ⏸ (budget.py)
+        waiting = len(self.intake.backlog)
         self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
                          self.claim)
+        if len(self.intake.backlog) != waiting:
+            self._note_waiting()
 
     # ------------------------------------------------------------------
     # claim (or refuse)

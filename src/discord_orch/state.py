@@ -590,6 +590,12 @@ class Store:
                                     (epoch,)).fetchall()
         return [TaskRecord._from_row(r) for r in rows]
 
+    def last_finished(self, count: int) -> List[TaskRecord]:
+        """The ``count`` records whose agent finished last, the latest first (``discord-orch status``)."""
+        rows = self._conn().execute("SELECT * FROM tasks WHERE finished_at IS NOT NULL "
+                                    "ORDER BY finished_at DESC LIMIT ?", (count,)).fetchall()
+        return [TaskRecord._from_row(r) for r in rows]
+
     def counts(self) -> Dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status").fetchall()
         return {r["status"]: int(r["n"]) for r in rows}
