@@ -141,7 +141,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Op
 
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError,
                      Forbidden, NotFound, ThreadAlreadyExists, TooManyActiveThreads, Unauthorized)
-from .inputs import Limits, download_fresh, input_files, limit_problem, remember
+from .inputs import Limits, download_fresh, forget, input_files, limit_problem, remember
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .outcome import OK, TIMED_OUT
@@ -464,6 +464,8 @@ class Claims:
 
         DiscordError when Discord cannot tell: the record stays ``claiming``, tried again later."""
         contest = self._contest(rec, attempted=attempted)
+        if not contest.won:
+            forget(self.store, rec.task_id)   # its files are not this host's to fetch
         if contest.gone:
             self.store.mark_dropped(rec.task_id)
             log.warning("task=%s: its message was deleted before it was claimed; dropped", rec.task_id)

@@ -216,5 +216,8 @@ def fetch_inputs(client: "DiscordClient", channel_id: str, message_id: str, atta
 
 
 def forget(store: "Store", task_id: str) -> None:
-    """The task's files are fetched (or never will be): its attachments need not be kept."""
-    store.delete_meta(INPUTS_META.format(task=task_id))
+    """The task's files are fetched (or never will be): its attachments need not be kept. A read first: most
+    tasks have no files, and a read takes no write lock."""
+    key = INPUTS_META.format(task=task_id)
+    if store.get_meta(key) is not None:
+        store.delete_meta(key)
