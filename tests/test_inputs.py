@@ -100,4 +100,10 @@ def test_submit_attach_refuses_bad_files_in_one_line_before_posting(home, world,
     assert res.returncode != 0 and "11 files given with --attach; Discord takes at most 10" in res.stderr
     res = home.cli("submit", "a task", "--attach", str(tmp_path / "missing.csv"))
     assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (10 * 1024 * 1024 + 1))                      # over Discord's upload limit
+    res = home.cli("submit", "a task", "--attach", str(big))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "Discord refused the files as too large (HTTP 413, code 40005" in res.stderr and "big.bin, is 10.0 MiB" \
+        in res.stderr
     assert world.ld.messages(world.task_queue) == []

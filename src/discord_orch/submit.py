@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import IO, List, Mapping, Optional, Sequence
+from typing import IO, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import DiscordError, InputError
+from .errors import BadRequest, DiscordError, InputError
 from .models import FileUpload
 from .tasks import (MAX_TASK_BYTES, POST_MARKER, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
                     format_attached_task_message, format_task_message, is_orchestrator_post, resolve_model,
@@ -28,6 +28,8 @@ from .workspace import AGENT_ID_PREFIX, check_worker_name, is_workspace_name
 log = logging.getLogger("discord_orch")
 
 MESSAGE_FILES_MAX = 10   # files Discord takes in one message
+TOO_LARGE = 40005        # Discord's "Request entity too large" (HTTP 413): a file over the server's upload limit
+MIB = 1024 * 1024
 
 
 def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
@@ -102,9 +104,21 @@ def read_attachments(paths: Sequence[Path], max_files: int = MESSAGE_FILES_MAX) 
 def submit_task(client, settings, text: str, model: Optional[str], thinking: Optional[str],
                 worker: Optional[str], attachments: Sequence[FileUpload] = ()) -> str:
     """Post the task (with ``attachments``: the files it comes with); returns its id (the message id)."""
+    try:
+        return _post_task(client, settings, text, tags=dict(model_alias=model, thinking=thinking, worker=worker),
+                          files=tuple(attachments))
+    except BadRequest as exc:
+        if exc.status != 413 and exc.code != TOO_LARGE or not attachments:
+            raise
+        largest = max(attachments, key=lambda f: len(f.data))
+        raise InputError(f"Discord refused the files as too large ({exc.answer()}): a bot may upload at most "
+                         f"10 MiB a file to a server without boosts (more with boosts); the largest, "
+                         f"{largest.filename}, is {len(largest.data) / MIB:,.1f} MiB") from None
+
+
+def _post_task(client, settings, text: str, *, tags: Mapping[str, Optional[str]],
+               files: Tuple[FileUpload, ...]) -> str:
     channel = settings.task_queue_channel
-    tags = dict(model_alias=model, thinking=thinking, worker=worker)
-    files = tuple(attachments)
     if fits_in_message(format_task_message(text, task_id="0" * 20, **tags)):
         msg = client.create_message(channel, format_task_message(text, **tags), files=files)
         final = format_task_message(text, task_id=msg.id, **tags)
