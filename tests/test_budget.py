@@ -38,8 +38,11 @@ def test_a_daily_budget_reached_makes_new_tasks_wait_then_run_oldest_first_when_
     assert "cost $0.0200" in the_result(world, first)["content"]
 
     second = submit(home, "the second task")
+    stranger = world.post(world.mallory, "not allowed here")["id"]
     third = submit(home, "the third task")
     pass_at(home, monkeypatch, DAY_ONE + 60)
+    assert "⛔" in world.ld.reactions(world.task_queue, stranger)    # a refusal costs nothing: it does not wait
+    assert PAUSED not in world.ld.reactions(world.task_queue, stranger)
     assert [r["task_id"] for r in home.runs()] == [first]          # nothing new ran
     for task in (second, third):
         assert world.ld.reactions(world.task_queue, task).get(PAUSED) == [world.bot.id]

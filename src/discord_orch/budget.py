@@ -11,7 +11,8 @@
   store or a Discord read of every host's results on each claim).
 - **The gate** (``BudgetGate.holds``, called before a claim, apart from the order in which
   pending tasks are claimed): when the spend has reached BUDGET_DAILY_USD or
-  BUDGET_MONTHLY_USD, no task is claimed. The waiting tasks get ⏸ and, once per budget and
+  BUDGET_MONTHLY_USD, no task that would run is claimed (messages to refuse are refused as
+  ever: they cost nothing). The waiting tasks get ⏸ and, once per budget and
   period, #worker-pool one notice: which budget, what was spent, when it resets. They stay
   pending (intake holds them: the cursor stays before them), and run, oldest first, when
   the budget resets or is raised (the next pass reads discord-config.env again; ``--watch``
@@ -193,12 +194,13 @@ def notice_line(reached: Reached) -> str:
 class BudgetGate:
     """The small check before a claim: hold the pending tasks while a budget is reached (module docstring)."""
 
-    def __init__(self, budgets: Budgets, *, hold: Callable[[], List[Message]], may_run: Callable[[Message], bool],
+    def __init__(self, budgets: Budgets, *, hold: Callable[[Callable[[Message], bool]], List[Message]],
+                 may_run: Callable[[Message], bool],
                  pause: Callable[[str, bool], None], notice: Callable[[str], None],
                  wall: Callable[[], float]) -> None:
         self.budgets = budgets
-        self._hold = hold            # takes the backlog aside and returns it
-        self._may_run = may_run      # whose tasks would run (only those get ⏸; the rest wait to be refused)
+        self._hold = hold            # takes the backlog's messages it is given a test for aside, returns them
+        self._may_run = may_run      # whose tasks would run: only those wait; the rest are refused as ever
         self._pause = pause          # (task id, remove): ⏸ on the task message, or taken away
         self._notice = notice
         self._wall = wall
@@ -210,7 +212,8 @@ class BudgetGate:
         return self._paused
 
     def holds(self) -> bool:
-        """True when a budget is reached: the backlog is held, each task of it has ⏸, the notice is said once."""
+        """True when a budget is reached: the backlog's tasks that would run are held, each with ⏸, and the notice
+        is said once (the messages to refuse stay: they cost nothing)."""
         if not self.budgets.enabled:
             return False
         reached = self.budgets.reached(self._wall())
@@ -218,9 +221,9 @@ class BudgetGate:
             return False
         from .claim import PAUSED_EMOJI
 
-        for msg in self._hold():
+        for msg in self._hold(self._may_run):
             mark = msg.reaction(PAUSED_EMOJI)
-            if msg.id not in self._paused and not (mark is not None and mark.me) and self._may_run(msg):
+            if msg.id not in self._paused and not (mark is not None and mark.me):
                 self._pause(msg.id, False)
             self._paused.add(msg.id)
         store = self.budgets.store

@@ -112,12 +112,15 @@ class Intake:
         self.backlog = []
         self.more_history = True   # the loop polls again at once
 
-    def hold(self) -> List[Message]:
-        """Keep the whole backlog for later (a budget is reached, budget.py) and return it: like messages set
-        aside, they keep the cursor before them, the pass can end, and --watch looks again every
-        RETRY_SET_ASIDE_S."""
-        held, self.backlog = self.backlog, []
-        self.set_aside.extend(held)
+    def hold(self, which: Callable[[Message], bool]) -> List[Message]:
+        """Keep the backlog's messages ``which`` picks for later (a budget is reached, budget.py) and return
+        them: like messages set aside, they keep the cursor before them, the pass can end, and --watch looks
+        again every RETRY_SET_ASIDE_S."""
+        held = [m for m in self.backlog if which(m)]
+        if held:
+            ids = {m.id for m in held}
+            self.backlog = [m for m in self.backlog if m.id not in ids]
+            self.set_aside.extend(held)
         return held
 
     def retry_set_aside(self) -> None:

@@ -393,8 +393,7 @@ class Orchestrator:
 
     def _take_backlog(self) -> None:
         if self.intake.backlog and self.budget_gate.holds():
-            self._note_waiting()
-            return   # a budget is reached: the pending tasks wait, with ⏸ (budget.py)
+            self._note_waiting()   # a budget is reached: the tasks that would run wait, with ⏸ (budget.py)
         waiting = len(self.intake.backlog)
         self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
                          self.claim)
