@@ -309,8 +309,8 @@ class Orchestrator:
             note_pass_end(self.store, ended_at=self.wall(), how=how,
                           counts={"claimed": st.claimed, "refused": st.refused, "started": st.started,
                                   "finished": st.finished, "reported": st.reported, "deferred": st.deferred})
-        except StateError as exc:
-            log.warning("could not note how the pass ended for discord-orch status: %s", exc)
+        except OSError as exc:
+            log.warning("could not note how the pass ended for discord-orch status: %s", exc.strerror or exc)
 
     def _capacity(self) -> int:
         return self.settings.max_agents - len(self._live)

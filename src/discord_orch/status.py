@@ -1,10 +1,12 @@
 """`discord-orch status`: one screen on a home, read from its state.db (no Discord request unless --live).
 
-What a pass leaves for it (state.db's meta, written by the orchestrator):
+What a pass leaves for it (written by the orchestrator):
 
-- ``status:last-pass``: when the last pass ended, how (done, nothing to do, results left,
-  stopped by a signal, aborted and why), what it counted. Written once, as the pass ends.
-- ``status:waiting``: the tasks a poll saw pending and not yet claimed (those held by a
+- ``.runtime/last-pass.json``: when the last pass ended, how (done, nothing to do, results
+  left, stopped by a signal, aborted and why), what it counted. Written once, as the pass
+  ends, to a file of its own and without a sync: an idle cron pass writes nothing to
+  state.db, whose commit would make SQLite sync the disk every minute (test_idle_pass).
+- state.db's meta ``status:waiting``: the tasks a poll saw pending and not yet claimed (those held by a
   budget marked ⏸), with the time of that poll. Written when the list changes (and as a
   pass ends), not at every poll: it is "as of" the later of its time and the last pass's end.
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from .discord_api import DiscordClient
     from .models import Message
 
-LAST_PASS_META = "status:last-pass"
+LAST_PASS_FILE = "last-pass.json"    # in .runtime/
 WAITING_META = "status:waiting"
 LAST_OUTCOMES = 10          # agent runs the screen lists, the latest first
 WAITING_SHOWN = 20          # waiting tasks the screen lists (the count is always whole)
@@ -42,9 +44,25 @@ LIVE_PAGE = 100             # --live reads one page of #task-queue after the cur
 # ---------------------------------------------------------------- what a pass leaves
 
 def note_pass_end(store: Store, *, ended_at: float, how: str, counts: Dict[str, int]) -> None:
-    """Record how the pass that is ending ended (one write per pass)."""
-    store.set_meta(LAST_PASS_META, json.dumps({"ended_at": ended_at, "how": how, "host": store.host,
-                                               "pid": os.getpid(), **counts}))
+    """Record how the pass that is ending ended (a small file replaced whole; no sync: see above).
+    OSError when it cannot be written."""
+    path = store.runtime_dir / LAST_PASS_FILE
+    tmp = path.with_name(f".{LAST_PASS_FILE}.{os.getpid()}")
+    data = json.dumps({"ended_at": ended_at, "how": how, "host": store.host, "pid": os.getpid(), **counts})
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data.encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _last_pass(runtime_dir: Path) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads((runtime_dir / LAST_PASS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "ended_at" in data else None
 
 
 class WaitingNote:
@@ -99,7 +117,7 @@ def gather(settings: "Settings", store: Optional[Store], now: float,
         out["live_pending"] = [{"task_id": m.id, "author": m.author.username or m.author.id} for m in live]
     if store is None:
         return out
-    last = _meta_json(store, LAST_PASS_META)
+    last = _last_pass(s.runtime_dir)
     out["last_pass"] = last
     waiting = _meta_json(store, WAITING_META) or {"at": None, "tasks": []}
     times = [t for t in (waiting.get("at"), (last or {}).get("ended_at")) if t is not None]
