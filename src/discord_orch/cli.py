@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import click
 
@@ -169,10 +169,14 @@ def cli() -> None:
 @click.option("--model", "model_option", metavar="MODEL", help="The model (as the MODEL argument).")
 @click.option("--thinking", "thinking_option", metavar="LEVEL", help="The thinking level (as the THINKING argument).")
 @click.option("--worker", help="Worker type: uses workers/<TYPE>/TOOLS.md and AGENTS.md.")
+@click.option("--needs", multiple=True, metavar="TAG",
+              help="A host tag the task needs (HOST_TAGS); repeat it, or gpu,repo-x: all are required.")
+@click.option("--priority", metavar="LEVEL", help="high, normal (the default) or low.")
 @shared_options
 @click.pass_context
 def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinking: Optional[str],
-           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str]) -> None:
+           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str],
+           needs: Tuple[str, ...], priority: Optional[str]) -> None:
     """Post TASK to #task-queue; print its task id.
 
     \b
@@ -195,11 +199,12 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     thinking = _one_of("THINKING", thinking, "--thinking", thinking_option)
     text = read_task_text(task, task_file)
     settings = _load(ctx)
-    validate_submission(text, model, thinking, worker, settings.aliases)
+    tags = validate_submission(text, model, thinking, worker, settings.aliases, needs, priority)
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL")
     with _client(settings) as client:
-        task_id = submit_task(client, settings, text, model, thinking, worker)
+        task_id = submit_task(client, settings, text, model, thinking, worker, tags,
+                              priority.strip().lower() if priority else None)
     click.echo(task_id)
 
 

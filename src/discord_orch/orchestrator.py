@@ -53,11 +53,13 @@ from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
 from .intake import RETRY_SET_ASIDE_S, Intake
-from .lanes import Lane, drain
+from .lanes import Lane, drain, guarded
 from .models import Message
+from .order import HostSeen, Order
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
+from .unreachable import Unreachable
 from .waker import Waker
 from .watchdog import Watchdog
 
@@ -136,9 +138,12 @@ class Orchestrator:
         self._last_set_aside = clock()
         self._lanes: List[Lane] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
-        self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
+        self.order = Order(settings.host_tags, settings.priority_age_s, wall)
+        self.intake = Intake(client, store, self.claims, settings.task_queue_channel, self.order)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
+        self.unreachable = Unreachable(settings, client, store, self.order, submit=self._on_results_lane,
+                                       guild=self.claims.identity.guild, on_fatal=self._set_fatal)
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -230,7 +235,7 @@ class Orchestrator:
             elif self._capacity() > 0:
                 self._start_ready()
                 due = first or self.intake.more_history or (self.clock() - last_poll >= s.poll_interval)
-                if due and self._capacity() > 0 and not self.intake.backlog:
+                if due and self._capacity() > 0:   # also with a backlog: a task posted since may go first
                     self.poll(first=first)
                     first = False
                     last_poll = self.clock()
@@ -354,6 +359,17 @@ class Orchestrator:
             self.stats.polled += 1
             if self._unsettled:
                 self._settle_claiming(self._unsettled)
+            if self.intake.passed:
+                self.unreachable.check(self.intake.passed.values(), self.hosts_seen())
+
+    def hosts_seen(self) -> List[HostSeen]:
+        """The hosts this one knows of, for the answer to a task no host can take (unreachable.py). The
+        seam for host presence (#worker-pool): until then, this host alone, seen now."""
+        return [HostSeen(self.settings.host_name, frozenset(self.settings.host_tags), self.wall())]
+
+    def _on_results_lane(self, job: Callable[[], None]) -> None:
+        assert self.reporter.results_lane is not None, "Reporter.start() first"
+        self.reporter.results_lane.submit(guarded(job, self._set_fatal))
 
     def _take_backlog(self) -> None:
         self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
@@ -365,6 +381,8 @@ class Orchestrator:
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
         decision = self.claims.decide(msg)
+        if decision.passed:
+            self.intake.pass_over(msg, decision.passed)
         if decision.elsewhere:
             self.intake.reread()
         self._settled(decision, start=self.start)

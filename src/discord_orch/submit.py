@@ -15,13 +15,13 @@ retried post cannot create the task twice.
 from __future__ import annotations
 
 import logging
-from typing import IO, Mapping, Optional
+from typing import IO, Mapping, Optional, Sequence, Tuple
 
 from .errors import DiscordError, InputError
 from .models import FileUpload
 from .tasks import (MAX_TASK_BYTES, POST_MARKER, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
                     format_attached_task_message, format_task_message, is_orchestrator_post, resolve_model,
-                    valid_models_text)
+                    tag_problems, valid_models_text)
 from .workspace import AGENT_ID_PREFIX, check_worker_name, is_workspace_name
 
 log = logging.getLogger("discord_orch")
@@ -60,8 +60,10 @@ def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
 
 
 def validate_submission(text: str, model: Optional[str], thinking: Optional[str], worker: Optional[str],
-                        aliases: Mapping[str, str]) -> None:
-    """Check everything before anything is posted."""
+                        aliases: Mapping[str, str], needs: Sequence[str] = (),
+                        priority: Optional[str] = None) -> Tuple[str, ...]:
+    """Check everything before anything is posted; the --needs tags as they will be written (lower-case,
+    each once, ``--needs gpu,repo-x`` split)."""
     if is_orchestrator_post(text):   # it would read as discord-orch's own output, which never runs
         raise InputError(f"the task ends with the line {POST_MARKER!r}, which marks discord-orch's own posts "
                          "(they never run): remove that line")
@@ -77,13 +79,17 @@ def validate_submission(text: str, model: Optional[str], thinking: Optional[str]
         if is_workspace_name(worker):
             raise InputError(f"worker type {worker!r} starts with {AGENT_ID_PREFIX!r}, the prefix of the agents' "
                              "workspaces, which never load as a worker profile: name a profile in workers/")
+    routing = tag_problems(needs=needs, priority=priority)
+    if routing:
+        raise InputError(routing[0].replace("[needs:...]", "--needs").replace("unknown priority", "unknown --priority"))
+    return tuple(dict.fromkeys(tag.strip().lower() for value in needs for tag in value.split(",")))
 
 
 def submit_task(client, settings, text: str, model: Optional[str], thinking: Optional[str],
-                worker: Optional[str]) -> str:
+                worker: Optional[str], needs: Sequence[str] = (), priority: Optional[str] = None) -> str:
     """Post the task; returns its id (the message id)."""
     channel = settings.task_queue_channel
-    tags = dict(model_alias=model, thinking=thinking, worker=worker)
+    tags = dict(model_alias=model, thinking=thinking, worker=worker, needs=tuple(needs), priority=priority)
     if fits_in_message(format_task_message(text, task_id="0" * 20, **tags)):
         msg = client.create_message(channel, format_task_message(text, **tags))
         final = format_task_message(text, task_id=msg.id, **tags)
