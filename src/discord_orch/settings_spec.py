@@ -212,7 +212,7 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("HOST_TAGS", "host_tags", host_tags,
             "this host's tags, comma-separated (gpu,repo-x): it claims only tasks whose [needs:...] it has",
             unset_means="none"),
-    Setting("HOST_SILENT_AFTER", "host_silent_after", Number(minimum=1, maximum=MAX_SECONDS),
+    Setting("HOST_SILENT_AFTER", "host_silent_after", Number(minimum=0.1, maximum=MAX_SECONDS),
             "seconds without a sign of a host with a tag a task needs before that task is answered as "
             "unreachable (it stays claimable)", default="600"),
     Setting("PRIORITY_AGE", "priority_age_s", Number(minimum=0.1, maximum=MAX_SECONDS),
