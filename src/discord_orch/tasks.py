@@ -206,13 +206,18 @@ def _routing(needs: List[str], priority: Optional[str]) -> Tuple[Tuple[str, ...]
             else:
                 problems.append(f"bad host tag {_show(part.strip())} in [needs:...]: use 1-32 lower-case letters, "
                                 "digits, '-' or '_' (a HOST_TAGS name)")
-    level = DEFAULT_PRIORITY
-    if priority is not None:
-        if priority.strip().lower() in PRIORITIES:
-            level = priority.strip().lower()
-        else:
-            problems.append(f"unknown priority {_show(priority)}: use one of {', '.join(PRIORITIES)}")
+    level = _word(priority, PRIORITIES, DEFAULT_PRIORITY, "priority", problems)
     return tuple(sorted(tags)), level, tuple(problems)
+
+
+def _word(value: Optional[str], words: Tuple[str, ...], default: str, what: str, problems: List[str]) -> str:
+    """One of ``words`` (any case), ``default`` when not given; an unknown one adds a problem."""
+    if value is None:
+        return default
+    if value.strip().lower() in words:
+        return value.strip().lower()
+    problems.append(f"unknown {what} {_show(value)}: use one of {', '.join(words)}")
+    return default
 
 
 def read_routing(content: str) -> Tuple[Tuple[str, ...], str]:
@@ -232,12 +237,7 @@ def _check(model_alias: Optional[str], thinking: Optional[str], worker: Optional
         shown = "no model" if model_alias is not None and not model_alias.strip() else \
             f"unknown model {_show(DEFAULT_MODEL_ALIAS if model_alias is None else model_alias)}"
         problems.append(f"{shown}: use {valid_models_text(aliases)}")
-    level = DEFAULT_THINKING
-    if thinking is not None:
-        if thinking.strip().lower() in THINKING_LEVELS:
-            level = thinking.strip().lower()
-        else:
-            problems.append(f"unknown thinking level {_show(thinking)}: use one of {', '.join(THINKING_LEVELS)}")
+    level = _word(thinking, THINKING_LEVELS, DEFAULT_THINKING, "thinking level", problems)
     good_worker = None
     if worker is not None:
         if _WORKER_RE.fullmatch(worker.strip()):
