@@ -167,11 +167,13 @@ def test_a_task_needing_a_tag_no_host_has_gets_one_answer_and_stays_claimable(tm
 def test_a_need_in_task_txt_is_found_at_the_claim_and_the_task_waits_for_the_tag(tmp_path, world):
     """A need read only from an attached TASK.txt is found when the task is claimed: passed over too, and
     the cursor stays before it, so the host finds it again once it has the tag."""
-    home = make_home(tmp_path, world, ALLOWED_USER_IDS=world.alice.id)
+    home = make_home(tmp_path, world, ALLOWED_USER_IDS=world.alice.id, HOST_SILENT_AFTER="0.1")
     task = world.post(world.alice, "see the file", attachments=[("TASK.txt", b"Render [needs:gpu]")])["id"]
     after = world.post(world.alice, "plain")["id"]
-    res = orchestrate(home)
+    res = orchestrate(home)   # (a pass takes longer to start than HOST_SILENT_AFTER)
     assert run_order(home) == [after] and "needs gpu; this host has no HOST_TAGS" in res.stderr
+    assert [m["content"].split("\n")[1] for m in world.results_messages() if "NO HOST" in m["content"]] == [
+        "• it needs `gpu`, and no host seen in the last 0.1s has it"]
     home.write_config(HOST_TAGS="gpu")   # given the tag later, the host finds the task again
     orchestrate(home)
     assert run_order(home) == [after, task]

@@ -381,8 +381,9 @@ class Orchestrator:
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
         decision = self.claims.decide(msg)
-        if decision.passed:
+        if decision.passed:   # its TASK.txt needs a tag this host lacks: known only now, so looked at now
             self.intake.pass_over(msg, decision.passed)
+            self.unreachable.check([msg], self.hosts_seen())
         if decision.elsewhere:
             self.intake.reread()
         self._settled(decision, start=self.start)

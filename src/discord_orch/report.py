@@ -730,9 +730,8 @@ def unreachable_post(*, task_id: str, task_channel_id: Optional[str], results_ch
             for name, host_tags in hosts[:HOSTS_SHOWN]]
     if len(hosts) > HOSTS_SHOWN:
         seen.append(f"{len(hosts) - HOSTS_SHOWN} more")
-    minutes = silent_after_s / 60
     lines = [f"🚫 **NO HOST** · task {_code(task_id, 24)}{link}",
-             f"• it needs {tags}, and no host seen in the last {minutes:g} min has "
+             f"• it needs {tags}, and no host seen in the last {format_duration(silent_after_s)} has "
              f"{'it' if len(missing) == 1 else 'them all'}",
              f"• hosts seen: {', '.join(seen) or 'none'}",
              "• it stays in the queue: a host with HOST_TAGS naming "
