@@ -20,14 +20,16 @@ Which pending message is decided next, and which this host leaves to others (its
 HOST_TAGS lack a task's ``[needs:...]``: *passed over*), is order.py's. A passed-over
 message stays undecided here: the cursor stops before it too, so that it stays
 claimable by this host if its HOST_TAGS change, and is looked at again by each pass
-(the one answer for a task no host can take, unreachable.py).
+(the one answer for a task no host can take, unreachable.py). ``--watch`` reads them
+again every LOOK_AGAIN_PASSED_S (``reread(passed_too=True)``): once another host has
+taken them, their threads show it and the cursor moves on.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
 from .errors import DiscordError, DiscordUnavailable, RateLimitedTooLong, StateError, Unauthorized
 from .models import Message
@@ -42,6 +44,7 @@ log = logging.getLogger("discord_orch")
 
 POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
 RETRY_SET_ASIDE_S = 60.0         # --watch: messages set aside (Discord did not answer) are tried again this often
+LOOK_AGAIN_PASSED_S = 60.0       # --watch: messages passed over (needs this host lacks) are read again this often
 CURSOR_KEY = "cursor:{channel}"
 
 
@@ -56,6 +59,7 @@ class Intake:
         self.order = order
         self.backlog: List[Message] = []     # pending, not yet decided (no capacity yet)
         self.passed: Dict[str, Message] = {}   # pending, needing a tag this host lacks (by id): left to others
+        self._said_passed: Set[str] = set()    # ids whose passing over was logged (once a pass)
         self.set_aside: List[Message] = []   # pending, Discord did not answer when they were decided
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
         self._seen_upto: Optional[str] = None
@@ -121,20 +125,25 @@ class Intake:
         """Leave a task to the hosts with the tags it needs (``needs``: as its TASK.txt says, claim.py)."""
         if needs is not None:
             self.order.learn(msg, needs)
-        if msg.id not in self.passed:
+        if msg.id not in self._said_passed:
+            self._said_passed.add(msg.id)
             log.info("task=%s needs %s; this host has %s: left to the hosts that have them", msg.id,
                      ", ".join(self.order.routing(msg)[0]), ", ".join(sorted(self.order.host_tags)) or "no HOST_TAGS")
         self.passed[msg.id] = msg
 
-    def reread(self) -> None:
+    def reread(self, *, passed_too: bool = False) -> None:
         """Another host took a task the last poll showed as pending, so the rest of that poll may be taken
         too: forget it and read it again at once, from its oldest message. The poll shows each message's
         thread at no cost; starting the thread of a task already taken costs a request (and a thread-start
-        rate-limit slot) per task, which kept a host behind the others for the whole queue."""
-        if not self.backlog:
+        rate-limit slot) per task, which kept a host behind the others for the whole queue.
+        ``passed_too``: the messages passed over as well (--watch, every LOOK_AGAIN_PASSED_S)."""
+        undecided = self.backlog + (list(self.passed.values()) if passed_too else [])
+        if not undecided:
             return
-        self._seen_upto = str(min(int(m.id) for m in self.backlog) - 1)
+        self._seen_upto = str(min(int(m.id) for m in undecided) - 1)
         self.backlog = []
+        if passed_too:
+            self.passed = {}
         self.more_history = True   # the loop polls again at once
 
     def retry_set_aside(self) -> None:

@@ -52,7 +52,7 @@ from .claim import Claims, Decision
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
-from .intake import RETRY_SET_ASIDE_S, Intake
+from .intake import LOOK_AGAIN_PASSED_S, RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain, guarded
 from .models import Message
 from .order import HostSeen, Order
@@ -136,6 +136,7 @@ class Orchestrator:
         self._last_prune = clock()
         self._last_outbox = clock()
         self._last_set_aside = clock()
+        self._last_passed_look = clock()
         self._lanes: List[Lane] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
         self.order = Order(settings.host_tags, settings.priority_age_s, wall)
@@ -250,6 +251,9 @@ class Orchestrator:
             if watch and self.intake.set_aside and self.clock() - self._last_set_aside >= RETRY_SET_ASIDE_S:
                 self._last_set_aside = self.clock()
                 self.intake.retry_set_aside()
+            if watch and self.intake.passed and self.clock() - self._last_passed_look >= LOOK_AGAIN_PASSED_S:
+                self._last_passed_look = self.clock()
+                self.intake.reread(passed_too=True)   # taken by another host meanwhile? the cursor moves on
             if not self._live:
                 if stopping:
                     return
