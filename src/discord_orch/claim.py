@@ -29,9 +29,10 @@ A message in #task-queue is *pending* when all of these hold:
    ``discord-orch submit`` post, from this bot or another, carries no marker
    (submit refuses a task ending with it), so it still runs.
 
-Pending messages are decided oldest first, those whose authors may run tasks
-before the others (intake.py): a refusal costs a thread's start too, so a flood
-of messages to refuse holds no task back.
+Pending messages are decided in order.py's order (priority, then a turn per author,
+then oldest first), those whose authors may run tasks before the others (intake.py):
+a refusal costs a thread's start too, so a flood of messages to refuse holds no task
+back. A task needing a tag this host lacks (HOST_TAGS) is left pending for others.
 
 Claiming with CLAIM=thread (the default: several hosts on one queue)
 --------------------------------------------------------------------
@@ -144,6 +145,7 @@ from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, Config
 from .inputs import Limits, download_fresh, forget, input_files, limit_problem, remember
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
+from .order import can_run
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, Store, TaskRecord
 from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
@@ -312,6 +314,7 @@ class Decision(NamedTuple):
     refused: bool = False                 # refused: its record is ``refused``
     post_refusal: bool = False            # ... and its refusal is still to be posted
     elsewhere: bool = False               # another host started its thread since the poll that showed it
+    passed: Tuple[str, ...] = ()          # not claimed: it needs these tags, and this host lacks some (HOST_TAGS)
 
 
 class Claims:
@@ -425,6 +428,8 @@ class Claims:
         parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
         if parsed.problems:
             return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
+        if not can_run(parsed.needs, self.settings.host_tags):   # named in its TASK.txt (order.py read the rest)
+            return Decision(msg.id, passed=parsed.needs)
         if parsed.worker is not None:
             from .workspace import is_profile, worker_profiles   # only when a task names one: never on an idle pass
 

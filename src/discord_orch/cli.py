@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import click
 
@@ -172,11 +172,14 @@ def cli() -> None:
 @click.option("--attach", "attach", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A file to send with the task (repeatable); the agent finds it in inputs/.")
+@click.option("--needs", multiple=True, metavar="TAG",
+              help="A host tag the task needs (HOST_TAGS); repeat it, or gpu,repo-x: all are required.")
+@click.option("--priority", metavar="LEVEL", help="high, normal (the default) or low.")
 @shared_options
 @click.pass_context
 def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinking: Optional[str],
            task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str],
-           attach: tuple) -> None:
+           attach: Tuple[Path, ...], needs: Tuple[str, ...], priority: Optional[str]) -> None:
     """Post TASK to #task-queue; print its task id.
 
     \b
@@ -200,12 +203,13 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     thinking = _one_of("THINKING", thinking, "--thinking", thinking_option)
     text = read_task_text(task, task_file)
     settings = _load(ctx)
-    validate_submission(text, model, thinking, worker, settings.aliases)
+    tags = validate_submission(text, model, thinking, worker, settings.aliases, needs, priority)
     uploads = read_attachments(list(attach))
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL")
     with _client(settings) as client:
-        task_id = submit_task(client, settings, text, model, thinking, worker, uploads)
+        task_id = submit_task(client, settings, text, model, thinking, worker, uploads, needs=tags,
+                              priority=priority.strip().lower() if priority else None)
     click.echo(task_id)
 
 

@@ -53,13 +53,15 @@ from .claim import Claims, Decision
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
-from .intake import RETRY_SET_ASIDE_S, Intake
-from .lanes import Lane, drain
+from .intake import LOOK_AGAIN_PASSED_S, RETRY_SET_ASIDE_S, Intake
+from .lanes import Lane, drain, guarded
 from .models import Message
+from .order import HostSeen, Order
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
 from .status import WaitingNote, note_pass_end
+from .unreachable import Unreachable
 from .waker import Waker
 from .watchdog import Watchdog
 
@@ -136,15 +138,19 @@ class Orchestrator:
         self._last_prune = clock()
         self._last_outbox = clock()
         self._last_set_aside = clock()
+        self._last_passed_look = clock()
         self._lanes: List[Lane] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
-        self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
+        self.order = Order(settings.host_tags, settings.priority_age_s, wall)
+        self.intake = Intake(client, store, self.claims, settings.task_queue_channel, self.order)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
         self._waiting_note = WaitingNote(store)   # what `discord-orch status` shows as waiting
         self.budget_gate = BudgetGate(Budgets(settings, store), hold=self.intake.hold, may_run=self.claims.runs_first,
                                       pause=lambda task_id, remove: self.claims.react_paused(task_id, remove=remove),
                                       notice=self.reporter.notice, wall=lambda: self.wall())
+        self.unreachable = Unreachable(settings, client, store, self.order, submit=self._on_results_lane,
+                                       guild=self.claims.identity.guild, on_fatal=self._set_fatal)
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -236,7 +242,7 @@ class Orchestrator:
             elif self._capacity() > 0:
                 self._start_ready()
                 due = first or self.intake.more_history or (self.clock() - last_poll >= s.poll_interval)
-                if due and self._capacity() > 0 and not self.intake.backlog:
+                if due and self._capacity() > 0:   # also with a backlog: a task posted since may go first
                     self.poll(first=first)
                     first = False
                     last_poll = self.clock()
@@ -251,6 +257,9 @@ class Orchestrator:
             if watch and self.intake.set_aside and self.clock() - self._last_set_aside >= RETRY_SET_ASIDE_S:
                 self._last_set_aside = self.clock()
                 self.intake.retry_set_aside()
+            if watch and self.intake.passed and self.clock() - self._last_passed_look >= LOOK_AGAIN_PASSED_S:
+                self._last_passed_look = self.clock()
+                self.intake.reread(passed_too=True)   # taken by another host meanwhile? the cursor moves on
             if not self._live:
                 if stopping:
                     return
@@ -383,6 +392,17 @@ class Orchestrator:
             self._note_waiting()
             if self._unsettled:
                 self._settle_claiming(self._unsettled)
+            if self.intake.passed:
+                self.unreachable.check(self.intake.passed.values(), self.hosts_seen())
+
+    def hosts_seen(self) -> List[HostSeen]:
+        """The hosts this one knows of, for the answer to a task no host can take (unreachable.py). The
+        seam for host presence (#worker-pool): until then, this host alone, seen now."""
+        return [HostSeen(self.settings.host_name, frozenset(self.settings.host_tags), self.wall())]
+
+    def _on_results_lane(self, job: Callable[[], None]) -> None:
+        assert self.reporter.results_lane is not None, "Reporter.start() first"
+        self.reporter.results_lane.submit(guarded(job, self._set_fatal))
 
     def _note_waiting(self) -> None:
         """The tasks waiting to be claimed, for `discord-orch status` (written only when they change)."""
@@ -408,6 +428,9 @@ class Orchestrator:
         decision = self.claims.decide(msg)
         if decision.record is not None:
             self.budget_gate.claimed(msg)
+        if decision.passed:   # its TASK.txt needs a tag this host lacks: known only now, so looked at now
+            self.intake.pass_over(msg, decision.passed)
+            self.unreachable.check([msg], self.hosts_seen())
         if decision.elsewhere:
             self.intake.reread()
         self._settled(decision, start=self.start)

@@ -722,3 +722,26 @@ def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]
     if current:
         out.append(current)
     return [message + MARK for message in out]
+
+
+HOSTS_SHOWN = 20   # hosts named in an unreachable answer; more are counted
+
+
+def unreachable_post(*, task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
+                     guild_id: Optional[str], missing: Sequence[str], hosts: Sequence[Tuple[str, Sequence[str]]],
+                     silent_after_s: float) -> Post:
+    """🚫 no host can take this task: the tags it needs that no host seen lately has, and the hosts seen
+    with their tags. The task stays in the queue: a host with the tags will still run it."""
+    reply_to, link = _placement(task_id, task_channel_id, results_channel_id, guild_id)
+    tags = ", ".join(_code(tag, 40) for tag in missing)
+    seen = [f"{_code(name, 40)} ({', '.join(_code(t, 40) for t in host_tags) or 'no tags'})"
+            for name, host_tags in hosts[:HOSTS_SHOWN]]
+    if len(hosts) > HOSTS_SHOWN:
+        seen.append(f"{len(hosts) - HOSTS_SHOWN} more")
+    lines = [f"🚫 **NO HOST** · task {_code(task_id, 24)}{link}",
+             f"• it needs {tags}, and no host seen in the last {format_duration(silent_after_s)} has "
+             f"{'it' if len(missing) == 1 else 'them all'}",
+             f"• hosts seen: {', '.join(seen) or 'none'}",
+             "• it stays in the queue: a host with HOST_TAGS naming "
+             f"{'it' if len(missing) == 1 else 'them'} will run it"]
+    return Post(content=_marked("\n".join(lines), MESSAGE_LIMIT), reply_to=reply_to)

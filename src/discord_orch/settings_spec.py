@@ -25,6 +25,7 @@ STATUS_REACTION_MODES = ("full", "final", "off")
 CLAIM_MODES = ("thread", "reaction")   # how a host claims a task (claim.py)
 HOST_NAME_MAX = 32                    # characters: it ends each task thread's name (100 at most)
 _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HOST_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")   # as tasks.HOST_TAG_RE (this module imports no tasks)
 OPENCLAW = "openclaw"                 # the executable's name, looked up on PATH
 MAX_SECONDS = 30 * 24 * 3600          # the longest time a seconds setting may say (30 days)
 MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10 years)
@@ -156,6 +157,21 @@ def time_zone(key: str, raw: str, home: Path) -> str:
     return value
 
 
+def host_tags(key: str, raw: str, home: Path) -> Tuple[str, ...]:
+    """Comma-separated tags, lower-case, each once, in the order written (``[needs:...]`` on a task names them)."""
+    tags = []
+    for part in raw.split(","):
+        tag = part.strip().lower()
+        if not tag:
+            continue
+        if not _HOST_TAG_RE.fullmatch(tag):
+            raise ConfigError(key, f"tag {part.strip()!r}: expected 1-32 letters, digits, '-' or '_', starting with a "
+                                   "letter or digit (e.g. HOST_TAGS=gpu,repo-x)")
+        if tag not in tags:
+            tags.append(tag)
+    return tuple(tags)
+
+
 def user_path(key: str, raw: str, home: Path) -> Path:
     """A path where ``~`` is the user's home."""
     return Path(raw.strip()).expanduser()
@@ -210,6 +226,15 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("HOST_NAME", "host_name", host_name,
             "this host's name in each task's thread name (unique among the hosts on one queue)",
             unset_means="the machine's hostname"),
+    Setting("HOST_TAGS", "host_tags", host_tags,
+            "this host's tags, comma-separated (gpu,repo-x): it claims only tasks whose [needs:...] it has",
+            unset_means="none"),
+    Setting("HOST_SILENT_AFTER", "host_silent_after", Number(minimum=0.1, maximum=MAX_SECONDS),
+            "seconds without a sign of a host with a tag a task needs before that task is answered as "
+            "unreachable (it stays claimable)", default="600"),
+    Setting("PRIORITY_AGE", "priority_age_s", Number(minimum=0.1, maximum=MAX_SECONDS),
+            "seconds a pending task waits before it counts one priority level higher (a low task counts as "
+            "high after twice this: no starvation)", default="900"),
     Setting("ALLOW_ANYONE", "allow_anyone", boolean, "run tasks from anyone who can post in #task-queue (unsafe)",
             default="false"),
     Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",
@@ -259,5 +284,5 @@ def default_of(key: str) -> Any:
 
 
 __all__ = ["Setting", "SETTINGS", "SETTING", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
-           "snowflakes", "http_url", "time_zone", "user_path", "home_path", "DEFAULT_TIMEOUT_S", "DEFAULT_TIMEOUT_HIGH_S",
-           "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name"]
+           "snowflakes", "http_url", "time_zone", "user_path", "home_path", "DEFAULT_TIMEOUT_S",
+           "DEFAULT_TIMEOUT_HIGH_S", "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name", "host_tags"]

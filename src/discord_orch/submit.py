@@ -22,7 +22,7 @@ from .errors import BadRequest, DiscordError, InputError
 from .models import FileUpload
 from .tasks import (MAX_TASK_BYTES, POST_MARKER, TASK_ATTACHMENT, THINKING_LEVELS, fits_in_message,
                     format_attached_task_message, format_task_message, is_orchestrator_post, resolve_model,
-                    valid_models_text)
+                    tag_problems, valid_models_text)
 from .workspace import AGENT_ID_PREFIX, check_worker_name, is_workspace_name
 
 log = logging.getLogger("discord_orch")
@@ -64,8 +64,10 @@ def read_task_text(task: Optional[str], task_file: Optional[IO[str]]) -> str:
 
 
 def validate_submission(text: str, model: Optional[str], thinking: Optional[str], worker: Optional[str],
-                        aliases: Mapping[str, str]) -> None:
-    """Check everything before anything is posted."""
+                        aliases: Mapping[str, str], needs: Sequence[str] = (),
+                        priority: Optional[str] = None) -> Tuple[str, ...]:
+    """Check everything before anything is posted; the --needs tags as they will be written (lower-case,
+    each once, ``--needs gpu,repo-x`` split)."""
     if is_orchestrator_post(text):   # it would read as discord-orch's own output, which never runs
         raise InputError(f"the task ends with the line {POST_MARKER!r}, which marks discord-orch's own posts "
                          "(they never run): remove that line")
@@ -81,6 +83,10 @@ def validate_submission(text: str, model: Optional[str], thinking: Optional[str]
         if is_workspace_name(worker):
             raise InputError(f"worker type {worker!r} starts with {AGENT_ID_PREFIX!r}, the prefix of the agents' "
                              "workspaces, which never load as a worker profile: name a profile in workers/")
+    routing = tag_problems(needs=needs, priority=priority)
+    if routing:
+        raise InputError(routing[0].replace("[needs:...]", "--needs").replace("unknown priority", "unknown --priority"))
+    return tuple(dict.fromkeys(tag.strip().lower() for value in needs for tag in value.split(",")))
 
 
 def read_attachments(paths: Sequence[Path], max_files: int = MESSAGE_FILES_MAX) -> List[FileUpload]:
@@ -102,11 +108,12 @@ def read_attachments(paths: Sequence[Path], max_files: int = MESSAGE_FILES_MAX) 
 
 
 def submit_task(client, settings, text: str, model: Optional[str], thinking: Optional[str],
-                worker: Optional[str], attachments: Sequence[FileUpload] = ()) -> str:
+                worker: Optional[str], attachments: Sequence[FileUpload] = (), needs: Sequence[str] = (),
+                priority: Optional[str] = None) -> str:
     """Post the task (with ``attachments``: the files it comes with); returns its id (the message id)."""
+    tags = dict(model_alias=model, thinking=thinking, worker=worker, needs=tuple(needs), priority=priority)
     try:
-        return _post_task(client, settings, text, tags=dict(model_alias=model, thinking=thinking, worker=worker),
-                          files=tuple(attachments))
+        return _post_task(client, settings, text, tags=tags, files=tuple(attachments))
     except BadRequest as exc:
         if exc.status != 413 and exc.code != TOO_LARGE or not attachments:
             raise
@@ -116,8 +123,7 @@ def submit_task(client, settings, text: str, model: Optional[str], thinking: Opt
                          f"{largest.filename}, is {len(largest.data) / MIB:,.1f} MiB") from None
 
 
-def _post_task(client, settings, text: str, *, tags: Mapping[str, Optional[str]],
-               files: Tuple[FileUpload, ...]) -> str:
+def _post_task(client, settings, text: str, *, tags: Mapping[str, object], files: Tuple[FileUpload, ...]) -> str:
     channel = settings.task_queue_channel
     if fits_in_message(format_task_message(text, task_id="0" * 20, **tags)):
         msg = client.create_message(channel, format_task_message(text, **tags), files=files)
