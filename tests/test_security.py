@@ -215,7 +215,11 @@ def test_wrong_token_is_one_line_and_nothing_more_is_sent(home, world):
 def test_token_reset_during_a_pass_stops_all_requests_and_keeps_the_result(home, world):
     task = home.cli("submit", "finishes after the token was reset").stdout.strip()
     world.ld.reset_log()
-    world.ld.fail("POST", "/channels/{channel_id}/messages", statuses=[401], count=1)
+    # The reset is met by the result's post, once the agent is done: a 401 on an earlier post (the
+    # thread's first line, a notice) would stop the pass while the agent starts, and the task would
+    # be reported killed, not run (seen once, on a loaded machine)
+    world.ld.fail("POST", "/channels/{channel_id}/messages", statuses=[401], count=1,
+                  where={"channel_id": world.results})
     run = home.cli("orchestrate")
     assert run.returncode == EXIT_DISCORD
     assert "rejected the bot token" in error_line(run)
