@@ -99,6 +99,9 @@ class Settings(NamedTuple):
     watchdog_s: float = default_of("WATCHDOG")
     status_reactions: str = default_of("STATUS_REACTIONS")
     log_file: Optional[Path] = default_of("LOG_FILE")
+    followup_h: float = default_of("FOLLOWUP_HOURS")
+    status_every_s: float = default_of("STATUS_EVERY")
+    stall_after_s: float = default_of("STALL_AFTER")
     warnings: Tuple[str, ...] = ()
 
     # -- derived paths -------------------------------------------------
