@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
 from .claim import Claims, Decision
 from .config import Settings
-from .conversation import Conversations
+from .conversation import Conversations, log_command
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
 from .intake import RETRY_SET_ASIDE_S, Intake
@@ -141,7 +141,8 @@ class Orchestrator:
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         identity = self.claims.identity
         self.conversations = Conversations(settings, client, store, allows=self.claims.access.allows,
-                                           bot_user_id=identity.bot_user_id, guild=identity.guild)
+                                           bot_user_id=identity.bot_user_id, guild=identity.guild,
+                                           on_command=self.on_command)
         self.reporter = Reporter(settings, client, store, identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self._after_post,
                                  keeps_open=self.conversations.keeps_open)
@@ -191,6 +192,11 @@ class Orchestrator:
     def wake(self) -> None:
         """Safe from a signal handler (SIGCHLD: an agent ended) and from any thread."""
         self._wake.wake()
+
+    def on_command(self, kind: str, task_id: str, user_id: str, when: float) -> None:
+        """``stop`` or ``retry`` typed by an allowed user in a task's thread (conversation.py): the one seam
+        between the thread reader and the task's controls (issue 14's stop and retry are wired here)."""
+        log_command(kind, task_id, user_id, when)
 
     def raise_if_fatal(self) -> None:
         """Raise the error that ended the pass, if one did (cli.py turns it into an exit code)."""
