@@ -20,6 +20,11 @@ same transaction that writes the new one (``TRANSITIONS``)::
              → elsewhere   (another host started the task's thread first: never runs here)
              → dropped     (the message was deleted before the claim was decided)
     starting/running → claimed   (recovery: it never ran, or runs again)
+    reported → open → cleaned    (follow-ups: the workspace is kept for FOLLOWUP_HOURS; conversation.py)
+
+A follow-up is a *turn*: a record of its own (its message's id, walking claimed → ... →
+cleaned like a task) and a row of ``turns`` linking it to its task; ``conversations`` holds,
+per task, how far its thread was read, when it was last answered and when it closed.
 
 ``claiming`` is written before the thread is started (CLAIM=thread, claim.py),
 so that a pass killed while Discord held the request knows to look before it
