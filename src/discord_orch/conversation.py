@@ -164,8 +164,9 @@ class Conversations:
         if closed or root is None or root.status == CLEANED:
             self._say_closed(msg, task_id)
             return 0
-        if not self.store.insert_turn(turn_id=msg.id, task_id=task_id, thread_id=msg.channel_id or task_id,
-                                      author_id=msg.author.id, text=msg.content, root=root):
+        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id or task_id, author_id=msg.author.id,
+                                 status=CLAIMED, description=msg.content, model_alias=root.model_alias,
+                                 model=root.model, thinking=root.thinking, worker=root.worker, turn_of=task_id):
             return 0
         log.info("follow-up task=%s turn=%s author=%s", task_id, msg.id, msg.author.id)
         return 1

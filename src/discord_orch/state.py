@@ -476,10 +476,11 @@ class Store:
 
     def insert(self, *, task_id: str, channel_id: str, author_id: str, status: TaskStatus, description: str = "",
                model_alias: str = "", model: str = "", thinking: str = "", worker: Optional[str] = None,
-               refusal: Optional[str] = None) -> bool:
+               refusal: Optional[str] = None, turn_of: Optional[str] = None) -> bool:
         """Create the record, ``claiming`` (its thread is about to be started), ``claimed`` or ``refused``
         (a refusal is kept as ``refusal`` from the start). False when the id is already known (someone
-        claimed it first)."""
+        claimed it first). ``turn_of``: the record is a follow-up, a turn of that task (conversation.py),
+        linked to it in the same transaction."""
         status = TaskStatus(status)
         if status not in (CLAIMING, CLAIMED, REFUSED):
             raise TransitionError(task_id, None, status.value)
@@ -491,6 +492,8 @@ class Store:
                     "thinking, worker, refusal, claimed_at, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                     (task_id, channel_id, author_id, status.value, description, model_alias, model, thinking,
                      worker, refusal, now, now))
+                if turn_of is not None:
+                    conn.execute("INSERT INTO turns(turn_id, task_id) VALUES(?, ?)", (task_id, turn_of))
         except StateError as exc:
             if "UNIQUE" in exc.problem:
                 return False
@@ -630,25 +633,6 @@ class Store:
         """No more follow-ups for this task (its window passed)."""
         with self._tx() as conn:
             conn.execute("UPDATE conversations SET closed_at = ? WHERE task_id = ?", (when, task_id))
-
-    def insert_turn(self, *, turn_id: str, task_id: str, thread_id: str, author_id: str, text: str,
-                    root: "TaskRecord") -> bool:
-        """Record a follow-up as a turn of ``task_id``: a record of its own (``claimed``, the task's model,
-        thinking and worker) and its link to the task, in one transaction. False when already known."""
-        now = time.time()
-        try:
-            with self._tx() as conn:
-                conn.execute(
-                    "INSERT INTO tasks(task_id, channel_id, author_id, status, description, model_alias, model, "
-                    "thinking, worker, claimed_at, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                    (turn_id, thread_id, author_id, CLAIMED.value, text, root.model_alias, root.model,
-                     root.thinking, root.worker, now, now))
-                conn.execute("INSERT INTO turns(turn_id, task_id) VALUES(?, ?)", (turn_id, task_id))
-        except StateError as exc:
-            if "UNIQUE" in exc.problem:
-                return False
-            raise
-        return True
 
     def root_of(self, turn_id: str) -> Optional[str]:
         """The task a follow-up turn belongs to; None for a task (not a turn)."""
