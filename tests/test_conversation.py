@@ -90,7 +90,7 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
 
 
 def test_a_follow_up_after_the_window_is_answered_closed_and_the_workspace_goes(tmp_path, world):
-    window_h = 0.0005                                # 1.8 s
+    window_h = 0.0003                                # 1.08 s
     home = conversation_home(tmp_path, world, FOLLOWUP_HOURS=str(window_h))
     task = world.post(world.alice, "summarise the report")
     run_pass(home)

@@ -35,7 +35,7 @@ log = logging.getLogger("discord_orch")
 
 STATUS_KEY = "status:{task}"      # meta: the id of a task's status message
 CLAIM_BY_THREAD = "thread"
-STALL_CHECK_S = 1.0               # how often the agents' logs are looked at for a stall
+STALL_CHECK_S = 0.5               # how often the agents' logs are looked at (two stats each) for a stall
 
 
 class Watched(NamedTuple):
