@@ -13,6 +13,8 @@ import time
 from typing import List
 
 from conftest import make_home
+from helpers_agent import wait_for
+from discord_orch.conversation import sent_at
 from discord_orch.tasks import POST_MARKER
 
 THREAD_READ = "GET /guilds/{guild_id}/threads/active"
@@ -145,3 +147,36 @@ def test_with_claim_reaction_the_status_is_a_reply_to_the_task_message(tmp_path,
     [status] = replies
     assert status["author"]["id"] == world.bot.id and status["content"].startswith("✅ **DONE** · the task ran ")
     assert home.workers() == []                      # no thread, no follow-ups: the workspace goes at once
+
+
+def test_follow_ups_sent_while_the_task_runs_wait_for_its_result_and_run_one_after_the_other(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "plan the move SLEEP=2")
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: len(home.runs()) == 1, 30)
+    first = world.ld.post_message(task["id"], world.alice.id, "first follow-up")
+    second = world.ld.post_message(task["id"], world.alice.id, "second follow-up")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+
+    answers = {(m.get("message_reference") or {}).get("message_id"): m for m in thread(world, task["id"])}
+    assert "first follow-up" in answers[first["id"]]["content"]
+    assert "second follow-up" in answers[second["id"]]["content"]
+    [result] = world.results_messages()
+    runs = home.runs()
+    assert len(runs) == 3 and len({r["session_id"] for r in runs}) == 1
+    # each turn started after the answer before it was out: never two at once, in the order sent
+    assert sent_at(result["id"]) <= runs[1]["time"] and sent_at(answers[first["id"]]["id"]) <= runs[2]["time"]
+
+
+def test_a_failed_task_takes_no_follow_up_and_says_so(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "break FAIL")
+    run_pass(home)
+    assert home.workers() == [] and len(home.archive()) == 1   # archived at once, as before
+    late = world.ld.post_message(task["id"], world.alice.id, "try harder")
+    run_pass(home)
+    [answer] = [m for m in thread(world, task["id"])
+                if (m.get("message_reference") or {}).get("message_id") == late["id"]]
+    assert "This task is closed" in answer["content"]
+    assert len(home.runs()) == 1

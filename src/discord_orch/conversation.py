@@ -36,11 +36,12 @@ saying the task is closed. FOLLOWUP_HOURS=0 or CLAIM=reaction (no thread): no fo
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from .errors import DiscordError, Unauthorized
 from .models import DISCORD_EPOCH_MS, TASK_MESSAGE_TYPES, Message, User
-from .state import CLAIMED, CLEANED, OPEN, Store, TaskRecord
+from .state import CLAIMED, CLEANED, DROPPED, OPEN, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -104,11 +105,19 @@ class Conversations:
             self.store.open_conversation(rec.task_id)
 
     def keeps_open(self, rec: TaskRecord) -> bool:
-        """Whether a task whose result is out keeps its workspace for follow-ups (record ``open``)."""
+        """Whether a task whose result is out keeps its workspace for follow-ups (record ``open``). One
+        whose workspace was archived (a failed run, KEEP_SUCCESS_HOURS) takes none: its config names the
+        workspace where it was, and archive/ has its own retention. Its thread is watched all the same,
+        so that a follow-up there is answered."""
         if not self.enabled or rec.refusal is not None or not rec.agent_id:
             return False
         row = self.store.conversations_watched(float("inf")).get(rec.task_id)
-        return row is not None and row["closed_at"] is None
+        if row is None or row["closed_at"] is not None:
+            return False
+        if rec.archive_path:
+            self.store.close_conversation(rec.task_id, time.time())
+            return False
+        return True
 
     def answered(self, rec: TaskRecord, when: float) -> None:
         """A result or a turn's answer is out: the task's window runs from ``when``."""
@@ -162,7 +171,7 @@ class Conversations:
             return 0   # nothing to ask (an attachment alone, or the content intent missing)
         root = self.store.get(task_id)
         if closed or root is None or root.status == CLEANED:
-            self._say_closed(msg, task_id)
+            self._say_closed(task_id, msg.id)
             return 0
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id or task_id, author_id=msg.author.id,
                                  status=CLAIMED, description=msg.content, model_alias=root.model_alias,
@@ -171,13 +180,13 @@ class Conversations:
         log.info("follow-up task=%s turn=%s author=%s", task_id, msg.id, msg.author.id)
         return 1
 
-    def _say_closed(self, msg: Message, task_id: str) -> None:
+    def _say_closed(self, task_id: str, message_id: str) -> None:
         from .report import closed_post
 
         log.info("task=%s: a follow-up came after its window closed; answered so", task_id)
         try:
-            self.client.create_message(task_id, closed_post(hours=self.settings.followup_h), reply_to=msg.id,
-                                       nonce=f"c{msg.id}")
+            self.client.create_message(task_id, closed_post(hours=self.settings.followup_h), reply_to=message_id,
+                                       nonce=f"c{message_id}")
         except Unauthorized:
             raise
         except DiscordError as exc:
@@ -198,11 +207,12 @@ class Conversations:
             return []
         found: List[TaskRecord] = []
         waiting = False
-        for task_id, row in self.store.conversations_watched(float("inf")).items():
-            if row["closed_at"] is not None:
-                continue
+        for task_id, row in self.store.conversations_watched(time.time() - self.window_s).items():
             turns = self.store.turns_of(task_id)
-            pending = [t for t in turns if t.status != CLEANED]
+            if row["closed_at"] is not None:
+                self._drop_waiting(task_id, turns)
+                continue
+            pending = [t for t in turns if t.status not in (CLEANED, DROPPED)]
             if not pending:
                 continue
             waiting = True
@@ -213,6 +223,14 @@ class Conversations:
         self.turns_waiting = waiting
         return sorted(found, key=lambda r: int(r.task_id))
 
+    def _drop_waiting(self, task_id: str, turns: List[TaskRecord]) -> None:
+        """The task closed (a failed run's workspace archived) with follow-ups waiting: each is answered
+        so, and its record ends ``dropped``."""
+        for turn in turns:
+            if turn.status == CLAIMED:
+                self.store.mark_dropped(turn.task_id)
+                self._say_closed(task_id, turn.task_id)
+
     def may_start(self, rec: TaskRecord) -> bool:
         """A claimed record recovery found: a task, or the next turn of an open task."""
         root_id = self.store.root_of(rec.task_id)
@@ -220,7 +238,7 @@ class Conversations:
             return True
         self.turns_waiting = True
         root = self.store.get(root_id)
-        pending = [t for t in self.store.turns_of(root_id) if t.status != CLEANED]
+        pending = [t for t in self.store.turns_of(root_id) if t.status not in (CLEANED, DROPPED)]
         return root is not None and root.status == OPEN and bool(pending) and pending[0].task_id == rec.task_id
 
     def workspace_task(self, rec: TaskRecord) -> TaskRecord:
@@ -246,7 +264,7 @@ class Conversations:
             last = row["last_answer_at"]
             if rec.status != OPEN or last is None or now - float(last) < self.window_s:
                 continue
-            if any(t.status != CLEANED for t in self.store.turns_of(task_id)):
+            if any(t.status not in (CLEANED, DROPPED) for t in self.store.turns_of(task_id)):
                 continue
             self.store.close_conversation(task_id, now)
             log.info("task=%s: no follow-up for %g h; closed", task_id, self.settings.followup_h)

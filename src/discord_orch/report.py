@@ -758,5 +758,6 @@ def stall_post(*, silent_s: float, last_line: str) -> str:
 
 def closed_post(*, hours: float) -> str:
     """The answer to a follow-up that came after the task's follow-up window (FOLLOWUP_HOURS)."""
-    return _marked(f"🔒 This task is closed: follow-ups are taken for {hours:g} h after its last answer, and "
-                   "its workspace is gone. Start a new task in #task-queue.", MESSAGE_LIMIT)
+    return _marked(f"🔒 This task is closed: follow-ups are taken for {hours:g} h after its last answer, while "
+                   "its workspace is kept (a failed run's is archived at once). Start a new task in #task-queue.",
+                   MESSAGE_LIMIT)

@@ -109,7 +109,7 @@ OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
 #: status → the statuses it may move to; anything else raises TransitionError
 TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
     CLAIMING: frozenset({CLAIMED, REFUSED, ELSEWHERE, DROPPED}),
-    CLAIMED: frozenset({STARTING}),
+    CLAIMED: frozenset({STARTING, DROPPED}),       # dropped: a follow-up whose task closed before its turn
     STARTING: frozenset({RUNNING, FINISHED, CLAIMED}),
     RUNNING: frozenset({FINISHED, CLAIMED}),
     FINISHED: frozenset({REPORTING}),
@@ -528,7 +528,8 @@ class Store:
         self._move(task_id, ELSEWHERE, host=host)
 
     def mark_dropped(self, task_id: str) -> None:
-        """claiming → dropped: the message was deleted before the claim was decided."""
+        """claiming → dropped: the message was deleted before the claim was decided; claimed → dropped: a
+        follow-up whose task closed before its turn came (conversation.py)."""
         self._move(task_id, DROPPED)
 
     def mark_starting(self, task_id: str, *, agent_id: str, agent_dir: str) -> None:
