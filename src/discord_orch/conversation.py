@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .errors import DiscordError, Unauthorized
 from .models import DISCORD_EPOCH_MS, TASK_MESSAGE_TYPES, Message, User
@@ -78,13 +78,12 @@ class Conversations:
     """The follow-ups of this home's tasks: which threads to read, the turns they hold, when a window closes."""
 
     def __init__(self, settings: "Settings", client: "DiscordClient", store: Store, *,
-                 allows: Callable[[User], bool], bot_user_id: Callable[[], str], guild: Callable[[], str],
+                 allows: Callable[[User], bool], guild: Callable[[], str],
                  on_command: OnCommand = log_command) -> None:
         self.settings = settings
         self.client = client
         self.store = store
         self._allows = allows
-        self._bot_user_id = bot_user_id
         self._guild = guild
         self._on_command = on_command
         self.turns_waiting = True   # a turn may wait to start (looked at until none does)
@@ -270,7 +269,3 @@ class Conversations:
             log.info("task=%s: no follow-up for %g h; closed", task_id, self.settings.followup_h)
             done.append(rec)
         return done
-
-    def watched_ids(self, now: float) -> Dict[str, Dict]:
-        """The conversations read now (for tests and the log)."""
-        return self.store.conversations_watched(now - self.window_s)

@@ -141,8 +141,7 @@ class Orchestrator:
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         identity = self.claims.identity
         self.conversations = Conversations(settings, client, store, allows=self.claims.access.allows,
-                                           bot_user_id=identity.bot_user_id, guild=identity.guild,
-                                           on_command=self.on_command)
+                                           guild=identity.guild, on_command=self.on_command)
         self.reporter = Reporter(settings, client, store, identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self._after_post,
                                  keeps_open=self.conversations.keeps_open)
