@@ -105,6 +105,7 @@ def test_a_follow_up_after_the_window_is_answered_closed_and_the_workspace_goes(
     assert "This task is closed" in answer["content"] and "Start a new task" in answer["content"]
     assert len(home.runs()) == 1 and home.workers() == []
     assert "closed" in second.stderr
+    assert world.ld.thread(task["id"])["thread_metadata"]["archived"] is True
 
     # an idle pass once nothing is open or watched: one request again
     time.sleep(window_h * 3600 + 0.2)

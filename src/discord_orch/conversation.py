@@ -186,6 +186,7 @@ class Conversations:
         try:
             self.client.create_message(task_id, closed_post(hours=self.settings.followup_h), reply_to=message_id,
                                        nonce=f"c{message_id}")
+            self.client.archive_thread(task_id)   # the follow-up unarchived it; it holds no active slot for long
         except Unauthorized:
             raise
         except DiscordError as exc:
