@@ -9,6 +9,7 @@ idle pass costs with and without open conversations.
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import List
 
@@ -181,3 +182,23 @@ def test_a_failed_task_takes_no_follow_up_and_says_so(tmp_path, world):
                 if (m.get("message_reference") or {}).get("message_id") == late["id"]]
     assert "This task is closed" in answer["content"]
     assert len(home.runs()) == 1
+
+
+def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "list the risks")
+    run_pass(home)
+    followup = world.ld.post_message(task["id"], world.alice.id, "and the mitigations SLEEP=2")
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: len(home.runs()) == 2, 30)   # the turn's agent runs
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    after = run_pass(home)                                # adopts the turn's agent, reports its answer
+    assert "adopted task=" + followup["id"] in after.stderr
+    answers = [m for m in thread(world, task["id"])
+               if (m.get("message_reference") or {}).get("message_id") == followup["id"]]
+    assert len(answers) == 1 and "and the mitigations" in answers[0]["content"]
+    assert len(home.runs()) == 2 and len(home.workers()) == 1
+    run_pass(home)
+    assert len([m for m in thread(world, task["id"])
+                if (m.get("message_reference") or {}).get("message_id") == followup["id"]]) == 1
