@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .errors import DiscordError, Unauthorized
 from .models import DISCORD_EPOCH_MS, TASK_MESSAGE_TYPES, Message, User
-from .state import CLAIMED, CLEANED, DROPPED, OPEN, Store, TaskRecord
+from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -54,8 +54,9 @@ CLAIM_BY_THREAD = "thread"          # claim.py's CLAIM=thread (follow-ups need t
 HOUR_S = 3600.0
 STRANGER_KEY = "notice:thread-stranger:{user}"   # meta: this user's thread messages were said to be ignored
 
-#: on_command(kind, task_id, user_id, when): "stop" or "retry" asked in a task's thread (epoch seconds)
-OnCommand = Callable[[str, str, str, float], None]
+#: on_command(kind, task_id, user, when): "stop" or "retry" asked in a task's thread (``when``: epoch seconds);
+#: returns what to answer in the thread (a reply to the command), or None to say nothing there
+OnCommand = Callable[[str, str, User, float], Optional[str]]
 
 
 def command_of(msg: Message) -> Optional[str]:
@@ -69,9 +70,11 @@ def sent_at(message_id: str) -> float:
     return ((int(message_id) >> 22) + DISCORD_EPOCH_MS) / 1000.0
 
 
-def log_command(kind: str, task_id: str, user_id: str, when: float) -> None:
-    """The seam's default: say it. (Issue 14's stop and retry are wired here at merge.)"""
-    log.info("%s asked in the thread of task %s by %s", kind, task_id, user_id)
+def log_command(kind: str, task_id: str, user: User, when: float) -> Optional[str]:
+    """The seam's default: say it in the log, nothing in the thread. (Issue 14's stop and retry are wired
+    in its place at merge: controls.Controls.request, whose answer's ``why`` is what to reply.)"""
+    log.info("%s asked in the thread of task %s by %s", kind, task_id, user.id)
+    return None
 
 
 class Conversations:
@@ -164,7 +167,9 @@ class Conversations:
             return 0
         kind = command_of(msg)
         if kind is not None:
-            self._on_command(kind, task_id, msg.author.id, sent_at(msg.id))
+            reply = self._on_command(kind, task_id, msg.author, sent_at(msg.id))
+            if reply:
+                self._reply(task_id, msg.id, reply, nonce=f"k{msg.id}")
             return 0
         if not msg.content.strip():
             return 0   # nothing to ask (an attachment alone, or the content intent missing)
@@ -183,14 +188,28 @@ class Conversations:
         from .report import closed_post
 
         log.info("task=%s: a follow-up came after its window closed; answered so", task_id)
+        if self._reply(task_id, message_id, closed_post(hours=self.settings.followup_h), nonce=f"c{message_id}"):
+            try:
+                self.client.archive_thread(task_id)   # the follow-up unarchived it; it holds no active slot for long
+            except Unauthorized:
+                raise
+            except DiscordError as exc:
+                log.warning("task=%s: its thread was not archived again: %s", task_id, exc)
+
+    def _reply(self, task_id: str, message_id: str, content: str, *, nonce: str) -> bool:
+        """Answer a message in the task's thread (``content`` ends with the marker, or gets it); whether
+        it went out."""
+        from .report import thread_reply
+
         try:
-            self.client.create_message(task_id, closed_post(hours=self.settings.followup_h), reply_to=message_id,
-                                       nonce=f"c{message_id}")
-            self.client.archive_thread(task_id)   # the follow-up unarchived it; it holds no active slot for long
+            msg = self.client.create_message(task_id, thread_reply(content), reply_to=message_id, nonce=nonce)
         except Unauthorized:
             raise
         except DiscordError as exc:
-            log.warning("task=%s: the closed notice was not posted: %s", task_id, exc)
+            log.warning("task=%s: the answer to message %s was not posted: %s", task_id, message_id, exc)
+            return False
+        self.store.note_posted(msg.id, POSTED_NOTICE)
+        return True
 
     # -- turns ------------------------------------------------------------------------
     def turn_number(self, rec: TaskRecord) -> int:

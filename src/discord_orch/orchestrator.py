@@ -55,7 +55,7 @@ from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
 from .intake import RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain, guarded
-from .models import Message
+from .models import Message, User
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
@@ -192,10 +192,11 @@ class Orchestrator:
         """Safe from a signal handler (SIGCHLD: an agent ended) and from any thread."""
         self._wake.wake()
 
-    def on_command(self, kind: str, task_id: str, user_id: str, when: float) -> None:
+    def on_command(self, kind: str, task_id: str, user: User, when: float) -> Optional[str]:
         """``stop`` or ``retry`` typed by an allowed user in a task's thread (conversation.py): the one seam
-        between the thread reader and the task's controls (issue 14's stop and retry are wired here)."""
-        log_command(kind, task_id, user_id, when)
+        between the thread reader and the task's controls (issue 14's stop and retry are wired here).
+        Returns what to answer in the thread (None: nothing)."""
+        return log_command(kind, task_id, user, when)
 
     def raise_if_fatal(self) -> None:
         """Raise the error that ended the pass, if one did (cli.py turns it into an exit code)."""

@@ -756,6 +756,14 @@ def stall_post(*, silent_s: float, last_line: str) -> str:
     return _marked(text, MESSAGE_LIMIT)
 
 
+def thread_reply(text: str) -> str:
+    """A short answer in a task's thread (a command's, a late follow-up's): mentions defused, within the
+    limit, the marker line at its end (once)."""
+    if text.endswith(MARK):
+        return text
+    return _marked(neutralize_mentions(_no_nul(text)), MESSAGE_LIMIT)
+
+
 def closed_post(*, hours: float) -> str:
     """The answer to a follow-up that came after the task's follow-up window (FOLLOWUP_HOURS)."""
     return _marked(f"🔒 This task is closed: follow-ups are taken for {hours:g} h after its last answer, while "
