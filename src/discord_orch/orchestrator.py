@@ -59,7 +59,7 @@ from .models import Message, User
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
-from .status import StatusBoard, Watched
+from .progress import StatusBoard, Watched
 from .waker import Waker
 from .watchdog import Watchdog
 
@@ -375,7 +375,7 @@ class Orchestrator:
         self.read_threads()
 
     # ------------------------------------------------------------------
-    # follow-ups (conversation.py) and the status messages (status.py)
+    # follow-ups (conversation.py) and the status messages (progress.py)
     # ------------------------------------------------------------------
     def read_threads(self) -> None:
         """Read the threads of open conversations (one request when there are some; none otherwise), then

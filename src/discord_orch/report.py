@@ -717,7 +717,7 @@ def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]
 
 
 # ----------------------------------------------------------------------
-# a task's conversation: its status message, the stall notice, a late follow-up (status.py, conversation.py)
+# a task's conversation: its status message, the stall notice, a late follow-up (progress.py, conversation.py)
 # ----------------------------------------------------------------------
 STATUS_LAST_LINE_MAX = 160   # characters of the agent's last log line shown in the status message
 

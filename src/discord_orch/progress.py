@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
-STATUS_KEY = "status:{task}"      # meta: the id of a task's status message
+STATUS_KEY = "status-message:{task}"   # meta: the id of a task's status message
 CLAIM_BY_THREAD = "thread"
 STALL_CHECK_S = 0.5               # how often the agents' logs are looked at (two stats each) for a stall
 
