@@ -29,9 +29,10 @@ A message in #task-queue is *pending* when all of these hold:
    ``discord-orch submit`` post, from this bot or another, carries no marker
    (submit refuses a task ending with it), so it still runs.
 
-Pending messages are decided oldest first, those whose authors may run tasks
-before the others (intake.py): a refusal costs a thread's start too, so a flood
-of messages to refuse holds no task back.
+Pending messages are decided in order.py's order (priority, then a turn per author,
+then oldest first), those whose authors may run tasks before the others (intake.py):
+a refusal costs a thread's start too, so a flood of messages to refuse holds no task
+back. A task needing a tag this host lacks (HOST_TAGS) is left pending for others.
 
 Claiming with CLAIM=thread (the default: several hosts on one queue)
 --------------------------------------------------------------------
@@ -141,8 +142,10 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Op
 
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError,
                      Forbidden, NotFound, ThreadAlreadyExists, TooManyActiveThreads, Unauthorized)
+from .inputs import Limits, download_fresh, forget, input_files, limit_problem, remember
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
+from .order import can_run
 from .outcome import OK, TIMED_OUT
 from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, Store, TaskRecord
 from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
@@ -158,6 +161,7 @@ CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line amo
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
+PAUSED_EMOJI = "⏸"    # a task waits for a budget (budget.py): it runs, oldest first, once the budget allows
 STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
 REFUSED_REACTION_PRIORITY = 1                # ⛔ waits behind ✅ and the final reactions (a flood holds none back)
@@ -310,6 +314,7 @@ class Decision(NamedTuple):
     refused: bool = False                 # refused: its record is ``refused``
     post_refusal: bool = False            # ... and its refusal is still to be posted
     elsewhere: bool = False               # another host started its thread since the poll that showed it
+    passed: Tuple[str, ...] = ()          # not claimed: it needs these tags, and this host lacks some (HOST_TAGS)
 
 
 class Claims:
@@ -423,12 +428,19 @@ class Claims:
         parsed = parse_task(msg.content, self.settings.aliases, attachment_text=attachment_text)
         if parsed.problems:
             return self._refuse(msg, "; ".join(parsed.problems), description=parsed.description)
+        if not can_run(parsed.needs, self.settings.host_tags):   # named in its TASK.txt (order.py read the rest)
+            return Decision(msg.id, passed=parsed.needs)
         if parsed.worker is not None:
             from .workspace import is_profile, worker_profiles   # only when a task names one: never on an idle pass
 
             if not is_profile(self.settings.workers_dir, parsed.worker):
                 return self._refuse(msg, _no_such_profile(parsed.worker, list(worker_profiles(self.settings.workers_dir))),
                                     description=parsed.description)
+        files = input_files(msg)   # checked by what Discord says of them; fetched once the task starts
+        too_much = limit_problem(files, Limits.of(self.settings))
+        if too_much:
+            return self._refuse(msg, too_much, description=parsed.description)
+        remember(self.store, msg.id, files)
         return self._record(msg, description=parsed.description, model_alias=parsed.model_alias,
                             model=parsed.model or "", thinking=parsed.thinking, worker=parsed.worker)
 
@@ -457,6 +469,8 @@ class Claims:
 
         DiscordError when Discord cannot tell: the record stays ``claiming``, tried again later."""
         contest = self._contest(rec, attempted=attempted)
+        if not contest.won:
+            forget(self.store, rec.task_id)   # its files are not this host's to fetch
         if contest.gone:
             self.store.mark_dropped(rec.task_id)
             log.warning("task=%s: its message was deleted before it was claimed; dropped", rec.task_id)
@@ -582,19 +596,8 @@ class Claims:
         return (None if data is None else decode_text(data)), unreadable
 
     def _download(self, msg: Message, att: Attachment) -> Tuple[Optional[bytes], str]:
-        """TASK.txt's bytes, or why there are none. A CDN link is signed and expires (then 404 or 403, as
-        for a deleted file): the link of a fresh copy of the message is tried, once."""
-        try:
-            return self.client.download(att.url, max_bytes=MAX_TASK_BYTES), ""
-        except (NotFound, Forbidden):
-            pass
-        fresh = _task_file(self.client.get_message(msg.channel_id, msg.id))
-        if fresh is None:
-            return None, f"its {TASK_ATTACHMENT} was removed from the message before it was read"
-        try:
-            return self.client.download(fresh.url, max_bytes=MAX_TASK_BYTES), ""
-        except (NotFound, Forbidden) as exc:
-            return None, f"its {TASK_ATTACHMENT} could not be downloaded: Discord answered {exc.answer()}"
+        """TASK.txt's bytes, or why there are none (an expired CDN link is fetched again, once: inputs.py)."""
+        return download_fresh(self.client, msg.channel_id, msg.id, att, max_bytes=MAX_TASK_BYTES)
 
     # -- reactions on the task message ------------------------------------------
     def mark_claimed(self, rec: TaskRecord, *, recovered: bool = False) -> None:
@@ -608,6 +611,10 @@ class Claims:
             if reacted and (not by_thread or self._say_claimed(rec, look_first=recovered)):
                 self.store.note_claim_reacted(rec.task_id)
         self._submit(job)
+
+    def react_paused(self, task_id: str, *, remove: bool = False) -> None:
+        """⏸ on a task that waits for a budget; taken away once it is claimed."""
+        self._submit(lambda: self._react(task_id, PAUSED_EMOJI, remove=remove))
 
     def react_running(self, task_id: str) -> None:
         """⏳ while the agent runs (STATUS_REACTIONS=full)."""

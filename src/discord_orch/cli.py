@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import click
 
@@ -169,21 +169,29 @@ def cli() -> None:
 @click.option("--model", "model_option", metavar="MODEL", help="The model (as the MODEL argument).")
 @click.option("--thinking", "thinking_option", metavar="LEVEL", help="The thinking level (as the THINKING argument).")
 @click.option("--worker", help="Worker type: uses workers/<TYPE>/TOOLS.md and AGENTS.md.")
+@click.option("--attach", "attach", multiple=True, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file to send with the task (repeatable); the agent finds it in inputs/.")
+@click.option("--needs", multiple=True, metavar="TAG",
+              help="A host tag the task needs (HOST_TAGS); repeat it, or gpu,repo-x: all are required.")
+@click.option("--priority", metavar="LEVEL", help="high, normal (the default) or low.")
 @shared_options
 @click.pass_context
 def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinking: Optional[str],
-           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str]) -> None:
+           task_file, model_option: Optional[str], thinking_option: Optional[str], worker: Optional[str],
+           attach: Tuple[Path, ...], needs: Tuple[str, ...], priority: Optional[str]) -> None:
     """Post TASK to #task-queue; print its task id.
 
     \b
     discord-orch submit "TASK" [MODEL] [THINKING]
     discord-orch submit --file task.txt [MODEL] [THINKING]
+    discord-orch submit "TASK" --attach data.csv --attach screenshot.png
 
     MODEL is an alias (cheap, primary, coder, research, or one from MODEL_ALIASES)
     or a full provider/model id; THINKING is off, minimal, low, medium, high or xhigh.
     Both may also be given as --model and --thinking.
     """
-    from .submit import read_task_text, submit_task, validate_submission
+    from .submit import read_attachments, read_task_text, submit_task, validate_submission
 
     if task_file is not None and task is not None:
         if any(c.isspace() for c in task):   # a sentence is a task, not a model
@@ -195,11 +203,13 @@ def submit(ctx: click.Context, task: Optional[str], model: Optional[str], thinki
     thinking = _one_of("THINKING", thinking, "--thinking", thinking_option)
     text = read_task_text(task, task_file)
     settings = _load(ctx)
-    validate_submission(text, model, thinking, worker, settings.aliases)
+    tags = validate_submission(text, model, thinking, worker, settings.aliases, needs, priority)
+    uploads = read_attachments(list(attach))
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL")
     with _client(settings) as client:
-        task_id = submit_task(client, settings, text, model, thinking, worker)
+        task_id = submit_task(client, settings, text, model, thinking, worker, uploads, needs=tags,
+                              priority=priority.strip().lower() if priority else None)
     click.echo(task_id)
 
 
@@ -308,6 +318,38 @@ def check(ctx: click.Context) -> None:
         click.echo(f"discord-orch: error: {len(failed)} problem(s) found; fix them and run discord-orch check again",
                    err=True)
         ctx.exit(failed[0].error.exit_code if failed[0].error is not None else EXIT_DISCORD)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
+@click.option("--live", is_flag=True, help="Also read #task-queue now (one request) for what is pending there.")
+@shared_options
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, live: bool) -> None:
+    """One screen: the last pass, waiting, running, the last outcomes, the outbox, spend and budgets.
+
+    Read from this home's state.db; no Discord request unless --live.
+    """
+    import json
+    import time
+
+    from .state import DB_NAME, Store
+    from .status import gather, live_pending, render
+
+    settings = _load(ctx)
+    store = Store(settings.runtime_dir, host=settings.host_name) if (settings.runtime_dir / DB_NAME).exists() else None
+    try:
+        pending = None
+        if live:
+            settings.require_token()
+            settings.require_channels("TASK_QUEUE_CHANNEL")
+            with _client(settings) as client:
+                pending = live_pending(settings, client, store)
+        data = gather(settings, store, time.time(), live=pending)
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data))
 
 
 @cli.command()

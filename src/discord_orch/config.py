@@ -88,6 +88,9 @@ class Settings(NamedTuple):
     claim_bot_ids: Tuple[str, ...] = default_of("CLAIM_BOT_IDS")
     claim: str = default_of("CLAIM")
     host_name: str = default_of("HOST_NAME")
+    host_tags: Tuple[str, ...] = default_of("HOST_TAGS")
+    host_silent_after: float = default_of("HOST_SILENT_AFTER")
+    priority_age_s: float = default_of("PRIORITY_AGE")
     retry_interrupted: bool = default_of("RETRY_INTERRUPTED")
     summary_max: int = default_of("SUMMARY_MAX_LENGTH")
     archive_retention_h: float = default_of("ARCHIVE_RETENTION_HOURS")
@@ -102,6 +105,12 @@ class Settings(NamedTuple):
     followup_h: float = default_of("FOLLOWUP_HOURS")
     status_every_s: float = default_of("STATUS_EVERY")
     stall_after_s: float = default_of("STALL_AFTER")
+    input_max_mb: float = default_of("INPUT_MAX_MB")
+    input_max_files: int = default_of("INPUT_MAX_FILES")
+    budget_daily_usd: Optional[float] = default_of("BUDGET_DAILY_USD")
+    budget_monthly_usd: Optional[float] = default_of("BUDGET_MONTHLY_USD")
+    budget_timezone: str = default_of("BUDGET_TIMEZONE")
+    task_max_usd: Optional[float] = default_of("TASK_MAX_USD")
     warnings: Tuple[str, ...] = ()
 
     # -- derived paths -------------------------------------------------

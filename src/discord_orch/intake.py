@@ -15,16 +15,25 @@ or its author's roles, after the client's own bounded retries) is set aside: thi
 pass goes on without it and ends, the cursor stays before it, and the next pass
 tries it again (``--watch``: every RETRY_SET_ASIDE_S). No message is tried again
 at the pace of the loop.
+
+Which pending message is decided next, and which this host leaves to others (its
+HOST_TAGS lack a task's ``[needs:...]``: *passed over*), is order.py's. A passed-over
+message stays undecided here: the cursor stops before it too, so that it stays
+claimable by this host if its HOST_TAGS change, and is looked at again by each pass
+(the one answer for a task no host can take, unreachable.py). ``--watch`` reads them
+again every LOOK_AGAIN_PASSED_S (``reread(passed_too=True)``): once another host has
+taken them, their threads show it and the cursor moves on.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
 
 from .errors import DiscordError, DiscordUnavailable, RateLimitedTooLong, StateError, Unauthorized
 from .models import Message
+from .order import Order
 from .state import Store
 
 if TYPE_CHECKING:
@@ -35,18 +44,22 @@ log = logging.getLogger("discord_orch")
 
 POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
 RETRY_SET_ASIDE_S = 60.0         # --watch: messages set aside (Discord did not answer) are tried again this often
+LOOK_AGAIN_PASSED_S = 60.0       # --watch: messages passed over (needs this host lacks) are read again this often
 CURSOR_KEY = "cursor:{channel}"
 
 
 class Intake:
     """The pending messages of #task-queue, read in order from a saved cursor."""
 
-    def __init__(self, client: "DiscordClient", store: Store, claims: "Claims", channel: str) -> None:
+    def __init__(self, client: "DiscordClient", store: Store, claims: "Claims", channel: str, order: Order) -> None:
         self.client = client
         self.store = store
         self.claims = claims
         self.channel = channel
+        self.order = order
         self.backlog: List[Message] = []     # pending, not yet decided (no capacity yet)
+        self.passed: Dict[str, Message] = {}   # pending, needing a tag this host lacks (by id): left to others
+        self._said_passed: Set[str] = set()    # ids whose passing over was logged (once a pass)
         self.set_aside: List[Message] = []   # pending, Discord did not answer when they were decided
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
         self._seen_upto: Optional[str] = None
@@ -72,7 +85,13 @@ class Intake:
             self._seen_upto = messages[-1].id
             aside = {m.id for m in self.set_aside}   # a reread may show them again: they wait their turn
             pending = [m for m in self.claims.pending(messages) if m.id not in aside]
-            self.backlog.extend(pending)
+            for gone in {m.id for m in messages} & set(self.passed) - {m.id for m in pending}:
+                del self.passed[gone]   # another host took it (a reread shows its thread)
+            for msg in pending:
+                if self.order.runnable(msg):
+                    self.backlog.append(msg)
+                else:
+                    self.pass_over(msg)
             log.debug("poll: %d new message(s), %d pending", len(messages), len(pending))
         self.save_cursor()
         return True
@@ -94,23 +113,49 @@ class Intake:
         self.save_cursor()
 
     def _next(self) -> Message:
-        """The oldest pending message whose author may run tasks, else the oldest: refusals wait behind
-        tasks (with CLAIM=thread each costs a thread's start), so a flood of them holds no task back."""
-        for i, msg in enumerate(self.backlog):
-            if self.claims.runs_first(msg):
-                return self.backlog.pop(i)
-        return self.backlog.pop(0)
+        """The first in order.py's order among the pending messages whose authors may run tasks, else the
+        oldest: refusals wait behind tasks (with CLAIM=thread each costs a thread's start), so a flood of
+        them holds no task back."""
+        runs = [msg for msg in self.backlog if self.claims.runs_first(msg)]
+        chosen = self.order.pick(runs) if runs else self.backlog[0]
+        self.backlog.remove(chosen)
+        return chosen
 
-    def reread(self) -> None:
+    def pass_over(self, msg: Message, needs: Optional[Tuple[str, ...]] = None) -> None:
+        """Leave a task to the hosts with the tags it needs (``needs``: as its TASK.txt says, claim.py)."""
+        if needs is not None:
+            self.order.learn(msg, needs)
+        if msg.id not in self._said_passed:
+            self._said_passed.add(msg.id)
+            log.info("task=%s needs %s; this host has %s: left to the hosts that have them", msg.id,
+                     ", ".join(self.order.routing(msg)[0]), ", ".join(sorted(self.order.host_tags)) or "no HOST_TAGS")
+        self.passed[msg.id] = msg
+
+    def reread(self, *, passed_too: bool = False) -> None:
         """Another host took a task the last poll showed as pending, so the rest of that poll may be taken
         too: forget it and read it again at once, from its oldest message. The poll shows each message's
         thread at no cost; starting the thread of a task already taken costs a request (and a thread-start
-        rate-limit slot) per task, which kept a host behind the others for the whole queue."""
-        if not self.backlog:
+        rate-limit slot) per task, which kept a host behind the others for the whole queue.
+        ``passed_too``: the messages passed over as well (--watch, every LOOK_AGAIN_PASSED_S)."""
+        undecided = self.backlog + (list(self.passed.values()) if passed_too else [])
+        if not undecided:
             return
-        self._seen_upto = str(min(int(m.id) for m in self.backlog) - 1)
+        self._seen_upto = str(min(int(m.id) for m in undecided) - 1)
         self.backlog = []
+        if passed_too:
+            self.passed = {}
         self.more_history = True   # the loop polls again at once
+
+    def hold(self, which: Callable[[Message], bool]) -> List[Message]:
+        """Keep the backlog's messages ``which`` picks for later (a budget is reached, budget.py) and return
+        them: like messages set aside, they keep the cursor before them, the pass can end, and --watch looks
+        again every RETRY_SET_ASIDE_S."""
+        held = [m for m in self.backlog if which(m)]
+        if held:
+            ids = {m.id for m in held}
+            self.backlog = [m for m in self.backlog if m.id not in ids]
+            self.set_aside.extend(held)
+        return held
 
     def retry_set_aside(self) -> None:
         """Put the messages set aside back in line (``--watch``, which never reaches a next pass)."""
@@ -122,7 +167,7 @@ class Intake:
         if self._seen_upto is None:
             return
         cursor = self._seen_upto
-        undecided = self.backlog + self.set_aside
+        undecided = self.backlog + self.set_aside + list(self.passed.values())
         if undecided:
             cursor = str(min(int(m.id) for m in undecided) - 1)
         key = CURSOR_KEY.format(channel=self.channel)

@@ -16,6 +16,7 @@ DISCORD_EPOCH_MS = 1420070400000       # 2015-01-01T00:00:00Z: the zero of a sno
 # The seed's name for a task too long for one message: the attachment it travels in, and the file the
 # agent reads it from in its workspace (workspace.py), so one name for both.
 TASK_FILE = "TASK.txt"
+INPUTS_DIR = "inputs"     # <task dir>/inputs/: the files that came with a task (inputs.py)
 MESSAGE_LIMIT = 2000                   # characters of a message's content; Discord counts code points: len(str)
 SNOWFLAKE_MAX = 2 ** 64 - 1
 _SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")

@@ -48,18 +48,22 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
+from .budget import BudgetGate, Budgets
 from .claim import Claims, Decision
 from .config import Settings
 from .conversation import Conversations, log_command
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
-from .intake import RETRY_SET_ASIDE_S, Intake
+from .intake import LOOK_AGAIN_PASSED_S, RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain, guarded
 from .models import Message, User
+from .order import HostSeen, Order
 from .outcome import FAILED, OK, Outcome
+from .progress import StatusBoard, Watched
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
-from .progress import StatusBoard, Watched
+from .status import WaitingNote, note_pass_end
+from .unreachable import Unreachable
 from .waker import Waker
 from .watchdog import Watchdog
 
@@ -136,9 +140,11 @@ class Orchestrator:
         self._last_prune = clock()
         self._last_outbox = clock()
         self._last_set_aside = clock()
+        self._last_passed_look = clock()
         self._lanes: List[Lane] = []
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
-        self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
+        self.order = Order(settings.host_tags, settings.priority_age_s, wall)
+        self.intake = Intake(client, store, self.claims, settings.task_queue_channel, self.order)
         identity = self.claims.identity
         self.conversations = Conversations(settings, client, store, allows=self.claims.access.allows,
                                            guild=identity.guild, on_command=self.on_command)
@@ -148,6 +154,12 @@ class Orchestrator:
         self.status = StatusBoard(settings, client, store, submit=self._submit_task_lane, on_fatal=self._set_fatal,
                                   root_of=store.root_of, turn_number=self.conversations.turn_number,
                                   clock=clock, wall=wall)
+        self._waiting_note = WaitingNote(store)   # what `discord-orch status` shows as waiting
+        self.budget_gate = BudgetGate(Budgets(settings, store), hold=self.intake.hold, may_run=self.claims.runs_first,
+                                      pause=lambda task_id, remove: self.claims.react_paused(task_id, remove=remove),
+                                      notice=self.reporter.notice, wall=lambda: self.wall())
+        self.unreachable = Unreachable(settings, client, store, self.order, submit=self._on_results_lane,
+                                       guild=self.claims.identity.guild, on_fatal=self._set_fatal)
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -246,7 +258,7 @@ class Orchestrator:
             elif self._capacity() > 0:
                 self._start_ready()
                 due = first or self.intake.more_history or (self.clock() - last_poll >= s.poll_interval)
-                if due and self._capacity() > 0 and not self.intake.backlog:
+                if due and self._capacity() > 0:   # also with a backlog: a task posted since may go first
                     self.poll(first=first)
                     first = False
                     last_poll = self.clock()
@@ -263,6 +275,9 @@ class Orchestrator:
             if watch and self.intake.set_aside and self.clock() - self._last_set_aside >= RETRY_SET_ASIDE_S:
                 self._last_set_aside = self.clock()
                 self.intake.retry_set_aside()
+            if watch and self.intake.passed and self.clock() - self._last_passed_look >= LOOK_AGAIN_PASSED_S:
+                self._last_passed_look = self.clock()
+                self.intake.reread(passed_too=True)   # taken by another host meanwhile? the cursor moves on
             if not self._live:
                 if stopping:
                     return
@@ -301,6 +316,28 @@ class Orchestrator:
             log.info("pass done: nothing to do (%s)", counts)
         else:
             log.info("pass done (%s)", counts)
+        self._note_end()
+
+    def _note_end(self) -> None:
+        """How this pass ended, and what still waits, for `discord-orch status`."""
+        st = self.stats
+        if st.fatal is not None:
+            how = f"aborted: {st.fatal}"
+        elif st.stopped_by is not None:
+            how = f"stopped by {signal.Signals(st.stopped_by).name}"
+        elif st.deferred:
+            how = f"done, {st.deferred} result(s) left for the next pass"
+        elif not st.claimed and not st.refused and not st.reported:
+            how = "nothing to do"
+        else:
+            how = "done"
+        self._note_waiting()
+        try:
+            note_pass_end(self.store, ended_at=self.wall(), how=how,
+                          counts={"claimed": st.claimed, "refused": st.refused, "started": st.started,
+                                  "finished": st.finished, "reported": st.reported, "deferred": st.deferred})
+        except OSError as exc:
+            log.warning("could not note how the pass ended for discord-orch status: %s", exc.strerror or exc)
 
     def _capacity(self) -> int:
         return self.settings.max_agents - len(self._live)
@@ -370,9 +407,28 @@ class Orchestrator:
         at the starts recovery could not judge."""
         if self.intake.poll(first=first, agents_running=bool(self._live)):
             self.stats.polled += 1
+            self._note_waiting()
             if self._unsettled:
                 self._settle_claiming(self._unsettled)
+            if self.intake.passed:
+                self.unreachable.check(self.intake.passed.values(), self.hosts_seen())
         self.read_threads()
+
+    def hosts_seen(self) -> List[HostSeen]:
+        """The hosts this one knows of, for the answer to a task no host can take (unreachable.py). The
+        seam for host presence (#worker-pool): until then, this host alone, seen now."""
+        return [HostSeen(self.settings.host_name, frozenset(self.settings.host_tags), self.wall())]
+
+    def _on_results_lane(self, job: Callable[[], None]) -> None:
+        assert self.reporter.results_lane is not None, "Reporter.start() first"
+        self.reporter.results_lane.submit(guarded(job, self._set_fatal))
+
+    def _note_waiting(self) -> None:
+        """The tasks waiting to be claimed, for `discord-orch status` (written only when they change)."""
+        try:
+            self._waiting_note.note(self.intake.backlog + self.intake.set_aside, self.budget_gate.paused, self.wall())
+        except StateError as exc:   # a full disk: the pass goes on; status shows an older list
+            log.warning("could not note the waiting tasks for discord-orch status: %s", exc)
 
     # ------------------------------------------------------------------
     # follow-ups (conversation.py) and the status messages (progress.py)
@@ -432,8 +488,13 @@ class Orchestrator:
                 for live in self._live.values()]
 
     def _take_backlog(self) -> None:
+        if self.intake.backlog and self.budget_gate.holds():
+            self._note_waiting()   # a budget is reached: the tasks that would run wait, with ⏸ (budget.py)
+        waiting = len(self.intake.backlog)
         self.intake.take(lambda: self._capacity() > 0 and self._stop_signal is None and self._fatal is None,
                          self.claim)
+        if len(self.intake.backlog) != waiting:
+            self._note_waiting()
 
     # ------------------------------------------------------------------
     # claim (or refuse)
@@ -441,6 +502,11 @@ class Orchestrator:
     def claim(self, msg: Message) -> None:
         """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
         decision = self.claims.decide(msg)
+        if decision.record is not None:
+            self.budget_gate.claimed(msg)
+        if decision.passed:   # its TASK.txt needs a tag this host lacks: known only now, so looked at now
+            self.intake.pass_over(msg, decision.passed)
+            self.unreachable.check([msg], self.hosts_seen())
         if decision.elsewhere:
             self.intake.reread()
         self._settled(decision, start=self.start)
@@ -467,8 +533,16 @@ class Orchestrator:
             self.status.queued(rec, position, len(self._ready))
 
     def start(self, rec: TaskRecord) -> None:
-        """prepare + run, with the record written around each."""
-        self.run(rec, self.prepare(rec))
+        """prepare + run, with the record written around each; a task whose files cannot all be fetched
+        ends before its agent starts, with the reason in its result (inputs.py)."""
+        ws = self.prepare(rec)
+        problem = self.fetch_inputs(rec, ws)
+        if problem:
+            log.error("task=%s: not run: %s", rec.task_id, problem)
+            self.finish(rec, ws, Outcome(status=FAILED, duration_s=0.0,
+                                         reason=f"refused before its agent started: {problem}"))
+            return
+        self.run(rec, ws)
 
     def prepare(self, rec: TaskRecord) -> Workspace:
         """The agent's workspace: AGENTS.md (template, worker type), TOOLS.md, TASK.txt, the config overlay.
@@ -486,10 +560,30 @@ class Orchestrator:
         agents_md = agents_md_for(ws, s.workers_dir, description=rec.description, model=rec.model,
                                   thinking=rec.thinking, worker=rec.worker, default_template=s.agents_md_template,
                                   summary_max=s.summary_max)
+        agents_md += self._inputs_prompt(rec, ws)
         self.store.mark_starting(rec.task_id, agent_id=ws.agent_id, agent_dir=str(ws.agent_dir))
         return create_workspace(s.workers_dir, ws.agent_id, rec.task_id, rec.description, agents_md=agents_md,
                                 tools_md=tools_md_for(s.workers_dir, rec.worker),
                                 user_openclaw_config=s.openclaw_config)
+
+    def _inputs_prompt(self, rec: TaskRecord, ws: Workspace) -> str:
+        """AGENTS.md's lines naming the task's files (none: "")."""
+        from .inputs import prompt_section, remembered, safe_names
+
+        files = remembered(self.store, rec.task_id)
+        return prompt_section(ws.task_dir, files, safe_names(a.filename for a in files))
+
+    def fetch_inputs(self, rec: TaskRecord, ws: Workspace) -> str:
+        """The task's files into its task dir's inputs/, all of them; else why not (inputs.py)."""
+        from .inputs import Limits, fetch_inputs, remembered
+
+        files = remembered(self.store, rec.task_id)
+        if not files:
+            return ""
+        fetched = fetch_inputs(self.client, rec.channel_id, rec.task_id, files, ws.task_dir, Limits.of(self.settings))
+        if not fetched.problem:
+            log.info("task=%s: %d file(s) fetched into its inputs/", rec.task_id, len(fetched.names))
+        return fetched.problem
 
     def _agent_config_for(self, rec: TaskRecord) -> AgentConfig:
         from dataclasses import replace   # AgentConfig's; only when an agent starts
@@ -553,6 +647,7 @@ class Orchestrator:
         archive_path = archived
         # A RESULT.txt larger than one attachment can only be posted in part: its workspace is then
         # kept (with the failures' retention), or removing it would lose the rest of the result.
+        outcome = self._flag_cost(rec, outcome)
         whole = posts_whole(outcome.result_bytes)
         turn = self.store.root_of(rec.task_id) is not None   # its workspace is its task's: left where it is
         if archived is None and not turn and (outcome.status != OK or not whole or self.settings.keep_success_h > 0):
@@ -564,6 +659,16 @@ class Orchestrator:
         self.reporter.notice(notice_line_finished(ws.agent_id, rec.task_id, outcome.status, outcome.duration_s))
         self.status.finished(rec, outcome.status, outcome.duration_s)   # before the result, and its thread archived
         self.reporter.queue(rec.task_id)
+        from .inputs import forget
+
+        forget(self.store, rec.task_id)   # kept until now: a pass killed before the agent ran fetches them again
+
+    def _flag_cost(self, rec: TaskRecord, outcome: Outcome) -> Outcome:
+        """TASK_MAX_USD: a note in the result of a task whose cost passed it (known only now: budget.py)."""
+        from .budget import over_task_max
+
+        note = over_task_max(outcome, rec.model, self.settings, self.budget_gate.budgets)
+        return outcome._replace(notes=outcome.notes + (note,)) if note else outcome
 
     def _prune_due(self) -> bool:
         """Not on every cron pass: archive/ is read once per PRUNE_EVERY_S, whichever pass comes then."""

@@ -249,12 +249,20 @@ def estimate_cost(usage: Usage, prices: Optional[Prices], model_id: Optional[str
     return tin / 1000 * pin + tout / 1000 * pout
 
 
-def cost_text(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None) -> str:
-    """openclaw's own cost when it gave one, else the price-table estimate, else "n/a"."""
+def cost_of(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None
+            ) -> Tuple[Optional[float], bool]:
+    """(USD, estimated): openclaw's own cost when it gave one, else the price-table estimate; None when
+    neither is known (what a result shows and budgets count)."""
     reported = _valid_money(usage.cost_usd)
     if reported is not None:
-        return format_cost(reported)
-    return format_cost(estimate_cost(usage, prices, model_id), estimated=True)
+        return reported, False
+    return estimate_cost(usage, prices, model_id), True
+
+
+def cost_text(usage: Usage, prices: Optional[Prices] = None, model_id: Optional[str] = None) -> str:
+    """openclaw's own cost when it gave one, else the price-table estimate, else "n/a"."""
+    cost, estimated = cost_of(usage, prices, model_id)
+    return format_cost(cost, estimated=estimated and cost is not None)
 
 
 def _tokens_text(usage: Usage) -> str:
@@ -769,3 +777,26 @@ def closed_post(*, hours: float) -> str:
     return _marked(f"🔒 This task is closed: follow-ups are taken for {hours:g} h after its last answer, while "
                    "its workspace is kept (a failed run's is archived at once). Start a new task in #task-queue.",
                    MESSAGE_LIMIT)
+
+
+HOSTS_SHOWN = 20   # hosts named in an unreachable answer; more are counted
+
+
+def unreachable_post(*, task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
+                     guild_id: Optional[str], missing: Sequence[str], hosts: Sequence[Tuple[str, Sequence[str]]],
+                     silent_after_s: float) -> Post:
+    """🚫 no host can take this task: the tags it needs that no host seen lately has, and the hosts seen
+    with their tags. The task stays in the queue: a host with the tags will still run it."""
+    reply_to, link = _placement(task_id, task_channel_id, results_channel_id, guild_id)
+    tags = ", ".join(_code(tag, 40) for tag in missing)
+    seen = [f"{_code(name, 40)} ({', '.join(_code(t, 40) for t in host_tags) or 'no tags'})"
+            for name, host_tags in hosts[:HOSTS_SHOWN]]
+    if len(hosts) > HOSTS_SHOWN:
+        seen.append(f"{len(hosts) - HOSTS_SHOWN} more")
+    lines = [f"🚫 **NO HOST** · task {_code(task_id, 24)}{link}",
+             f"• it needs {tags}, and no host seen in the last {format_duration(silent_after_s)} has "
+             f"{'it' if len(missing) == 1 else 'them all'}",
+             f"• hosts seen: {', '.join(seen) or 'none'}",
+             "• it stays in the queue: a host with HOST_TAGS naming "
+             f"{'it' if len(missing) == 1 else 'them'} will run it"]
+    return Post(content=_marked("\n".join(lines), MESSAGE_LIMIT), reply_to=reply_to)

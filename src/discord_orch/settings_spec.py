@@ -25,9 +25,13 @@ STATUS_REACTION_MODES = ("full", "final", "off")
 CLAIM_MODES = ("thread", "reaction")   # how a host claims a task (claim.py)
 HOST_NAME_MAX = 32                    # characters: it ends each task thread's name (100 at most)
 _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HOST_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")   # as tasks.HOST_TAG_RE (this module imports no tasks)
 OPENCLAW = "openclaw"                 # the executable's name, looked up on PATH
 MAX_SECONDS = 30 * 24 * 3600          # the longest time a seconds setting may say (30 days)
 MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10 years)
+MAX_INPUT_MB = 1024                   # INPUT_MAX_MB's ceiling: a task's files are held in memory one at a time
+MAX_INPUT_FILES = 100                 # INPUT_MAX_FILES's ceiling (Discord itself takes 10 files a message)
+MAX_USD = 1_000_000                   # a budget's ceiling: a typo, not a plan, beyond it
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -139,6 +143,35 @@ def host_name(key: str, raw: str, home: Path) -> str:
     return value
 
 
+def time_zone(key: str, raw: str, home: Path) -> str:
+    """An IANA time zone name (``Europe/Berlin``), checked against the machine's zone data; empty: UTC."""
+    value = raw.strip() or "UTC"
+    if value == "UTC":
+        return value
+    from zoneinfo import ZoneInfo   # only when a zone other than UTC is set
+
+    try:
+        ZoneInfo(value)
+    except (ValueError, OSError, LookupError):   # ZoneInfoNotFoundError is a KeyError
+        raise ConfigError(key, f"{value!r} is not a time zone this machine knows (e.g. UTC, Europe/Berlin)") from None
+    return value
+
+
+def host_tags(key: str, raw: str, home: Path) -> Tuple[str, ...]:
+    """Comma-separated tags, lower-case, each once, in the order written (``[needs:...]`` on a task names them)."""
+    tags = []
+    for part in raw.split(","):
+        tag = part.strip().lower()
+        if not tag:
+            continue
+        if not _HOST_TAG_RE.fullmatch(tag):
+            raise ConfigError(key, f"tag {part.strip()!r}: expected 1-32 letters, digits, '-' or '_', starting with a "
+                                   "letter or digit (e.g. HOST_TAGS=gpu,repo-x)")
+        if tag not in tags:
+            tags.append(tag)
+    return tuple(tags)
+
+
 def user_path(key: str, raw: str, home: Path) -> Path:
     """A path where ``~`` is the user's home."""
     return Path(raw.strip()).expanduser()
@@ -193,6 +226,15 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("HOST_NAME", "host_name", host_name,
             "this host's name in each task's thread name (unique among the hosts on one queue)",
             unset_means="the machine's hostname"),
+    Setting("HOST_TAGS", "host_tags", host_tags,
+            "this host's tags, comma-separated (gpu,repo-x): it claims only tasks whose [needs:...] it has",
+            unset_means="none"),
+    Setting("HOST_SILENT_AFTER", "host_silent_after", Number(minimum=0.1, maximum=MAX_SECONDS),
+            "seconds without a sign of a host with a tag a task needs before that task is answered as "
+            "unreachable (it stays claimable)", default="600"),
+    Setting("PRIORITY_AGE", "priority_age_s", Number(minimum=0.1, maximum=MAX_SECONDS),
+            "seconds a pending task waits before it counts one priority level higher (a low task counts as "
+            "high after twice this: no starvation)", default="900"),
     Setting("ALLOW_ANYONE", "allow_anyone", boolean, "run tasks from anyone who can post in #task-queue (unsafe)",
             default="false"),
     Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",
@@ -222,6 +264,21 @@ SETTINGS: Tuple[Setting, ...] = (
             "seconds between edits of a task's status message, at most", default="15"),
     Setting("STALL_AFTER", "stall_after_s", Number(minimum=1, maximum=MAX_SECONDS),
             "seconds an agent may write nothing before its thread gets a stall notice", default="120"),
+    Setting("INPUT_MAX_MB", "input_max_mb", Number(minimum=0.001, maximum=MAX_INPUT_MB),
+            "largest file attached to a task that is fetched into its inputs/ (MiB); a larger one refuses the task",
+            default="25"),
+    Setting("INPUT_MAX_FILES", "input_max_files", Number(minimum=0, maximum=MAX_INPUT_FILES, integer=True),
+            "most files attached to a task (TASK.txt aside); more refuses the task", default="10"),
+    Setting("BUDGET_DAILY_USD", "budget_daily_usd", Number(minimum=0, maximum=MAX_USD, optional=True),
+            "spend a day (USD, this host's finished tasks) at which new tasks wait", unset_means="no budget"),
+    Setting("BUDGET_MONTHLY_USD", "budget_monthly_usd", Number(minimum=0, maximum=MAX_USD, optional=True),
+            "spend a calendar month (USD, this host's finished tasks) at which new tasks wait",
+            unset_means="no budget"),
+    Setting("BUDGET_TIMEZONE", "budget_timezone", time_zone,
+            "the time zone whose midnight starts a budget's day and month (IANA name)", default="UTC"),
+    Setting("TASK_MAX_USD", "task_max_usd", Number(minimum=0, maximum=MAX_USD, optional=True),
+            "a task whose reported cost passes this is flagged in its result (it is not stopped)",
+            unset_means="no flag"),
 )
 
 SETTING: Dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -234,5 +291,5 @@ def default_of(key: str) -> Any:
 
 
 __all__ = ["Setting", "SETTINGS", "SETTING", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
-           "snowflakes", "http_url", "user_path", "home_path", "DEFAULT_TIMEOUT_S", "DEFAULT_TIMEOUT_HIGH_S",
-           "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name"]
+           "snowflakes", "http_url", "time_zone", "user_path", "home_path", "DEFAULT_TIMEOUT_S",
+           "DEFAULT_TIMEOUT_HIGH_S", "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name", "host_tags"]

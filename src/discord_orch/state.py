@@ -442,6 +442,11 @@ class Store:
             conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        """Remove a value of the meta table (nothing when it is not there)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- records ---------------------------------------------------------
     def get(self, task_id: str) -> Optional[TaskRecord]:
         """The task's record, or None."""
@@ -645,6 +650,18 @@ class Store:
         rows = self._conn().execute(
             "SELECT tasks.* FROM tasks JOIN turns ON turns.turn_id = tasks.task_id WHERE turns.task_id = ? "
             "ORDER BY CAST(tasks.task_id AS INTEGER)", (task_id,)).fetchall()
+        return [TaskRecord._from_row(r) for r in rows]
+
+    def finished_since(self, epoch: float) -> List[TaskRecord]:
+        """The records of the tasks whose agent finished at or after ``epoch`` (what budgets count)."""
+        rows = self._conn().execute("SELECT * FROM tasks WHERE finished_at >= ? ORDER BY finished_at",
+                                    (epoch,)).fetchall()
+        return [TaskRecord._from_row(r) for r in rows]
+
+    def last_finished(self, count: int) -> List[TaskRecord]:
+        """The ``count`` records whose agent finished last, the latest first (``discord-orch status``)."""
+        rows = self._conn().execute("SELECT * FROM tasks WHERE finished_at IS NOT NULL "
+                                    "ORDER BY finished_at DESC LIMIT ?", (count,)).fetchall()
         return [TaskRecord._from_row(r) for r in rows]
 
     def counts(self) -> Dict[str, int]:

@@ -7,7 +7,9 @@ A task is a message in #task-queue. Its text may carry tags::
 ``**[Task: <id>]**`` is the header ``discord-orch submit`` adds (the seed's
 visible form); ``[model:X]``, ``[thinking:X]`` and ``[worker:X]`` choose the
 model (an alias or a full ``provider/model`` id), the thinking level and a
-worker type. Everything else is the task description.
+worker type; ``[needs:X]`` names a tag the host must have (HOST_TAGS; repeatable,
+or ``[needs:gpu,repo-x]``: all are required) and ``[priority:X]`` is high, normal
+(the default) or low (order.py). Everything else is the task description.
 
 Rules (the contract, tested in tests/test_tasks.py):
 
@@ -18,7 +20,7 @@ Rules (the contract, tested in tests/test_tasks.py):
   ````` ``` `````, the way Discord pairs them) is not a tag: it is task text.
   An unclosed ````` ``` ````` opens no block (Discord shows it literally), so tags
   after it count.
-* When a tag is repeated, the LAST one wins.
+* When a tag is repeated, the LAST one wins; ``[needs:...]`` tags add up instead.
 * A tag is removed together with the blanks before it; a line left empty by its
   tags is removed with its line break. The header is recognised only at the very
   start. NUL characters are dropped. The description is trimmed; inner line
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
 from .models import MESSAGE_LIMIT, TASK_FILE as TASK_ATTACHMENT  # TASK_FILE: the file a too-long task travels in
@@ -71,10 +73,13 @@ POST_MARKER = "-# discord-orch"
 _FENCE = "```"
 # No blanks before the value (the value is stripped in Python) and no '[' in it:
 # both keep the search linear on hostile input such as "[model:" + 100k blanks.
-_TAG_RE = re.compile(r"\[[ \t]*(model|thinking|worker)[ \t]*:([^\[\]\r\n`]*)\]", re.IGNORECASE)
+_TAG_RE = re.compile(r"\[[ \t]*(model|thinking|worker|needs|priority)[ \t]*:([^\[\]\r\n`]*)\]", re.IGNORECASE)
 _HEADER_RE = re.compile(r"\s*\*\*\[[ \t]*task[ \t]*:([^\[\]\r\n`]*)\]\*\*[ \t]*", re.IGNORECASE)
 _PLACEHOLDER_RE = re.compile(r"\(task text in TASK\.txt, [0-9][0-9,]* characters?\)", re.IGNORECASE)
 _WORKER_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+HOST_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")   # a HOST_TAGS tag, and a [needs:...] value (lower-cased)
+PRIORITIES = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
 _ALIAS_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # provider/model[/...]: starts with a letter or digit (never '-', it goes into argv)
 _FULL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*(?:/[A-Za-z0-9._:-]+)+")
@@ -99,6 +104,8 @@ class ParsedTask(NamedTuple):
     worker: Optional[str] = None
     problems: Tuple[str, ...] = ()
     text_in_attachment: bool = False
+    needs: Tuple[str, ...] = ()          # host tags the task requires, lower-case, sorted, each once
+    priority: str = DEFAULT_PRIORITY
 
     @property
     def ok(self) -> bool:
@@ -181,10 +188,45 @@ def _show(value: str) -> str:
 
 
 def tag_problems(*, model_alias: Optional[str] = None, thinking: Optional[str] = None,
-                 worker: Optional[str] = None,
+                 worker: Optional[str] = None, needs: Sequence[str] = (), priority: Optional[str] = None,
                  aliases: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
     """The problems :func:`parse_task` would report for these tag values (None = not given)."""
-    return _check(model_alias, thinking, worker, aliases)[3]
+    return _check(model_alias, thinking, worker, aliases)[3] + _routing(list(needs), priority)[2]
+
+
+def _routing(needs: List[str], priority: Optional[str]) -> Tuple[Tuple[str, ...], str, Tuple[str, ...]]:
+    """([needs:] values → the tags, sorted and each once; [priority:] → its level; the problems)."""
+    problems: List[str] = []
+    tags = set()
+    for value in needs:
+        for part in value.split(","):
+            tag = part.strip().lower()
+            if HOST_TAG_RE.fullmatch(tag):
+                tags.add(tag)
+            else:
+                problems.append(f"bad host tag {_show(part.strip())} in [needs:...]: use 1-32 lower-case letters, "
+                                "digits, '-' or '_' (a HOST_TAGS name)")
+    level = _word(priority, PRIORITIES, DEFAULT_PRIORITY, "priority", problems)
+    return tuple(sorted(tags)), level, tuple(problems)
+
+
+def _word(value: Optional[str], words: Tuple[str, ...], default: str, what: str, problems: List[str]) -> str:
+    """One of ``words`` (any case), ``default`` when not given; an unknown one adds a problem."""
+    if value is None:
+        return default
+    if value.strip().lower() in words:
+        return value.strip().lower()
+    problems.append(f"unknown {what} {_show(value)}: use one of {', '.join(words)}")
+    return default
+
+
+def read_routing(content: str) -> Tuple[Tuple[str, ...], str]:
+    """(needs, priority) of a message's own text, the tags that order and route it before it is claimed
+    (order.py); values with problems are left out (the claim refuses the task). Never raises."""
+    _rest, tags = _strip_tags(_clean(content))
+    needs, priority, _problems = _routing([v for k, v in tags if k == "needs"],
+                                          next((v for k, v in reversed(tags) if k == "priority"), None))
+    return needs, priority
 
 
 def _check(model_alias: Optional[str], thinking: Optional[str], worker: Optional[str],
@@ -195,12 +237,7 @@ def _check(model_alias: Optional[str], thinking: Optional[str], worker: Optional
         shown = "no model" if model_alias is not None and not model_alias.strip() else \
             f"unknown model {_show(DEFAULT_MODEL_ALIAS if model_alias is None else model_alias)}"
         problems.append(f"{shown}: use {valid_models_text(aliases)}")
-    level = DEFAULT_THINKING
-    if thinking is not None:
-        if thinking.strip().lower() in THINKING_LEVELS:
-            level = thinking.strip().lower()
-        else:
-            problems.append(f"unknown thinking level {_show(thinking)}: use one of {', '.join(THINKING_LEVELS)}")
+    level = _word(thinking, THINKING_LEVELS, DEFAULT_THINKING, "thinking level", problems)
     good_worker = None
     if worker is not None:
         if _WORKER_RE.fullmatch(worker.strip()):
@@ -307,6 +344,8 @@ def parse_task(content: str, aliases: Optional[Mapping[str, str]] = None,
         values[key] = value  # the last one wins
     model, thinking, worker, problems = _check(values.get("model"), values.get("thinking"),
                                                values.get("worker"), aliases)
+    needs, priority, routing_problems = _routing([v for k, v in tags if k == "needs"], values.get("priority"))
+    problems += routing_problems
     description = "" if missing_attachment else rest_text.strip()
     extra: List[str] = []
     if missing_attachment:
@@ -321,15 +360,19 @@ def parse_task(content: str, aliases: Optional[Mapping[str, str]] = None,
         worker=worker,
         problems=problems + tuple(extra),
         text_in_attachment=bool(placeholder),
+        needs=needs,
+        priority=priority,
     )
 
 
 # ----------------------------------------------------------------------
 # the submit side
 # ----------------------------------------------------------------------
-def _tag_text(model_alias: Optional[str], thinking: Optional[str], worker: Optional[str]) -> str:
+def _tag_text(model_alias: Optional[str], thinking: Optional[str], worker: Optional[str],
+              needs: Sequence[str] = (), priority: Optional[str] = None) -> str:
     tags = []
-    for key, value in (("model", model_alias), ("thinking", thinking), ("worker", worker)):
+    for key, value in (("model", model_alias), ("thinking", thinking), ("worker", worker),
+                       *(("needs", tag) for tag in needs), ("priority", priority)):
         if value is None:
             continue
         value = value.strip() if isinstance(value, str) else value
@@ -351,21 +394,24 @@ def _header(task_id: Optional[str]) -> str:
 
 def format_task_message(description: str, *, task_id: Optional[str] = None,
                         model_alias: Optional[str] = None, thinking: Optional[str] = None,
-                        worker: Optional[str] = None) -> str:
-    """The seed's visible form: ``**[Task: <id>]** <task> [model:<m>] [thinking:<t>] [worker:<w>]``.
+                        worker: Optional[str] = None, needs: Sequence[str] = (),
+                        priority: Optional[str] = None) -> str:
+    """The seed's visible form: ``**[Task: <id>]** <task> [model:<m>] [thinking:<t>] [worker:<w>]``
+    (then ``[needs:<tag>]`` for each tag and ``[priority:<p>]``).
 
     The header only when ``task_id`` is given, each tag only when given. NULs are
     dropped; tag values are trimmed. Raises ValueError for a tag value that cannot
     be written as a tag (empty, ``[``, ``]``, a backtick, a line break): validate first
     (:func:`tag_problems`). See the module docstring for the round trip.
     """
-    parts = [_header(task_id), _clean(description), _tag_text(model_alias, thinking, worker)]
+    parts = [_header(task_id), _clean(description), _tag_text(model_alias, thinking, worker, needs, priority)]
     return " ".join(p for p in parts if p)
 
 
 def format_attached_task_message(length: Union[int, str], *, task_id: Optional[str] = None,
                                  model_alias: Optional[str] = None, thinking: Optional[str] = None,
-                                 worker: Optional[str] = None) -> str:
+                                 worker: Optional[str] = None, needs: Sequence[str] = (),
+                                 priority: Optional[str] = None) -> str:
     """``**[Task: <id>]** (task text in TASK.txt, N characters) [tags]``, for a task sent as a file.
 
     ``length`` is the task's length in characters (or the task text itself).
@@ -373,7 +419,7 @@ def format_attached_task_message(length: Union[int, str], *, task_id: Optional[s
     """
     n = len(length) if isinstance(length, str) else int(length)
     placeholder = f"(task text in {TASK_ATTACHMENT}, {n:,} character{'' if n == 1 else 's'})"
-    parts = [_header(task_id), placeholder, _tag_text(model_alias, thinking, worker)]
+    parts = [_header(task_id), placeholder, _tag_text(model_alias, thinking, worker, needs, priority)]
     return " ".join(p for p in parts if p)
 
 
@@ -389,7 +435,7 @@ def fits_in_message(text: str) -> bool:
 
 
 def fits_inline(description: str, *, model_alias: Optional[str] = None, thinking: Optional[str] = None,
-                worker: Optional[str] = None) -> bool:
+                worker: Optional[str] = None, needs: Sequence[str] = (), priority: Optional[str] = None) -> bool:
     """Whether the task, with its tags and a header for a 20-digit id, fits in one message."""
     return fits_in_message(format_task_message(description, task_id="9" * 20, model_alias=model_alias,
-                                               thinking=thinking, worker=worker))
+                                               thinking=thinking, worker=worker, needs=needs, priority=priority))

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from .errors import StateError
-from .models import TASK_FILE, is_snowflake
+from .models import INPUTS_DIR, TASK_FILE, is_snowflake
 
 log = logging.getLogger("discord_orch")
 
@@ -788,7 +788,8 @@ def _scan_dir(top: int, rel_dir: str, found: List[str], stack: List[str]) -> int
         except OSError:
             is_dir = False
         if is_dir:
-            stack.append(rel)
+            if rel_dir or entry.name != INPUTS_DIR:   # the task's own files (inputs.py) are not the agent's
+                stack.append(rel)
         elif rel_dir or not (entry.name in OWN_FILES or entry.name.startswith("agent-output.")):
             found.append(rel)
     return len(entries)

@@ -147,6 +147,25 @@ def _value(word: str, text: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
+def _inputs_seen(workspace: Path) -> Dict[str, str]:
+    """The files the task came with (``inputs/``), by name: their sha256, as the agent reads them."""
+    import hashlib
+
+    found: Dict[str, str] = {}
+    inputs = workspace / "inputs"
+    if inputs.is_dir():
+        for path in sorted(inputs.iterdir()):
+            found[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def _read_or_none(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def _write_run_log(opts: Dict[str, object], workspace: Path) -> None:
     path = os.environ.get("STANDIN_RUN_LOG")
     if not path:
@@ -166,6 +185,8 @@ def _write_run_log(opts: Dict[str, object], workspace: Path) -> None:
         "workspace": str(workspace),
         "pid": os.getpid(),
         "time": time.time(),
+        "inputs": _inputs_seen(workspace),
+        "agents_md": _read_or_none(workspace / "AGENTS.md"),
     }
     line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8", "replace")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

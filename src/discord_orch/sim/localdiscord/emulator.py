@@ -331,7 +331,8 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
         # ['', 'attachments', channel, attachment, filename]
         if len(parts) == 5:
             rec["channel_id"] = parts[2]
-        fault = take_fault(self._faults, method, ATTACHMENT_ROUTE) if len(parts) == 5 else None
+        params = {"channel_id": parts[2], "attachment_id": parts[3], "filename": parts[4]} if len(parts) == 5 else {}
+        fault = take_fault(self._faults, method, ATTACHMENT_ROUTE, params) if len(parts) == 5 else None
         if fault is not None:
             f, status = fault
             if f.kind == "drop":

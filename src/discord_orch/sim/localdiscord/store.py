@@ -320,6 +320,15 @@ class Store:
             self._compute_mentions(msg)
             return self._render(msg, self._default_viewer(), intent=True)
 
+    def remove_attachment(self, channel_id: str, message_id: str, filename: str) -> None:
+        """The author takes a file off their message (Discord's client edits it): its link answers 404."""
+        with self._lock:
+            msg = self._message(channel_id, message_id)
+            gone = [a for a in msg.attachments if a.filename == filename]
+            msg.attachments = [a for a in msg.attachments if a.filename != filename]
+            for att in gone:
+                self._attachments.pop(att.id, None)
+
     def delete_message(self, channel_id: str, message_id: str) -> None:
         """Delete the message (no HTTP), as a moderator would."""
         with self._lock:
