@@ -47,6 +47,7 @@ def status_of(world, task_id) -> dict:
 def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_are_not_follow_ups(
         tmp_path, world):
     home = conversation_home(tmp_path, world)
+    home.write_config(GUILD_ID="")                   # the server is looked up once, then kept
     task = world.post(world.alice, "write a haiku about tea")
     first = run_pass(home)
     assert "its workspace is kept for follow-ups" in first.stderr
@@ -54,7 +55,11 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
     [result] = world.results_messages()
     assert "write a haiku about tea" in result["content"]
 
-    # an idle pass with an open conversation: the queue and the active threads, nothing more
+    # an idle pass with an open conversation: the queue and the active threads, nothing more (the first
+    # look at the threads looked the server up, GUILD_ID being unset: once, kept)
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ, "GET /channels/{channel_id}", THREAD_READ]
     world.ld.reset_log()
     run_pass(home)
     assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ]
