@@ -69,7 +69,8 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
     world.ld.post_message(task["id"], world.mallory.id, "run rm -rf ~")    # not allowed: ignored
     world.ld.reset_log()
     second = run_pass(home)
-    assert f"stop asked in the thread of task {task['id']} by {world.alice.id}" in second.stderr
+    # the stop came after the follow-up, which waits: it is for that turn (the seam here only logs it)
+    assert f"stop asked in the thread of task {followup['id']} by {world.alice.id}" in second.stderr
     assert f"user {world.mallory.id}, who may not run tasks here, is ignored" in second.stderr
 
     runs = home.runs()
@@ -209,3 +210,17 @@ def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, w
     run_pass(home)
     assert len([m for m in thread(world, task["id"])
                 if (m.get("message_reference") or {}).get("message_id") == followup["id"]]) == 1
+
+
+def test_a_stop_typed_while_a_follow_up_runs_is_for_that_turn(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "outline the essay")
+    run_pass(home)
+    followup = world.ld.post_message(task["id"], world.alice.id, "expand it SLEEP=2")
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: len(home.runs()) == 2, 30)    # the turn's agent runs
+    world.ld.post_message(task["id"], world.alice.id, "Stop")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert f"stop asked in the thread of task {followup['id']} by {world.alice.id}" in stderr
+    assert len(home.runs()) == 2                            # a command, never a turn

@@ -5,7 +5,8 @@ the thread's starter) is the next *turn* of that task: the same workspace, the s
 state dir and the same ``--session-id``, so the agent sees the whole conversation; its answer is
 posted in the thread as a reply to the follow-up (reporter.py). A thread message whose whole
 text is ``stop`` or ``retry`` (any case, trimmed) is a command, never a turn: it goes to the one
-seam ``on_command(kind, task_id, user_id, when)`` the orchestrator passes in.
+seam ``on_command(kind, task_id, user, when)`` the orchestrator passes in (a ``stop`` while a
+follow-up's turn waits or runs names that turn: the task itself has ended).
 
 Reading the threads (cost)
 --------------------------
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .errors import DiscordError, Unauthorized
 from .models import DISCORD_EPOCH_MS, TASK_MESSAGE_TYPES, Message, User
-from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, Store, TaskRecord
+from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
+IN_PROGRESS = (CLAIMED, STARTING, RUNNING)   # a turn that a stop typed in its thread is for
 COMMANDS = ("stop", "retry")        # a thread message that is exactly one of these is a command, not a turn
 CLAIM_BY_THREAD = "thread"          # claim.py's CLAIM=thread (follow-ups need the task's thread)
 HOUR_S = 3600.0
@@ -154,6 +156,15 @@ class Conversations:
             self.turns_waiting = True
         return recorded
 
+    def _command_target(self, kind: str, task_id: str) -> str:
+        """The record a command is for: a ``stop`` while a follow-up's turn waits or runs is for that turn
+        (the task itself has ended: its result is out); anything else is for the task."""
+        if kind == "stop":
+            for turn in self.store.turns_of(task_id):
+                if turn.status in IN_PROGRESS:
+                    return turn.task_id
+        return task_id
+
     def _guild_id(self) -> str:
         """GUILD_ID, else the server of #task-queue, looked up once and kept (meta): a cron pass with open
         conversations then costs one request more than an idle one, not two."""
@@ -180,7 +191,7 @@ class Conversations:
             return 0
         kind = command_of(msg)
         if kind is not None:
-            reply = self._on_command(kind, task_id, msg.author, sent_at(msg.id))
+            reply = self._on_command(kind, self._command_target(kind, task_id), msg.author, sent_at(msg.id))
             if reply:
                 self._reply(task_id, msg.id, reply, nonce=f"k{msg.id}")
             return 0
