@@ -73,8 +73,9 @@ def test_the_host_that_starts_the_thread_runs_the_task_and_the_others_leave_it(h
     assert len(results_for(world, task)) == 1
     thread = world.ld.thread(task)
     assert thread["name"] == "Write a haiku about queues · host-a" and thread["parent_id"] == world.task_queue
-    claimed, ended = thread_messages(world, task)
+    claimed, status, ended = thread_messages(world, task)
     assert claimed["content"].startswith("🧵 Claimed by **host-a**")
+    assert status["content"].startswith("✅ **DONE** · the task ran ")   # the status message, edited to its end
     [result] = results_for(world, task)
     assert ended["content"].startswith("✅ **DONE** · the result is in #results: https://discord.com/channels/")
     assert ended["content"].split("\n")[0].endswith(f"/{world.results}/{result['id']}")

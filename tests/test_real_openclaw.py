@@ -82,13 +82,16 @@ def assert_token_never_reached(model_server, token: str) -> None:
         assert all(token not in value for value in request.headers.values())
 
 
-def test_a_task_runs_through_the_real_openclaw(real_home, world, model_server):
+def test_a_task_and_its_follow_up_run_through_the_real_openclaw(real_home, world, model_server):
     """RESULT.txt posted; the task's model in the request; the user's provider and key used;
     our AGENTS.md in the prompt and no first-run ritual; usage from --json in the header; and the
     token, also left in the orchestrator's environment, never in what the model server got, even
-    through the agent's own environment (the model has openclaw run `env` first)."""
+    through the agent's own environment (the model has openclaw run `env` first). Then a follow-up
+    in the task's thread (issue 14) runs openclaw again with the same state dir and --session-id:
+    the model gets the first turn (its messages, tool calls, answer) with the second."""
     model_server.commands = ("env",)
     token = world.bot.token
+    real_home.write_config(ALLOWED_USER_IDS=world.alice.id, FOLLOWUP_HOURS=1)
     post = run_one(real_home, world, env={"SOME_COPY_OF_IT": f"prefix-{token}-suffix"})
 
     assert post.startswith("✅ **DONE**"), post
@@ -107,7 +110,23 @@ def test_a_task_runs_through_the_real_openclaw(real_home, world, model_server):
     env_output = [m["content"] for m in calls[1].body["messages"] if m.get("role") == "tool"][0]
     assert "DISCORD_ORCH_AGENT_ID=agent-" in env_output
     assert_token_never_reached(model_server, token)
-    assert real_home.workers() == []
+
+    [task_id] = [m["id"] for m in world.ld.messages(world.task_queue) if "Name three prime numbers" in m["content"]]
+    followup = world.ld.post_message(task_id, world.alice.id, "Now name two more")
+    second = real_home.cli("orchestrate", env={"SOME_COPY_OF_IT": f"prefix-{token}-suffix"})
+    assert second.returncode == 0, second.stderr
+    [answer] = [m for m in world.ld.messages(task_id)
+                if (m.get("message_reference") or {}).get("message_id") == followup["id"]]
+    assert answer["content"].startswith("✅ **DONE**"), answer["content"]
+    history = model_server.completions()[len(calls)].body["messages"]   # the second turn's first request
+    assert len([m for m in history if m.get("role") == "user"
+                and "Complete the task in TASK.txt" in str(m.get("content"))]) == 2   # the first turn's, this one's
+    assert any(m.get("role") == "tool" and "DISCORD_ORCH_AGENT_ID=agent-" in str(m.get("content"))
+               for m in history)                                 # the first turn's tool call and its result
+    assert any(m.get("role") == "assistant" and "Done. The result is in RESULT.txt." in str(m.get("content"))
+               for m in history)                                 # and its answer
+    assert len(real_home.workers()) == 1                         # kept for more follow-ups
+    assert_token_never_reached(model_server, token)
 
 
 def test_a_provider_failure_posts_openclaws_own_error(real_home, world, model_server):

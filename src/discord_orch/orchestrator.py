@@ -51,13 +51,15 @@ from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 from .budget import BudgetGate, Budgets
 from .claim import Claims, Decision
 from .config import Settings
+from .conversation import Conversations, log_command
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
 from .intake import LOOK_AGAIN_PASSED_S, RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain, guarded
-from .models import Message
+from .models import Message, User
 from .order import HostSeen, Order
 from .outcome import FAILED, OK, Outcome
+from .progress import StatusBoard, Watched
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
 from .status import WaitingNote, note_pass_end
@@ -143,8 +145,15 @@ class Orchestrator:
         self.claims = Claims(settings, client, store, on_fatal=self._set_fatal, on_done=self._wake.wake)
         self.order = Order(settings.host_tags, settings.priority_age_s, wall)
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel, self.order)
-        self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
-                                 on_done=self._wake.wake, after_post=self.claims.react_final)
+        identity = self.claims.identity
+        self.conversations = Conversations(settings, client, store, allows=self.claims.access.allows,
+                                           guild=identity.guild, on_command=self.on_command)
+        self.reporter = Reporter(settings, client, store, identity, on_fatal=self._set_fatal,
+                                 on_done=self._wake.wake, after_post=self._after_post,
+                                 keeps_open=self.conversations.keeps_open)
+        self.status = StatusBoard(settings, client, store, submit=self._submit_task_lane, on_fatal=self._set_fatal,
+                                  root_of=store.root_of, turn_number=self.conversations.turn_number,
+                                  clock=clock, wall=wall)
         self._waiting_note = WaitingNote(store)   # what `discord-orch status` shows as waiting
         self.budget_gate = BudgetGate(Budgets(settings, store), hold=self.intake.hold, may_run=self.claims.runs_first,
                                       pause=lambda task_id, remove: self.claims.react_paused(task_id, remove=remove),
@@ -195,6 +204,12 @@ class Orchestrator:
         """Safe from a signal handler (SIGCHLD: an agent ended) and from any thread."""
         self._wake.wake()
 
+    def on_command(self, kind: str, task_id: str, user: User, when: float) -> Optional[str]:
+        """``stop`` or ``retry`` typed by an allowed user in a task's thread (conversation.py): the one seam
+        between the thread reader and the task's controls (issue 14's stop and retry are wired here).
+        Returns what to answer in the thread (None: nothing)."""
+        return log_command(kind, task_id, user, when)
+
     def raise_if_fatal(self) -> None:
         """Raise the error that ended the pass, if one did (cli.py turns it into an exit code)."""
         if self._fatal is not None:
@@ -216,6 +231,7 @@ class Orchestrator:
         finally:
             if watchdog is not None:
                 watchdog.beat()   # the drain is capped, and the watchdog still covers it
+            self.status.flush()
             drain(self._lanes, STOP_DRAIN_CAP_S if self._stop_signal else DRAIN_CAP_S, self.clock)
             if self._prune_due():
                 self.prune()
@@ -247,7 +263,9 @@ class Orchestrator:
                     first = False
                     last_poll = self.clock()
                 self._take_backlog()
+                self._start_turns()
             self.supervise()
+            self.status.tick(self._watched())
             self.reporter.flush_refusals()   # what this turn refused, grouped by author, behind the results
             if watch and self.clock() - self._last_prune >= PRUNE_EVERY_S:
                 self.prune()  # a pass prunes when it ends; --watch never ends, so also hourly
@@ -264,7 +282,7 @@ class Orchestrator:
                 if stopping:
                     return
                 if not watch and not self._ready and not self.intake.backlog and not self.intake.more_history \
-                        and not any(lane.busy for lane in self._lanes):
+                        and not any(lane.busy for lane in self._lanes) and not self._turns_startable():
                     if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
                             or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
                         return
@@ -394,6 +412,7 @@ class Orchestrator:
                 self._settle_claiming(self._unsettled)
             if self.intake.passed:
                 self.unreachable.check(self.intake.passed.values(), self.hosts_seen())
+        self.read_threads()
 
     def hosts_seen(self) -> List[HostSeen]:
         """The hosts this one knows of, for the answer to a task no host can take (unreachable.py). The
@@ -410,6 +429,63 @@ class Orchestrator:
             self._waiting_note.note(self.intake.backlog + self.intake.set_aside, self.budget_gate.paused, self.wall())
         except StateError as exc:   # a full disk: the pass goes on; status shows an older list
             log.warning("could not note the waiting tasks for discord-orch status: %s", exc)
+
+    # ------------------------------------------------------------------
+    # follow-ups (conversation.py) and the status messages (progress.py)
+    # ------------------------------------------------------------------
+    def read_threads(self) -> None:
+        """Read the threads of open conversations (one request when there are some; none otherwise), then
+        close those whose window passed."""
+        try:
+            self.conversations.read(self.wall())
+        except Unauthorized:
+            raise
+        except DiscordError as exc:
+            log.warning("the task threads could not be read, will retry: %s", exc)
+        for rec in self.conversations.expired(self.wall()):
+            self.reporter.clean_up(rec)
+
+    def _start_turns(self) -> None:
+        """Start the follow-ups whose turn it is (their task's result is out, earlier turns done); those
+        waiting for a free agent say their place in line."""
+        waiting = []
+        for rec in self.conversations.startable(busy=lambda task_id: task_id in self._live):
+            if self._capacity() > 0 and self._stop_signal is None and self._fatal is None:
+                self.stats.claimed += 1
+                self.start(rec)
+            else:
+                waiting.append(rec)
+        for position, rec in enumerate(waiting, start=1):
+            self.status.queued(rec, position, len(waiting))
+
+    def _turns_startable(self) -> bool:
+        return bool(self.conversations.startable(busy=lambda task_id: task_id in self._live))
+
+    def _after_post(self, rec: TaskRecord) -> None:
+        """After a result post: the task's final reaction and thread line (claim.py); after a follow-up's
+        answer, its thread archived again. Either way the follow-up window runs from now."""
+        self.conversations.answered(rec, self.wall())
+        if self.store.root_of(rec.task_id) is None:
+            self.claims.react_final(rec)
+            return
+
+        def job() -> None:
+            try:
+                self.client.archive_thread(rec.channel_id)
+            except Unauthorized as exc:
+                self._set_fatal(exc)
+            except DiscordError as exc:
+                log.warning("task=%s: its thread was not archived again: %s", rec.channel_id, exc)
+        self._submit_task_lane(job)
+
+    def _submit_task_lane(self, job: Callable[[], None]) -> None:
+        assert self.claims.lane is not None, "Claims.start() first"
+        self.claims.lane.submit(guarded(job, self._set_fatal))
+
+    def _watched(self) -> List[Watched]:
+        return [Watched(live.record, live.agent.started_at, (str(live.workspace.stdout_file),
+                                                             str(live.workspace.stderr_file)))
+                for live in self._live.values()]
 
     def _take_backlog(self) -> None:
         if self.intake.backlog and self.budget_gate.holds():
@@ -449,7 +525,12 @@ class Orchestrator:
     # ------------------------------------------------------------------
     def _start_ready(self) -> None:
         while self._ready and self._capacity() > 0 and self._stop_signal is None:
-            self.start(self._ready.pop(0))
+            rec = self._ready.pop(0)
+            if self.conversations.may_start(rec):
+                self.start(rec)
+            # else: a follow-up whose turn it is not yet; _start_turns starts it when it is
+        for position, rec in enumerate(self._ready, start=1):
+            self.status.queued(rec, position, len(self._ready))
 
     def start(self, rec: TaskRecord) -> None:
         """prepare + run, with the record written around each; a task whose files cannot all be fetched
@@ -464,10 +545,17 @@ class Orchestrator:
         self.run(rec, ws)
 
     def prepare(self, rec: TaskRecord) -> Workspace:
-        """The agent's workspace: AGENTS.md (template, worker type), TOOLS.md, TASK.txt, the config overlay."""
-        from .workspace import Workspace, agents_md_for, create_workspace, new_agent_id, tools_md_for
+        """The agent's workspace: AGENTS.md (template, worker type), TOOLS.md, TASK.txt, the config overlay.
+        A follow-up's turn gets its task's workspace, with the follow-up as TASK.txt."""
+        from .workspace import Workspace, agents_md_for, begin_turn, create_workspace, new_agent_id, tools_md_for
 
         s = self.settings
+        task = self.conversations.workspace_task(rec)
+        if task is not rec:
+            ws = self.reporter.workspace_of(task)
+            self.store.mark_starting(rec.task_id, agent_id=ws.agent_id, agent_dir=str(ws.agent_dir))
+            begin_turn(ws, rec.description)
+            return ws
         ws = Workspace.at(s.workers_dir, new_agent_id(self.wall()), rec.task_id)
         agents_md = agents_md_for(ws, s.workers_dir, description=rec.description, model=rec.model,
                                   thinking=rec.thinking, worker=rec.worker, default_template=s.agents_md_template,
@@ -508,8 +596,8 @@ class Orchestrator:
         from .report import notice_line_spawned
 
         cfg = self._agent_config_for(rec)
-        try:
-            agent = RunningAgent.start(cfg, ws, task_id=rec.task_id, session_id=f"{ws.agent_id}-{rec.task_id}",
+        try:   # the session is the task's: a follow-up's turn (ws.task_id is then its task's) continues it
+            agent = RunningAgent.start(cfg, ws, task_id=rec.task_id, session_id=f"{ws.agent_id}-{ws.task_id}",
                                        model=rec.model, thinking=rec.thinking, now=self.wall())
         except OrchError as exc:
             log.error("task=%s: agent could not start: %s", rec.task_id, exc)
@@ -522,7 +610,10 @@ class Orchestrator:
         log.info("started task=%s agent=%s pid=%d timeout=%ss", rec.task_id, ws.agent_id, agent.pid,
                  int(cfg.timeout_s))
         self.reporter.notice(notice_line_spawned(ws.agent_id, rec.task_id, rec.description, worker=rec.worker))
-        self.claims.react_running(rec.task_id)
+        self.conversations.open(rec)
+        self.status.running(rec)
+        if self.store.root_of(rec.task_id) is None:
+            self.claims.react_running(rec.task_id)
 
     def _record_running(self, task_id: str, agent: RunningAgent) -> None:
         self.store.mark_running(task_id, pid=agent.pid, pgid=agent.pgid, proc_start=agent.proc_start,
@@ -558,13 +649,15 @@ class Orchestrator:
         # kept (with the failures' retention), or removing it would lose the rest of the result.
         outcome = self._flag_cost(rec, outcome)
         whole = posts_whole(outcome.result_bytes)
-        if archived is None and (outcome.status != OK or not whole or self.settings.keep_success_h > 0):
+        turn = self.store.root_of(rec.task_id) is not None   # its workspace is its task's: left where it is
+        if archived is None and not turn and (outcome.status != OK or not whole or self.settings.keep_success_h > 0):
             archive_path = archive_quietly(ws, self.settings.archive_dir, success=outcome.status == OK and whole)
         self.store.mark_finished(rec.task_id, outcome, finished_at=self.wall(), archive_path=archive_path)
         self.stats.finished += 1
         log.info("finished task=%s agent=%s outcome=%s duration=%.1fs%s", rec.task_id, ws.agent_id,
                  outcome.status, outcome.duration_s, f" ({outcome.reason})" if outcome.reason else "")
         self.reporter.notice(notice_line_finished(ws.agent_id, rec.task_id, outcome.status, outcome.duration_s))
+        self.status.finished(rec, outcome.status, outcome.duration_s)   # before the result, and its thread archived
         self.reporter.queue(rec.task_id)
         from .inputs import forget
 

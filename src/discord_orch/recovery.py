@@ -103,9 +103,11 @@ def plan_recovery(store: Store, settings: "Settings", agent_config_for: Callable
     plan.outbox = store.with_status(*OUTBOX_STATUSES)   # before the running ones add to it
     running = store.with_status(STARTING, RUNNING)
     # the claim's marks go out on a lane while the agent starts: a pass killed meanwhile left them unsaid
-    plan.unmarked = [rec for rec in plan.claimed + running if not rec.claim_reacted]
+    # a follow-up's turn (conversation.py) has no marks of its own, and runs in its task's workspace
+    plan.unmarked = [rec for rec in plan.claimed + running if not rec.claim_reacted and store.root_of(rec.task_id) is None]
     for rec in running:
-        plan.was_running.append(_recover_running(rec, settings, agent_config_for(rec), wall))
+        plan.was_running.append(_recover_running(rec, settings, agent_config_for(rec), wall,
+                                                 turn_of=store.root_of(rec.task_id)))
     for rec in plan.outbox:
         log.info("recovered task=%s: %s, result not posted yet", rec.task_id, rec.status)
     plan.reported = store.with_status(REPORTED)
@@ -113,14 +115,16 @@ def plan_recovery(store: Store, settings: "Settings", agent_config_for: Callable
 
 
 def _recover_running(rec: TaskRecord, settings: "Settings", cfg: AgentConfig,
-                     wall: Callable[[], float]) -> Union[Restart, Adoption, Ended]:
+                     wall: Callable[[], float], *, turn_of: Optional[str] = None) -> Union[Restart, Adoption, Ended]:
     if not rec.agent_id:  # crashed before its workspace had a name: nothing ran
         return Restart(rec)
-    ws = Workspace.at(settings.workers_dir, rec.agent_id, rec.task_id)
+    ws = Workspace.at(settings.workers_dir, rec.agent_id, turn_of or rec.task_id)
+    if turn_of is not None and rec.agent_dir:   # a turn runs where its task's workspace is (archive/ too)
+        ws = Workspace.in_dir(rec.agent_dir, rec.agent_id, turn_of)
     if rec.status == STARTING and not rec.pid and not (ws.stdout_file.exists() and ws.stderr_file.exists()):
         # The pass died before spawning (both output files are opened just before the spawn): it never ran.
         log.info("recovered task=%s: its agent was never started; starting it now", rec.task_id)
-        return Restart(rec, archive=ws)
+        return Restart(rec, archive=None if turn_of else ws)
     adopted = _adopt(rec, ws, cfg, wall)
     if adopted is not None:
         log.info("adopted task=%s agent=%s pid=%s (its pass is gone; supervising it again)",
@@ -140,7 +144,7 @@ def _recover_running(rec: TaskRecord, settings: "Settings", cfg: AgentConfig,
     if outcome.status == INTERRUPTED and settings.retry_interrupted and rec.attempts + 1 < MAX_RETRY_ATTEMPTS:
         log.warning("task=%s interrupted; RETRY_INTERRUPTED is on: running it again (attempt %d)",
                     rec.task_id, rec.attempts + 2)
-        return Restart(rec, archive=ws, attempts=rec.attempts + 1)
+        return Restart(rec, archive=None if turn_of else ws, attempts=rec.attempts + 1)
     return Ended(rec, ws, outcome)
 
 

@@ -724,6 +724,61 @@ def batch_notices(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> List[str]
     return [message + MARK for message in out]
 
 
+# ----------------------------------------------------------------------
+# a task's conversation: its status message, the stall notice, a late follow-up (progress.py, conversation.py)
+# ----------------------------------------------------------------------
+STATUS_LAST_LINE_MAX = 160   # characters of the agent's last log line shown in the status message
+
+
+def status_queued(position: int, of: int, *, turn: int = 0) -> str:
+    """The status message while a task (or its follow-up ``turn``) waits for a free agent."""
+    what = f"Follow-up {turn}" if turn else "Task"
+    return _marked(f"⏳ {what}: queued (position {position} of {of})", MESSAGE_LIMIT)
+
+
+def status_running(*, host: str, elapsed_s: float, last_line: str, turn: int = 0, stalled: bool = False) -> str:
+    """The status message while the agent runs: where, for how long, the last line it logged."""
+    what = f"Follow-up {turn}" if turn else "Task"
+    line = f"▶️ {what}: running on **{escape_inline(host)}** for {format_duration(elapsed_s)}"
+    if stalled:
+        line += " · ⚠️ silent"
+    last = one_line(last_line)
+    if last:
+        line += "\n-# last: " + _inline(last, STATUS_LAST_LINE_MAX)
+    return _marked(line, MESSAGE_LIMIT)
+
+
+def status_final(*, outcome_status: str, duration_s: Optional[float], turn: int = 0) -> str:
+    """The status message once the result (or the follow-up's answer) is out."""
+    what = f"follow-up {turn}" if turn else "the task"
+    label = STATUS_LABELS.get(outcome_status, "❔ **ENDED**")
+    return _marked(f"{label} · {what} ran {format_duration(duration_s)}", MESSAGE_LIMIT)
+
+
+def stall_post(*, silent_s: float, last_line: str) -> str:
+    """The notice in a task's thread when its agent has written nothing for STALL_AFTER seconds."""
+    text = f"⚠️ The agent has written nothing for {format_duration(silent_s)}; it still runs (its timeout holds)."
+    last = one_line(last_line)
+    if last:
+        text += "\n-# last: " + _inline(last, STATUS_LAST_LINE_MAX)
+    return _marked(text, MESSAGE_LIMIT)
+
+
+def thread_reply(text: str) -> str:
+    """A short answer in a task's thread (a command's, a late follow-up's): mentions defused, within the
+    limit, the marker line at its end (once)."""
+    if text.endswith(MARK):
+        return text
+    return _marked(neutralize_mentions(_no_nul(text)), MESSAGE_LIMIT)
+
+
+def closed_post(*, hours: float) -> str:
+    """The answer to a follow-up that came after the task's follow-up window (FOLLOWUP_HOURS)."""
+    return _marked(f"🔒 This task is closed: follow-ups are taken for {hours:g} h after its last answer, while "
+                   "its workspace is kept (a failed run's is archived at once). Start a new task in #task-queue.",
+                   MESSAGE_LIMIT)
+
+
 HOSTS_SHOWN = 20   # hosts named in an unreachable answer; more are counted
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional, Tu
 from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, Unauthorized
 from .lanes import Lane, NoticeLane, guarded
 from .models import Message, snowflake_at
-from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, POSTED_NOTICE, REFUSED, REPORTING, Store, TaskRecord
+from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, POSTED_NOTICE, REFUSED, REPORTED, REPORTING, Store, TaskRecord
 from .tasks import is_orchestrator_post
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class Reporter:
 
     def __init__(self, settings: "Settings", client: "DiscordClient", store: Store, identity: "Identity", *,
                  on_fatal: Callable[[Exception], None], on_done: Callable[[], None],
-                 after_post: Callable[[TaskRecord], None]) -> None:
+                 after_post: Callable[[TaskRecord], None],
+                 keeps_open: Callable[[TaskRecord], bool] = lambda rec: False) -> None:
         self.settings = settings
         self.client = client
         self.store = store
@@ -72,6 +73,7 @@ class Reporter:
         self._on_fatal = on_fatal
         self._on_done = on_done
         self._after_post = after_post
+        self._keeps_open = keeps_open   # a task whose thread takes follow-ups keeps its workspace (conversation.py)
         self._prices = None
         self._lock = threading.Lock()
         self.reported = 0                  # results posted by this pass
@@ -220,15 +222,20 @@ class Reporter:
                       rec.task_id, type(exc).__name__, exc)
             post = self._fallback_post(rec, f"it could not be formatted ({type(exc).__name__})")
         self.store.mark_reporting(rec.task_id, nonce=nonce)
+        channel = self._channel_of(rec)
         try:
-            return self.client.create_message(self.settings.results_channel, post.content,
+            return self.client.create_message(channel, post.content,
                                               files=post.files, reply_to=post.reply_to, nonce=nonce)
         except BadRequest as exc:
             # Discord refused this post's shape (a reply it cannot make, an attachment it will not
             # take...): nothing was created, so a plain post without them, same nonce, is still the one.
             log.warning("task=%s: Discord refused the result post (%s); posting a short one", rec.task_id, exc)
             post = self._fallback_post(rec, f"Discord refused it: {exc}")
-            return self.client.create_message(self.settings.results_channel, post.content, nonce=nonce)
+            return self.client.create_message(channel, post.content, nonce=nonce)
+
+    def _channel_of(self, rec: TaskRecord) -> str:
+        """Where a record's result goes: #results, or for a follow-up's turn its task's thread (a reply)."""
+        return rec.channel_id if self.store.root_of(rec.task_id) is not None else self.settings.results_channel
 
     # report, prices and workspace are imported by the methods that post: an idle pass, which
     # posts nothing, never loads them (tests/test_idle_pass.py).
@@ -252,7 +259,7 @@ class Reporter:
         if self._prices is None:
             self._prices = load_prices(s.openclaw_config)
         return reportfmt.result_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
-                                     results_channel_id=s.results_channel, guild_id=self.identity.guild(),
+                                     results_channel_id=self._channel_of(rec), guild_id=self.identity.guild(),
                                      agent_id=rec.agent_id or "-", outcome=outcome,
                                      task_description=rec.description, thinking=rec.thinking,
                                      model_requested=rec.model, worker=rec.worker,
@@ -266,7 +273,7 @@ class Reporter:
         from .workspace import archive_quietly
 
         where = rec.archive_path
-        if rec.agent_id and not where:
+        if rec.agent_id and not where and self.store.root_of(rec.task_id) is None:   # a turn's is its task's
             where = archive_quietly(self.workspace_of(rec), self.settings.archive_dir)
             if where:
                 self.store.note_archived(rec.task_id, where)
@@ -287,7 +294,7 @@ class Reporter:
         me = self.identity.bot_user_id()
         grouped_with = rec.nonce[len(GROUP_NONCE):] if rec.refusal is not None and rec.nonce \
             and rec.nonce.startswith(GROUP_NONCE) else None   # its refusal went out in one post with others
-        for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
+        for seen, msg in enumerate(self.client.iter_messages_after(self._channel_of(rec), str(after))):
             if seen >= REPORT_SEARCH_MAX:
                 log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
                             rec.task_id, REPORT_SEARCH_MAX)
@@ -306,13 +313,23 @@ class Reporter:
         from .workspace import Workspace
 
         assert rec.agent_id, "a task that never had a workspace"
+        root = self.store.root_of(rec.task_id)
+        if root is not None and rec.agent_dir:   # a follow-up's turn runs in its task's workspace
+            return Workspace.in_dir(rec.agent_dir, rec.agent_id, root)
         if rec.archive_path:   # archive/<agent_id>, or <agent_id>.N after a name clash
             return Workspace.in_dir(rec.archive_path, rec.agent_id, rec.task_id)
         return Workspace.at(self.settings.workers_dir, rec.agent_id, rec.task_id)
 
     def clean_up(self, rec: TaskRecord) -> None:
-        """Remove the workspace of a reported task (unless it is archived) and close its record."""
-        if rec.refusal is None and rec.agent_id and not rec.archive_path:
+        """Remove the workspace of a reported task (unless it is archived) and close its record; a task
+        whose thread takes follow-ups keeps it (``open``) until its window closes (conversation.py), and
+        a follow-up's turn leaves it to its task."""
+        if rec.status == REPORTED and self._keeps_open(rec):
+            self.store.mark_open(rec.task_id)
+            log.info("reported task=%s: its workspace is kept for follow-ups", rec.task_id)
+            return
+        turn = self.store.root_of(rec.task_id) is not None
+        if rec.refusal is None and rec.agent_id and not rec.archive_path and not turn:
             from .workspace import remove_workspace
 
             ws = self.workspace_of(rec)

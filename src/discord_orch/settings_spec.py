@@ -257,6 +257,13 @@ SETTINGS: Tuple[Setting, ...] = (
             "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
             default="1800"),
     Setting("LOG_FILE", "log_file", home_path, "append the log to this file (rotated)"),
+    Setting("FOLLOWUP_HOURS", "followup_h", Number(minimum=0, maximum=MAX_HOURS),
+            "hours a task's thread takes follow-ups after its last answer (its workspace is kept that long; "
+            "0 = none)", default="24"),
+    Setting("STATUS_EVERY", "status_every_s", Number(minimum=1, maximum=MAX_SECONDS),
+            "seconds between edits of a task's status message, at most", default="15"),
+    Setting("STALL_AFTER", "stall_after_s", Number(minimum=1, maximum=MAX_SECONDS),
+            "seconds an agent may write nothing before its thread gets a stall notice", default="120"),
     Setting("INPUT_MAX_MB", "input_max_mb", Number(minimum=0.001, maximum=MAX_INPUT_MB),
             "largest file attached to a task that is fetched into its inputs/ (MiB); a larger one refuses the task",
             default="25"),

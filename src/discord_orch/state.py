@@ -20,6 +20,11 @@ same transaction that writes the new one (``TRANSITIONS``)::
              → elsewhere   (another host started the task's thread first: never runs here)
              → dropped     (the message was deleted before the claim was decided)
     starting/running → claimed   (recovery: it never ran, or runs again)
+    reported → open → cleaned    (follow-ups: the workspace is kept for FOLLOWUP_HOURS; conversation.py)
+
+A follow-up is a *turn*: a record of its own (its message's id, walking claimed → ... →
+cleaned like a task) and a row of ``turns`` linking it to its task; ``conversations`` holds,
+per task, how far its thread was read, when it was last answered and when it closed.
 
 ``claiming`` is written before the thread is started (CLAIM=thread, claim.py),
 so that a pass killed while Discord held the request knows to look before it
@@ -76,6 +81,7 @@ class TaskStatus(str, enum.Enum):
     CLEANED = "cleaned"        # the workspace is removed or archived: the end
     ELSEWHERE = "elsewhere"    # another host started its thread first: the end, here
     DROPPED = "dropped"        # deleted before its claim was decided: the end
+    OPEN = "open"              # reported; its workspace kept for follow-ups in its thread (conversation.py)
 
     def __str__(self) -> str:
         return self.value
@@ -92,21 +98,25 @@ REPORTED = TaskStatus.REPORTED
 CLEANED = TaskStatus.CLEANED
 ELSEWHERE = TaskStatus.ELSEWHERE
 DROPPED = TaskStatus.DROPPED
+OPEN = TaskStatus.OPEN
 #: where a task's walk ends on this home: nothing more to do for it here
 ENDED_STATUSES = (CLEANED, ELSEWHERE, DROPPED)
+#: nothing for recovery to do: the walk ended, or the task only waits for follow-ups (conversation.py)
+SETTLED_STATUSES = ENDED_STATUSES + (OPEN,)
 #: a result is owed: posted by this pass or, when Discord will not take it, by a later one
 OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
 
 #: status → the statuses it may move to; anything else raises TransitionError
 TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
     CLAIMING: frozenset({CLAIMED, REFUSED, ELSEWHERE, DROPPED}),
-    CLAIMED: frozenset({STARTING}),
+    CLAIMED: frozenset({STARTING, DROPPED}),       # dropped: a follow-up whose task closed before its turn
     STARTING: frozenset({RUNNING, FINISHED, CLAIMED}),
     RUNNING: frozenset({FINISHED, CLAIMED}),
     FINISHED: frozenset({REPORTING}),
     REFUSED: frozenset({REPORTING, REPORTED}),     # reported without a post: a notice said once already
     REPORTING: frozenset({REPORTING, REPORTED}),   # reporting again: a retry of a post whose fate was unknown
-    REPORTED: frozenset({CLEANED}),
+    REPORTED: frozenset({CLEANED, OPEN}),          # open: its thread takes follow-ups for FOLLOWUP_HOURS
+    OPEN: frozenset({CLEANED}),
     CLEANED: frozenset(),
     ELSEWHERE: frozenset(),
     DROPPED: frozenset(),
@@ -124,7 +134,7 @@ SQL_CHUNK = 500                  # ids per "IN (...)" query (SQLite's limit on p
 
 # Raise with every change to SCHEMA: a home whose state.db has an older user_version runs SCHEMA
 # (CREATE ... IF NOT EXISTS) once; an up-to-date one skips it, which is every idle cron pass.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -159,6 +169,14 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS posted (message_id TEXT PRIMARY KEY, kind TEXT NOT NULL, posted_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    task_id TEXT PRIMARY KEY,
+    seen_upto TEXT NOT NULL,
+    last_answer_at REAL,
+    closed_at REAL
+);
+CREATE TABLE IF NOT EXISTS turns (turn_id TEXT PRIMARY KEY, task_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS turns_task ON turns(task_id);
 """
 POSTED_RESULT = "result"     # posted: kinds of the messages this home posted (never tasks, claim.py)
 POSTED_NOTICE = "notice"
@@ -457,15 +475,17 @@ class Store:
 
     def has_open_tasks(self) -> bool:
         """Whether any task's walk has not ended here (one indexed lookup: an idle pass asks only this)."""
-        return self._conn().execute("SELECT 1 FROM tasks WHERE status NOT IN (?, ?, ?) LIMIT 1",
-                                    [s.value for s in ENDED_STATUSES]).fetchone() is not None
+        marks = ",".join("?" * len(SETTLED_STATUSES))
+        return self._conn().execute(f"SELECT 1 FROM tasks WHERE status NOT IN ({marks}) LIMIT 1",
+                                    [s.value for s in SETTLED_STATUSES]).fetchone() is not None
 
     def insert(self, *, task_id: str, channel_id: str, author_id: str, status: TaskStatus, description: str = "",
                model_alias: str = "", model: str = "", thinking: str = "", worker: Optional[str] = None,
-               refusal: Optional[str] = None) -> bool:
+               refusal: Optional[str] = None, turn_of: Optional[str] = None) -> bool:
         """Create the record, ``claiming`` (its thread is about to be started), ``claimed`` or ``refused``
         (a refusal is kept as ``refusal`` from the start). False when the id is already known (someone
-        claimed it first)."""
+        claimed it first). ``turn_of``: the record is a follow-up, a turn of that task (conversation.py),
+        linked to it in the same transaction."""
         status = TaskStatus(status)
         if status not in (CLAIMING, CLAIMED, REFUSED):
             raise TransitionError(task_id, None, status.value)
@@ -477,6 +497,8 @@ class Store:
                     "thinking, worker, refusal, claimed_at, updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                     (task_id, channel_id, author_id, status.value, description, model_alias, model, thinking,
                      worker, refusal, now, now))
+                if turn_of is not None:
+                    conn.execute("INSERT INTO turns(turn_id, task_id) VALUES(?, ?)", (task_id, turn_of))
         except StateError as exc:
             if "UNIQUE" in exc.problem:
                 return False
@@ -511,7 +533,8 @@ class Store:
         self._move(task_id, ELSEWHERE, host=host)
 
     def mark_dropped(self, task_id: str) -> None:
-        """claiming → dropped: the message was deleted before the claim was decided."""
+        """claiming → dropped: the message was deleted before the claim was decided; claimed → dropped: a
+        follow-up whose task closed before its turn came (conversation.py)."""
         self._move(task_id, DROPPED)
 
     def mark_starting(self, task_id: str, *, agent_id: str, agent_dir: str) -> None:
@@ -543,8 +566,12 @@ class Store:
         """reporting → reported (the post's id); refused → reported (no post: its notice was said already)."""
         self._move(task_id, REPORTED, posted=message_id, result_message_id=message_id)
 
+    def mark_open(self, task_id: str) -> None:
+        """reported → open: the result is out; the workspace stays for follow-ups (conversation.py)."""
+        self._move(task_id, OPEN)
+
     def mark_cleaned(self, task_id: str) -> None:
-        """reported → cleaned: the record keeps the outcome's facts and drops its texts (up to 64 KB each),
+        """reported/open → cleaned: the record keeps the outcome's facts and drops its texts (up to 64 KB each),
         so that state.db does not grow by a result's size with every task."""
         rec = self.get(task_id)
         slim = {"outcome": _without_texts(rec.outcome)} if rec is not None and rec.outcome else {}
@@ -583,6 +610,47 @@ class Store:
             found.update(r[0] for r in conn.execute(
                 f"SELECT message_id FROM posted WHERE message_id IN ({marks})", chunk))
         return found
+
+    # -- conversations: a task's thread read for follow-ups (conversation.py) ---------
+    def open_conversation(self, task_id: str) -> None:
+        """Read this task's thread for follow-ups from its start on (once; again is a no-op)."""
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO conversations(task_id, seen_upto) VALUES(?, ?)", (task_id, task_id))
+
+    def conversations_watched(self, closed_since: float) -> Dict[str, Dict[str, Any]]:
+        """Task id → its conversation row, for those open, or closed after ``closed_since`` (a late follow-up
+        is answered "closed" meanwhile). An indexed read: an idle pass with none asks only this."""
+        rows = self._conn().execute("SELECT * FROM conversations WHERE closed_at IS NULL OR closed_at > ?",
+                                    (closed_since,)).fetchall()
+        return {r["task_id"]: dict(r) for r in rows}
+
+    def note_seen(self, task_id: str, message_id: str) -> None:
+        """The thread of ``task_id`` is read up to this message (turns recorded, commands handed on)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE conversations SET seen_upto = ? WHERE task_id = ? AND "
+                         "CAST(seen_upto AS INTEGER) < CAST(? AS INTEGER)", (message_id, task_id, message_id))
+
+    def note_answered(self, task_id: str, when: float) -> None:
+        """A result or an answer of this conversation is out: its follow-up window runs from now."""
+        with self._tx() as conn:
+            conn.execute("UPDATE conversations SET last_answer_at = ? WHERE task_id = ?", (when, task_id))
+
+    def close_conversation(self, task_id: str, when: float) -> None:
+        """No more follow-ups for this task (its window passed)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE conversations SET closed_at = ? WHERE task_id = ?", (when, task_id))
+
+    def root_of(self, turn_id: str) -> Optional[str]:
+        """The task a follow-up turn belongs to; None for a task (not a turn)."""
+        row = self._conn().execute("SELECT task_id FROM turns WHERE turn_id = ?", (turn_id,)).fetchone()
+        return None if row is None else str(row["task_id"])
+
+    def turns_of(self, task_id: str) -> List[TaskRecord]:
+        """The follow-up turns of a task, oldest first."""
+        rows = self._conn().execute(
+            "SELECT tasks.* FROM tasks JOIN turns ON turns.turn_id = tasks.task_id WHERE turns.task_id = ? "
+            "ORDER BY CAST(tasks.task_id AS INTEGER)", (task_id,)).fetchall()
+        return [TaskRecord._from_row(r) for r in rows]
 
     def finished_since(self, epoch: float) -> List[TaskRecord]:
         """The records of the tasks whose agent finished at or after ``epoch`` (what budgets count)."""

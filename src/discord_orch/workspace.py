@@ -547,6 +547,33 @@ def create_workspace(workers_dir: PathLike, agent_id: str, task_id: str, task_te
     return ws
 
 
+TURNS_DIR = "turns"                  # agent_dir/turns/<n>/: what turn n left (0: the task's own run)
+FOLLOWUP_PREFIX = "FOLLOW-UP: "      # TASK.txt of a follow-up's turn: the user's next message about the task
+#: what a run leaves in the task dir that the next turn must not read as its own
+TURN_FILES = (TASK_FILE, RESULT_FILE, SUMMARY_FILE, STDOUT_FILE, STDERR_FILE)
+
+
+def begin_turn(ws: Workspace, text: str) -> Path:
+    """Make the task's workspace ready for its next turn (conversation.py): what the last run left
+    (TASK.txt, RESULT.txt, SUMMARY.txt, its logs) moves to ``agent_dir/turns/<n>/``, outside the
+    agent's workspace, and TASK.txt becomes the follow-up. The agent's state dir, session and files
+    stay. Returns where the last run's files went; StateError when the disk says no."""
+    turns = ws.agent_dir / TURNS_DIR
+    try:
+        os.makedirs(turns, _DIR_MODE, exist_ok=True)
+        n = len([p for p in turns.iterdir() if p.name.isdigit()])
+        dest = turns / str(n)
+        os.mkdir(dest, _DIR_MODE)
+        for name in TURN_FILES:
+            src = ws.task_dir / name
+            if os.path.lexists(src):
+                os.replace(src, dest / name)
+        _write_new(ws.task_file, FOLLOWUP_PREFIX.encode("utf-8") + _encode(text))
+    except OSError as exc:
+        raise StateError(os.fspath(ws.task_dir), exc.strerror or str(exc)) from exc
+    return dest
+
+
 # ---------------------------------------------------------------- remove / archive
 
 def _rmtree(path: Path) -> None:

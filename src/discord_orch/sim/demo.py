@@ -86,7 +86,8 @@ def run_demo(*, real_agent: bool = False, keep: bool = False, echo: Callable[[st
                         echo(f"  │ {line}")
             leftover = [p.name for p in (home / "workers").iterdir()]
             echo("")
-            echo(f"workers/ after the pass: {leftover or 'empty (workspaces removed)'}")
+            kept = " (kept for follow-ups in each task's thread: FOLLOWUP_HOURS)" if leftover else ""
+            echo(f"workers/ after the pass: {leftover or 'empty (workspaces removed)'}{kept}")
     finally:
         if keep:
             echo(f"kept {home}")

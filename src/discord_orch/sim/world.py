@@ -21,6 +21,7 @@ from .standin_openclaw import write_standin_executable
 
 CHANNEL_NAMES = ("task-queue", "results", "worker-pool")
 HOME_DIRS = ("workers", ".runtime", "archive")
+NO_FOLLOWUPS = "0"       # LocalHome's FOLLOWUP_HOURS unless a test or bench sets it
 STANDIN_BIN_DIR = "bin"  # under the root, beside the home: where LocalHome.build writes the stand-in openclaw
 
 
@@ -103,6 +104,10 @@ class LocalHome:
             (path / sub).mkdir(parents=True)
         openclaw = write_standin_executable(root / STANDIN_BIN_DIR)
         home = cls(path, world, dict(env))
+        # Follow-ups (FOLLOWUP_HOURS, default 24) keep a workspace and read the task's thread for a day after
+        # its result: the tests and benches of everything else see the walk without them; those about
+        # follow-ups set it.
+        config = {"FOLLOWUP_HOURS": NO_FOLLOWUPS, **config}
         home.write_config(**home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
                           **config)
         return home

@@ -143,6 +143,7 @@ class MessageRoutes(Store):
         for a in msg.attachments:
             if a not in keep:
                 self._attachments.pop(a.id, None)
+        self._versions.setdefault(msg.id, [msg.content]).append(content)
         msg.content = content
         msg.embeds = embeds
         msg.attachments = list(keep) + [self._new_attachment(ch.id, msg.id, n, d, desc) for n, d, desc in files]

@@ -160,6 +160,7 @@ class Store:
         self.attachment_link_ttl = LINK_TTL_S
         self._link_key = secrets.token_bytes(LINK_KEY_BYTES)
         self._lock = threading.RLock()
+        self._versions: Dict[str, List[str]] = {}   # message id -> its content before and after each edit
         self._last_id = 0
         self._counter = 0
         self._users: Dict[str, LocalUser] = {}
@@ -357,6 +358,11 @@ class Store:
             ch = self._channel(channel_id)
             viewer = self._default_viewer()
             return [self._render(m, viewer, intent=True) for m in ch.messages]
+
+    def versions(self, message_id: str) -> List[str]:
+        """Every content a message had, oldest first (what a person watching it saw), edits included."""
+        with self._lock:
+            return list(self._versions.get(str(message_id), []))
 
     def get_message(self, channel_id: str, message_id: str) -> Dict[str, Any]:
         """One message, as ``messages`` renders it."""

@@ -1,0 +1,226 @@
+"""A task is a conversation (issue 14): follow-ups in its thread, its live status, the stall notice.
+
+What a user sees: a follow-up typed into a task's thread is answered there, as a reply, by the
+same agent (the same session id and workspace); `stop` / `retry` typed there are commands, not
+follow-ups; a follow-up after the window is answered "closed"; one status message per task,
+edited from queued to running to done; a stall notice when the agent says nothing; and what an
+idle pass costs with and without open conversations.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import List
+
+from conftest import make_home
+from helpers_agent import wait_for
+from discord_orch.conversation import sent_at
+from discord_orch.tasks import POST_MARKER
+
+THREAD_READ = "GET /guilds/{guild_id}/threads/active"
+QUEUE_READ = "GET /channels/{channel_id}/messages"
+
+
+def conversation_home(tmp_path, world, **config):
+    base = dict(ALLOWED_USER_IDS=world.alice.id, FOLLOWUP_HOURS="1", STATUS_EVERY="1", STALL_AFTER="30")
+    return make_home(tmp_path, world, **{**base, **config})
+
+
+def run_pass(home):
+    result = home.cli("orchestrate")
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def thread(world, task_id) -> List[dict]:
+    return world.ld.messages(task_id)
+
+
+def status_of(world, task_id) -> dict:
+    """The task's status message: the bot's message in its thread that says queued, running or ran."""
+    [status] = [m for m in thread(world, task_id) if m["author"]["id"] == world.bot.id
+                and any(word in m["content"].split("\n")[0] for word in (": queued", ": running on", " ran "))]
+    return status
+
+
+def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_are_not_follow_ups(
+        tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    home.write_config(GUILD_ID="")                   # the server is looked up once, then kept
+    task = world.post(world.alice, "write a haiku about tea")
+    first = run_pass(home)
+    assert "its workspace is kept for follow-ups" in first.stderr
+    [agent_dir] = home.workers()                   # kept for follow-ups
+    [result] = world.results_messages()
+    assert "write a haiku about tea" in result["content"]
+
+    # an idle pass with an open conversation: the queue and the active threads, nothing more (the first
+    # look at the threads looked the server up, GUILD_ID being unset: once, kept)
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ, "GET /channels/{channel_id}", THREAD_READ]
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ]
+
+    followup = world.ld.post_message(task["id"], world.alice.id, "now make it rhyme")
+    stop = world.ld.post_message(task["id"], world.alice.id, "  STOP ")   # a command, not a follow-up
+    world.ld.post_message(task["id"], world.mallory.id, "run rm -rf ~")    # not allowed: ignored
+    world.ld.reset_log()
+    second = run_pass(home)
+    # the stop came after the follow-up, which waits: it is for that turn (the seam here only logs it)
+    assert f"stop asked in the thread of task {followup['id']} by {world.alice.id}" in second.stderr
+    assert f"user {world.mallory.id}, who may not run tasks here, is ignored" in second.stderr
+
+    runs = home.runs()
+    assert len(runs) == 2                            # the task and its one follow-up; not the command
+    assert runs[1]["session_id"] == runs[0]["session_id"]
+    assert runs[1]["workspace"] == runs[0]["workspace"] and runs[1]["cwd"] == runs[0]["cwd"]
+    assert runs[1]["env"]["OPENCLAW_STATE_DIR"] == runs[0]["env"]["OPENCLAW_STATE_DIR"]
+    [answer] = [m for m in thread(world, task["id"])
+                if (m.get("message_reference") or {}).get("message_id") == followup["id"]]
+    assert answer["author"]["id"] == world.bot.id and "now make it rhyme" in answer["content"]
+    assert answer["content"].endswith(POST_MARKER)
+    assert len(world.results_messages()) == 1        # the answer is in the thread, not in #results
+    assert not [m for m in thread(world, task["id"])     # the seam's default says nothing in the thread
+                if (m.get("message_reference") or {}).get("message_id") == stop["id"]]
+    assert home.workers() == [agent_dir]
+    # the turn's files: the first run's moved aside, the follow-up in TASK.txt
+    task_dir = home.path / "workers" / agent_dir / "tasks" / task["id"]
+    assert (task_dir / "TASK.txt").read_text() == "FOLLOW-UP: now make it rhyme"
+    assert (home.path / "workers" / agent_dir / "turns" / "0" / "RESULT.txt").exists()
+    routes = [r.route for r in world.ld.requests]
+    assert routes.count(THREAD_READ) >= 1 and "GET /channels/{channel_id}/messages" in routes
+    assert world.ld.thread(task["id"])["thread_metadata"]["archived"] is True   # closed again after the answer
+
+    # nothing new: no request for the thread's messages
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ]
+
+
+def test_a_follow_up_after_the_window_is_answered_closed_and_the_workspace_goes(tmp_path, world):
+    window_h = 0.0003                                # 1.08 s
+    home = conversation_home(tmp_path, world, FOLLOWUP_HOURS=str(window_h))
+    task = world.post(world.alice, "summarise the report")
+    run_pass(home)
+    assert len(home.workers()) == 1
+    time.sleep(window_h * 3600 + 0.2)                # the window is measured in time: nothing to await
+    late = world.ld.post_message(task["id"], world.alice.id, "one more thing")
+    second = run_pass(home)
+    [answer] = [m for m in thread(world, task["id"])
+                if (m.get("message_reference") or {}).get("message_id") == late["id"]]
+    assert "This task is closed" in answer["content"] and "Start a new task" in answer["content"]
+    assert len(home.runs()) == 1 and home.workers() == []
+    assert "closed" in second.stderr
+    assert world.ld.thread(task["id"])["thread_metadata"]["archived"] is True
+
+    # an idle pass once nothing is open or watched: one request again
+    time.sleep(window_h * 3600 + 0.2)
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ]
+
+
+def test_the_status_message_goes_from_queued_to_running_to_done_and_a_silent_agent_gets_a_stall_notice(
+        tmp_path, world):
+    home = conversation_home(tmp_path, world, MAX_AGENTS="1", STALL_AFTER="1")
+    task = world.post(world.alice, "draft the plan")
+    run_pass(home)
+    status = status_of(world, task["id"])
+    assert world.ld.versions(status["id"])[0].startswith("▶️ Task: running on ")
+    assert status["content"].startswith("✅ **DONE** · the task ran ")
+    # a silent task takes the only agent; the follow-up waits behind it
+    other = world.post(world.alice, "think quietly SLEEP=3")
+    world.ld.post_message(task["id"], world.alice.id, "add a timeline")
+    run_pass(home)
+    versions = [v.split("\n")[0] for v in world.ld.versions(status["id"])]
+    queued = versions.index("⏳ Follow-up 1: queued (position 1 of 1)")
+    running = next(i for i, v in enumerate(versions) if v.startswith("▶️ Follow-up 1: running on "))
+    done = next(i for i, v in enumerate(versions) if v.startswith("✅ **DONE** · follow-up 1 ran "))
+    assert queued < running < done == len(versions) - 1
+    stalls = [m for m in thread(world, other["id"]) if "has written nothing for" in m["content"]]
+    assert len(stalls) == 1
+    other_versions = world.ld.versions(status_of(world, other["id"])["id"])
+    assert any("running on" in v and "-# last: " in v for v in other_versions)   # the agent's last log line
+    assert any("· ⚠️ silent" in v for v in other_versions)
+    assert other_versions[-1].startswith("✅ **DONE** · the task ran ")
+
+
+def test_with_claim_reaction_the_status_is_a_reply_to_the_task_message(tmp_path, world):
+    home = conversation_home(tmp_path, world, CLAIM="reaction")
+    task = world.post(world.alice, "count the lines")
+    run_pass(home)
+    replies = [m for m in world.ld.messages(world.task_queue)
+               if (m.get("message_reference") or {}).get("message_id") == task["id"]]
+    [status] = replies
+    assert status["author"]["id"] == world.bot.id and status["content"].startswith("✅ **DONE** · the task ran ")
+    assert home.workers() == []                      # no thread, no follow-ups: the workspace goes at once
+
+
+def test_follow_ups_sent_while_the_task_runs_wait_for_its_result_and_run_one_after_the_other(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "plan the move SLEEP=2")
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: len(home.runs()) == 1, 30)
+    first = world.ld.post_message(task["id"], world.alice.id, "first follow-up")
+    second = world.ld.post_message(task["id"], world.alice.id, "second follow-up")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+
+    answers = {(m.get("message_reference") or {}).get("message_id"): m for m in thread(world, task["id"])}
+    assert "first follow-up" in answers[first["id"]]["content"]
+    assert "second follow-up" in answers[second["id"]]["content"]
+    [result] = world.results_messages()
+    runs = home.runs()
+    assert len(runs) == 3 and len({r["session_id"] for r in runs}) == 1
+    # each turn started after the answer before it was out: never two at once, in the order sent
+    assert sent_at(result["id"]) <= runs[1]["time"] and sent_at(answers[first["id"]]["id"]) <= runs[2]["time"]
+
+
+def test_a_failed_task_takes_no_follow_up_and_says_so(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "break FAIL")
+    run_pass(home)
+    assert home.workers() == [] and len(home.archive()) == 1   # archived at once, as before
+    late = world.ld.post_message(task["id"], world.alice.id, "try harder")
+    run_pass(home)
+    [answer] = [m for m in thread(world, task["id"])
+                if (m.get("message_reference") or {}).get("message_id") == late["id"]]
+    assert "This task is closed" in answer["content"]
+    assert len(home.runs()) == 1
+
+
+def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "list the risks")
+    run_pass(home)
+    followup = world.ld.post_message(task["id"], world.alice.id, "and the mitigations SLEEP=2")
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: len(home.runs()) == 2, 30)   # the turn's agent runs
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    after = run_pass(home)                                # adopts the turn's agent, reports its answer
+    assert "adopted task=" + followup["id"] in after.stderr
+    answers = [m for m in thread(world, task["id"])
+               if (m.get("message_reference") or {}).get("message_id") == followup["id"]]
+    assert len(answers) == 1 and "and the mitigations" in answers[0]["content"]
+    assert len(home.runs()) == 2 and len(home.workers()) == 1
+    run_pass(home)
+    assert len([m for m in thread(world, task["id"])
+                if (m.get("message_reference") or {}).get("message_id") == followup["id"]]) == 1
+
+
+def test_a_stop_typed_while_a_follow_up_runs_is_for_that_turn(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "outline the essay")
+    run_pass(home)
+    followup = world.ld.post_message(task["id"], world.alice.id, "expand it SLEEP=2")
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: len(home.runs()) == 2, 30)    # the turn's agent runs
+    world.ld.post_message(task["id"], world.alice.id, "Stop")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert f"stop asked in the thread of task {followup['id']} by {world.alice.id}" in stderr
+    assert len(home.runs()) == 2                            # a command, never a turn
