@@ -8,13 +8,13 @@ reader (the conversation side); these tests go through the reactions.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from discord_orch.sim.fleet import live_processes_marked, result_label, results_by_task
 
+from helpers_agent import wait_for as poll_until
 from tests.conftest import make_home
 
 WAIT_CAP_S = 60.0
@@ -26,15 +26,10 @@ GET_REACTORS = "GET /channels/{channel_id}/messages/{message_id}/reactions/{emoj
 GET_ME = "GET /users/@me"   # the bot's own id, once a pass: is the reactor this bot?
 
 
-def wait_for(cond, what: str, cap: float = WAIT_CAP_S):
-    end = time.monotonic() + cap
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
+def wait_for(cond, what: str):
+    """The first true value of ``cond()``, or the test fails naming ``what``."""
+    assert poll_until(cond, WAIT_CAP_S), f"gave up waiting for {what}"
+    return cond()
 
 
 def controlled_home(tmp_path: Path, world, **config: str):

@@ -424,6 +424,8 @@ class Orchestrator:
             self.intake.backlog.remove(msg)
             self.claim(msg)
             self.intake.save_cursor()
+        else:
+            log.info("task=%s: stop asked by %s: nothing of it runs or waits here", task_id, req.who)
         self.controls.done(STOP, task_id)   # carried out by start(), or nothing (left) to stop
 
     def _stopped_before_it_ran(self, rec: TaskRecord, req: Request) -> None:
