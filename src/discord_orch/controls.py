@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Se
 from .errors import ConfigError, DiscordError, Unauthorized
 from .models import Message, User
 from .outcome import RETRYABLE
-from .state import CLEANED, Store
+from .state import CLAIMED, CLAIMING, CLEANED, RUNNING, STARTING, Store
 
 if TYPE_CHECKING:
     from .claim import Access, Identity
@@ -76,6 +76,7 @@ EMOJI_OF = {STOP: STOP_EMOJI, RETRY: RETRY_EMOJI}
 LOOK_PAGE = 100          # messages per GET of a look (Discord's most)
 LOOK_PAGES_MAX = 3       # a look reads at most this many pages: watched tasks further back are not seen
 REACTORS_PAGE = 100      # who reacted: one GET of this many users (more asking at once: the rest next time)
+STOPPABLE = (CLAIMING, CLAIMED, STARTING, RUNNING)   # a record in any other status has ended here
 SEEN_KEY = "controls:{task}"   # meta: {emoji: {"count": n, "spent": [user ids]}} for the task
 
 
@@ -129,6 +130,9 @@ class Controls:
             log.warning("task=%s: %s from %s (%s) ignored: only its author and users allowed to run tasks "
                         "may %s it", task_id, kind, user.username or "?", user.id, kind)
             return Answer(False, f"{user.username or user.id} may not {kind} this task")
+        if kind == STOP and rec is not None and rec.status not in STOPPABLE:
+            log.info("task=%s: stop asked by %s ignored: it has ended already", task_id, user.username or user.id)
+            return Answer(False, "it has ended already")
         if kind == RETRY:
             why = self.why_not_retryable(task_id)
             if why:

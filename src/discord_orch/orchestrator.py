@@ -422,8 +422,17 @@ class Orchestrator:
         msg = next((m for m in self.intake.backlog if m.id == task_id), None)
         if msg is not None:   # decided now (claimed here or not), without waiting for an agent
             self.intake.backlog.remove(msg)
-            self.claim(msg)
+            try:
+                self.claim(msg)
+            except (Unauthorized, StateError):
+                raise
+            except DiscordError as exc:   # as intake.take does: set aside, decided later (the stop waits)
+                log.error("task=%s: could not be read (%s); it stays pending", msg.id, exc)
+                self.intake.set_aside.append(msg)
+                return
             self.intake.save_cursor()
+        elif any(m.id == task_id for m in self.intake.set_aside):
+            return   # the stop waits for it: decided once Discord answers, start() then sees the stop
         else:
             log.info("task=%s: stop asked by %s: nothing of it runs or waits here", task_id, req.who)
         self.controls.done(STOP, task_id)   # carried out by start(), or nothing (left) to stop
