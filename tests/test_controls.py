@@ -8,11 +8,17 @@ reader (the conversation side); these tests go through the reactions.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from discord_orch.config import load_settings
+from discord_orch.discord_api import DiscordClient
+from discord_orch.models import User
+from discord_orch.orchestrator import Orchestrator
 from discord_orch.sim.fleet import live_processes_marked, result_label, results_by_task
+from discord_orch.state import Store
 
 from helpers_agent import wait_for as poll_until
 from tests.conftest import make_home
@@ -153,3 +159,28 @@ def test_what_the_look_for_stop_and_retry_costs_a_pass(tmp_path, world):
     world.ld.reset_log()
     assert home.cli("orchestrate", env={"RETRY_WINDOW_HOURS": "0"}).returncode == 0
     assert [r.route for r in world.ld.requests] == [GET_MESSAGES]
+
+
+def test_the_door_for_stop_and_retry_typed_in_a_thread_answers_and_a_retry_it_takes_runs(tmp_path, world,
+                                                                                        monkeypatch):
+    """Controls.request is what the thread's reader calls for `stop` / `retry`: it says why it will not."""
+    home = controlled_home(tmp_path, world, CLAIM="reaction")
+    done = world.post(world.alice, "done already")["id"]
+    broke = world.post(world.alice, "broke FAIL")["id"]
+    assert home.cli("orchestrate").returncode == 0
+    for key, value in home.env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(home.path, {})
+    orch = Orchestrator(settings, DiscordClient(settings.token.reveal(), base_url=settings.api_base_url),
+                        Store(settings.runtime_dir))
+    alice, mallory = (User(u.id, u.username) for u in (world.alice, world.mallory))
+    now = time.time()
+    assert orch.controls.request("retry", broke, mallory, now) == (False, "mallory may not retry this task")
+    assert orch.controls.request("stop", broke, alice, now) == (False, "it has ended already")
+    assert orch.controls.request("retry", done, alice, now) == (False, "it ended ok: nothing to retry")
+    assert orch.controls.request("retry", broke, alice, now).taken
+    orch.run_pass()
+    posts = results_for(world, broke)
+    assert [result_label(p) for p in posts] == ["FAILED", "FAILED"]
+    assert f"task `{broke}` · attempt 2 · " in posts[1]["content"].split("\n", 1)[0]
+    assert len(results_for(world, done)) == 1 and len(home.runs()) == 3
