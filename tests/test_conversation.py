@@ -65,12 +65,10 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
     assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ]
 
     followup = world.ld.post_message(task["id"], world.alice.id, "now make it rhyme")
-    stop = world.ld.post_message(task["id"], world.alice.id, "  STOP ")   # a command, not a follow-up
+    retry = world.ld.post_message(task["id"], world.alice.id, "  RETRY ")   # a command, not a follow-up
     world.ld.post_message(task["id"], world.mallory.id, "run rm -rf ~")    # not allowed: ignored
     world.ld.reset_log()
     second = run_pass(home)
-    # the stop came after the follow-up, which waits: it is for that turn (the seam here only logs it)
-    assert f"stop asked in the thread of task {followup['id']} by {world.alice.id}" in second.stderr
     assert f"user {world.mallory.id}, who may not run tasks here, is ignored" in second.stderr
 
     runs = home.runs()
@@ -83,8 +81,9 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
     assert answer["author"]["id"] == world.bot.id and "now make it rhyme" in answer["content"]
     assert answer["content"].endswith(POST_MARKER)
     assert len(world.results_messages()) == 1        # the answer is in the thread, not in #results
-    assert not [m for m in thread(world, task["id"])     # the seam's default says nothing in the thread
-                if (m.get("message_reference") or {}).get("message_id") == stop["id"]]
+    [why] = [m for m in thread(world, task["id"])          # the controls' answer: nothing to retry
+             if (m.get("message_reference") or {}).get("message_id") == retry["id"]]
+    assert "it ended ok: nothing to retry" in why["content"], why["content"]
     assert home.workers() == [agent_dir]
     # the turn's files: the first run's moved aside, the follow-up in TASK.txt
     task_dir = home.path / "workers" / agent_dir / "tasks" / task["id"]
@@ -222,5 +221,8 @@ def test_a_stop_typed_while_a_follow_up_runs_is_for_that_turn(tmp_path, world):
     world.ld.post_message(task["id"], world.alice.id, "Stop")
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
-    assert f"stop asked in the thread of task {followup['id']} by {world.alice.id}" in stderr
     assert len(home.runs()) == 2                            # a command, never a turn
+    [answer] = [m for m in thread(world, task["id"])         # the stop was for the turn that ran
+                if (m.get("message_reference") or {}).get("message_id") == followup["id"]]
+    assert "STOPPED" in answer["content"] and world.alice.username in answer["content"], answer["content"]
+    assert f"task={followup['id']}" in stderr and "stop asked by" in stderr, stderr

@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 
 from discord_orch.errors import TransitionError
-from discord_orch.outcome import FAILED, OK, Outcome
+from discord_orch.outcome import FAILED, OK, STOPPED, Outcome
 from discord_orch.state import (CLAIMED, OUTCOME_TEXT_KEPT, REFUSED, TRANSITIONS, Store, TaskStatus,
                                 outcome_from_json)
 
@@ -126,7 +126,8 @@ def test_back_to_claimed_forgets_the_agent_and_counts_the_attempt(store):
 
 def test_every_status_has_its_transitions_and_the_end_has_none():
     assert set(TRANSITIONS) == set(TaskStatus)
-    assert TRANSITIONS[TaskStatus.CLEANED] == frozenset()
+    assert TRANSITIONS[TaskStatus.ELSEWHERE] == TRANSITIONS[TaskStatus.DROPPED] == frozenset()
+    assert TRANSITIONS[TaskStatus.CLEANED] == frozenset({CLAIMED})   # only a retry leaves it (controls.py)
 
 
 def test_the_outcome_is_kept_capped_then_slimmed_once_posted(store):
@@ -152,3 +153,75 @@ def test_an_outcome_written_by_another_version_still_reads():
     out = outcome_from_json(old)
     assert (out.status, out.reason, out.usage.input_tokens, out.files) == ("failed", "boom", 3, ("a.txt",))
     assert outcome_from_json(None).status == "interrupted"
+
+
+# ---------------------------------------------------------------- stop and retry (controls.py)
+
+def stopped(by: str = "alice") -> Outcome:
+    return Outcome(status=STOPPED, duration_s=0.0, reason=f"stopped by {by} before it ran", stopped_by=by)
+
+
+def test_a_claimed_task_stopped_before_it_ran_is_finished_with_who_stopped_it(store):
+    claimed(store)
+    store.mark_stopped_before_it_ran(TASK, stopped(), finished_at=5.0)
+    r = row(store)
+    assert (r["status"], r["agent_id"], r["finished_at"]) == ("finished", None, 5.0)
+    assert store.get(TASK).finished_outcome.stopped_by == "alice"
+
+
+def test_only_a_stop_ends_a_claimed_task_before_it_ran_and_only_a_claimed_one(store):
+    claimed(store)
+    before = row(store)
+    with pytest.raises(TransitionError):   # a claimed task cannot skip its run with any other outcome
+        store.mark_stopped_before_it_ran(TASK, Outcome(status=OK, duration_s=0.0), finished_at=1.0)
+    assert row(store) == before
+    other = Store(store.runtime_dir.parent / "other" / ".runtime")
+    walk_to_running(other)
+    before = row(other)
+    with pytest.raises(TransitionError):   # a running one is stopped through its agent (outcome stopped)
+        other.mark_stopped_before_it_ran(TASK, stopped(), finished_at=1.0)
+    assert row(other) == before
+
+
+def walk_to_cleaned(store: Store, status: str = FAILED) -> None:
+    walk_to_running(store)
+    store.mark_finished(TASK, Outcome(status=status, duration_s=1.0, result_text="half"), finished_at=7.0,
+                        archive_path="/a/agent-1-abcdef")
+    store.mark_reporting(TASK, nonce=f"r{TASK}")
+    store.mark_reported(TASK, message_id="1400000000000000001")
+    store.mark_cleaned(TASK)
+
+
+def test_a_retry_takes_a_cleaned_task_back_to_claimed_as_its_next_attempt(store):
+    walk_to_cleaned(store)
+    assert store.retryable(since=0.0, max_attempts=3)[0].task_id == TASK
+    assert store.mark_retry(TASK) == 2
+    r = row(store)
+    assert (r["status"], r["attempts"], r["agent_id"], r["outcome"], r["nonce"], r["result_message_id"],
+            r["archive_path"], r["finished_at"]) == ("claimed", 1, None, None, None, None, None, None)
+    assert store.get(TASK).attempt == 2
+    assert store.retryable(since=0.0, max_attempts=3) == []   # it is open again: nothing to retry
+
+
+def test_what_can_be_retried(store):
+    walk_to_cleaned(store, OK)
+    assert store.retryable(since=0.0, max_attempts=3) == []            # it succeeded
+    other = Store(store.runtime_dir.parent / "b" / ".runtime")
+    walk_to_cleaned(other)
+    assert other.retryable(since=8.0, max_attempts=3) == []            # ended before the window
+    assert other.retryable(since=0.0, max_attempts=1) == []            # MAX_ATTEMPTS=1: no second run
+    assert [r.task_id for r in other.retryable(since=7.0, max_attempts=2)] == [TASK]
+
+
+def test_a_retry_never_leaves_an_open_task_and_back_to_claimed_never_leaves_a_cleaned_one(store):
+    walk_to_running(store)
+    before = row(store)
+    with pytest.raises(TransitionError):
+        store.mark_retry(TASK)
+    assert row(store) == before
+    other = Store(store.runtime_dir.parent / "c" / ".runtime")
+    walk_to_cleaned(other)
+    before = row(other)
+    with pytest.raises(TransitionError):
+        other.mark_claimed_again(TASK, attempts=1)
+    assert row(other) == before

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discord_orch.outcome import FAILED, INTERRUPTED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage
-from discord_orch.report import (MARK, MESSAGE_LIMIT, ZWSP, Post, batch_notices, cost_text, escape_fenced,
+from discord_orch.outcome import FAILED, INTERRUPTED, KILLED, OK, STATUSES, STOPPED, TIMED_OUT, Outcome, Usage
+from discord_orch.report import (MARK, MESSAGE_LIMIT, ZWSP, Post, attempt_of, batch_notices, cost_text, escape_fenced,
                                  escape_inline, estimate_cost, format_cost, format_duration, is_refusals_post_of,
                                  jump_link, model_used, neutralize_mentions, notice_line_finished,
                                  notice_line_spawned, notice_lines_spawned, refusal_post, refusals_post,
@@ -447,7 +447,8 @@ OUTCOMES = st.builds(
     duration_s=st.floats(allow_nan=True, allow_infinity=True),
     exit_code=st.one_of(st.none(), st.integers(-300, 300)), signal=st.one_of(st.none(), st.integers(0, 70)),
     reason=NASTY_TEXT, error_message=NASTY_TEXT, result_text=NASTY_TEXT, summary_text=NASTY_TEXT,
-    reply_text=NASTY_TEXT, log_tail=NASTY_TEXT, files=st.lists(NASTY_TEXT, max_size=15).map(tuple), usage=USAGES)
+    reply_text=NASTY_TEXT, log_tail=NASTY_TEXT, files=st.lists(NASTY_TEXT, max_size=15).map(tuple), usage=USAGES,
+    stopped_by=NASTY_TEXT)
 IDS = st.one_of(st.from_regex(r"[1-9][0-9]{16,19}", fullmatch=True), st.text(max_size=40))
 
 
@@ -461,8 +462,9 @@ def test_any_result_post_is_safe_and_fits(outcome, task_id, agent_id, descriptio
                     thinking="medium", model_requested=KIMI, worker=worker, archive_path=archive,
                     prices={KIMI: (0.001, 0.002)}, summary_max=summary_max)
     assert_safe(p.content)
-    assert p.content.split(" · ")[0] in {"✅ **DONE**", "❌ **FAILED**", "⏱ **TIMED OUT**", "❌ **KILLED**",
-                                         "❌ **INTERRUPTED**", "❔ **WEIRD**"}
+    head = p.content.split(" · ")[0]
+    assert head in {"✅ **DONE**", "❌ **FAILED**", "⏱ **TIMED OUT**", "❌ **KILLED**", "❌ **INTERRUPTED**",
+                    "❔ **WEIRD**"} or (outcome.status == STOPPED and head.startswith("⏹ **STOPPED** by **"))
     result = outcome.result_text.replace("\x00", "")
     if result.strip():
         if p.files:
@@ -500,3 +502,31 @@ def test_notices_pack_safely(lines):
     assert [line for message in out for line in message[:-len(MARK)].split("\n")] == lines
     for message in out:
         assert_safe(message)
+
+
+# ---------------------------------------------------------------- stop and retry (issue 14)
+
+def test_a_stopped_run_says_who_stopped_it_and_when_and_keeps_what_it_left():
+    outcome = Outcome(status=STOPPED, duration_s=42.0, signal=15, reason="stopped by alice",
+                      result_text="PARTIAL: half done", log_tail="[agent] working\n[agent] still working",
+                      stopped_by="alice")
+    p = result_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD,
+                    agent_id="agent-1-abc", outcome=outcome, task_description="a long job", thinking="low",
+                    model_requested=KIMI)
+    first = p.content.split("\n", 1)[0]
+    assert first.startswith("⏹ **STOPPED** by **alice** after 42s · task ")
+    assert "PARTIAL: half done" in p.content and "[agent] still working" in p.content
+
+
+def test_a_task_stopped_before_it_ran_says_so_and_a_retry_names_its_attempt():
+    outcome = Outcome(status=STOPPED, duration_s=0.0, reason="stopped by alice before it ran", stopped_by="alice")
+    p = result_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD,
+                    agent_id="-", outcome=outcome, task_description="a job", thinking="low",
+                    model_requested=KIMI, attempt=3)
+    first = p.content.split("\n", 1)[0]
+    assert first.startswith(f"⏹ **STOPPED** by **alice** before it ran · task `{TASK}` · attempt 3 · agent ")
+    assert attempt_of(p.content) == 3
+    ok = result_post(task_id=TASK, task_channel_id=QUEUE, results_channel_id=RESULTS, guild_id=GUILD,
+                     agent_id="agent-1-abc", outcome=Outcome(status=OK, duration_s=1.0, result_text="x"),
+                     task_description="a job", thinking="low", model_requested=KIMI)
+    assert " · attempt " not in ok.content.split("\n", 1)[0] and attempt_of(ok.content) == 1

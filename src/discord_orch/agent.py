@@ -21,6 +21,7 @@ failed         nonzero exit; or exit 0 without (or with an empty) RESULT.txt; or
                says ``{"ok":false,"error":...}``, ``payloads[].isError`` or ``meta.error``
 timed_out      we signalled it at the deadline ("timed out after N s"); result/log kept
 killed         ended by a signal we did not send for a timeout, or stopped by stop()
+stopped        stopped by stop() for a person (``by``: 🛑 or `stop` in its thread); result/log kept
 interrupted    (recovery only) found ended without evidence while no orchestrator watched
 =============  ===========================================================================
 """
@@ -40,7 +41,7 @@ from .cgroups import AgentCgroup, containment
 from .errors import AgentError
 from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_command, find_last_json_object,
                        interpret_json)
-from .outcome import FAILED, KILLED, OK, STATUSES, TIMED_OUT, Outcome, Usage, signal_name
+from .outcome import FAILED, KILLED, OK, STATUSES, STOPPED, TIMED_OUT, Outcome, Usage, signal_name
 from .procs import ProcessTable, agent_id_of, alive, kill, killpg, process_start_ticks
 from .workspace import (JSON_TAIL_MAX, LEFT_FILES, RESULT_FILE, RESULT_READ_MAX, STDERR_FILE, STDOUT_FILE, SUMMARY_FILE,
                         SUMMARY_READ_MAX, Workspace, decode_text, files_left, link_note, links_left, open_left,
@@ -233,6 +234,7 @@ class RunningAgent:
         self.kill_sent_at: Optional[float] = None   # when SIGKILL went to the group
         self.timed_out = False
         self.stop_reason: Optional[str] = None
+        self.stopped_by: Optional[str] = None       # a person asked for the stop (outcome STOPPED)
         self.leader_exited_at: Optional[float] = None
         self.returncode: Optional[int] = None       # Popen style: -N = signal N
         self.finished_at: Optional[float] = None
@@ -379,13 +381,14 @@ class RunningAgent:
         self.finished_at = now
         return True
 
-    def stop(self, now: float, reason: str) -> None:
-        """Begin terminating for an orchestrator shutdown (SIGTERM to the group now, SIGKILL
-        after the grace, driven by poll()). The outcome is KILLED, unless the agent had
-        already ended by itself or had already been timed out."""
+    def stop(self, now: float, reason: str, *, by: Optional[str] = None) -> None:
+        """Begin terminating for an orchestrator shutdown, or for ``by``, a person who asked (SIGTERM
+        to the group now, SIGKILL after the grace, driven by poll()). The outcome is KILLED (STOPPED
+        with ``by``), unless the agent had already ended by itself or had already been timed out."""
         if self.finished or self.term_sent_at is not None or self._leader_exited():
             return
         self.stop_reason = reason or "stopped"
+        self.stopped_by = by
         self.term_sent_at = now
         self._signal_group(signal.SIGTERM)
 
@@ -414,6 +417,9 @@ class RunningAgent:
         if self.timed_out:
             return _make(ev, TIMED_OUT, duration, exit_code=exit_code, sig=sig,
                          reason=f"timed out after {_fmt_s(self.cfg.timeout_s)} s")
+        if self.stopped_by is not None:
+            return _make(ev, STOPPED, duration, exit_code=exit_code, sig=sig,
+                         reason=self.stop_reason or "stopped")._replace(stopped_by=self.stopped_by)
         if self.stop_reason is not None:
             return _make(ev, KILLED, duration, exit_code=exit_code, sig=sig,
                          reason=f"stopped by the orchestrator: {self.stop_reason}")

@@ -146,7 +146,7 @@ from .inputs import Limits, download_fresh, forget, input_files, limit_problem, 
 from .lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .order import can_run
-from .outcome import OK, TIMED_OUT
+from .outcome import OK, STOPPED, TIMED_OUT
 from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, Store, TaskRecord
 from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
 
@@ -162,7 +162,7 @@ ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are lo
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
 PAUSED_EMOJI = "⏸"    # a task waits for a budget (budget.py): it runs, oldest first, once the budget allows
-STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱"}   # the final reaction by outcome; any other outcome:
+STATUS_EMOJI = {OK: "🏁", TIMED_OUT: "⏱", STOPPED: "⏹"}   # the final reaction by outcome; any other outcome:
 FAILED_EMOJI = "❌"
 REFUSED_REACTION_PRIORITY = 1                # ⛔ waits behind ✅ and the final reactions (a flood holds none back)
 INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
@@ -638,6 +638,13 @@ class Claims:
         self._submit(job)
         self._close_thread(rec)
 
+    def react_retry(self, rec: TaskRecord) -> None:
+        """A retry starts (controls.py): the last attempt's final reaction is taken away, so the task
+        message shows how the newest attempt goes (⏳, then its own final reaction)."""
+        if rec.status_reacted:
+            emoji = rec.status_reacted
+            self._submit(lambda: self._react(rec.task_id, emoji, remove=True))
+
     def _close_thread(self, rec: TaskRecord) -> None:
         """The task's thread gets where its result is, then is archived: Discord counts at most 1,000
         active threads a server, and a finished task's thread should not hold one. (A message posted
@@ -652,7 +659,8 @@ class Claims:
 
         def job() -> None:
             try:
-                posted = self.client.post_in_thread(rec.task_id, content, nonce=f"t{rec.task_id}")
+                nonce = f"t{rec.task_id}" + (f".{rec.attempt}" if rec.attempt > 1 else "")   # one per attempt
+                posted = self.client.post_in_thread(rec.task_id, content, nonce=nonce)
                 if posted is None:
                     return   # no thread: claimed before this host started threads (CLAIM=reaction then)
                 self.store.note_posted(posted.id, POSTED_NOTICE)

@@ -92,6 +92,8 @@ class Settings(NamedTuple):
     host_silent_after: float = default_of("HOST_SILENT_AFTER")
     priority_age_s: float = default_of("PRIORITY_AGE")
     retry_interrupted: bool = default_of("RETRY_INTERRUPTED")
+    max_attempts: int = default_of("MAX_ATTEMPTS")
+    retry_window_h: float = default_of("RETRY_WINDOW_HOURS")
     summary_max: int = default_of("SUMMARY_MAX_LENGTH")
     archive_retention_h: float = default_of("ARCHIVE_RETENTION_HOURS")
     keep_success_h: float = default_of("KEEP_SUCCESS_HOURS")

@@ -73,19 +73,12 @@ def sent_at(message_id: str) -> float:
     return ((int(message_id) >> 22) + DISCORD_EPOCH_MS) / 1000.0
 
 
-def log_command(kind: str, task_id: str, user: User, when: float) -> Optional[str]:
-    """The seam's default: say it in the log, nothing in the thread. (Issue 14's stop and retry are wired
-    in its place at merge: controls.Controls.request, whose answer's ``why`` is what to reply.)"""
-    log.info("%s asked in the thread of task %s by %s", kind, task_id, user.id)
-    return None
-
-
 class Conversations:
     """The follow-ups of this home's tasks: which threads to read, the turns they hold, when a window closes."""
 
     def __init__(self, settings: "Settings", client: "DiscordClient", store: Store, *,
                  allows: Callable[[User], bool], guild: Callable[[], str],
-                 on_command: OnCommand = log_command) -> None:
+                 on_command: OnCommand) -> None:
         self.settings = settings
         self.client = client
         self.store = store

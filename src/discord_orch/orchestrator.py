@@ -28,6 +28,14 @@ Every way a pass ends is logged.
   from the lanes); each record change is one SQLite transaction, so none is half
   written, and the next pass carries on from the last one that was.
 
+Stop and retry (controls.py)
+----------------------------
+Once per POLL_INTERVAL, while anything can be stopped or retried, the pass looks at those task
+messages for a 🛑 / 🔁 (one request; none when nothing is watched) and, every turn, carries out
+what was asked there or in a task's thread (``_carry_out_controls``): a task not started yet
+never runs (claimed → finished, ``stopped``); a running agent gets the timeout's sequence and
+ends ``stopped``; a retry puts the task back in line as its next attempt.
+
 SIGTERM / SIGINT
 ----------------
 The pass stops claiming, terminates every running agent with the timeout's
@@ -51,14 +59,15 @@ from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 from .budget import BudgetGate, Budgets
 from .claim import Claims, Decision
 from .config import Settings
-from .conversation import Conversations, log_command
+from .controls import RETRY, STOP, STOP_EMOJI, Controls, Request
+from .conversation import Conversations
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
 from .intake import LOOK_AGAIN_PASSED_S, RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain, guarded
 from .models import Message, User
 from .order import HostSeen, Order
-from .outcome import FAILED, OK, Outcome
+from .outcome import FAILED, OK, STOPPED, Outcome
 from .progress import StatusBoard, Watched
 from .reporter import Reporter
 from .state import OUTBOX_STATUSES, Store, TaskRecord
@@ -160,6 +169,8 @@ class Orchestrator:
                                       notice=self.reporter.notice, wall=lambda: self.wall())
         self.unreachable = Unreachable(settings, client, store, self.order, submit=self._on_results_lane,
                                        guild=self.claims.identity.guild, on_fatal=self._set_fatal)
+        self.controls = Controls(settings, client, store, self.claims.access, identity)
+        self._last_look = float("-inf")   # when the task messages were last looked at for 🛑 / 🔁
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -207,8 +218,9 @@ class Orchestrator:
     def on_command(self, kind: str, task_id: str, user: User, when: float) -> Optional[str]:
         """``stop`` or ``retry`` typed by an allowed user in a task's thread (conversation.py): the one seam
         between the thread reader and the task's controls (issue 14's stop and retry are wired here).
-        Returns what to answer in the thread (None: nothing)."""
-        return log_command(kind, task_id, user, when)
+        Returns what to answer in the thread (None: taken, nothing to say; else why not, in one line)."""
+        answer = self.controls.request(kind, task_id, user, when)
+        return None if answer.taken else answer.why
 
     def raise_if_fatal(self) -> None:
         """Raise the error that ended the pass, if one did (cli.py turns it into an exit code)."""
@@ -264,6 +276,9 @@ class Orchestrator:
                     last_poll = self.clock()
                 self._take_backlog()
                 self._start_turns()
+            if not stopping:
+                self._look_at_controls()
+                self._carry_out_controls()
             self.supervise()
             self.status.tick(self._watched())
             self.reporter.flush_refusals()   # what this turn refused, grouped by author, behind the results
@@ -497,10 +512,102 @@ class Orchestrator:
             self._note_waiting()
 
     # ------------------------------------------------------------------
+    # stop and retry (controls.py)
+    # ------------------------------------------------------------------
+    def _look_at_controls(self) -> None:
+        """Once per POLL_INTERVAL: a 🛑 on what can be stopped, a 🔁 on what can run again (no request
+        when there is neither)."""
+        if self.clock() - self._last_look < self.settings.poll_interval:
+            return
+        self._last_look = self.clock()
+        stoppable = {task_id: live.record.author_id for task_id, live in self._live.items()}
+        stoppable.update((rec.task_id, rec.author_id) for rec in self._ready)
+        stoppable.update((msg.id, msg.author.id) for msg in self.intake.backlog)
+        retryable: List[str] = []
+        if self.settings.retry_window_h > 0:
+            since = self.wall() - self.settings.retry_window_h * 3600
+            retryable = [rec.task_id for rec in self.store.retryable(since=since,
+                                                                     max_attempts=self.settings.max_attempts)]
+        try:
+            self.controls.look(stoppable, retryable, self.wall())
+        except Unauthorized:
+            raise
+        except DiscordError as exc:
+            log.warning("could not look for stop and retry requests (looked again in %gs): %s",
+                        self.settings.poll_interval, exc)
+
+    def _carry_out_controls(self) -> None:
+        """Carry out the stops and retries asked for (by reactions or in a task's thread)."""
+        for req in self.controls.take(STOP):
+            self._stop_task(req)
+        for req in self.controls.take(RETRY):
+            self._retry_task(req)
+
+    def _stop_task(self, req: Request) -> None:
+        task_id = req.task_id
+        live = self._live.get(task_id)
+        if live is not None:   # the timeout's sequence; supervise() finishes it as stopped
+            self.controls.done(STOP, task_id)
+            log.warning("task=%s: stopped by %s (%s): its agent %s gets SIGTERM, then SIGKILL after %gs",
+                        task_id, req.who, req.user.id, live.workspace.agent_id, self.settings.kill_grace_s)
+            live.agent.stop(self.wall(), f"stopped by {req.who}", by=req.who)
+            return
+        waiting = next((rec for rec in self._ready if rec.task_id == task_id), None)
+        if waiting is not None:
+            self._ready.remove(waiting)
+            self.start(waiting)   # start() sees the stop: it never runs
+            return
+        msg = next((m for m in self.intake.backlog if m.id == task_id), None)
+        if msg is not None:   # decided now (claimed here or not), without waiting for an agent
+            self.intake.backlog.remove(msg)
+            try:
+                self.claim(msg)
+            except (Unauthorized, StateError):
+                raise
+            except DiscordError as exc:   # as intake.take does: set aside, decided later (the stop waits)
+                log.error("task=%s: could not be read (%s); it stays pending", msg.id, exc)
+                self.intake.set_aside.append(msg)
+                return
+            self.intake.save_cursor()
+        elif any(m.id == task_id for m in self.intake.set_aside):
+            return   # the stop waits for it: decided once Discord answers, start() then sees the stop
+        else:
+            log.info("task=%s: stop asked by %s: nothing of it runs or waits here", task_id, req.who)
+        self.controls.done(STOP, task_id)   # carried out by start(), or nothing (left) to stop
+
+    def _stopped_before_it_ran(self, rec: TaskRecord, req: Request) -> None:
+        """claimed → finished, ``stopped``: the task never runs; its result says who stopped it."""
+        self.controls.done(STOP, rec.task_id)
+        outcome = Outcome(status=STOPPED, duration_s=0.0, reason=f"stopped by {req.who} before it ran",
+                          stopped_by=req.who)
+        self.store.mark_stopped_before_it_ran(rec.task_id, outcome, finished_at=self.wall())
+        self.stats.finished += 1
+        log.warning("task=%s: stopped by %s (%s) before it ran", rec.task_id, req.who, req.user.id)
+        self.reporter.queue(rec.task_id)
+
+    def _retry_task(self, req: Request) -> None:
+        """cleaned → claimed as the next attempt, in line for an agent (a fresh workspace)."""
+        self.controls.done(RETRY, req.task_id)
+        why = self.controls.why_not_retryable(req.task_id)
+        rec = self.store.get(req.task_id)
+        if why or rec is None:   # it cannot run again (any more)
+            log.info("task=%s: retry asked by %s not carried out: %s", req.task_id, req.who, why)
+            return
+        attempt = self.store.mark_retry(rec.task_id)
+        log.warning("task=%s: retry asked by %s (%s): attempt %d of %d", rec.task_id, req.who, req.user.id,
+                    attempt, self.settings.max_attempts)
+        self.claims.react_retry(rec)
+        self.stats.claimed += 1
+        self._ready.append(self.store.get(rec.task_id))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------
     # claim (or refuse)
     # ------------------------------------------------------------------
     def claim(self, msg: Message) -> None:
-        """Claim a pending message and start it, or refuse it visibly (claim.py decides)."""
+        """Claim a pending message and start it, or refuse it visibly (claim.py decides). A 🛑 already on it
+        (as the poll showed it) is looked at first: a task stopped before it ran never runs."""
+        if msg.reaction(STOP_EMOJI) is not None:   # the poll's copy: only what it shows counts, never its absence
+            self.controls.check(msg, STOP, self.wall())
         decision = self.claims.decide(msg)
         if decision.record is not None:
             self.budget_gate.claimed(msg)
@@ -533,8 +640,13 @@ class Orchestrator:
             self.status.queued(rec, position, len(self._ready))
 
     def start(self, rec: TaskRecord) -> None:
-        """prepare + run, with the record written around each; a task whose files cannot all be fetched
-        ends before its agent starts, with the reason in its result (inputs.py)."""
+        """prepare + run, with the record written around each; a task someone stopped meanwhile never runs;
+        one whose files cannot all be fetched ends before its agent starts, with the reason in its result
+        (inputs.py)."""
+        stop = self.controls.pending(STOP, rec.task_id)
+        if stop is not None:
+            self._stopped_before_it_ran(rec, stop)
+            return
         ws = self.prepare(rec)
         problem = self.fetch_inputs(rec, ws)
         if problem:

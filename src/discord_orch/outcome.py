@@ -16,7 +16,10 @@ FAILED = "failed"
 TIMED_OUT = "timed_out"
 KILLED = "killed"            # stopped by a signal we did not send for a timeout (or orchestrator stop)
 INTERRUPTED = "interrupted"  # found dead without a result by recovery after an orchestrator crash
-STATUSES = (OK, FAILED, TIMED_OUT, KILLED, INTERRUPTED)
+STOPPED = "stopped"          # a person asked (🛑, or `stop` in its thread): before it ran, or its group was killed
+STATUSES = (OK, FAILED, TIMED_OUT, KILLED, INTERRUPTED, STOPPED)
+#: how a run may end and still be run again (🔁, controls.py)
+RETRYABLE = (FAILED, TIMED_OUT, KILLED, INTERRUPTED, STOPPED)
 
 
 class Usage(NamedTuple):
@@ -48,6 +51,7 @@ class Outcome(NamedTuple):
     result_truncated: bool = False       # RESULT.txt was larger than RESULT_READ_MAX: only its head is here
     result_bytes: Optional[int] = None   # size of RESULT.txt on disk (None: no RESULT.txt)
     notes: Tuple[str, ...] = ()          # one line each, shown in the post: "RESULT.txt is a link; not followed"
+    stopped_by: str = ""                 # STOPPED: who asked, as the post names them
 
 
 def signal_name(number: object) -> Optional[str]:

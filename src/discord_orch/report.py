@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 from . import models
 from .models import MESSAGE_LIMIT
-from .outcome import FAILED, INTERRUPTED, KILLED, OK, TIMED_OUT, Outcome, Usage, signal_name
+from .outcome import FAILED, INTERRUPTED, KILLED, OK, STOPPED, TIMED_OUT, Outcome, Usage, signal_name
 from .tasks import POST_MARKER
 from .workspace import RESULT_FILE, SUMMARY_FILE
 
@@ -75,9 +75,12 @@ STATUS_LABELS = {
     TIMED_OUT: "⏱ **TIMED OUT**",
     KILLED: "❌ **KILLED**",
     INTERRUPTED: "❌ **INTERRUPTED**",
+    STOPPED: "⏹ **STOPPED**",
 }
 STATUS_WORDS = {OK: "done", FAILED: "failed", TIMED_OUT: "timed out", KILLED: "killed",
-                INTERRUPTED: "interrupted"}
+                INTERRUPTED: "interrupted", STOPPED: "stopped"}
+_ATTEMPT = re.compile(r" · attempt ([0-9]{1,3}) · ")   # in a result's first line, from the second attempt on
+STOPPER_MAX = 40             # characters of the name of who stopped a task
 
 Prices = Mapping[str, Tuple[float, float]]
 
@@ -376,12 +379,34 @@ def _attachment(name: str, text: str, task_id: str, max_bytes: int) -> Tuple[mod
 # ----------------------------------------------------------------------
 # posts
 # ----------------------------------------------------------------------
+def stopped_label(outcome: Outcome, ran: bool) -> str:
+    """``⏹ **STOPPED** by **alice** after 42s`` (or ``before it ran``): who stopped the task, and when."""
+    who = escape_inline(one_line(outcome.stopped_by)[:STOPPER_MAX]) or "someone"   # cut before escaping
+    when = f"after {format_duration(outcome.duration_s)}" if ran else "before it ran"
+    return f"{STATUS_LABELS[STOPPED]} by **{who}** {when}"
+
+
+def attempt_text(attempt: int) -> str:
+    """`` · attempt 2`` in a result's first line (nothing for the first attempt: most tasks have one)."""
+    return f" · attempt {int(attempt)}" if attempt > 1 else ""
+
+
+def attempt_of(content: str) -> int:
+    """Which attempt a result post (its first line) is about: 1 when it names none."""
+    found = _ATTEMPT.search(content.split("\n", 1)[0])
+    return int(found.group(1)) if found else 1
+
+
 def _result_header(task_id: str, agent_id: str, link: str, outcome: Outcome, model_requested: Optional[str],
-                   thinking: Optional[str], worker: Optional[str], prices: Optional[Prices]) -> str:
-    """The two header lines of a result post (never cut): status, ids, link; model, thinking, time, cost."""
+                   thinking: Optional[str], worker: Optional[str], prices: Optional[Prices],
+                   attempt: int = 1) -> str:
+    """The two header lines of a result post (never cut): status (who stopped it, and when), ids, the
+    attempt, link; model, thinking, time, cost (this attempt's)."""
     status = outcome.status
     label = STATUS_LABELS.get(status, "❔ **" + escape_inline(one_line(str(status)).upper()[:20]) + "**")
-    header = f"{label} · task {_code(task_id, 24)} · agent {_code(agent_id)}{link}"
+    if status == STOPPED:
+        label = stopped_label(outcome, ran=agent_id != "-")
+    header = f"{label} · task {_code(task_id, 24)}{attempt_text(attempt)} · agent {_code(agent_id)}{link}"
     used = model_used(outcome.usage, model_requested)
     facts = [f"model {_code(used, MODEL_MAX) if used else 'n/a'}"]
     requested = (model_requested or "").strip()
@@ -456,7 +481,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
                 thinking: Optional[str], model_requested: Optional[str], worker: Optional[str] = None,
                 archive_path: Optional[str] = None, prices: Optional[Prices] = None,
                 summary_max: int = SUMMARY_MAX, limit: int = MESSAGE_LIMIT,
-                attachment_max_bytes: int = ATTACHMENT_MAX_BYTES) -> Post:
+                attachment_max_bytes: int = ATTACHMENT_MAX_BYTES, attempt: int = 1) -> Post:
     """The #results post for one finished run. See the module docstring for the safety rules.
 
     Header (never cut): status, task id, agent id, and a jump link to the task
@@ -470,7 +495,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     status = outcome.status
     failed = status != OK
     reply_to, link = _placement(task_id, task_channel_id, results_channel_id, guild_id)
-    header = _result_header(task_id, agent_id, link, outcome, model_requested, thinking, worker, prices)
+    header = _result_header(task_id, agent_id, link, outcome, model_requested, thinking, worker, prices, attempt)
     block_label, block_text, attach_name, attach_text = _shown_and_attachable(outcome)
     result_truncated = bool(getattr(outcome, "result_truncated", False))
     result_bytes = getattr(outcome, "result_bytes", None)
@@ -603,12 +628,12 @@ def is_refusals_post_of(content: str, first_id: str) -> bool:
 
 
 def fallback_post(*, task_id: str, agent_id: Optional[str], status: Optional[str], outcome_status: str,
-                  why: str, description: str = "", kept_at: Optional[str] = None) -> Post:
+                  why: str, description: str = "", kept_at: Optional[str] = None, attempt: int = 1) -> Post:
     """A short, always valid result post for when the full one could not be formatted or posted:
     status (``status``, else the words for ``outcome_status``), task, agent, why, where the workspace is kept."""
     if status is None:
         status = STATUS_WORDS.get(outcome_status, outcome_status.replace("_", " ") or "ended").upper()
-    lines = [f"⚠️ **{escape_inline(status[:20])}** · task `{task_id}` · agent `{agent_id or '-'}`",
+    lines = [f"⚠️ **{escape_inline(status[:20])}** · task `{task_id}`{attempt_text(attempt)} · agent `{agent_id or '-'}`",
              "The full result could not be posted: " + escape_inline(one_line(why))[:600]]
     if description:
         lines.append("📝 " + escape_inline(one_line(description))[:200])

@@ -10,7 +10,9 @@ Exactly one result per claimed task
   retries, a rate-limit wait over RATE_LIMIT_MAX_WAIT) stays in state.db (records
   in ``finished``/``refused``/``reporting``) and is posted by a later pass
   (``--watch``: every OUTBOX_RETRY_S, see orchestrator.py).
-- Every result post carries the nonce ``r<task_id>`` with ``enforce_nonce``, and
+- Every result post carries the nonce ``r<task_id>`` (from a retry's second attempt on,
+  ``r<task_id>.<attempt>``: Discord would hand back the first attempt's post for the
+  same nonce within its window) with ``enforce_nonce``, and
   ``reported`` keeps the message id. A record found in ``reporting`` (a post was
   attempted, its fate unknown) is first looked up in #results (a bounded read of
   the messages since the task finished, REPORT_SEARCH_MAX messages) so that a post
@@ -56,6 +58,12 @@ log = logging.getLogger("discord_orch")
 REPORT_SEARCH_MAX = 500          # messages of #results read at most to find an unconfirmed post
 REPORT_SEARCH_SLACK_S = 600.0    # look this far before the task finished (clock skew with Discord)
 GROUP_NONCE = "g"                # + the first task id: the nonce of one post for several refusals
+
+
+def result_nonce(task_id: str, attempt: int) -> str:
+    """The nonce of an attempt's result post: ``r<task id>``, ``r<task id>.2``, ... (25 characters at most:
+    MAX_ATTEMPTS is capped for that)."""
+    return f"r{task_id}" if attempt <= 1 else f"r{task_id}.{attempt}"
 REFUSALS_PRIORITY = 1            # on the results lane: after every result queued before the refusal is posted
 
 
@@ -214,7 +222,7 @@ class Reporter:
 
     def _post(self, rec: TaskRecord) -> Message:
         """The result post, recorded as ``reporting`` (with its nonce) before it is sent."""
-        nonce = f"r{rec.task_id}"   # a refusal whose group post failed is posted alone: its own nonce
+        nonce = result_nonce(rec.task_id, rec.attempt)   # a refusal whose group post failed: its own nonce
         try:
             post = self._render(rec)
         except Exception as exc:  # a bug must not cost the task its result: say so plainly instead
@@ -264,7 +272,7 @@ class Reporter:
                                      task_description=rec.description, thinking=rec.thinking,
                                      model_requested=rec.model, worker=rec.worker,
                                      archive_path=rec.archive_path, prices=self._prices,
-                                     summary_max=s.summary_max)
+                                     summary_max=s.summary_max, attempt=rec.attempt)
 
     def _fallback_post(self, rec: TaskRecord, why: str) -> Post:
         """A short, always valid result post: status, task, agent, why the full one is missing, and
@@ -280,14 +288,14 @@ class Reporter:
         status = "REFUSED" if rec.refusal is not None else None
         return reportfmt.fallback_post(task_id=rec.task_id, agent_id=rec.agent_id, status=status,
                                        outcome_status=rec.outcome_status, why=why,
-                                       description=rec.description, kept_at=where)
+                                       description=rec.description, kept_at=where, attempt=rec.attempt)
 
     def _find_posted_result(self, rec: TaskRecord) -> Optional[Message]:
         """Our result for ``rec`` if an earlier attempt did post it (the record says ``reporting``:
         the post may have landed without us hearing back, and Discord forgets nonces after a few
         minutes). Reads #results forward from shortly before the task finished, at most
         REPORT_SEARCH_MAX messages; DiscordError when it cannot look (the post is deferred)."""
-        from .report import is_refusals_post_of   # only when looking up a lost post
+        from .report import attempt_of, is_refusals_post_of   # only when looking up a lost post
 
         since = (rec.finished_at or rec.claimed_at) - REPORT_SEARCH_SLACK_S
         after = max(int(rec.task_id), snowflake_at(since))
@@ -301,7 +309,8 @@ class Reporter:
                 return None
             if msg.author.id != me or not is_orchestrator_post(msg.content):
                 continue   # not our output (a task submitted by this bot is not a result)
-            if msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]:
+            if (msg.referenced_message_id == rec.task_id or rec.task_id in msg.content.split("\n", 1)[0]) \
+                    and attempt_of(msg.content) == rec.attempt:   # an earlier attempt's post is not this one
                 return msg
             if grouped_with and is_refusals_post_of(msg.content, grouped_with):
                 return msg

@@ -32,6 +32,7 @@ MAX_HOURS = 10 * 365 * 24             # the longest an hours setting may say (10
 MAX_INPUT_MB = 1024                   # INPUT_MAX_MB's ceiling: a task's files are held in memory one at a time
 MAX_INPUT_FILES = 100                 # INPUT_MAX_FILES's ceiling (Discord itself takes 10 files a message)
 MAX_USD = 1_000_000                   # a budget's ceiling: a typo, not a plan, beyond it
+MAX_ATTEMPTS_CAP = 99                 # a retry's result nonce is r<task id>.<attempt>: 25 characters at most
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -239,6 +240,12 @@ SETTINGS: Tuple[Setting, ...] = (
             default="false"),
     Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",
             default="false"),
+    Setting("MAX_ATTEMPTS", "max_attempts", Number(minimum=1, maximum=MAX_ATTEMPTS_CAP, integer=True),
+            "runs of one task at most, the first included: 🔁 (or `retry` in its thread) runs it again",
+            default="3"),
+    Setting("RETRY_WINDOW_HOURS", "retry_window_h", Number(minimum=0, maximum=MAX_HOURS),
+            "hours after a task failed during which a 🔁 on it is looked for (0 = never; see Stop and retry)",
+            default="24"),
     Setting("SUMMARY_MAX_LENGTH", "summary_max", Number(minimum=100, maximum=1800, integer=True),
             "max characters of SUMMARY.txt shown", default="1500"),
     Setting("ARCHIVE_RETENTION_HOURS", "archive_retention_h", Number(minimum=0, maximum=MAX_HOURS),

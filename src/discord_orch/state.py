@@ -21,6 +21,8 @@ same transaction that writes the new one (``TRANSITIONS``)::
              → dropped     (the message was deleted before the claim was decided)
     starting/running → claimed   (recovery: it never ran, or runs again)
     reported → open → cleaned    (follow-ups: the workspace is kept for FOLLOWUP_HOURS; conversation.py)
+    claimed → finished           (a person stopped it before it ran: its outcome says so)
+    cleaned → claimed            (a person asked for a retry: attempt ``attempts + 1``; no ledger line)
 
 A follow-up is a *turn*: a record of its own (its message's id, walking claimed → ... →
 cleaned like a task) and a row of ``turns`` linking it to its task; ``conversations`` holds,
@@ -63,7 +65,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, NamedTuple, Optional
 
-from .outcome import INTERRUPTED, Outcome, Usage
+from .outcome import INTERRUPTED, RETRYABLE, STOPPED, Outcome, Usage
 from .errors import StateError, TransitionError
 
 
@@ -109,7 +111,8 @@ OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
 #: status → the statuses it may move to; anything else raises TransitionError
 TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
     CLAIMING: frozenset({CLAIMED, REFUSED, ELSEWHERE, DROPPED}),
-    CLAIMED: frozenset({STARTING, DROPPED}),       # dropped: a follow-up whose task closed before its turn
+    CLAIMED: frozenset({STARTING, DROPPED, FINISHED}),   # dropped: a follow-up whose task closed before its
+                                                         # turn; finished: stopped before it ran (controls.py)
     STARTING: frozenset({RUNNING, FINISHED, CLAIMED}),
     RUNNING: frozenset({FINISHED, CLAIMED}),
     FINISHED: frozenset({REPORTING}),
@@ -117,7 +120,7 @@ TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
     REPORTING: frozenset({REPORTING, REPORTED}),   # reporting again: a retry of a post whose fate was unknown
     REPORTED: frozenset({CLEANED, OPEN}),          # open: its thread takes follow-ups for FOLLOWUP_HOURS
     OPEN: frozenset({CLEANED}),
-    CLEANED: frozenset(),
+    CLEANED: frozenset({CLAIMED}),                 # a retry (controls.py): the next attempt
     ELSEWHERE: frozenset(),
     DROPPED: frozenset(),
 }
@@ -167,6 +170,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS posted (message_id TEXT PRIMARY KEY, kind TEXT NOT NULL, posted_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS conversations (
@@ -224,6 +228,11 @@ class TaskRecord(NamedTuple):
     def finished_outcome(self) -> Outcome:
         """The agent's outcome as recorded by ``mark_finished`` (interrupted, if none was)."""
         return outcome_from_json(self.outcome)
+
+    @property
+    def attempt(self) -> int:
+        """Which run of the task this record is about: 1, then 2, 3, ... after each retry."""
+        return self.attempts + 1
 
     @property
     def outcome_status(self) -> str:
@@ -479,6 +488,16 @@ class Store:
         return self._conn().execute(f"SELECT 1 FROM tasks WHERE status NOT IN ({marks}) LIMIT 1",
                                     [s.value for s in SETTLED_STATUSES]).fetchone() is not None
 
+    def retryable(self, *, since: float, max_attempts: int) -> List[TaskRecord]:
+        """This host's tasks that ended without success at or after ``since``, posted and cleaned, with an
+        attempt left (controls.py looks for a 🔁 on them). One range read of the finished_at index."""
+        rows = self._conn().execute(
+            "SELECT * FROM tasks WHERE finished_at >= ? AND status = ? AND refusal IS NULL AND attempts + 1 < ? "
+            "AND (host = ? OR host IS NULL) ORDER BY task_id",
+            (since, CLEANED.value, max_attempts, self.host)).fetchall()
+        recs = [TaskRecord._from_row(r) for r in rows]
+        return [r for r in recs if r.outcome_status in RETRYABLE]
+
     def insert(self, *, task_id: str, channel_id: str, author_id: str, status: TaskStatus, description: str = "",
                model_alias: str = "", model: str = "", thinking: str = "", worker: Optional[str] = None,
                refusal: Optional[str] = None, turn_of: Optional[str] = None) -> bool:
@@ -506,15 +525,17 @@ class Store:
         return True
 
     # -- the transitions (see "The lifecycle" above) -------------------------
-    def _move(self, task_id: str, to: TaskStatus, *, posted: Optional[str] = None, **values: Any) -> None:
-        """One checked transition: read the status and write the new one in the same transaction."""
+    def _move(self, task_id: str, to: TaskStatus, *, posted: Optional[str] = None,
+              only_from: Optional[FrozenSet[TaskStatus]] = None, **values: Any) -> None:
+        """One checked transition: read the status and write the new one in the same transaction.
+        ``only_from``: the step is one of several into ``to`` and may leave only these statuses."""
         unknown = set(values) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown task fields: {sorted(unknown)}")
         with self._tx() as conn:
             row = conn.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             current = TaskStatus(row["status"]) if row is not None else None
-            if current is None or to not in TRANSITIONS[current]:
+            if current is None or to not in TRANSITIONS[current] or (only_from is not None and current not in only_from):
                 raise TransitionError(task_id, None if current is None else current.value, to.value)
             _set(conn, task_id, status=to.value, **values)
             if posted:   # the post's id is ours for good in the same transaction (never read as a task)
@@ -550,13 +571,31 @@ class Store:
     def mark_finished(self, task_id: str, outcome: Outcome, *, finished_at: float,
                       archive_path: Optional[str]) -> None:
         """starting/running → finished: the outcome (result text capped) and where the workspace is kept."""
-        self._move(task_id, FINISHED, finished_at=finished_at, outcome=outcome_to_json(outcome),
-                   archive_path=archive_path)
+        self._move(task_id, FINISHED, only_from=frozenset({STARTING, RUNNING}), finished_at=finished_at,
+                   outcome=outcome_to_json(outcome), archive_path=archive_path)
+
+    def mark_stopped_before_it_ran(self, task_id: str, outcome: Outcome, *, finished_at: float) -> None:
+        """claimed → finished: a person stopped the task before an agent took it (``outcome`` says who)."""
+        if outcome.status != STOPPED:
+            raise TransitionError(task_id, CLAIMED.value, f"{FINISHED.value} ({outcome.status})")
+        self._move(task_id, FINISHED, only_from=frozenset({CLAIMED}), finished_at=finished_at,
+                   outcome=outcome_to_json(outcome))
 
     def mark_claimed_again(self, task_id: str, *, attempts: Optional[int] = None) -> None:
         """starting/running → claimed: its agent never ran, or runs again (RETRY_INTERRUPTED)."""
         extra = {} if attempts is None else {"attempts": attempts}
-        self._move(task_id, CLAIMED, agent_id=None, agent_dir=None, pid=None, pgid=None, proc_start=None, **extra)
+        self._move(task_id, CLAIMED, only_from=frozenset({STARTING, RUNNING}), agent_id=None, agent_dir=None, pid=None, pgid=None, proc_start=None, **extra)
+
+    def mark_retry(self, task_id: str) -> int:
+        """cleaned → claimed: the task runs again, as attempt ``attempts + 1`` (counted from 0), in a fresh
+        workspace; what the last attempt recorded is cleared (its post in #results stays). The ledger
+        keeps its one line for the task: a retry writes none. Returns the new attempt's number (2, 3, ...)."""
+        rec = self.get(task_id)
+        attempts = (rec.attempts if rec is not None else 0) + 1
+        self._move(task_id, CLAIMED, only_from=frozenset({CLEANED}), attempts=attempts, agent_id=None, agent_dir=None, pid=None, pgid=None,
+                   proc_start=None, started_at=None, deadline=None, finished_at=None, outcome=None,
+                   archive_path=None, nonce=None, result_message_id=None, status_reacted=None)
+        return attempts + 1
 
     def mark_reporting(self, task_id: str, *, nonce: str) -> None:
         """finished/refused/reporting → reporting: written before each attempt to post the result."""

@@ -12,6 +12,7 @@ It accepts the real CLI's flags (../shared/openclaw/NOTES.md), validates them li
 (none)          RESULT.txt ``RESULT: <task text>`` and SUMMARY.txt, ok JSON, exit 0
 FAIL            ``{"ok":false,"error":{"type":"cli_error","message":"LLM request failed: ..."}}``, exit 1
 HANG            sleeps forever; ``HANG_CHILD`` also starts a child (same group) that sleeps forever
+PARTIAL         first writes RESULT.txt ``PARTIAL: <task text>`` (work done so far; with HANG, before it hangs)
 NOTERM          ignore SIGTERM (with HANG: only SIGKILL ends it)
 CRASH           writes some log, then kills itself with SIGKILL
 SLEEP=<s>       sleeps s seconds, then succeeds
@@ -351,6 +352,8 @@ def run(argv: List[str]) -> int:
         _log("[agent] error: provider request failed (stand-in FAIL)")
         return _cli_error("LLM request failed: connection refused by the provider endpoint.",
                           as_json)
+    if _has("PARTIAL", task):
+        (workspace / RESULT_FILE).write_text("PARTIAL: " + task, encoding="utf-8")
     _misbehave(task)
     cost_s = _value("COST", task)
     cost = float(cost_s) if cost_s is not None else None
