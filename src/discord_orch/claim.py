@@ -155,6 +155,7 @@ CLAIM_EMOJI = "✅"
 CLAIM_BY_THREAD = "thread"      # CLAIM=thread: the host that starts a task's thread runs it
 THREAD_ARCHIVE_MINUTES = 1440   # a task's thread archives itself after a day with nothing posted in it
 CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line among a thread's first messages
+CLAIM_MARK_TRIES = 2            # rounds of the claim's marks (✅, the thread's line) before the pass gives up on them
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
@@ -554,7 +555,8 @@ class Claims:
                 if any(m.author.id == self.identity.bot_user_id() and m.content.startswith(head) for m in firsts):
                     return True
             posted = self.client.create_message(rec.task_id, claim_post(
-                host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking, worker=rec.worker))
+                host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking, worker=rec.worker),
+                nonce=f"c{rec.task_id}")   # one nonce for every try: a try whose answer was lost is not doubled
         except Unauthorized as exc:
             self._on_fatal(exc)
             return False
@@ -604,9 +606,18 @@ class Claims:
         by_thread = self.settings.claim == CLAIM_BY_THREAD
 
         def job() -> None:
-            reacted = self._react(rec.task_id, CLAIM_EMOJI)
-            if reacted and (not by_thread or self._say_claimed(rec, look_first=recovered)):
-                self.store.note_claim_reacted(rec.task_id)
+            # Each call has the client's retries already; a round more covers failures past them (an answer
+            # lost four times), else a task that finished in this pass kept no ✅ or line for good (recovery
+            # re-marks only tasks still claimed or running). The line's nonce makes a repeat return it.
+            reacted = said = False
+            for _round in range(CLAIM_MARK_TRIES):
+                reacted = reacted or self._react(rec.task_id, CLAIM_EMOJI)
+                said = said or not by_thread or self._say_claimed(rec, look_first=recovered)
+                if reacted and said:
+                    self.store.note_claim_reacted(rec.task_id)
+                    return
+            log.warning("task=%s: its claim marks failed %d times; the next pass tries again while it runs",
+                        rec.task_id, CLAIM_MARK_TRIES)
         self._submit(job)
 
     def react_running(self, task_id: str) -> None:

@@ -1,0 +1,64 @@
+"""Several hosts on one queue, the rest of issue 13 and issue 17's host presence: the claim's marks
+retried within a pass, the full result in the task's thread, hosts spread over the queue, each host's
+presence line, and a silent host's tasks taken over.
+
+End to end: real CLI passes, real HTTP to the loopback Discord, the stand-in agent. Hosts A and B
+share one bot token (told apart by HOST_NAME); host C has a bot of its own.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+
+from discord_orch.sim.world import World
+from tests.conftest import make_home
+
+POSTS = "/channels/{channel_id}/messages"
+CLIENT_TRIES = 4   # the client's first attempt and its 3 retries of a transient failure
+
+
+@pytest.fixture
+def hosts(tmp_path, world):
+    """Three homes on one queue: A and B share the bot token, C has its own bot."""
+    other_bot = world.ld.create_user("discord-orch-c", bot=True)
+    world.ld.add_member(world.guild, other_bot.id)
+    homes = {name: make_home(tmp_path / name, world, HOST_NAME=f"host-{name}", ALLOWED_USER_IDS=world.alice.id)
+             for name in "abc"}
+    homes["c"].write_config(CHIP_TOKEN=other_bot.token)
+    return homes
+
+
+def orchestrate(home):
+    res = home.cli("orchestrate")
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def thread_lines(world: World, task_id: str) -> List[str]:
+    """What people see in the task's thread, after the starter line."""
+    return [m["content"] for m in world.ld.messages(task_id) if m["type"] != 21]
+
+
+def results_for(world: World, task_id: str) -> List[dict]:
+    return [m for m in world.results_messages() if task_id in m["content"]]
+
+
+def test_claim_lines_that_fail_past_the_clients_retries_are_tried_again_in_the_same_pass(hosts, world):
+    """Each claim line fails as often as the client tries (first try and retries): one never reaches
+    Discord (503), the other does each time but its answers are lost. A pass that is not killed
+    still leaves exactly one claim line in each thread (the ✅ goes through the same rounds)."""
+    home = hosts["a"]
+    home.write_config(MAX_AGENTS="2")
+    unsaid, unheard = (world.post(world.alice, f"Claim line {n}")["id"] for n in ("unsaid", "unheard"))
+    world.ld.fail("POST", POSTS, statuses=(503,), count=CLIENT_TRIES, where={"channel_id": unsaid})
+    world.ld.drop("POST", POSTS, count=CLIENT_TRIES, after_processing=True, where={"channel_id": unheard})
+    res = orchestrate(home)
+    assert [claim_lines(world, t) for t in (unsaid, unheard)] == [1, 1]
+    assert all(len(results_for(world, t)) == 1 for t in (unsaid, unheard)) and len(home.runs()) == 2
+    assert "claim marks failed" not in res.stderr
+
+
+def claim_lines(world: World, task_id: str) -> int:
+    return sum(1 for line in thread_lines(world, task_id) if line.startswith("🧵 Claimed by **host-a**"))
