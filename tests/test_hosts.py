@@ -62,3 +62,31 @@ def test_claim_lines_that_fail_past_the_clients_retries_are_tried_again_in_the_s
 
 def claim_lines(world: World, task_id: str) -> int:
     return sum(1 for line in thread_lines(world, task_id) if line.startswith("🧵 Claimed by **host-a**"))
+
+
+def test_with_results_channel_empty_each_result_and_refusal_is_in_its_tasks_thread_only(hosts, world):
+    home = hosts["a"]
+    home.write_config(RESULTS_CHANNEL="")
+    task = world.post(world.alice, "Thread only please")["id"]
+    refused = world.post(world.mallory, "Let me in")["id"]
+    res = orchestrate(home)
+    assert world.results_messages() == []
+    claimed, result = thread_lines(world, task)
+    assert claimed.startswith("🧵 Claimed by **host-a**")
+    assert result.startswith(f"✅ **DONE** · task `{task}`") and "Summary: Thread only please" in result
+    [posted] = [m for m in world.ld.messages(task) if m["content"] == result]
+    assert [a["filename"] for a in posted["attachments"]] == ["RESULT.txt"]
+    [refusal] = thread_lines(world, refused)
+    assert refusal.startswith(f"⛔ **REFUSED** · task `{refused}`") and f"user {world.mallory.id}" in refusal
+    assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in (task, refused))
+    assert "reported task=" + task in res.stderr
+    assert "pass done: nothing to do" in orchestrate(home).stderr
+
+
+def test_results_channel_empty_needs_the_thread_claim(hosts, world):
+    home = hosts["a"]
+    home.write_config(RESULTS_CHANNEL="", CLAIM="reaction")
+    res = home.cli("orchestrate")
+    assert res.returncode == 3 and "RESULTS_CHANNEL: not set" in res.stderr and "CLAIM=thread" in res.stderr
+    assert "ok    RESULTS_CHANNEL: empty: each result goes to its task's thread" in hosts["b"].cli(
+        "check", env={"RESULTS_CHANNEL": ""}).stdout

@@ -76,8 +76,8 @@ def test_the_host_that_starts_the_thread_runs_the_task_and_the_others_leave_it(h
     claimed, ended = thread_messages(world, task)
     assert claimed["content"].startswith("🧵 Claimed by **host-a**")
     [result] = results_for(world, task)
-    assert ended["content"].startswith("✅ **DONE** · the result is in #results: https://discord.com/channels/")
-    assert ended["content"].split("\n")[0].endswith(f"/{world.results}/{result['id']}")
+    assert ended["content"] == result["content"]   # the whole result, in the thread too
+    assert [a["filename"] for a in ended["attachments"]] == [a["filename"] for a in result["attachments"]]
     assert world.ld.thread(task)["thread_metadata"]["archived"] is True   # closed once the result was out
     assert "claimed task=" + task in first.stderr
     assert hosts["a"].ledger() == [task] and hosts["b"].ledger() == [] and hosts["c"].ledger() == []

@@ -643,24 +643,15 @@ class Claims:
         self._close_thread(rec)
 
     def _close_thread(self, rec: TaskRecord) -> None:
-        """The task's thread gets where its result is, then is archived: Discord counts at most 1,000
-        active threads a server, and a finished task's thread should not hold one. (A message posted
-        in it later unarchives it.) Best effort: the result itself is in #results already."""
+        """The task's thread is archived once its result is out (in it: reporter.py): Discord counts at
+        most 1,000 active threads a server, and a finished task's thread should not hold one. (A message
+        posted in it later unarchives it.) Best effort: the result itself is out already."""
         if self.settings.claim != CLAIM_BY_THREAD or rec.host != self.settings.host_name:
             return
-        from .report import thread_result_post
-
-        content = thread_result_post(outcome_status=rec.outcome_status, refused=rec.refusal is not None,
-                                     guild_id=self.identity.guild(), results_channel_id=self.settings.results_channel,
-                                     message_id=rec.result_message_id)
 
         def job() -> None:
             try:
-                posted = self.client.post_in_thread(rec.task_id, content, nonce=f"t{rec.task_id}")
-                if posted is None:
-                    return   # no thread: claimed before this host started threads (CLAIM=reaction then)
-                self.store.note_posted(posted.id, POSTED_NOTICE)
-                self.client.archive_thread(rec.task_id)
+                self.client.archive_thread(rec.task_id)   # None: no thread (claimed under CLAIM=reaction)
             except Unauthorized as exc:
                 self._on_fatal(exc)
             except DiscordError as exc:

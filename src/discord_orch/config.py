@@ -137,6 +137,13 @@ class Settings(NamedTuple):
             if not getattr(self, key.lower()):
                 raise ConfigError(key, "not set", f"the id of the channel, in {self.home / CONFIG_FILENAME}")
 
+    def require_results_channel(self) -> None:
+        """ConfigError unless results have somewhere to go: RESULTS_CHANNEL, or (empty) each task's thread,
+        which only CLAIM=thread gives a task."""
+        if not self.results_channel and self.claim != "thread":
+            raise ConfigError("RESULTS_CHANNEL", "not set", f"the id of #results, in {self.home / CONFIG_FILENAME} "
+                              "(empty means each result goes to its task's thread only, which needs CLAIM=thread)")
+
     def __repr__(self) -> str:  # the token is a Secret already; keep repr short and safe
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name not in ("warnings", "aliases"))
         return f"Settings({shown})"

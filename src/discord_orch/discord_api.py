@@ -185,11 +185,12 @@ class DiscordClient:
                 raise
             return None
 
-    def post_in_thread(self, thread_id: str, content: str, *, nonce: Optional[str] = None) -> Optional[Message]:
+    def post_in_thread(self, thread_id: str, content: str, *, files: Sequence[FileUpload] = (),
+                       nonce: Optional[str] = None) -> Optional[Message]:
         """Post in a thread if there is one (None when there is none: 404 Unknown Channel answers
         the question, as for a task claimed before its host started threads)."""
         try:
-            return self.create_message(thread_id, content, nonce=nonce, answers=_NO_SUCH_CHANNEL)
+            return self.create_message(thread_id, content, files=files, nonce=nonce, answers=_NO_SUCH_CHANNEL)
         except NotFound as exc:
             if exc.code != UNKNOWN_CHANNEL:
                 raise
@@ -215,17 +216,24 @@ class DiscordClient:
                           parse=Channel.from_json)
 
     def edit_thread(self, thread_id: str, *, archived: Optional[bool] = None, locked: Optional[bool] = None,
-                    name: Optional[str] = None) -> Channel:
+                    name: Optional[str] = None, answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Channel:
         """Change a thread (PATCH /channels/{thread}): archive or unarchive, lock or unlock, rename."""
         payload = {k: v for k, v in (("archived", archived), ("locked", locked), ("name", name)) if v is not None}
         if not payload:
             raise ValueError("nothing to change")
         return self._call("PATCH", "/channels/{channel_id}", {"channel_id": thread_id}, json_body=payload,
-                          parse=Channel.from_json)
+                          parse=Channel.from_json, answers=answers)
 
-    def archive_thread(self, thread_id: str, *, lock: bool = False) -> Channel:
-        """Archive a thread (and lock it: nobody but moderators can post in it again)."""
-        return self.edit_thread(thread_id, archived=True, locked=True if lock else None)
+    def archive_thread(self, thread_id: str, *, lock: bool = False) -> Optional[Channel]:
+        """Archive a thread (and lock it: nobody but moderators can post in it again); None when there is
+        no such thread (404 Unknown Channel answers the question, as for ``post_in_thread``)."""
+        try:
+            return self.edit_thread(thread_id, archived=True, locked=True if lock else None,
+                                    answers=_NO_SUCH_CHANNEL)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_CHANNEL:
+                raise
+            return None
 
     def list_active_threads(self, guild_id: str) -> ActiveThreads:
         """The server's active threads, each with its last_message_id (GET /guilds/{id}/threads/active)."""

@@ -126,7 +126,7 @@ class Reporter:
         from .report import refusals_post
 
         for author, recs in by_author.items():
-            if len(recs) == 1:
+            if len(recs) == 1 or not self.settings.results_channel:   # thread only: each in its own thread
                 self._submit_refusal(lambda t=recs[0].task_id: self.report(t))
                 continue
             post = refusals_post(refused=[(r.task_id, r.refusal or "") for r in recs], author_id=author,
@@ -207,32 +207,69 @@ class Reporter:
                  "refused" if rec.refusal is not None else (rec.outcome_status or "?"), msg.id, how)
         rec = self.store.get(task_id)
         if rec is not None:
+            self._copy_to_thread(rec)
             self._after_post(rec)
             self.clean_up(rec)
+
+    def _results_in(self, rec: TaskRecord) -> str:
+        """Where a task's result goes: #results, or, with RESULTS_CHANNEL empty, the task's own thread."""
+        return self.settings.results_channel or rec.task_id
+
+    def _copy_to_thread(self, rec: TaskRecord) -> None:
+        """With CLAIM=thread and #results, the task's thread gets the whole result too (who follows the
+        task there need not go looking). Best effort: the result is in #results already."""
+        from .claim import CLAIM_BY_THREAD
+
+        s = self.settings
+        if not s.results_channel or s.claim != CLAIM_BY_THREAD or rec.host != s.host_name:
+            return
+        try:
+            post = self._render(rec, rec.task_id)
+            self.client.post_in_thread(rec.task_id, post.content, files=post.files, nonce=f"t{rec.task_id}")
+        except Unauthorized as exc:
+            self._on_fatal(exc)
+        except DiscordError as exc:
+            log.warning("task=%s: its result was not copied to its thread: %s", rec.task_id, exc)
+        except Exception as exc:   # a formatting bug must not cost the clean-up: the result is out already
+            log.error("task=%s: its result could not be formatted for its thread (%s: %s)", rec.task_id,
+                      type(exc).__name__, exc)
 
     def _post(self, rec: TaskRecord) -> Message:
         """The result post, recorded as ``reporting`` (with its nonce) before it is sent."""
         nonce = f"r{rec.task_id}"   # a refusal whose group post failed is posted alone: its own nonce
+        channel = self._results_in(rec)
         try:
-            post = self._render(rec)
+            post = self._render(rec, channel)
         except Exception as exc:  # a bug must not cost the task its result: say so plainly instead
             log.error("task=%s: the result could not be formatted (%s: %s); posting a short one",
                       rec.task_id, type(exc).__name__, exc)
             post = self._fallback_post(rec, f"it could not be formatted ({type(exc).__name__})")
         self.store.mark_reporting(rec.task_id, nonce=nonce)
         try:
-            return self.client.create_message(self.settings.results_channel, post.content,
-                                              files=post.files, reply_to=post.reply_to, nonce=nonce)
+            return self._send(rec, channel, post, nonce)
         except BadRequest as exc:
             # Discord refused this post's shape (a reply it cannot make, an attachment it will not
             # take...): nothing was created, so a plain post without them, same nonce, is still the one.
             log.warning("task=%s: Discord refused the result post (%s); posting a short one", rec.task_id, exc)
             post = self._fallback_post(rec, f"Discord refused it: {exc}")
-            return self.client.create_message(self.settings.results_channel, post.content, nonce=nonce)
+            return self._send(rec, channel, post, nonce)
+
+    def _send(self, rec: TaskRecord, channel: str, post: Post, nonce: str) -> Message:
+        if channel == self.settings.results_channel:
+            return self.client.create_message(channel, post.content, files=post.files, reply_to=post.reply_to,
+                                              nonce=nonce)
+        posted = self.client.post_in_thread(channel, post.content, files=post.files, nonce=nonce)
+        if posted is not None:
+            return posted
+        # Thread only, and the task has no thread (claimed before threads): a reply to it in #task-queue.
+        post = self._render(rec, rec.channel_id)
+        return self.client.create_message(rec.channel_id, post.content, files=post.files, reply_to=post.reply_to,
+                                          nonce=nonce)
 
     # report, prices and workspace are imported by the methods that post: an idle pass, which
     # posts nothing, never loads them (tests/test_idle_pass.py).
-    def _render(self, rec: TaskRecord) -> Post:
+    def _render(self, rec: TaskRecord, channel: str) -> Post:
+        """The result post for ``channel`` (#results, the task's thread, or #task-queue as a reply)."""
         from . import report as reportfmt
         from .prices import load_prices
         from .workspace import RESULT_FILE, RESULT_READ_MAX, read_head
@@ -240,7 +277,7 @@ class Reporter:
         s = self.settings
         if rec.refusal is not None:
             return reportfmt.refusal_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
-                                          results_channel_id=s.results_channel, guild_id=self.identity.guild(),
+                                          results_channel_id=channel, guild_id=self.identity.guild(),
                                           reason=rec.refusal)
         outcome = rec.finished_outcome
         if rec.agent_id and len(outcome.result_text) >= OUTCOME_TEXT_KEPT:
@@ -252,7 +289,7 @@ class Reporter:
         if self._prices is None:
             self._prices = load_prices(s.openclaw_config)
         return reportfmt.result_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
-                                     results_channel_id=s.results_channel, guild_id=self.identity.guild(),
+                                     results_channel_id=channel, guild_id=self.identity.guild(),
                                      agent_id=rec.agent_id or "-", outcome=outcome,
                                      task_description=rec.description, thinking=rec.thinking,
                                      model_requested=rec.model, worker=rec.worker,
@@ -287,7 +324,7 @@ class Reporter:
         me = self.identity.bot_user_id()
         grouped_with = rec.nonce[len(GROUP_NONCE):] if rec.refusal is not None and rec.nonce \
             and rec.nonce.startswith(GROUP_NONCE) else None   # its refusal went out in one post with others
-        for seen, msg in enumerate(self.client.iter_messages_after(self.settings.results_channel, str(after))):
+        for seen, msg in enumerate(self.client.iter_messages_after(self._results_in(rec), str(after))):
             if seen >= REPORT_SEARCH_MAX:
                 log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
                             rec.task_id, REPORT_SEARCH_MAX)
