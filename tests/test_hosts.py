@@ -8,9 +8,13 @@ share one bot token (told apart by HOST_NAME); host C has a bot of its own.
 
 from __future__ import annotations
 
+import random
 from typing import List
 
 import pytest
+
+from discord_orch.intake import SPREAD_WINDOW, spread_pick
+from discord_orch.models import Message
 
 from discord_orch.sim.world import World
 from tests.conftest import make_home
@@ -90,3 +94,23 @@ def test_results_channel_empty_needs_the_thread_claim(hosts, world):
     assert res.returncode == 3 and "RESULTS_CHANNEL: not set" in res.stderr and "CLAIM=thread" in res.stderr
     assert "ok    RESULTS_CHANNEL: empty: each result goes to its task's thread" in hosts["b"].cli(
         "check", env={"RESULTS_CHANNEL": ""}).stdout
+
+
+def test_hosts_that_spread_mostly_pick_different_tasks_and_each_keeps_its_pick():
+    """After a lost start a host takes, among the SPREAD_WINDOW oldest tasks, the first by a hash of its
+    name and the task: three hosts on the same window rarely pick the same task, and none favours the
+    oldest (the hosts that raced for it lost)."""
+    rng = random.Random(17)
+    hosts = ("host-a", "host-b", "host-c")
+    clashes = oldest = 0
+    windows = 300
+    for _ in range(windows):
+        ids = sorted(str(rng.randrange(10 ** 18, 10 ** 19)) for _ in range(SPREAD_WINDOW))
+        window = [Message.from_json({"id": i, "channel_id": "1" * 18, "content": "",
+                                     "author": {"id": "2" * 18, "username": "alice"}}) for i in ids]
+        picks = [spread_pick(h, window) for h in hosts]
+        assert picks == [spread_pick(h, window) for h in hosts]    # the same host, the same pick
+        clashes += len(set(picks)) < len(hosts)
+        oldest += picks.count(0)
+    assert clashes / windows < 0.5          # any two of three on one task: 1 - 7/8 * 6/8 = 0.34 expected
+    assert oldest / (windows * len(hosts)) < 0.25   # 1/8 expected

@@ -15,13 +15,23 @@ or its author's roles, after the client's own bounded retries) is set aside: thi
 pass goes on without it and ends, the cursor stays before it, and the next pass
 tries it again (``--watch``: every RETRY_SET_ASIDE_S). No message is tried again
 at the pace of the loop.
+
+Several hosts (CLAIM=thread) read the same queue, and each took the oldest pending
+task: they raced for it, and all but one lost the start (a request and a slot of the
+thread-start rate limit each, then a reread). A host that has lost a start therefore
+knows it is not alone and spreads: for the rest of the pass it takes, among the
+SPREAD_WINDOW oldest pending tasks, the one that comes first by a hash of its
+HOST_NAME and the task's id (``spread_pick``), so that hosts mostly pick different
+tasks without knowing of each other. A host alone never loses a start and keeps
+taking the oldest first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 from .errors import DiscordError, DiscordUnavailable, RateLimitedTooLong, StateError, Unauthorized
 from .models import Message
@@ -36,6 +46,15 @@ log = logging.getLogger("discord_orch")
 POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); more history: poll again at once
 RETRY_SET_ASIDE_S = 60.0         # --watch: messages set aside (Discord did not answer) are tried again this often
 CURSOR_KEY = "cursor:{channel}"
+SPREAD_WINDOW = 8                # after a start lost to another host: pick among this many of the oldest tasks
+
+
+def spread_pick(host: str, candidates: Sequence[Message]) -> int:
+    """The index of the candidate this host takes first when hosts spread over the queue: the one whose
+    hash with the host's name is lowest. Stable for a host, unrelated between hosts (blake2b)."""
+    def rank(i: int) -> bytes:
+        return hashlib.blake2b(f"{host}\n{candidates[i].id}".encode(), digest_size=8).digest()
+    return min(range(len(candidates)), key=rank)
 
 
 class Intake:
@@ -49,6 +68,7 @@ class Intake:
         self.backlog: List[Message] = []     # pending, not yet decided (no capacity yet)
         self.set_aside: List[Message] = []   # pending, Discord did not answer when they were decided
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
+        self.spread = False                  # a start was lost to another host: spread over the queue
         self._seen_upto: Optional[str] = None
 
     def poll(self, *, first: bool, agents_running: bool) -> bool:
@@ -96,16 +116,23 @@ class Intake:
     def _next(self) -> Message:
         """The oldest pending message whose author may run tasks, else the oldest: refusals wait behind
         tasks (with CLAIM=thread each costs a thread's start), so a flood of them holds no task back."""
+        first: List[int] = []   # indexes of the oldest whose authors may run tasks
         for i, msg in enumerate(self.backlog):
             if self.claims.runs_first(msg):
-                return self.backlog.pop(i)
-        return self.backlog.pop(0)
+                first.append(i)
+                if not self.spread or len(first) == SPREAD_WINDOW:
+                    break
+        if not first:
+            return self.backlog.pop(0)
+        pick = spread_pick(self.claims.settings.host_name, [self.backlog[i] for i in first]) if self.spread else 0
+        return self.backlog.pop(first[pick])
 
     def reread(self) -> None:
         """Another host took a task the last poll showed as pending, so the rest of that poll may be taken
         too: forget it and read it again at once, from its oldest message. The poll shows each message's
         thread at no cost; starting the thread of a task already taken costs a request (and a thread-start
         rate-limit slot) per task, which kept a host behind the others for the whole queue."""
+        self.spread = True
         if not self.backlog:
             return
         self._seen_upto = str(min(int(m.id) for m in self.backlog) - 1)
