@@ -9,10 +9,13 @@ share one bot token (told apart by HOST_NAME); host C has a bot of its own.
 from __future__ import annotations
 
 import random
+import time
 from typing import List
 
 import pytest
 
+from discord_orch.discord_api import DiscordClient
+from discord_orch.hosts import hosts_with, read_hosts
 from discord_orch.intake import SPREAD_WINDOW, spread_pick
 from discord_orch.models import Message
 
@@ -114,3 +117,49 @@ def test_hosts_that_spread_mostly_pick_different_tasks_and_each_keeps_its_pick()
         oldest += picks.count(0)
     assert clashes / windows < 0.5          # any two of three on one task: 1 - 7/8 * 6/8 = 0.34 expected
     assert oldest / (windows * len(hosts)) < 0.25   # 1/8 expected
+
+
+def presence_threads(world: World) -> dict:
+    """Each presence thread in #worker-pool by name: the lines people see in it."""
+    with DiscordClient(world.bot.token, base_url=world.ld.base_url) as client:
+        active = client.list_active_threads(world.guild).threads
+    return {t.name: [m["content"].split("\n")[0] for m in world.ld.messages(t.id) if m["type"] != 21]
+            for t in active if t.parent_id == world.worker_pool}
+
+
+def test_each_host_shows_its_presence_in_worker_pool_and_one_request_lists_every_host(hosts, world):
+    a, b = hosts["a"], hosts["b"]
+    a.write_config(HOST_SILENT_AFTER="600", HOST_TAGS="GPU, big")
+    b.write_config(HOST_SILENT_AFTER="600")
+    before = time.time()
+    for home in (a, b):
+        orchestrate(home)
+    assert presence_threads(world) == {"🖥 host-a [big,gpu]": ["💓 **host-a** is up"],
+                                       "🖥 host-b": ["💓 **host-b** is up"]}
+    roots = [m["content"].split("\n")[0] for m in world.ld.messages(world.worker_pool)]
+    assert roots == ["🖥 **host-a** runs discord-orch tasks here (tags: big, gpu); its thread says when it was "
+                     "last seen", "🖥 **host-b** runs discord-orch tasks here; its thread says when it was last seen"]
+    with DiscordClient(world.bot.token, base_url=world.ld.base_url) as client:
+        world.ld.reset_log()
+        seen = read_hosts(client, world.guild, world.worker_pool)
+        assert len(world.ld.requests) == 1
+    assert [(h.name, h.tags) for h in sorted(seen)] == [("host-a", ("big", "gpu")), ("host-b", ())]
+    assert all(before - 1 <= h.last_seen <= time.time() + 1 for h in seen)
+    now = time.time()
+    assert [h.name for h in hosts_with(seen, ["gpu"], now=now, silent_after=600)] == ["host-a"]
+    assert hosts_with(seen, ["arm"], now=now, silent_after=600) == []
+    assert hosts_with(seen, [], now=now + 601, silent_after=600) == []   # nobody seen lately
+    world.ld.reset_log()
+    assert "nothing to do" in orchestrate(a).stderr
+    assert len(world.ld.requests) == 1   # an idle pass: no line due yet
+
+
+def test_a_hosts_next_line_replaces_the_last_and_new_tags_rename_its_thread(hosts, world):
+    a = hosts["a"]
+    a.write_config(HOST_SILENT_AFTER="3", HOST_TAGS="gpu")   # a line due each second
+    orchestrate(a)
+    time.sleep(1.1)
+    a.write_config(HOST_TAGS="gpu,arm")
+    orchestrate(a)
+    assert presence_threads(world) == {"🖥 host-a [arm,gpu]": ["💓 **host-a** is up"]}
+    assert len(world.ld.messages(world.worker_pool)) == 1   # announced once

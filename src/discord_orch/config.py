@@ -88,6 +88,8 @@ class Settings(NamedTuple):
     claim_bot_ids: Tuple[str, ...] = default_of("CLAIM_BOT_IDS")
     claim: str = default_of("CLAIM")
     host_name: str = default_of("HOST_NAME")
+    host_tags: Tuple[str, ...] = default_of("HOST_TAGS")
+    host_silent_after_s: float = default_of("HOST_SILENT_AFTER")
     retry_interrupted: bool = default_of("RETRY_INTERRUPTED")
     summary_max: int = default_of("SUMMARY_MAX_LENGTH")
     archive_retention_h: float = default_of("ARCHIVE_RETENTION_HOURS")

@@ -330,6 +330,11 @@ class DiscordClient:
                           {"channel_id": channel_id, "message_id": message_id}, json_body=payload,
                           parse=Message.from_json)
 
+    def delete_message(self, channel_id: str, message_id: str) -> None:
+        """Delete one of the bot's own messages (DELETE)."""
+        self._call("DELETE", "/channels/{channel_id}/messages/{message_id}",
+                   {"channel_id": channel_id, "message_id": message_id}, parse=None)
+
     def add_reaction(self, channel_id: str, message_id: str, emoji: str) -> None:
         """React with ``emoji`` as the bot (PUT, idempotent)."""
         self._call("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",

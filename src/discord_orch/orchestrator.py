@@ -52,8 +52,9 @@ from .claim import Claims, Decision
 from .config import Settings
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
+from .hosts import Presence
 from .intake import RETRY_SET_ASIDE_S, Intake
-from .lanes import Lane, drain
+from .lanes import Lane, drain, guarded
 from .models import Message
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
@@ -139,6 +140,8 @@ class Orchestrator:
         self.intake = Intake(client, store, self.claims, settings.task_queue_channel)
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
+        self.presence = Presence(settings, client, store, on_fatal=self._set_fatal, wall=wall)
+        self._presence_lane = Lane("presence", on_done=self._wake.wake)   # its thread in #worker-pool
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -196,7 +199,7 @@ class Orchestrator:
             log.warning("ALLOW_ANYONE=true: anyone who can post in #task-queue can run an agent on this machine")
         results, notices = self.reporter.start()
         # Drained in this order: a result post queues its task's final reaction on the task lane.
-        self._lanes = [results, self.claims.start(), notices]
+        self._lanes = [results, self.claims.start(), notices, self._presence_lane]
         watchdog = Watchdog(self.settings.watchdog_s).start() if self.settings.watchdog_s > 0 else None
         try:
             self.recover()
@@ -236,6 +239,8 @@ class Orchestrator:
                     last_poll = self.clock()
                 self._take_backlog()
             self.supervise()
+            if not stopping and self.presence.due() and not self._presence_lane.busy:
+                self._presence_lane.submit(guarded(self.presence.beat, self._set_fatal))
             self.reporter.flush_refusals()   # what this turn refused, grouped by author, behind the results
             if watch and self.clock() - self._last_prune >= PRUNE_EVERY_S:
                 self.prune()  # a pass prunes when it ends; --watch never ends, so also hourly

@@ -118,6 +118,16 @@ def snowflakes(key: str, raw: str, home: Path) -> Tuple[str, ...]:
     return tuple(snowflake(key, part, home) for part in raw.replace(" ", "").split(",") if part)
 
 
+def host_tags(key: str, raw: str, home: Path) -> Tuple[str, ...]:
+    """Comma-separated tags, lower-cased, each like a host name; sorted, without repeats."""
+    tags = {part.strip().lower() for part in raw.split(",") if part.strip()}
+    for tag in sorted(tags):
+        if len(tag) > HOST_NAME_MAX or not _HOST_NAME_RE.fullmatch(tag):
+            raise ConfigError(key, f"expected tags of up to {HOST_NAME_MAX} letters, digits, '.', '_' or '-', "
+                                   f"separated by commas, got {tag!r}")
+    return tuple(sorted(tags))
+
+
 def http_url(key: str, raw: str, home: Path) -> str:
     """An http(s) URL, without the trailing slash."""
     value = raw.strip().rstrip("/")
@@ -194,6 +204,12 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("HOST_NAME", "host_name", host_name,
             "this host's name in each task's thread name (unique among the hosts on one queue)",
             unset_means="the machine's hostname"),
+    Setting("HOST_TAGS", "host_tags", host_tags,
+            "this host's tags (comma-separated, e.g. gpu,big), shown with its presence in #worker-pool",
+            unset_means="none"),
+    Setting("HOST_SILENT_AFTER", "host_silent_after_s", Number(minimum=0, maximum=MAX_SECONDS),
+            "seconds without a sign of life after which a host counts as silent (its presence line in "
+            "#worker-pool is renewed three times as often); 0: no presence line", default="600"),
     Setting("ALLOW_ANYONE", "allow_anyone", boolean, "run tasks from anyone who can post in #task-queue (unsafe)",
             default="false"),
     Setting("RETRY_INTERRUPTED", "retry_interrupted", boolean, "re-run tasks whose agent died with the orchestrator",

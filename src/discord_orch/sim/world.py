@@ -73,6 +73,9 @@ def home_config(world: World, *, openclaw_bin: Union[str, Path], openclaw_config
         "DISCORD_API_BASE_URL": world.ld.base_url,
         "OPENCLAW_BIN": str(openclaw_bin),
         "OPENCLAW_CONFIG": str(openclaw_config),
+        # No presence line (hosts.py) unless a test or bench turns it on: it adds requests and messages in
+        # #worker-pool that most tests count.
+        "HOST_SILENT_AFTER": "0",
     }
 
 
