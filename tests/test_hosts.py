@@ -23,6 +23,7 @@ from discord_orch.sim.world import World
 from tests.conftest import make_home
 
 POSTS = "/channels/{channel_id}/messages"
+LEASE = "🔑 Lease of **{}**: a host that finds it silent takes its open tasks over by starting this message's thread"
 CLIENT_TRIES = 4   # the client's first attempt and its 3 retries of a transient failure
 
 
@@ -123,7 +124,8 @@ def presence_threads(world: World) -> dict:
     """Each presence thread in #worker-pool by name: the lines people see in it."""
     with DiscordClient(world.bot.token, base_url=world.ld.base_url) as client:
         active = client.list_active_threads(world.guild).threads
-    return {t.name: [m["content"].split("\n")[0] for m in world.ld.messages(t.id) if m["type"] != 21]
+    return {t.name: [m["content"].split("\n")[0].split(" · lease")[0] for m in world.ld.messages(t.id)
+                     if m["type"] != 21]
             for t in active if t.parent_id == world.worker_pool}
 
 
@@ -138,7 +140,9 @@ def test_each_host_shows_its_presence_in_worker_pool_and_one_request_lists_every
                                        "🖥 host-b": ["💓 **host-b** is up"]}
     roots = [m["content"].split("\n")[0] for m in world.ld.messages(world.worker_pool)]
     assert roots == ["🖥 **host-a** runs discord-orch tasks here (tags: big, gpu); its thread says when it was "
-                     "last seen", "🖥 **host-b** runs discord-orch tasks here; its thread says when it was last seen"]
+                     "last seen", LEASE.format("host-a"),
+                     "🖥 **host-b** runs discord-orch tasks here; its thread says when it was last seen",
+                     LEASE.format("host-b")]
     with DiscordClient(world.bot.token, base_url=world.ld.base_url) as client:
         world.ld.reset_log()
         seen = read_hosts(client, world.guild, world.worker_pool)
@@ -155,11 +159,14 @@ def test_each_host_shows_its_presence_in_worker_pool_and_one_request_lists_every
 
 
 def test_a_hosts_next_line_replaces_the_last_and_new_tags_rename_its_thread(hosts, world):
+    """HOST_SILENT_AFTER=3: a line is due each second, and a host away for more than 1.5 s may have been
+    found silent, so before anything else it renews its lease (a 🔑 thread on it) and posts a new one."""
     a = hosts["a"]
-    a.write_config(HOST_SILENT_AFTER="3", HOST_TAGS="gpu")   # a line due each second
+    a.write_config(HOST_SILENT_AFTER="3", HOST_TAGS="gpu")
     orchestrate(a)
-    time.sleep(1.1)
+    time.sleep(1.6)
     a.write_config(HOST_TAGS="gpu,arm")
-    orchestrate(a)
-    assert presence_threads(world) == {"🖥 host-a [arm,gpu]": ["💓 **host-a** is up"]}
-    assert len(world.ld.messages(world.worker_pool)) == 1   # announced once
+    res = orchestrate(a)
+    assert presence_threads(world) == {"🖥 host-a [arm,gpu]": ["💓 **host-a** is up"], "🔑 host-a renewed": []}
+    assert [m["content"].split("\n")[0] for m in world.ld.messages(world.worker_pool)][1:] == [LEASE.format("host-a")] * 2
+    assert "renewed its lease and keeps its tasks" in res.stderr

@@ -583,6 +583,8 @@ class Claims:
 
         return (None if data is None else decode_text(data)), unreadable
 
+    task_attachment = _task_attachment   # takeover.py reads a taken task's TASK.txt the same way
+
     def _download(self, msg: Message, att: Attachment) -> Tuple[Optional[bytes], str]:
         """TASK.txt's bytes, or why there are none. A CDN link is signed and expires (then 404 or 403, as
         for a deleted file): the link of a fresh copy of the message is tried, once."""

@@ -39,6 +39,7 @@ import requests
 
 from . import PROJECT_URL, __version__
 from .errors import (
+    MISSING_PERMISSIONS,
     UNKNOWN_CHANNEL,
     AttachmentTooLarge,
     BadRequest,
@@ -226,14 +227,29 @@ class DiscordClient:
 
     def archive_thread(self, thread_id: str, *, lock: bool = False) -> Optional[Channel]:
         """Archive a thread (and lock it: nobody but moderators can post in it again); None when there is
-        no such thread (404 Unknown Channel answers the question, as for ``post_in_thread``)."""
+        no such thread (404 Unknown Channel answers the question, as for ``post_in_thread``) or when it is
+        another bot's and this one lacks Manage Threads (403 Missing Permissions: a thread taken over)."""
         try:
             return self.edit_thread(thread_id, archived=True, locked=True if lock else None,
-                                    answers=_NO_SUCH_CHANNEL)
+                                    answers=_NO_SUCH_CHANNEL | _NOT_THE_THREADS_OWNER)
         except NotFound as exc:
             if exc.code != UNKNOWN_CHANNEL:
                 raise
             return None
+        except Forbidden as exc:
+            if exc.code != MISSING_PERMISSIONS:
+                raise
+            return None
+
+    def rename_thread(self, thread_id: str, name: str) -> bool:
+        """Rename a thread; False when it is another bot's and this one lacks Manage Threads (403)."""
+        try:
+            self.edit_thread(thread_id, name=name, answers=_NOT_THE_THREADS_OWNER)
+            return True
+        except Forbidden as exc:
+            if exc.code != MISSING_PERMISSIONS:
+                raise
+            return False
 
     def list_active_threads(self, guild_id: str) -> ActiveThreads:
         """The server's active threads, each with its last_message_id (GET /guilds/{id}/threads/active)."""
@@ -630,6 +646,7 @@ _ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
 _CODE_CLASSES = {(400, 160004): ThreadAlreadyExists, (400, 160006): TooManyActiveThreads}  # (status, Discord code)
 _SETUP_PROBLEMS = frozenset({(403, 50001), (403, 50013), (404, 10003)})  # (status, Discord code)
 _NO_SUCH_CHANNEL = frozenset({(404, UNKNOWN_CHANNEL)})
+_NOT_THE_THREADS_OWNER = frozenset({(403, MISSING_PERMISSIONS)})   # editing another's thread needs Manage Threads
 _DOWNLOAD_ERROR_CLASSES = {401: Forbidden, 403: Forbidden, 404: NotFound}
 
 

@@ -28,11 +28,12 @@ message and starts the thread.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from .errors import DiscordError, Unauthorized
-from .models import DISCORD_EPOCH_MS, THREAD_NAME_MAX, ActiveThreads, Channel
+from .errors import DiscordError, ThreadAlreadyExists, Unauthorized
+from .models import DISCORD_EPOCH_MS, THREAD_NAME_MAX, ActiveThreads, Channel, Message
 from .tasks import POST_MARKER
 
 if TYPE_CHECKING:
@@ -51,6 +52,11 @@ THREAD_KEY = "presence:thread"     # meta: this host's presence thread
 NAME_KEY = "presence:name"         # meta: the name it was given (HOST_TAGS may change)
 LINE_KEY = "presence:line"         # meta: the last line posted (deleted when the next is out)
 BEAT_KEY = "presence:beat"         # meta: when (epoch s) the last line was posted
+LEASE_KEY = "presence:lease"       # meta: this host's lease message in #worker-pool (takeover.py)
+LEASE_ICON = "🔑"
+LEASE_ARCHIVE_MINUTES = 60         # a lease's thread (renewed, taken over) says its piece at once: Discord's shortest
+STALE_SHARE = 0.5                  # a host whose last line is older than this share of HOST_SILENT_AFTER renews
+LEASE_RE = re.compile(r"· lease `(\d{17,20})`")
 
 
 class HostSeen(NamedTuple):
@@ -80,6 +86,27 @@ def parse_presence_name(name: str) -> Optional[Tuple[str, Tuple[str, ...]]]:
     if not host or " " in host:
         return None
     return host, tuple(t for t in tags.rstrip("]").rstrip("…").split(",") if t)
+
+
+def renewal_name(host: str) -> str:
+    """The name of a lease's thread its own host started (it came back in time)."""
+    return f"{LEASE_ICON} {host} renewed"
+
+
+def takeover_name(silent: str, taker: str) -> str:
+    """The name of a lease's thread another host started: it took the silent host's tasks over."""
+    return f"{LEASE_ICON} {silent} taken over by {taker}"
+
+
+def taker_of(name: str) -> str:
+    """The taker a takeover thread's name gives, or ""."""
+    return name.rsplit(" taken over by ", 1)[1] if " taken over by " in name else ""
+
+
+def lease_in(line: Message) -> Optional[str]:
+    """The lease id a presence line gives, or None."""
+    found = LEASE_RE.search(line.content)
+    return found.group(1) if found else None
 
 
 def snowflake_time(snowflake: str) -> float:
@@ -129,6 +156,17 @@ class Presence:
         last = store.get_meta(BEAT_KEY) if self.interval else None
         self.next_beat = (float(last) + self.interval) if last else 0.0
         self.last_beat = float(last) if last else None   # epoch s of the last line Discord took
+        self.beats = 0                       # lines Discord took in this pass
+        self.lost_to: Optional[str] = None   # the host that took this one's tasks over (takeover.py), once seen
+        self.after_beat: Optional[Callable[[], None]] = None   # takeover.py's look for silent hosts
+
+    def fresh(self) -> bool:
+        """Whether this host may post results and claim: presence is off, or its last line is recent
+        enough that no other host can have found it silent (its lease renewed otherwise: ``beat``)."""
+        if not self.interval:
+            return True
+        return self.last_beat is not None and self._wall() - self.last_beat < \
+            self.settings.host_silent_after_s * STALE_SHARE
 
     def due(self) -> bool:
         """A line is due (never with HOST_SILENT_AFTER=0: no presence)."""
@@ -139,6 +177,8 @@ class Presence:
         self.next_beat = self._wall() + BEAT_RETRY_S
         try:
             thread = self._thread()
+            if not self.fresh() and self.store.get_meta(LEASE_KEY):
+                self._renew()
             line = self.client.post_in_thread(thread, self._line())
             if line is None:   # its thread was deleted: announce anew, now
                 self.store.set_meta(THREAD_KEY, "")
@@ -153,6 +193,7 @@ class Presence:
             return
         now = self._wall()
         self.last_beat, self.next_beat = now, now + self.interval
+        self.beats += 1
         previous = self.store.get_meta(LINE_KEY)
         self.store.set_meta(LINE_KEY, line.id)
         self.store.set_meta(BEAT_KEY, f"{now:.3f}")
@@ -161,9 +202,43 @@ class Presence:
                 self.client.delete_message(line.channel_id or thread, previous)
             except DiscordError as exc:   # one line more in the thread: harmless
                 log.debug("previous presence line not deleted: %s", exc)
+        if self.after_beat is not None:
+            self.after_beat()
 
     def _line(self) -> str:
-        return f"{BEAT_ICON} **{self.settings.host_name}** is up\n{POST_MARKER}"
+        return f"{BEAT_ICON} **{self.settings.host_name}** is up · lease `{self._lease()}`\n{POST_MARKER}"
+
+    def _lease(self) -> str:
+        """This host's lease message in #worker-pool: another host that finds this one silent takes its
+        tasks over by starting the lease's thread (takeover.py); posted anew once that thread exists."""
+        lease = self.store.get_meta(LEASE_KEY)
+        if not lease:
+            s = self.settings
+            lease = self.client.create_message(
+                s.worker_pool_channel, f"{LEASE_ICON} Lease of **{s.host_name}**: a host that finds it silent "
+                f"takes its open tasks over by starting this message's thread\n{POST_MARKER}").id
+            self.store.set_meta(LEASE_KEY, lease)
+        return lease
+
+    def _renew(self) -> None:
+        """This host's last line is old (stopped, asleep, cut off): another host may have found it silent.
+        Start its lease's thread itself: Discord's one thread per message decides between this host
+        keeping its tasks and another taking them over (``lost_to``). Either way a new lease follows."""
+        s = self.settings
+        lease = self._lease()
+        mine = renewal_name(s.host_name)
+        try:
+            self.client.start_thread(s.worker_pool_channel, lease, mine, auto_archive_duration=LEASE_ARCHIVE_MINUTES)
+            log.info("presence: %s was silent for a while; it renewed its lease and keeps its tasks", s.host_name)
+        except ThreadAlreadyExists:
+            seen = self.client.find_thread(lease)
+            if seen is None:
+                raise
+            if seen.name != mine:
+                self.lost_to = taker_of(seen.name or "") or f"user {seen.owner_id}"
+                log.warning("presence: %s was silent and %s took its open tasks over; none of them is "
+                            "posted here", s.host_name, self.lost_to)
+        self.store.set_meta(LEASE_KEY, "")   # used: the next line carries a new one
 
     def _thread(self) -> str:
         """This host's presence thread: announced (a message in #worker-pool, a thread on it) the first time;

@@ -58,7 +58,8 @@ from .lanes import Lane, drain, guarded
 from .models import Message
 from .outcome import FAILED, OK, Outcome
 from .reporter import Reporter
-from .state import OUTBOX_STATUSES, Store, TaskRecord
+from .state import CLAIMED, FINISHED, OUTBOX_STATUSES, REPORTING, RUNNING, STARTING, Store, TaskRecord
+from .takeover import Takeover
 from .waker import Waker
 from .watchdog import Watchdog
 
@@ -141,6 +142,12 @@ class Orchestrator:
         self.reporter = Reporter(settings, client, store, self.claims.identity, on_fatal=self._set_fatal,
                                  on_done=self._wake.wake, after_post=self.claims.react_final)
         self.presence = Presence(settings, client, store, on_fatal=self._set_fatal, wall=wall)
+        self.takeover = Takeover(settings, client, store, self.claims, on_fatal=self._set_fatal, wall=wall)
+        if settings.claim == "thread":
+            self.presence.after_beat = self.takeover.look
+        self.reporter.gate = self.presence.fresh
+        self._lost: set = set()   # tasks another host took over while this one was silent: no result here
+        self._beats_seen = 0
         self._presence_lane = Lane("presence", on_done=self._wake.wake)   # its thread in #worker-pool
 
     @functools.cached_property
@@ -230,14 +237,17 @@ class Orchestrator:
             stopping = self._stop_signal is not None
             if stopping:
                 self._stop_agents()
-            elif self._capacity() > 0:
+            else:
+                self._hosts_moved()
+            if not stopping and self._capacity() > 0:
                 self._start_ready()
                 due = first or self.intake.more_history or (self.clock() - last_poll >= s.poll_interval)
                 if due and self._capacity() > 0 and not self.intake.backlog:
                     self.poll(first=first)
                     first = False
                     last_poll = self.clock()
-                self._take_backlog()
+                if self.presence.fresh():   # a host that was silent claims nothing before it renewed its lease
+                    self._take_backlog()
             self.supervise()
             if not stopping and self.presence.due() and not self._presence_lane.busy:
                 self._presence_lane.submit(guarded(self.presence.beat, self._set_fatal))
@@ -453,7 +463,36 @@ class Orchestrator:
         for task_id, live in list(self._live.items()):
             if live.agent.poll(now, procs):
                 del self._live[task_id]
+                if task_id in self._lost:   # another host runs it now: nothing of this run is posted
+                    from .workspace import remove_workspace
+
+                    try:
+                        remove_workspace(live.workspace)
+                    except (OSError, StateError) as exc:
+                        log.error("could not remove %s: %s", live.workspace.agent_dir, exc)
+                    continue
                 self.finish(live.record, live.workspace, live.agent.outcome(self.wall()))
+
+    def _hosts_moved(self) -> None:
+        """What the presence lane found: tasks this host took over (to start), or this host's own open
+        tasks taken over by another while it was silent (stopped here, recorded elsewhere, never posted)."""
+        while not self.takeover.taken.empty():
+            self._ready.append(self.takeover.taken.get())
+        taker, self.presence.lost_to = self.presence.lost_to, None
+        if taker is not None:
+            for rec in self.store.with_status(CLAIMED, STARTING, RUNNING, FINISHED, REPORTING):
+                live = self._live.get(rec.task_id)
+                if live is not None:
+                    live.agent.stop(self.wall(), f"taken over by {taker}")
+                    self._lost.add(rec.task_id)
+                self.store.mark_elsewhere(rec.task_id, host=taker)
+                log.warning("task=%s: taken over by %s while this host was silent; not posted here", rec.task_id,
+                            taker)
+            self._ready = [r for r in self._ready if r.task_id in self._live]
+        if self.presence.beats != self._beats_seen:   # a line is out: results held while silent may go
+            self._beats_seen = self.presence.beats
+            if self.reporter.deferred and self.presence.fresh():
+                self.reporter.retry_outbox(running=self._live)
 
     def _stop_agents(self) -> None:
         for live in self._live.values():

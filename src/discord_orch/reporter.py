@@ -80,6 +80,7 @@ class Reporter:
         self._refusals_queued = False      # a job to group them is on the lane
         self.results_lane: Optional[Lane] = None
         self.notice_lane: Optional[NoticeLane] = None
+        self.gate: Callable[[], bool] = lambda: True   # False: hold results (this host was silent: takeover.py)
 
     def start(self) -> Tuple[Lane, NoticeLane]:
         """Start the results and notice lanes (threads); the pass drains them when it ends."""
@@ -178,6 +179,11 @@ class Reporter:
         """Post the one result message of a task (runs on the results lane)."""
         rec = self.store.get(task_id)
         if rec is None or rec.status not in OUTBOX_STATUSES:
+            return
+        if not self.gate():
+            with self._lock:
+                self.deferred.add(task_id)
+            log.info("task=%s: result held until this host has renewed its lease (it was silent)", task_id)
             return
         how = ""
         try:

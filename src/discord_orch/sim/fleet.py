@@ -86,6 +86,13 @@ class Host:
             self.kills += 1
             return True
 
+    def pause(self, resume: bool = False) -> None:
+        """SIGSTOP the current process (a host gone silent: its agents, in sessions of their own, go on);
+        ``resume``: SIGCONT it."""
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT if resume else signal.SIGSTOP)
+
     def stop(self) -> None:
         """No more processes; a --watch is stopped by SIGTERM (a pass in a loop is let finish)."""
         with self._lock:

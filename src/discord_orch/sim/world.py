@@ -106,8 +106,8 @@ class LocalHome:
             (path / sub).mkdir(parents=True)
         openclaw = write_standin_executable(root / STANDIN_BIN_DIR)
         home = cls(path, world, dict(env))
-        home.write_config(**home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
-                          **config)
+        home.write_config(**{**home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
+                             **config})
         return home
 
     def write_config(self, **extra: object) -> None:
