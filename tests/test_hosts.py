@@ -96,8 +96,10 @@ def test_results_channel_empty_needs_the_thread_claim(hosts, world):
     home.write_config(RESULTS_CHANNEL="", CLAIM="reaction")
     res = home.cli("orchestrate")
     assert res.returncode == 3 and "RESULTS_CHANNEL: not set" in res.stderr and "CLAIM=thread" in res.stderr
-    assert "ok    RESULTS_CHANNEL: empty: each result goes to its task's thread" in hosts["b"].cli(
-        "check", env={"RESULTS_CHANNEL": ""}).stdout
+    out = hosts["b"].cli("check", env={"RESULTS_CHANNEL": "", "HOST_SILENT_AFTER": "600"}).stdout
+    assert "ok    RESULTS_CHANNEL: empty: each result goes to its task's thread" in out
+    assert "ok    HOST_SILENT_AFTER: presence and takeover are possible: the bot has Create Public Threads, " \
+           "Send Messages in Threads and Read Message History in #worker-pool" in out
 
 
 def test_hosts_that_spread_mostly_pick_different_tasks_and_each_keeps_its_pick():

@@ -9,19 +9,15 @@ the stand-in agent. HOST_SILENT_AFTER=3: a presence line each second.
 from __future__ import annotations
 
 import os
-import time
 
 from discord_orch.sim.fleet import Fleet, results_by_task
+from discord_orch.sim.fleet import wait_for as fleet_wait_for
 
 WAIT_CAP_S = 60.0   # a bound so that a hang fails the test; never an assertion on speed
 
 
 def wait_for(cond, what: str, cap: float = WAIT_CAP_S):
-    end = time.monotonic() + cap
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
+    fleet_wait_for(cond, what, cap)
 
 
 def test_a_silent_hosts_task_runs_again_on_another_and_the_silent_host_posts_nothing_when_back(tmp_path, world):

@@ -87,6 +87,20 @@ Races, and why each task runs once, on one host, with one result:
 - A person starts a thread on a task before any host does: no host can start
   it any more, so nobody runs the task; the log says whose thread it is.
 - CLAIM=reaction hosts ignore threads: do not mix the two modes on one queue.
+- A host goes silent for good (or stopped, asleep, cut off) with tasks open:
+  another host takes them over once it has been silent for HOST_SILENT_AFTER,
+  arbitrated by one thread per message again, on the silent host's lease in
+  #worker-pool; the silent host, back, renews that lease before it posts or
+  claims anything and finds it lost (takeover.py has the protocol). Each task
+  still has one result: the taker's.
+- The ✅ and the claim line go out on the task lane: each is tried in
+  CLAIM_MARK_TRIES rounds (the client's retries within each), the line with the
+  nonce ``c<task id>`` so that a round after lost answers returns the line the
+  first made; what a pass killed meanwhile left unsaid the next pass says.
+
+After the claim, the task's thread carries the whole result (reporter.py: a copy
+of the #results post, or the only post with RESULTS_CHANNEL empty) and is
+archived; a host that lost a start spreads over the queue (intake.py).
 
 Claiming with CLAIM=reaction (one host: the seed's rule)
 -------------------------------------------------------

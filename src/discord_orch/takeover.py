@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List
 
 from .errors import DiscordError, ThreadAlreadyExists, Unauthorized
 from .hosts import LEASE_ARCHIVE_MINUTES, HostSeen, hosts_seen, lease_in, parse_presence_name, presence_threads, takeover_name

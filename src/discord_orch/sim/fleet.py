@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..openclaw import AGENT_ID_ENV
 from ..state import CLAIMING, ENDED_STATUSES
@@ -192,6 +192,16 @@ class Fleet:
                                      f"{len(tasks)} tasks have a result\n{tails}")
             time.sleep(0.05)
         return time.monotonic() - t0
+
+
+def wait_for(cond: Callable[[], object], what: str, cap: float) -> None:
+    """Poll ``cond`` until it holds; AssertionError naming ``what`` after ``cap`` seconds (a bound so
+    that a hang fails a test, never an assertion on speed)."""
+    end = time.monotonic() + cap
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------------------ what people see
