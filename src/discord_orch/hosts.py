@@ -165,6 +165,8 @@ class Presence:
         enough that no other host can have found it silent (its lease renewed otherwise: ``beat``)."""
         if not self.interval:
             return True
+        if self.lost_to is not None:   # until the main loop has let the lost tasks go
+            return False
         return self.last_beat is not None and self._wall() - self.last_beat < \
             self.settings.host_silent_after_s * STALE_SHARE
 
@@ -202,7 +204,7 @@ class Presence:
                 self.client.delete_message(line.channel_id or thread, previous)
             except DiscordError as exc:   # one line more in the thread: harmless
                 log.debug("previous presence line not deleted: %s", exc)
-        if self.after_beat is not None:
+        if self.after_beat is not None and self.lost_to is None:
             self.after_beat()
 
     def _line(self) -> str:

@@ -263,7 +263,9 @@ class Orchestrator:
             if not self._live:
                 if stopping:
                     return
-                if not watch and not self._ready and not self.intake.backlog and not self.intake.more_history \
+                # a backlog waits for the next pass when this host may not claim (its presence line failed)
+                backlog = self.intake.backlog and self.presence.fresh()
+                if not watch and not self._ready and not backlog and not self.intake.more_history \
                         and not any(lane.busy for lane in self._lanes):
                     if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
                             or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
@@ -478,7 +480,7 @@ class Orchestrator:
         tasks taken over by another while it was silent (stopped here, recorded elsewhere, never posted)."""
         while not self.takeover.taken.empty():
             self._ready.append(self.takeover.taken.get())
-        taker, self.presence.lost_to = self.presence.lost_to, None
+        taker = self.presence.lost_to   # while set, this host claims and posts nothing (Presence.fresh)
         if taker is not None:
             for rec in self.store.with_status(CLAIMED, STARTING, RUNNING, FINISHED, REPORTING):
                 live = self._live.get(rec.task_id)
@@ -488,7 +490,8 @@ class Orchestrator:
                 self.store.mark_elsewhere(rec.task_id, host=taker)
                 log.warning("task=%s: taken over by %s while this host was silent; not posted here", rec.task_id,
                             taker)
-            self._ready = [r for r in self._ready if r.task_id in self._live]
+            self._ready = []   # all were this host's open tasks, now elsewhere
+            self.presence.lost_to = None
         if self.presence.beats != self._beats_seen:   # a line is out: results held while silent may go
             self._beats_seen = self.presence.beats
             if self.reporter.deferred and self.presence.fresh():
