@@ -24,7 +24,7 @@ def test_a_silent_hosts_task_runs_again_on_another_and_the_silent_host_posts_not
     fleet = Fleet(tmp_path, world, dict(os.environ), watch={"a": True, "b": True}, names=["a", "b"],
                   own_bots=[], HOST_SILENT_AFTER=3, MAX_AGENTS=1)
     a, b = fleet.hosts["a"], fleet.hosts["b"]
-    task = world.post(world.alice, "A long job SLEEP=4")["id"]
+    task = world.post(world.alice, "A long job SLEEP=2")["id"]
     a.start()
     try:
         wait_for(lambda: a.runs(), "host-a to start the task")
@@ -43,7 +43,7 @@ def test_a_silent_hosts_task_runs_again_on_another_and_the_silent_host_posts_not
     assert f"reported task={task}" in b.log_text() and f"reported task={task}" not in a.log_text()
     assert [len(h.runs()) for h in (a, b)] == [1, 1]
     thread = world.ld.thread(task)
-    assert thread["name"] == "A long job SLEEP=4 · host-b" and thread["thread_metadata"]["archived"]
+    assert thread["name"] == "A long job SLEEP=2 · host-b" and thread["thread_metadata"]["archived"]
     lines = [m["content"].split("\n")[0] for m in world.ld.messages(task) if m["type"] != 21]
     assert lines[0].startswith("🧵 Claimed by **host-a**")
     assert lines[1].startswith("🔁 Taken over by **host-b**: **host-a** is silent since <t:")
