@@ -179,14 +179,16 @@ def test_unknown_key_gets_a_did_you_mean(home, written, suggested):
 
 
 @pytest.mark.parametrize("tail,fragments", [
-    (b'ALLOWED_USER_IDS="123\nMAX_AGENTS=2\n', ["line 12", "the ALLOWED_USER_IDS line", "quote"]),
-    (b"just some words\n", ["line 12", "expected KEY=value"]),
-    (b"\xff\xfeX=1\n", ["line 12", "is not UTF-8 text", "0xff"]),
+    (b'ALLOWED_USER_IDS="123\nMAX_AGENTS=2\n', ["line {n}", "the ALLOWED_USER_IDS line", "quote"]),
+    (b"just some words\n", ["line {n}", "expected KEY=value"]),
+    (b"\xff\xfeX=1\n", ["line {n}", "is not UTF-8 text", "0xff"]),
     (b"\x00\x01\x02\x03", ["is not a text file", "NUL"]),
 ])
 def test_broken_config_file_is_a_clear_error(home, world, tail, fragments):
     path = config_path(home)
-    path.write_bytes(path.read_bytes() + tail)
+    written = path.read_bytes()
+    path.write_bytes(written + tail)
+    fragments = [f.format(n=written.count(b"\n") + 1) for f in fragments]   # the line after the home's own
     world.ld.reset_log()
     result = home.cli("submit", "a task")
     assert result.returncode == EXIT_CONFIG
