@@ -3,6 +3,7 @@
     python bench/multihost.py --trials 200 --seed 7     # the trials (~4 s each)
     python bench/multihost.py --speedup                 # 60 tasks of 1 s: 1 host vs 3 (~2 minutes)
     python bench/multihost.py --trials 20 --speedup     # both
+    python bench/multihost.py --speedup --task-seconds 5 --case 0   # longer tasks, the issue's setup only
 
 Trials: three hosts (A and B share one bot token, C has its own bot; each runs ``--watch`` or pass
 after pass, chosen at random) on 6-12 queued tasks (quick, sleeping, failing, crashing), with
@@ -175,12 +176,13 @@ def _routes(ld: LocalDiscord, tasks: List[str], world) -> Dict[str, int]:
     return dict(out)
 
 
-def speedup_run(names: List[str], own_bots: List[str], root: Path, env: Dict[str, str], rl: RateLimits) -> dict:
+def speedup_run(names: List[str], own_bots: List[str], root: Path, env: Dict[str, str], rl: RateLimits,
+                task_s: float = SPEEDUP_SLEEP_S) -> dict:
     with LocalDiscord(rate_limits=rl) as ld:
         world = make_world(ld)
         fleet = Fleet(root, world, env, watch={n: True for n in names}, names=names, own_bots=own_bots,
                       interval=1.0, MAX_AGENTS=2, TIMEOUT=120)
-        tasks = [world.post(world.alice, f"benchmark job {i} SLEEP={SPEEDUP_SLEEP_S}")["id"]
+        tasks = [world.post(world.alice, f"benchmark job {i} SLEEP={task_s:g}")["id"]
                  for i in range(SPEEDUP_TASKS)]
         ld.reset_log()
         fleet.start()
@@ -206,21 +208,23 @@ SPEEDUP_CASES = (
 )
 
 
-def run_speedup(keep: bool) -> None:
+def run_speedup(keep: bool, task_s: float = SPEEDUP_SLEEP_S, cases: Optional[List[int]] = None) -> None:
     rl = RateLimits.discord_defaults()
-    print(f"\n## speed-up: {SPEEDUP_TASKS} tasks of SLEEP={SPEEDUP_SLEEP_S}, MAX_AGENTS=2, --watch --interval 1; "
+    print(f"\n## speed-up: {SPEEDUP_TASKS} tasks of SLEEP={task_s:g}, MAX_AGENTS=2, --watch --interval 1; "
           f"RateLimits.discord_defaults(): message create {rl.message_create}, reactions {rl.reactions}, "
           f"thread create {rl.thread_create} (undocumented by Discord: the emulator's guess), global "
           f"{rl.global_per_second}/s; every bucket per bot and channel   [load {loadavg()}]", flush=True)
     with Scratch("discord-orch-speedup-", keep=keep) as root, Scratch("discord-orch-speedup-pyc-") as pyc:
         env = bench_env(pyc)
         for n, (case, limits, own_bots) in enumerate(SPEEDUP_CASES):
+            if cases and n not in cases:
+                continue
             limits_now = rl if limits == "defaults" else RateLimits.off()
             runs = {}
             print(f"# {case}", flush=True)
             for label, names in (("1 host", ["a"]), ("3 hosts", list(HOST_NAMES))):
                 runs[label] = r = speedup_run(names, own_bots, root / f"{n}-{label.replace(' ', '-')}", env,
-                                              limits_now)
+                                              limits_now, task_s)
                 print(f"#   {label}: makespan {r['makespan']:.1f} s (first request to the last result posted), "
                       f"{r['requests']} requests = {r['requests'] / SPEEDUP_TASKS:.2f} per task, {r['429']} answered "
                       f"429, thread starts {r['starts']} ({r['lost_starts']} lost to another host: 160004), "
@@ -230,7 +234,7 @@ def run_speedup(keep: bool) -> None:
                                      sorted(r["routes"].items(), key=lambda kv: -kv[1]))
                 print(f"#   {label}: per task by route: {per_task}", flush=True)
             ratio = runs["1 host"]["makespan"] / runs["3 hosts"]["makespan"]
-            ideal = SPEEDUP_TASKS * SPEEDUP_SLEEP_S / 2
+            ideal = SPEEDUP_TASKS * task_s / 2
             print(f"multihost.speedup[{case}]: {ratio:.2f}x ({runs['1 host']['makespan']:.1f} s / "
                   f"{runs['3 hosts']['makespan']:.1f} s; the agents alone: {ideal:.0f} s / {ideal / 3:.0f} s) "
                   f"(target >= {SPEEDUP_TARGET}x, ideal 3x) {'PASS' if ratio >= SPEEDUP_TARGET else 'MISS'}",
@@ -242,6 +246,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--trials", type=int, default=0, help="randomised kill trials to run")
     ap.add_argument("--seed", type=int, default=13, help="the trials' random seed")
     ap.add_argument("--speedup", action="store_true", help="measure 1 host vs 3 hosts")
+    ap.add_argument("--task-seconds", type=float, default=SPEEDUP_SLEEP_S, help="each speed-up task sleeps this long")
+    ap.add_argument("--case", type=int, action="append", help="speed-up case to run (0, 1, 2; default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary homes")
     args = ap.parse_args(argv)
     if not args.trials and not args.speedup:
@@ -251,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.trials:
         run_trials(args.trials, args.seed, args.keep)
     if args.speedup:
-        run_speedup(args.keep)
+        run_speedup(args.keep, args.task_seconds, args.case)
     return 0
 
 

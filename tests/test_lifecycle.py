@@ -126,8 +126,9 @@ def test_back_to_claimed_forgets_the_agent_and_counts_the_attempt(store):
 
 def test_every_status_has_its_transitions_and_the_end_has_none():
     assert set(TRANSITIONS) == set(TaskStatus)
-    assert TRANSITIONS[TaskStatus.ELSEWHERE] == TRANSITIONS[TaskStatus.DROPPED] == frozenset()
+    assert TRANSITIONS[TaskStatus.DROPPED] == frozenset()
     assert TRANSITIONS[TaskStatus.CLEANED] == frozenset({CLAIMED})   # only a retry leaves it (controls.py)
+    assert TRANSITIONS[TaskStatus.ELSEWHERE] == frozenset({CLAIMED})   # only a takeover leaves it (takeover.py)
 
 
 def test_the_outcome_is_kept_capped_then_slimmed_once_posted(store):

@@ -11,9 +11,9 @@ is bench/multihost.py.
 from __future__ import annotations
 
 import os
-import time
 
 from discord_orch.sim.fleet import Fleet, audit, host_name, results_by_task, result_label
+from discord_orch.sim.fleet import wait_for as fleet_wait_for
 
 TASKS = 15
 START = "/channels/{channel_id}/messages/{message_id}/threads"
@@ -23,11 +23,7 @@ WAIT_CAP_S = 90.0   # a bound so that a hang fails the test; never an assertion 
 
 
 def wait_for(cond, what: str, cap: float = WAIT_CAP_S):
-    end = time.monotonic() + cap
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
+    fleet_wait_for(cond, what, cap)
 
 
 def agent_started(host) -> bool:

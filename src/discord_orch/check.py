@@ -50,6 +50,8 @@ NEEDS = {
     "WORKER_POOL_CHANNEL": ("post notices", (perm.VIEW_CHANNEL, perm.SEND_MESSAGES)),
 }
 THREAD_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS)   # in #task-queue, with CLAIM=thread
+# in #worker-pool, with HOST_SILENT_AFTER > 0: a presence thread, its lines, a lease's thread, a host's line read
+PRESENCE_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS, perm.READ_MESSAGE_HISTORY)
 GRANT_FIX = "give {them} to the bot's role (Server Settings → Roles) or allow {them} in {channel} (Edit Channel → Permissions)"
 
 
@@ -73,6 +75,9 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
     found.append(Finding(OK, "token", f"bot {me.username} (id {me.id})"))
     access = _Access(client, me)
     for key in CHANNEL_KEYS:
+        if key == "RESULTS_CHANNEL" and not settings.results_channel:   # CLAIM=thread: config.py saw to it
+            found.append(Finding(OK, key, "empty: each result goes to its task's thread in #task-queue only"))
+            continue
         finding, channel = _check_channel(settings, client, key)
         found.append(finding)
         if channel is not None:   # a channel that failed is said once
@@ -137,7 +142,20 @@ def _check_permissions(settings: Settings, access: _Access, key: str, channel: C
         found = [Finding(OK, key, f"the bot has {_listed([perm.NAMES[p] for p in needed])} there")]
     if key == "TASK_QUEUE_CHANNEL" and settings.claim == "thread":
         found.append(_check_thread_claim(held, name))
+    if key == "WORKER_POOL_CHANNEL" and settings.host_silent_after_s > 0:
+        found.append(_check_presence(held, name))
     return found
+
+
+def _check_presence(held: int, name: str) -> Finding:
+    """HOST_SILENT_AFTER > 0: the host's presence thread and its lease in #worker-pool (hosts.py)."""
+    lacking = perm.missing(held, PRESENCE_NEEDS)
+    if lacking:
+        return Finding(FAIL, "HOST_SILENT_AFTER", f"the bot lacks {_listed(lacking)} in {name}, which this host's "
+                                                  f"presence thread needs: {_fix(lacking, name)}, or set "
+                                                  "HOST_SILENT_AFTER=0 (no presence, no takeover)")
+    return Finding(OK, "HOST_SILENT_AFTER", f"presence and takeover are possible: the bot has "
+                                            f"{_listed([perm.NAMES[p] for p in PRESENCE_NEEDS])} in {name}")
 
 
 def _check_thread_claim(held: int, name: str) -> Finding:

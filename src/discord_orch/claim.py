@@ -88,6 +88,20 @@ Races, and why each task runs once, on one host, with one result:
 - A person starts a thread on a task before any host does: no host can start
   it any more, so nobody runs the task; the log says whose thread it is.
 - CLAIM=reaction hosts ignore threads: do not mix the two modes on one queue.
+- A host goes silent for good (or stopped, asleep, cut off) with tasks open:
+  another host takes them over once it has been silent for HOST_SILENT_AFTER,
+  arbitrated by one thread per message again, on the silent host's lease in
+  #worker-pool; the silent host, back, renews that lease before it posts or
+  claims anything and finds it lost (takeover.py has the protocol). Each task
+  still has one result: the taker's.
+- The ✅ and the claim line go out on the task lane: each is tried in
+  CLAIM_MARK_TRIES rounds (the client's retries within each), the line with the
+  nonce ``c<task id>`` so that a round after lost answers returns the line the
+  first made; what a pass killed meanwhile left unsaid the next pass says.
+
+After the claim, the task's thread carries the whole result (reporter.py: a copy
+of the #results post, or the only post with RESULTS_CHANNEL empty) and is
+archived; a host that lost a start spreads over the queue (intake.py).
 
 Claiming with CLAIM=reaction (one host: the seed's rule)
 -------------------------------------------------------
@@ -158,6 +172,7 @@ CLAIM_EMOJI = "✅"
 CLAIM_BY_THREAD = "thread"      # CLAIM=thread: the host that starts a task's thread runs it
 THREAD_ARCHIVE_MINUTES = 1440   # a task's thread archives itself after a day with nothing posted in it
 CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line among a thread's first messages
+CLAIM_MARK_TRIES = 2            # rounds of the claim's marks (✅, the thread's line) before the pass gives up on them
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
 REFUSED_EMOJI = "⛔"
 RUNNING_EMOJI = "⏳"
@@ -568,7 +583,8 @@ class Claims:
                 if any(m.author.id == self.identity.bot_user_id() and m.content.startswith(head) for m in firsts):
                     return True
             posted = self.client.create_message(rec.task_id, claim_post(
-                host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking, worker=rec.worker))
+                host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking, worker=rec.worker),
+                nonce=f"c{rec.task_id}")   # one nonce for every try: a try whose answer was lost is not doubled
         except Unauthorized as exc:
             self._on_fatal(exc)
             return False
@@ -595,6 +611,8 @@ class Claims:
 
         return (None if data is None else decode_text(data)), unreadable
 
+    task_attachment = _task_attachment   # takeover.py reads a taken task's TASK.txt the same way
+
     def _download(self, msg: Message, att: Attachment) -> Tuple[Optional[bytes], str]:
         """TASK.txt's bytes, or why there are none (an expired CDN link is fetched again, once: inputs.py)."""
         return download_fresh(self.client, msg.channel_id, msg.id, att, max_bytes=MAX_TASK_BYTES)
@@ -607,9 +625,18 @@ class Claims:
         by_thread = self.settings.claim == CLAIM_BY_THREAD
 
         def job() -> None:
-            reacted = self._react(rec.task_id, CLAIM_EMOJI)
-            if reacted and (not by_thread or self._say_claimed(rec, look_first=recovered)):
-                self.store.note_claim_reacted(rec.task_id)
+            # Each call has the client's retries already; a round more covers failures past them (an answer
+            # lost four times), else a task that finished in this pass kept no ✅ or line for good (recovery
+            # re-marks only tasks still claimed or running). The line's nonce makes a repeat return it.
+            reacted = said = False
+            for _round in range(CLAIM_MARK_TRIES):
+                reacted = reacted or self._react(rec.task_id, CLAIM_EMOJI)
+                said = said or not by_thread or self._say_claimed(rec, look_first=recovered)
+                if reacted and said:
+                    self.store.note_claim_reacted(rec.task_id)
+                    return
+            log.warning("task=%s: its claim marks failed %d times; the next pass tries again while it runs",
+                        rec.task_id, CLAIM_MARK_TRIES)
         self._submit(job)
 
     def react_paused(self, task_id: str, *, remove: bool = False) -> None:
@@ -646,25 +673,15 @@ class Claims:
             self._submit(lambda: self._react(rec.task_id, emoji, remove=True))
 
     def _close_thread(self, rec: TaskRecord) -> None:
-        """The task's thread gets where its result is, then is archived: Discord counts at most 1,000
-        active threads a server, and a finished task's thread should not hold one. (A message posted
-        in it later unarchives it.) Best effort: the result itself is in #results already."""
+        """The task's thread is archived once its result is out (in it: reporter.py): Discord counts at
+        most 1,000 active threads a server, and a finished task's thread should not hold one. (A message
+        posted in it later unarchives it.) Best effort: the result itself is out already."""
         if self.settings.claim != CLAIM_BY_THREAD or rec.host != self.settings.host_name:
             return
-        from .report import thread_result_post
-
-        content = thread_result_post(outcome_status=rec.outcome_status, refused=rec.refusal is not None,
-                                     guild_id=self.identity.guild(), results_channel_id=self.settings.results_channel,
-                                     message_id=rec.result_message_id)
 
         def job() -> None:
             try:
-                nonce = f"t{rec.task_id}" + (f".{rec.attempt}" if rec.attempt > 1 else "")   # one per attempt
-                posted = self.client.post_in_thread(rec.task_id, content, nonce=nonce)
-                if posted is None:
-                    return   # no thread: claimed before this host started threads (CLAIM=reaction then)
-                self.store.note_posted(posted.id, POSTED_NOTICE)
-                self.client.archive_thread(rec.task_id)
+                self.client.archive_thread(rec.task_id)   # None: no thread (claimed under CLAIM=reaction)
             except Unauthorized as exc:
                 self._on_fatal(exc)
             except DiscordError as exc:

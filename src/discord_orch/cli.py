@@ -263,7 +263,8 @@ def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
 
     settings = _load(ctx, **flags)   # flags keyed like the file: flag > environment > file > default
     settings.require_token()
-    settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
+    settings.require_channels("TASK_QUEUE_CHANNEL", "WORKER_POOL_CHANNEL")
+    settings.require_results_channel()
     try:
         for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
             check_writable(directory, reserve=settings.runtime_dir / RESERVE_NAME)
@@ -307,7 +308,8 @@ def check(ctx: click.Context) -> None:
 
     settings = _load(ctx)
     settings.require_token()
-    settings.require_channels("TASK_QUEUE_CHANNEL", "RESULTS_CHANNEL", "WORKER_POOL_CHANNEL")
+    settings.require_channels("TASK_QUEUE_CHANNEL", "WORKER_POOL_CHANNEL")
+    settings.require_results_channel()
     with _client(settings) as client:
         findings = run_checks(settings, client)
     for f in findings:

@@ -89,7 +89,7 @@ class Settings(NamedTuple):
     claim: str = default_of("CLAIM")
     host_name: str = default_of("HOST_NAME")
     host_tags: Tuple[str, ...] = default_of("HOST_TAGS")
-    host_silent_after: float = default_of("HOST_SILENT_AFTER")
+    host_silent_after_s: float = default_of("HOST_SILENT_AFTER")
     priority_age_s: float = default_of("PRIORITY_AGE")
     retry_interrupted: bool = default_of("RETRY_INTERRUPTED")
     max_attempts: int = default_of("MAX_ATTEMPTS")
@@ -150,6 +150,13 @@ class Settings(NamedTuple):
         for key in keys:
             if not getattr(self, key.lower()):
                 raise ConfigError(key, "not set", f"the id of the channel, in {self.home / CONFIG_FILENAME}")
+
+    def require_results_channel(self) -> None:
+        """ConfigError unless results have somewhere to go: RESULTS_CHANNEL, or (empty) each task's thread,
+        which only CLAIM=thread gives a task."""
+        if not self.results_channel and self.claim != "thread":
+            raise ConfigError("RESULTS_CHANNEL", "not set", f"the id of #results, in {self.home / CONFIG_FILENAME} "
+                              "(empty means each result goes to its task's thread only, which needs CLAIM=thread)")
 
     def __repr__(self) -> str:  # the token is a Secret already; keep repr short and safe
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields if name not in ("warnings", "aliases"))

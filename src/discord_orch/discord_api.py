@@ -39,6 +39,7 @@ import requests
 
 from . import PROJECT_URL, __version__
 from .errors import (
+    MISSING_PERMISSIONS,
     UNKNOWN_CHANNEL,
     AttachmentTooLarge,
     BadRequest,
@@ -185,11 +186,12 @@ class DiscordClient:
                 raise
             return None
 
-    def post_in_thread(self, thread_id: str, content: str, *, nonce: Optional[str] = None) -> Optional[Message]:
+    def post_in_thread(self, thread_id: str, content: str, *, files: Sequence[FileUpload] = (),
+                       nonce: Optional[str] = None) -> Optional[Message]:
         """Post in a thread if there is one (None when there is none: 404 Unknown Channel answers
         the question, as for a task claimed before its host started threads)."""
         try:
-            return self.create_message(thread_id, content, nonce=nonce, answers=_NO_SUCH_CHANNEL)
+            return self.create_message(thread_id, content, files=files, nonce=nonce, answers=_NO_SUCH_CHANNEL)
         except NotFound as exc:
             if exc.code != UNKNOWN_CHANNEL:
                 raise
@@ -215,17 +217,39 @@ class DiscordClient:
                           parse=Channel.from_json)
 
     def edit_thread(self, thread_id: str, *, archived: Optional[bool] = None, locked: Optional[bool] = None,
-                    name: Optional[str] = None) -> Channel:
+                    name: Optional[str] = None, answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Channel:
         """Change a thread (PATCH /channels/{thread}): archive or unarchive, lock or unlock, rename."""
         payload = {k: v for k, v in (("archived", archived), ("locked", locked), ("name", name)) if v is not None}
         if not payload:
             raise ValueError("nothing to change")
         return self._call("PATCH", "/channels/{channel_id}", {"channel_id": thread_id}, json_body=payload,
-                          parse=Channel.from_json)
+                          parse=Channel.from_json, answers=answers)
 
-    def archive_thread(self, thread_id: str, *, lock: bool = False) -> Channel:
-        """Archive a thread (and lock it: nobody but moderators can post in it again)."""
-        return self.edit_thread(thread_id, archived=True, locked=True if lock else None)
+    def archive_thread(self, thread_id: str, *, lock: bool = False) -> Optional[Channel]:
+        """Archive a thread (and lock it: nobody but moderators can post in it again); None when there is
+        no such thread (404 Unknown Channel answers the question, as for ``post_in_thread``) or when it is
+        another bot's and this one lacks Manage Threads (403 Missing Permissions: a thread taken over)."""
+        try:
+            return self.edit_thread(thread_id, archived=True, locked=True if lock else None,
+                                    answers=_NO_SUCH_CHANNEL | _NOT_THE_THREADS_OWNER)
+        except NotFound as exc:
+            if exc.code != UNKNOWN_CHANNEL:
+                raise
+            return None
+        except Forbidden as exc:
+            if exc.code != MISSING_PERMISSIONS:
+                raise
+            return None
+
+    def rename_thread(self, thread_id: str, name: str) -> bool:
+        """Rename a thread; False when it is another bot's and this one lacks Manage Threads (403)."""
+        try:
+            self.edit_thread(thread_id, name=name, answers=_NOT_THE_THREADS_OWNER)
+            return True
+        except Forbidden as exc:
+            if exc.code != MISSING_PERMISSIONS:
+                raise
+            return False
 
     def list_active_threads(self, guild_id: str) -> ActiveThreads:
         """The server's active threads, each with its last_message_id (GET /guilds/{id}/threads/active)."""
@@ -321,6 +345,11 @@ class DiscordClient:
         return self._call("PATCH", "/channels/{channel_id}/messages/{message_id}",
                           {"channel_id": channel_id, "message_id": message_id}, json_body=payload,
                           parse=Message.from_json)
+
+    def delete_message(self, channel_id: str, message_id: str) -> None:
+        """Delete one of the bot's own messages (DELETE)."""
+        self._call("DELETE", "/channels/{channel_id}/messages/{message_id}",
+                   {"channel_id": channel_id, "message_id": message_id}, parse=None)
 
     def add_reaction(self, channel_id: str, message_id: str, emoji: str) -> None:
         """React with ``emoji`` as the bot (PUT, idempotent)."""
@@ -617,6 +646,7 @@ _ERROR_CLASSES = {401: Unauthorized, 403: Forbidden, 404: NotFound}
 _CODE_CLASSES = {(400, 160004): ThreadAlreadyExists, (400, 160006): TooManyActiveThreads}  # (status, Discord code)
 _SETUP_PROBLEMS = frozenset({(403, 50001), (403, 50013), (404, 10003)})  # (status, Discord code)
 _NO_SUCH_CHANNEL = frozenset({(404, UNKNOWN_CHANNEL)})
+_NOT_THE_THREADS_OWNER = frozenset({(403, MISSING_PERMISSIONS)})   # editing another's thread needs Manage Threads
 _DOWNLOAD_ERROR_CLASSES = {401: Forbidden, 403: Forbidden, 404: NotFound}
 
 

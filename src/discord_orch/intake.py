@@ -23,13 +23,23 @@ claimable by this host if its HOST_TAGS change, and is looked at again by each p
 (the one answer for a task no host can take, unreachable.py). ``--watch`` reads them
 again every LOOK_AGAIN_PASSED_S (``reread(passed_too=True)``): once another host has
 taken them, their threads show it and the cursor moves on.
+
+Several hosts (CLAIM=thread) read the same queue, and each took the oldest pending
+task: they raced for it, and all but one lost the start (a request and a slot of the
+thread-start rate limit each, then a reread). A host that has lost a start therefore
+knows it is not alone and spreads: for the rest of the pass it takes, among the
+SPREAD_WINDOW oldest pending tasks, the one that comes first by a hash of its
+HOST_NAME and the task's id (``spread_pick``), so that hosts mostly pick different
+tasks without knowing of each other. A host alone never loses a start and keeps
+taking the oldest first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .errors import DiscordError, DiscordUnavailable, RateLimitedTooLong, StateError, Unauthorized
 from .models import Message
@@ -46,6 +56,15 @@ POLL_MAX_MESSAGES = 1000         # one poll reads at most this many (10 pages); 
 RETRY_SET_ASIDE_S = 60.0         # --watch: messages set aside (Discord did not answer) are tried again this often
 LOOK_AGAIN_PASSED_S = 60.0       # --watch: messages passed over (needs this host lacks) are read again this often
 CURSOR_KEY = "cursor:{channel}"
+SPREAD_WINDOW = 8                # after a start lost to another host: pick among this many of the oldest tasks
+
+
+def spread_pick(host: str, candidates: Sequence[Message]) -> int:
+    """The index of the candidate this host takes first when hosts spread over the queue: the one whose
+    hash with the host's name is lowest. Stable for a host, unrelated between hosts (blake2b)."""
+    def rank(i: int) -> bytes:
+        return hashlib.blake2b(f"{host}\n{candidates[i].id}".encode(), digest_size=8).digest()
+    return min(range(len(candidates)), key=rank)
 
 
 class Intake:
@@ -62,6 +81,7 @@ class Intake:
         self._said_passed: Set[str] = set()    # ids whose passing over was logged (once a pass)
         self.set_aside: List[Message] = []   # pending, Discord did not answer when they were decided
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
+        self.spread = False                  # a start was lost to another host: spread over the queue
         self._seen_upto: Optional[str] = None
 
     def poll(self, *, first: bool, agents_running: bool) -> bool:
@@ -115,9 +135,17 @@ class Intake:
     def _next(self) -> Message:
         """The first in order.py's order among the pending messages whose authors may run tasks, else the
         oldest: refusals wait behind tasks (with CLAIM=thread each costs a thread's start), so a flood of
-        them holds no task back."""
+        them holds no task back. Spread (a start was lost: not alone): among the first SPREAD_WINDOW of
+        the top priority level, the one this host's hash picks."""
         runs = [msg for msg in self.backlog if self.claims.runs_first(msg)]
-        chosen = self.order.pick(runs) if runs else self.backlog[0]
+        if not runs:
+            return self.backlog.pop(0)
+        if self.spread:
+            window = self.order.top(runs, SPREAD_WINDOW)
+            chosen = window[spread_pick(self.claims.settings.host_name, window)]
+            self.order.served(chosen.author.id)
+        else:
+            chosen = self.order.pick(runs)
         self.backlog.remove(chosen)
         return chosen
 
@@ -135,8 +163,11 @@ class Intake:
         """Another host took a task the last poll showed as pending, so the rest of that poll may be taken
         too: forget it and read it again at once, from its oldest message. The poll shows each message's
         thread at no cost; starting the thread of a task already taken costs a request (and a thread-start
-        rate-limit slot) per task, which kept a host behind the others for the whole queue.
-        ``passed_too``: the messages passed over as well (--watch, every LOOK_AGAIN_PASSED_S)."""
+        rate-limit slot) per task, which kept a host behind the others for the whole queue; after one, this
+        host spreads (the module docstring). ``passed_too``: the messages passed over as well (--watch,
+        every LOOK_AGAIN_PASSED_S: no lost start, no spreading)."""
+        if not passed_too:
+            self.spread = True
         undecided = self.backlog + (list(self.passed.values()) if passed_too else [])
         if not undecided:
             return

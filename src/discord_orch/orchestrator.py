@@ -63,6 +63,7 @@ from .controls import RETRY, STOP, STOP_EMOJI, Controls, Request
 from .conversation import Conversations
 from .discord_api import DiscordClient
 from .errors import DiscordError, OrchError, StateError, Unauthorized
+from .hosts import Presence, read_hosts
 from .intake import LOOK_AGAIN_PASSED_S, RETRY_SET_ASIDE_S, Intake
 from .lanes import Lane, drain, guarded
 from .models import Message, User
@@ -70,8 +71,9 @@ from .order import HostSeen, Order
 from .outcome import FAILED, OK, STOPPED, Outcome
 from .progress import StatusBoard, Watched
 from .reporter import Reporter
-from .state import OUTBOX_STATUSES, Store, TaskRecord
+from .state import CLAIMED, FINISHED, OUTBOX_STATUSES, REPORTING, RUNNING, STARTING, Store, TaskRecord
 from .status import WaitingNote, note_pass_end
+from .takeover import Takeover
 from .unreachable import Unreachable
 from .waker import Waker
 from .watchdog import Watchdog
@@ -171,6 +173,15 @@ class Orchestrator:
                                        guild=self.claims.identity.guild, on_fatal=self._set_fatal)
         self.controls = Controls(settings, client, store, self.claims.access, identity)
         self._last_look = float("-inf")   # when the task messages were last looked at for 🛑 / 🔁
+        self.presence = Presence(settings, client, store, on_fatal=self._set_fatal, wall=wall)
+        self.takeover = Takeover(settings, client, store, self.claims, on_fatal=self._set_fatal, wall=wall)
+        if settings.claim == "thread":
+            self.presence.after_beat = self.takeover.look
+        self.reporter.gate = self.presence.fresh
+        self.status.gate = self.presence.fresh
+        self._lost: set = set()   # tasks another host took over while this one was silent: no result here
+        self._beats_seen = 0
+        self._presence_lane = Lane("presence", on_done=self._wake.wake)   # its thread in #worker-pool
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:
@@ -235,7 +246,7 @@ class Orchestrator:
             log.warning("ALLOW_ANYONE=true: anyone who can post in #task-queue can run an agent on this machine")
         results, notices = self.reporter.start()
         # Drained in this order: a result post queues its task's final reaction on the task lane.
-        self._lanes = [results, self.claims.start(), notices]
+        self._lanes = [results, self.claims.start(), notices, self._presence_lane]
         watchdog = Watchdog(self.settings.watchdog_s).start() if self.settings.watchdog_s > 0 else None
         try:
             self.recover()
@@ -267,20 +278,25 @@ class Orchestrator:
             stopping = self._stop_signal is not None
             if stopping:
                 self._stop_agents()
-            elif self._capacity() > 0:
+            else:
+                self._hosts_moved()
+            if not stopping and self._capacity() > 0:
                 self._start_ready()
                 due = first or self.intake.more_history or (self.clock() - last_poll >= s.poll_interval)
                 if due and self._capacity() > 0:   # also with a backlog: a task posted since may go first
                     self.poll(first=first)
                     first = False
                     last_poll = self.clock()
-                self._take_backlog()
+                if self.presence.fresh():   # a host that was silent claims nothing before it renewed its lease
+                    self._take_backlog()
                 self._start_turns()
             if not stopping:
                 self._look_at_controls()
                 self._carry_out_controls()
             self.supervise()
             self.status.tick(self._watched())
+            if not stopping and self.presence.due() and not self._presence_lane.busy:
+                self._presence_lane.submit(guarded(self.presence.beat, self._set_fatal))
             self.reporter.flush_refusals()   # what this turn refused, grouped by author, behind the results
             if watch and self.clock() - self._last_prune >= PRUNE_EVERY_S:
                 self.prune()  # a pass prunes when it ends; --watch never ends, so also hourly
@@ -296,7 +312,9 @@ class Orchestrator:
             if not self._live:
                 if stopping:
                     return
-                if not watch and not self._ready and not self.intake.backlog and not self.intake.more_history \
+                # a backlog waits for the next pass when this host may not claim (its presence line failed)
+                backlog = self.intake.backlog and self.presence.fresh()
+                if not watch and not self._ready and not backlog and not self.intake.more_history \
                         and not any(lane.busy for lane in self._lanes) and not self._turns_startable():
                     if (self.clock() - last_poll < s.poll_interval or not self.stats.claimed
                             or looked_at == self.stats.claimed):  # a slow or failing poll cannot loop
@@ -426,13 +444,22 @@ class Orchestrator:
             if self._unsettled:
                 self._settle_claiming(self._unsettled)
             if self.intake.passed:
-                self.unreachable.check(self.intake.passed.values(), self.hosts_seen())
+                self.unreachable.check(self.intake.passed.values(), self.hosts_seen)
         self.read_threads()
 
-    def hosts_seen(self) -> List[HostSeen]:
-        """The hosts this one knows of, for the answer to a task no host can take (unreachable.py). The
-        seam for host presence (#worker-pool): until then, this host alone, seen now."""
-        return [HostSeen(self.settings.host_name, frozenset(self.settings.host_tags), self.wall())]
+    def hosts_seen(self) -> Optional[List[HostSeen]]:
+        """The hosts this one knows of, for the answer to a task no host can take (unreachable.py): their
+        presence threads in #worker-pool (hosts.py; one GET, asked only when a task has waited long enough),
+        and this host, seen now. None: Discord did not answer (no answer is given on a guess)."""
+        if not self.settings.host_silent_after_s:   # no presence: this host cannot know the others
+            return None
+        me = HostSeen(self.settings.host_name, frozenset(self.settings.host_tags), self.wall())
+        try:
+            seen = read_hosts(self.client, self.claims.identity.guild(), self.settings.worker_pool_channel)
+        except DiscordError as exc:
+            log.warning("the hosts in #worker-pool could not be read (%s): no NO HOST answer this time", exc)
+            return None
+        return [me] + [h for h in seen if h.name != me.name]
 
     def _on_results_lane(self, job: Callable[[], None]) -> None:
         assert self.reporter.results_lane is not None, "Reporter.start() first"
@@ -613,7 +640,7 @@ class Orchestrator:
             self.budget_gate.claimed(msg)
         if decision.passed:   # its TASK.txt needs a tag this host lacks: known only now, so looked at now
             self.intake.pass_over(msg, decision.passed)
-            self.unreachable.check([msg], self.hosts_seen())
+            self.unreachable.check([msg], self.hosts_seen)
         if decision.elsewhere:
             self.intake.reread()
         self._settled(decision, start=self.start)
@@ -745,7 +772,38 @@ class Orchestrator:
         for task_id, live in list(self._live.items()):
             if live.agent.poll(now, procs):
                 del self._live[task_id]
+                if task_id in self._lost:   # another host runs it now: nothing of this run is posted
+                    from .workspace import remove_workspace
+
+                    try:
+                        remove_workspace(live.workspace)
+                    except (OSError, StateError) as exc:
+                        log.error("could not remove %s: %s", live.workspace.agent_dir, exc)
+                    continue
                 self.finish(live.record, live.workspace, live.agent.outcome(self.wall()))
+
+    def _hosts_moved(self) -> None:
+        """What the presence lane found: tasks this host took over (to start), or this host's own open
+        tasks taken over by another while it was silent (stopped here, recorded elsewhere, never posted)."""
+        while not self.takeover.taken.empty():
+            self._ready.append(self.takeover.taken.get())
+        taker = self.presence.lost_to   # while set, this host claims and posts nothing (Presence.fresh)
+        if taker is not None:
+            for rec in self.store.with_status(CLAIMED, STARTING, RUNNING, FINISHED, REPORTING):
+                live = self._live.get(rec.task_id)
+                if live is not None:
+                    live.agent.stop(self.wall(), f"taken over by {taker}")
+                    self._lost.add(rec.task_id)
+                self.store.mark_elsewhere(rec.task_id, host=taker)
+                self.status.forget(rec.task_id)
+                log.warning("task=%s: taken over by %s while this host was silent; not posted here", rec.task_id,
+                            taker)
+            self._ready = []   # all were this host's open tasks, now elsewhere
+            self.presence.lost_to = None
+        if self.presence.beats != self._beats_seen:   # a line is out: results held while silent may go
+            self._beats_seen = self.presence.beats
+            if self.reporter.deferred and self.presence.fresh():
+                self.reporter.retry_outbox(running=self._live)
 
     def _stop_agents(self) -> None:
         for live in self._live.values():

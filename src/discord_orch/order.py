@@ -111,16 +111,25 @@ class Order:
         """Whether this host has every tag the message's text says the task needs."""
         return can_run(self.routing(msg)[0], self.host_tags)
 
-    def pick(self, candidates: Sequence[Message]) -> Message:
-        """The one to claim first (level, then the author's turn, then age); its author is served."""
-        now = self.wall()
-
+    def _key(self, now: float) -> Callable[[Message], Tuple[int, int, int]]:
         def key(msg: Message) -> Tuple[int, int, int]:
             lvl = level(self.routing(msg)[1], now - posted_at(msg.id), self.age_s)
             return -lvl, self._turns.get(msg.author.id, 0), int(msg.id)
-        chosen = min(candidates, key=key)
+        return key
+
+    def pick(self, candidates: Sequence[Message]) -> Message:
+        """The one to claim first (level, then the author's turn, then age); its author is served."""
+        chosen = min(candidates, key=self._key(self.wall()))
         self.served(chosen.author.id)
         return chosen
+
+    def top(self, candidates: Sequence[Message], count: int) -> List[Message]:
+        """The first ``count`` in this order that share the first one's level (hosts spreading over the
+        queue pick among them: intake.spread_pick); nobody is served yet."""
+        key = self._key(self.wall())
+        ranked = sorted(candidates, key=key)[:count]
+        first_level = key(ranked[0])[0]
+        return [msg for msg in ranked if key(msg)[0] == first_level]
 
     def served(self, author_id: str) -> None:
         """A task of this author's was just taken: the others' come first next."""

@@ -87,6 +87,9 @@ class StatusBoard:
         self._boards: Dict[str, _Board] = {}
         self._silences: Dict[str, _Silence] = {}
         self._last_look = float("-inf")
+        # hosts.Presence.fresh: a host that was silent edits nothing until it knows its tasks are still its
+        # own (another host may have taken them over: then ``forget``)
+        self.gate: Callable[[], bool] = lambda: True
 
     # -- what a status message should say ----------------------------------------
     def queued(self, rec: TaskRecord, position: int, of: int) -> None:
@@ -116,6 +119,11 @@ class StatusBoard:
                                        turn=self._turn_number(rec)))
         if not board.job_queued and not board.nowhere:   # at once: the thread is archived once the result is out
             self._send(self._root_of(rec.task_id) or rec.task_id, board)
+
+    def forget(self, task_id: str) -> None:
+        """Another host took the task over: its status message is that host's to tell now."""
+        self._boards.pop(self._root_of(task_id) or task_id, None)
+        self._silences.pop(task_id, None)
 
     # -- the loop's turn ------------------------------------------------------------
     def tick(self, running: Iterable[Watched]) -> None:
@@ -188,6 +196,9 @@ class StatusBoard:
         def job() -> None:
             text = board.wanted
             channel, reply_to = self._where(task)
+            if not self.gate():   # not sent: asked again by a later tick (or forgotten)
+                board.job_queued = False
+                return
             try:
                 if board.message_id is not None:
                     try:

@@ -681,15 +681,6 @@ def claim_post(*, host: str, model: Optional[str], thinking: str, worker: Option
     return _marked(" · ".join(parts) + " · starting now", MESSAGE_LIMIT)
 
 
-def thread_result_post(*, outcome_status: str, refused: bool, guild_id: Optional[str], results_channel_id: str,
-                       message_id: Optional[str]) -> str:
-    """The last line in a task's thread: how it ended and where its result is (the post in #results)."""
-    label = "⛔ **REFUSED**" if refused else STATUS_LABELS.get(outcome_status, "❔ **ENDED**")
-    where = (f": {jump_link(guild_id, results_channel_id, message_id)}" if message_id
-             else " (said in #results already)")
-    return _marked(f"{label} · the {'refusal' if refused else 'result'} is in #results{where}", MESSAGE_LIMIT)
-
-
 # ----------------------------------------------------------------------
 # #worker-pool notices
 # ----------------------------------------------------------------------

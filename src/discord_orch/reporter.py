@@ -64,6 +64,8 @@ def result_nonce(task_id: str, attempt: int) -> str:
     """The nonce of an attempt's result post: ``r<task id>``, ``r<task id>.2``, ... (25 characters at most:
     MAX_ATTEMPTS is capped for that)."""
     return f"r{task_id}" if attempt <= 1 else f"r{task_id}.{attempt}"
+
+
 REFUSALS_PRIORITY = 1            # on the results lane: after every result queued before the refusal is posted
 
 
@@ -90,6 +92,7 @@ class Reporter:
         self._refusals_queued = False      # a job to group them is on the lane
         self.results_lane: Optional[Lane] = None
         self.notice_lane: Optional[NoticeLane] = None
+        self.gate: Callable[[], bool] = lambda: True   # False: hold results (this host was silent: takeover.py)
 
     def start(self) -> Tuple[Lane, NoticeLane]:
         """Start the results and notice lanes (threads); the pass drains them when it ends."""
@@ -136,7 +139,7 @@ class Reporter:
         from .report import refusals_post
 
         for author, recs in by_author.items():
-            if len(recs) == 1:
+            if len(recs) == 1 or not self.settings.results_channel:   # thread only: each in its own thread
                 self._submit_refusal(lambda t=recs[0].task_id: self.report(t))
                 continue
             post = refusals_post(refused=[(r.task_id, r.refusal or "") for r in recs], author_id=author,
@@ -189,6 +192,11 @@ class Reporter:
         rec = self.store.get(task_id)
         if rec is None or rec.status not in OUTBOX_STATUSES:
             return
+        if not self.gate():
+            with self._lock:
+                self.deferred.add(task_id)
+            log.info("task=%s: result held until this host has renewed its lease (it was silent)", task_id)
+            return
         how = ""
         try:
             msg = self._find_posted_result(rec) if rec.status == REPORTING else None
@@ -217,37 +225,77 @@ class Reporter:
                  "refused" if rec.refusal is not None else (rec.outcome_status or "?"), msg.id, how)
         rec = self.store.get(task_id)
         if rec is not None:
+            self._copy_to_thread(rec)
             self._after_post(rec)
             self.clean_up(rec)
+
+    def _is_turn(self, rec: TaskRecord) -> bool:
+        """Is ``rec`` a follow-up's turn (conversation.py) rather than a task?"""
+        return self.store.root_of(rec.task_id) is not None
+
+    def _results_in(self, rec: TaskRecord) -> str:
+        """Where a record's result goes: #results, or, with RESULTS_CHANNEL empty, the task's own thread;
+        a follow-up's turn: its task's thread (a reply to the follow-up)."""
+        if self._is_turn(rec):
+            return rec.channel_id
+        return self.settings.results_channel or rec.task_id
+
+    def _copy_to_thread(self, rec: TaskRecord) -> None:
+        """With CLAIM=thread and #results, the task's thread gets the whole result too (who follows the
+        task there need not go looking). Best effort: the result is in #results already."""
+        from .claim import CLAIM_BY_THREAD
+
+        s = self.settings
+        if not s.results_channel or s.claim != CLAIM_BY_THREAD or rec.host != s.host_name or self._is_turn(rec):
+            return
+        try:
+            post = self._render(rec, rec.task_id)
+            self.client.post_in_thread(rec.task_id, post.content, files=post.files,
+                                       nonce="t" + result_nonce(rec.task_id, rec.attempt)[1:])   # one per attempt
+        except Unauthorized as exc:
+            self._on_fatal(exc)
+        except DiscordError as exc:
+            log.warning("task=%s: its result was not copied to its thread: %s", rec.task_id, exc)
+        except Exception as exc:   # a formatting bug must not cost the clean-up: the result is out already
+            log.error("task=%s: its result could not be formatted for its thread (%s: %s)", rec.task_id,
+                      type(exc).__name__, exc)
 
     def _post(self, rec: TaskRecord) -> Message:
         """The result post, recorded as ``reporting`` (with its nonce) before it is sent."""
         nonce = result_nonce(rec.task_id, rec.attempt)   # a refusal whose group post failed: its own nonce
+        channel = self._results_in(rec)
         try:
-            post = self._render(rec)
+            post = self._render(rec, channel)
         except Exception as exc:  # a bug must not cost the task its result: say so plainly instead
             log.error("task=%s: the result could not be formatted (%s: %s); posting a short one",
                       rec.task_id, type(exc).__name__, exc)
             post = self._fallback_post(rec, f"it could not be formatted ({type(exc).__name__})")
         self.store.mark_reporting(rec.task_id, nonce=nonce)
-        channel = self._channel_of(rec)
         try:
-            return self.client.create_message(channel, post.content,
-                                              files=post.files, reply_to=post.reply_to, nonce=nonce)
+            return self._send(rec, channel, post, nonce)
         except BadRequest as exc:
             # Discord refused this post's shape (a reply it cannot make, an attachment it will not
             # take...): nothing was created, so a plain post without them, same nonce, is still the one.
             log.warning("task=%s: Discord refused the result post (%s); posting a short one", rec.task_id, exc)
             post = self._fallback_post(rec, f"Discord refused it: {exc}")
-            return self.client.create_message(channel, post.content, nonce=nonce)
+            return self._send(rec, channel, post, nonce)
 
-    def _channel_of(self, rec: TaskRecord) -> str:
-        """Where a record's result goes: #results, or for a follow-up's turn its task's thread (a reply)."""
-        return rec.channel_id if self.store.root_of(rec.task_id) is not None else self.settings.results_channel
+    def _send(self, rec: TaskRecord, channel: str, post: Post, nonce: str) -> Message:
+        if channel == self.settings.results_channel or self._is_turn(rec):   # a turn's: a reply in its thread
+            return self.client.create_message(channel, post.content, files=post.files, reply_to=post.reply_to,
+                                              nonce=nonce)
+        posted = self.client.post_in_thread(channel, post.content, files=post.files, nonce=nonce)
+        if posted is not None:
+            return posted
+        # Thread only, and the task has no thread (claimed before threads): a reply to it in #task-queue.
+        post = self._render(rec, rec.channel_id)
+        return self.client.create_message(rec.channel_id, post.content, files=post.files, reply_to=post.reply_to,
+                                          nonce=nonce)
 
     # report, prices and workspace are imported by the methods that post: an idle pass, which
     # posts nothing, never loads them (tests/test_idle_pass.py).
-    def _render(self, rec: TaskRecord) -> Post:
+    def _render(self, rec: TaskRecord, channel: str) -> Post:
+        """The result post for ``channel`` (#results, the task's thread, or #task-queue as a reply)."""
         from . import report as reportfmt
         from .prices import load_prices
         from .workspace import RESULT_FILE, RESULT_READ_MAX, read_head
@@ -255,7 +303,7 @@ class Reporter:
         s = self.settings
         if rec.refusal is not None:
             return reportfmt.refusal_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
-                                          results_channel_id=s.results_channel, guild_id=self.identity.guild(),
+                                          results_channel_id=channel, guild_id=self.identity.guild(),
                                           reason=rec.refusal)
         outcome = rec.finished_outcome
         if rec.agent_id and len(outcome.result_text) >= OUTCOME_TEXT_KEPT:
@@ -267,7 +315,7 @@ class Reporter:
         if self._prices is None:
             self._prices = load_prices(s.openclaw_config)
         return reportfmt.result_post(task_id=rec.task_id, task_channel_id=rec.channel_id,
-                                     results_channel_id=self._channel_of(rec), guild_id=self.identity.guild(),
+                                     results_channel_id=channel, guild_id=self.identity.guild(),
                                      agent_id=rec.agent_id or "-", outcome=outcome,
                                      task_description=rec.description, thinking=rec.thinking,
                                      model_requested=rec.model, worker=rec.worker,
@@ -302,7 +350,7 @@ class Reporter:
         me = self.identity.bot_user_id()
         grouped_with = rec.nonce[len(GROUP_NONCE):] if rec.refusal is not None and rec.nonce \
             and rec.nonce.startswith(GROUP_NONCE) else None   # its refusal went out in one post with others
-        for seen, msg in enumerate(self.client.iter_messages_after(self._channel_of(rec), str(after))):
+        for seen, msg in enumerate(self.client.iter_messages_after(self._results_in(rec), str(after))):
             if seen >= REPORT_SEARCH_MAX:
                 log.warning("task=%s: no earlier result among the %d messages of #results read; posting it",
                             rec.task_id, REPORT_SEARCH_MAX)

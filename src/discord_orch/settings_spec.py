@@ -195,7 +195,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "status reactions on tasks: full (⏳ then 🏁/❌/⏱), final (🏁/❌/⏱), off", default="final"),
     Setting("DISCORD_API_BASE_URL", "api_base_url", http_url, "Discord API base URL", default=API_BASE_URL),
     Setting("TASK_QUEUE_CHANNEL", "task_queue_channel", snowflake, "id of #task-queue"),
-    Setting("RESULTS_CHANNEL", "results_channel", snowflake, "id of #results"),
+    Setting("RESULTS_CHANNEL", "results_channel", snowflake,
+            "id of #results; empty: each result goes to its task's thread only (CLAIM=thread)"),
     Setting("WORKER_POOL_CHANNEL", "worker_pool_channel", snowflake, "id of #worker-pool"),
     Setting("GUILD_ID", "guild_id", snowflake, "id of the server (for jump links and role checks)",
             unset_means="looked up"),
@@ -228,11 +229,13 @@ SETTINGS: Tuple[Setting, ...] = (
             "this host's name in each task's thread name (unique among the hosts on one queue)",
             unset_means="the machine's hostname"),
     Setting("HOST_TAGS", "host_tags", host_tags,
-            "this host's tags, comma-separated (gpu,repo-x): it claims only tasks whose [needs:...] it has",
-            unset_means="none"),
-    Setting("HOST_SILENT_AFTER", "host_silent_after", Number(minimum=0.1, maximum=MAX_SECONDS),
-            "seconds without a sign of a host with a tag a task needs before that task is answered as "
-            "unreachable (it stays claimable)", default="600"),
+            "this host's tags, comma-separated (gpu,repo-x): it claims only tasks whose [needs:...] it has; "
+            "shown with its presence in #worker-pool", unset_means="none"),
+    Setting("HOST_SILENT_AFTER", "host_silent_after_s", Number(minimum=0, maximum=MAX_SECONDS),
+            "seconds without a sign of life after which a host counts as silent: its tasks are taken over, "
+            "and a task needing a tag only silent hosts have is answered as unreachable (it stays claimable); "
+            "its presence line in #worker-pool is renewed three times as often; 0: no presence line (so no "
+            "takeover and no such answer)", default="600"),
     Setting("PRIORITY_AGE", "priority_age_s", Number(minimum=0.1, maximum=MAX_SECONDS),
             "seconds a pending task waits before it counts one priority level higher (a low task counts as "
             "high after twice this: no starvation)", default="900"),

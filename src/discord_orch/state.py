@@ -27,6 +27,8 @@ same transaction that writes the new one (``TRANSITIONS``)::
 A follow-up is a *turn*: a record of its own (its message's id, walking claimed → ... →
 cleaned like a task) and a row of ``turns`` linking it to its task; ``conversations`` holds,
 per task, how far its thread was read, when it was last answered and when it closed.
+    claimed … reporting → elsewhere   (another host took it over while this one was silent)
+    elsewhere → claimed          (this host took it over from a silent one: takeover.py)
 
 ``claiming`` is written before the thread is started (CLAIM=thread, claim.py),
 so that a pass killed while Discord held the request knows to look before it
@@ -111,17 +113,18 @@ OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
 #: status → the statuses it may move to; anything else raises TransitionError
 TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
     CLAIMING: frozenset({CLAIMED, REFUSED, ELSEWHERE, DROPPED}),
-    CLAIMED: frozenset({STARTING, DROPPED, FINISHED}),   # dropped: a follow-up whose task closed before its
-                                                         # turn; finished: stopped before it ran (controls.py)
-    STARTING: frozenset({RUNNING, FINISHED, CLAIMED}),
-    RUNNING: frozenset({FINISHED, CLAIMED}),
-    FINISHED: frozenset({REPORTING}),
+    # → elsewhere from claimed to reporting: another host took the task over while this one was silent
+    CLAIMED: frozenset({STARTING, DROPPED, FINISHED, ELSEWHERE}),   # dropped: a follow-up whose task closed
+                                                         # before its turn; finished: stopped before it ran
+    STARTING: frozenset({RUNNING, FINISHED, CLAIMED, ELSEWHERE}),
+    RUNNING: frozenset({FINISHED, CLAIMED, ELSEWHERE}),
+    FINISHED: frozenset({REPORTING, ELSEWHERE}),
     REFUSED: frozenset({REPORTING, REPORTED}),     # reported without a post: a notice said once already
-    REPORTING: frozenset({REPORTING, REPORTED}),   # reporting again: a retry of a post whose fate was unknown
+    REPORTING: frozenset({REPORTING, REPORTED, ELSEWHERE}),   # reporting again: a retry of a post whose fate was unknown
     REPORTED: frozenset({CLEANED, OPEN}),          # open: its thread takes follow-ups for FOLLOWUP_HOURS
     OPEN: frozenset({CLEANED}),
     CLEANED: frozenset({CLAIMED}),                 # a retry (controls.py): the next attempt
-    ELSEWHERE: frozenset(),
+    ELSEWHERE: frozenset({CLAIMED}),   # this host took the task over from a silent one (takeover.py)
     DROPPED: frozenset(),
 }
 
@@ -552,6 +555,10 @@ class Store:
     def mark_elsewhere(self, task_id: str, *, host: str) -> None:
         """claiming → elsewhere: ``host`` (another host's name, as its thread says) runs the task."""
         self._move(task_id, ELSEWHERE, host=host)
+
+    def mark_taken_over(self, task_id: str) -> None:
+        """elsewhere → claimed: the host that had the task went silent and this one took it over."""
+        self._move(task_id, CLAIMED, host=self.host)
 
     def mark_dropped(self, task_id: str) -> None:
         """claiming → dropped: the message was deleted before the claim was decided; claimed → dropped: a

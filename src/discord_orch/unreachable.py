@@ -19,7 +19,7 @@ The hosts seen are an input: the caller (orchestrator.py) passes what it knows o
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from .errors import DiscordError, NotFound, Unauthorized
 from .models import Message
@@ -51,17 +51,21 @@ class Unreachable:
         self._on_fatal = on_fatal
         self._queued: set = set()      # task ids with an answer job on the lane (this pass)
 
-    def check(self, passed: Iterable[Message], hosts_seen: Sequence[HostSeen]) -> None:
-        """Queue the answer of each passed-over task that has waited long enough and no live host can take."""
+    def check(self, passed: Iterable[Message], read_hosts: Callable[[], Optional[Sequence[HostSeen]]]) -> None:
+        """Queue the answer of each passed-over task that has waited long enough and no live host can take.
+        ``read_hosts`` (a request) is called only when a task has waited long enough."""
         now = self.order.wall()
-        silent = self.settings.host_silent_after
-        if not answers_here(self.settings.host_name, hosts_seen, now=now, silent_after=silent):
+        silent = self.settings.host_silent_after_s
+        waited = [msg for msg in passed if msg.id not in self._queued and now - posted_at(msg.id) >= silent
+                  and self.store.get_meta(ANSWERED_KEY.format(task=msg.id)) is None]
+        if not waited:
             return
-        for msg in passed:
-            if msg.id in self._queued or now - posted_at(msg.id) < silent:
-                continue
+        hosts_seen = read_hosts()
+        if hosts_seen is None or not answers_here(self.settings.host_name, hosts_seen, now=now, silent_after=silent):
+            return
+        for msg in waited:
             missing = unreachable_needs(self.order.routing(msg)[0], hosts_seen, now=now, silent_after=silent)
-            if not missing or self.store.get_meta(ANSWERED_KEY.format(task=msg.id)) is not None:
+            if not missing:
                 continue
             self._queued.add(msg.id)
             hosts = [(h.name, sorted(h.tags)) for h in sorted(live(hosts_seen, now, silent), key=lambda h: h.name)]
@@ -75,10 +79,10 @@ class Unreachable:
             now = self.client.get_message(msg.channel_id, msg.id)
             if now.thread is not None:
                 return   # claimed meanwhile (CLAIM=thread): a host could take it after all
-            post = unreachable_post(task_id=msg.id, task_channel_id=msg.channel_id, results_channel_id=s.results_channel,
+            post = unreachable_post(task_id=msg.id, task_channel_id=msg.channel_id, results_channel_id=s.results_channel or msg.channel_id,
                                     guild_id=self._guild(), missing=missing, hosts=hosts,
-                                    silent_after_s=s.host_silent_after)
-            posted = self.client.create_message(s.results_channel, post.content, reply_to=post.reply_to,
+                                    silent_after_s=s.host_silent_after_s)
+            posted = self.client.create_message(s.results_channel or msg.channel_id, post.content, reply_to=post.reply_to,
                                                 nonce=f"{NONCE_PREFIX}{msg.id}")
         except Unauthorized as exc:
             self._on_fatal(exc)

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..openclaw import AGENT_ID_ENV
 from ..state import CLAIMING, ENDED_STATUSES
@@ -85,6 +85,13 @@ class Host:
             proc.kill()
             self.kills += 1
             return True
+
+    def pause(self, resume: bool = False) -> None:
+        """SIGSTOP the current process (a host gone silent: its agents, in sessions of their own, go on);
+        ``resume``: SIGCONT it."""
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT if resume else signal.SIGSTOP)
 
     def stop(self) -> None:
         """No more processes; a --watch is stopped by SIGTERM (a pass in a loop is let finish)."""
@@ -185,6 +192,16 @@ class Fleet:
                                      f"{len(tasks)} tasks have a result\n{tails}")
             time.sleep(0.05)
         return time.monotonic() - t0
+
+
+def wait_for(cond: Callable[[], object], what: str, cap: float) -> None:
+    """Poll ``cond`` until it holds; AssertionError naming ``what`` after ``cap`` seconds (a bound so
+    that a hang fails a test, never an assertion on speed)."""
+    end = time.monotonic() + cap
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------------------ what people see

@@ -74,6 +74,9 @@ def home_config(world: World, *, openclaw_bin: Union[str, Path], openclaw_config
         "DISCORD_API_BASE_URL": world.ld.base_url,
         "OPENCLAW_BIN": str(openclaw_bin),
         "OPENCLAW_CONFIG": str(openclaw_config),
+        # No presence line (hosts.py) unless a test or bench turns it on: it adds requests and messages in
+        # #worker-pool that most tests count.
+        "HOST_SILENT_AFTER": "0",
     }
 
 
@@ -108,8 +111,8 @@ class LocalHome:
         # its result: the tests and benches of everything else see the walk without them; those about
         # follow-ups set it.
         config = {"FOLLOWUP_HOURS": NO_FOLLOWUPS, **config}
-        home.write_config(**home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
-                          **config)
+        home.write_config(**{**home_config(world, openclaw_bin=openclaw, openclaw_config=root / "no-openclaw.json"),
+                             **config})
         return home
 
     def write_config(self, **extra: object) -> None:
