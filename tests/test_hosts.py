@@ -8,6 +8,7 @@ share one bot token (told apart by HOST_NAME); host C has a bot of its own.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import List
@@ -158,6 +159,15 @@ def test_each_host_shows_its_presence_in_worker_pool_and_one_request_lists_every
     world.ld.reset_log()
     assert "nothing to do" in orchestrate(a).stderr
     assert len(world.ld.requests) == 1   # an idle pass: no line due yet
+    # discord-orch status --live lists them (issue 17): name, tags, when last seen
+    shown = b.cli("status", "--live")
+    assert shown.returncode == 0, shown.stderr
+    listed = shown.stdout.split("hosts in #worker-pool (--live): 2\n")[1].splitlines()[:2]
+    assert listed[0].startswith("  host-a · tags big, gpu · last seen ") and listed[1].startswith("  host-b · tags none")
+    assert not any("silent" in line for line in listed)
+    as_json = json.loads(b.cli("status", "--live", "--json").stdout)["hosts"]
+    assert [(h["name"], h["tags"], h["silent"]) for h in as_json] == [("host-a", ["big", "gpu"], False),
+                                                                    ("host-b", [], False)]
 
 
 def test_a_hosts_next_line_replaces_the_last_and_new_tags_rename_its_thread(hosts, world):

@@ -324,30 +324,31 @@ def check(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
-@click.option("--live", is_flag=True, help="Also read #task-queue now (one request) for what is pending there.")
+@click.option("--live", is_flag=True, help="Also read Discord now: what is pending in #task-queue, and the hosts on the queue (#worker-pool).")
 @shared_options
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, live: bool) -> None:
     """One screen: the last pass, waiting, running, the last outcomes, the outbox, spend and budgets.
 
-    Read from this home's state.db; no Discord request unless --live.
+    Read from this home's state.db; no Discord request unless --live (then also the hosts on the queue).
     """
     import json
     import time
 
     from .state import DB_NAME, Store
-    from .status import gather, live_pending, render
+    from .status import gather, live_hosts, live_pending, render
 
     settings = _load(ctx)
     store = Store(settings.runtime_dir, host=settings.host_name) if (settings.runtime_dir / DB_NAME).exists() else None
     try:
-        pending = None
+        pending = hosts = None
         if live:
             settings.require_token()
             settings.require_channels("TASK_QUEUE_CHANNEL")
             with _client(settings) as client:
                 pending = live_pending(settings, client, store)
-        data = gather(settings, store, time.time(), live=pending)
+                hosts = live_hosts(settings, client)
+        data = gather(settings, store, time.time(), live=pending, hosts=hosts)
     finally:
         if store is not None:
             store.close()

@@ -15,7 +15,8 @@ The rest is read from the records: running tasks (host, agent, model, elapsed), 
 today and this month against the budgets (budget.py; BUDGET_TIMEZONE's day and month).
 Whether a pass is running now is read from ``.runtime/orchestrate.lock``'s pid and /proc,
 without taking the lock (taking it, even briefly, could make a cron pass skip its turn).
-``--live`` adds one read of #task-queue after the cursor: what is pending there now.
+``--live`` adds one read of #task-queue after the cursor (what is pending there now) and one of
+the server's active threads (the hosts on the queue: their presence threads in #worker-pool).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .discord_api import DiscordClient
     from .models import Message
+    from .order import HostSeen
 
 LAST_PASS_FILE = "last-pass.json"    # in .runtime/
 WAITING_META = "status:waiting"
@@ -104,7 +106,7 @@ def _meta_json(store: Store, key: str) -> Optional[Dict[str, Any]]:
 
 
 def gather(settings: "Settings", store: Optional[Store], now: float,
-           live: Optional[List["Message"]] = None) -> Dict[str, Any]:
+           live: Optional[List["Message"]] = None, hosts: Optional[List["HostSeen"]] = None) -> Dict[str, Any]:
     """Everything the screen shows, as plain data (``--json`` prints it as is). ``store`` None: no pass
     has run in this home yet."""
     s = settings
@@ -115,6 +117,10 @@ def gather(settings: "Settings", store: Optional[Store], now: float,
                            "outbox": [], "spend": None}
     if live is not None:
         out["live_pending"] = [{"task_id": m.id, "author": m.author.username or m.author.id} for m in live]
+    if hosts is not None:
+        out["hosts"] = [{"name": h.name, "tags": sorted(h.tags), "last_seen": h.last_seen,
+                         "silent": now - h.last_seen > s.host_silent_after_s}
+                        for h in sorted(hosts, key=lambda h: h.name)]
     if store is None:
         return out
     last = _last_pass(s.runtime_dir)
@@ -212,6 +218,10 @@ def render(data: Dict[str, Any]) -> str:
         live = data["live_pending"]
         lines.append(f"pending in #task-queue now (--live): {len(live)}{'+' if len(live) >= LIVE_PAGE else ''}")
         lines.extend(f"  {t['task_id']} by {t['author']}" for t in live[:WAITING_SHOWN])
+    if "hosts" in data:
+        lines.append(f"hosts in #worker-pool (--live): {len(data['hosts'])}")
+        lines.extend(f"  {h['name']} · tags {', '.join(h['tags']) or 'none'} · last seen {_when(h['last_seen'], tz)} "
+                     f"({_ago(now - h['last_seen'])})" + (" · silent" if h["silent"] else "") for h in data["hosts"])
     lines.append(f"running: {len(data['running'])}")
     for r in data["running"]:
         lines.append(f"  {r['task_id']} · host {r['host'] or '?'} · agent {r['agent_id'] or '?'} · "
@@ -231,6 +241,18 @@ def render(data: Dict[str, Any]) -> str:
         lines.append(_spend_line("today", spend["today"], "BUDGET_DAILY_USD"))
         lines.append(_spend_line("this month", spend["month"], "BUDGET_MONTHLY_USD"))
     return "\n".join(lines)
+
+
+def live_hosts(settings: "Settings", client: "DiscordClient") -> Optional[List["HostSeen"]]:
+    """--live: the hosts whose presence threads are in #worker-pool (one GET of the server's active
+    threads; one more to learn the server when GUILD_ID is unset). None: no presence here (HOST_SILENT_AFTER=0
+    or no WORKER_POOL_CHANNEL)."""
+    from .hosts import read_hosts
+
+    if not settings.host_silent_after_s or not settings.worker_pool_channel:
+        return None
+    guild = settings.guild_id or client.get_channel(settings.task_queue_channel).guild_id
+    return read_hosts(client, guild, settings.worker_pool_channel) if guild else None
 
 
 def live_pending(settings: "Settings", client: "DiscordClient", store: Optional[Store]) -> List["Message"]:
