@@ -149,24 +149,24 @@ def _check_permissions(settings: Settings, access: _Access, key: str, channel: C
 
 def _check_presence(held: int, name: str) -> Finding:
     """HOST_SILENT_AFTER > 0: the host's presence thread and its lease in #worker-pool (hosts.py)."""
-    lacking = perm.missing(held, PRESENCE_NEEDS)
-    if lacking:
-        return Finding(FAIL, "HOST_SILENT_AFTER", f"the bot lacks {_listed(lacking)} in {name}, which this host's "
-                                                  f"presence thread needs: {_fix(lacking, name)}, or set "
-                                                  "HOST_SILENT_AFTER=0 (no presence, no takeover)")
-    return Finding(OK, "HOST_SILENT_AFTER", f"presence and takeover are possible: the bot has "
-                                            f"{_listed([perm.NAMES[p] for p in PRESENCE_NEEDS])} in {name}")
+    return _check_needs(held, name, "HOST_SILENT_AFTER", PRESENCE_NEEDS, needed_by="this host's presence thread",
+                        or_else="HOST_SILENT_AFTER=0 (no presence, no takeover)",
+                        possible="presence and takeover are possible")
 
 
 def _check_thread_claim(held: int, name: str) -> Finding:
     """CLAIM=thread: a host claims a task by starting its thread, then posts in it."""
-    lacking = perm.missing(held, THREAD_NEEDS)
+    return _check_needs(held, name, "CLAIM=thread", THREAD_NEEDS, needed_by="claiming a task by starting its thread",
+                        or_else="CLAIM=reaction (one host only)", possible="thread claiming is possible")
+
+
+def _check_needs(held: int, name: str, what: str, needs, *, needed_by: str, or_else: str, possible: str) -> Finding:
+    """A feature's permissions in a channel: all held (ok), or which are lacking and how to fix it."""
+    lacking = perm.missing(held, needs)
     if lacking:
-        return Finding(FAIL, "CLAIM=thread", f"the bot lacks {_listed(lacking)} in {name}, which claiming a task "
-                                             f"by starting its thread needs: {_fix(lacking, name)}, or set "
-                                             "CLAIM=reaction (one host only)")
-    return Finding(OK, "CLAIM=thread", f"thread claiming is possible: the bot has "
-                                       f"{_listed([perm.NAMES[p] for p in THREAD_NEEDS])} in {name}")
+        return Finding(FAIL, what, f"the bot lacks {_listed(lacking)} in {name}, which {needed_by} needs: "
+                                   f"{_fix(lacking, name)}, or set {or_else}")
+    return Finding(OK, what, f"{possible}: the bot has {_listed([perm.NAMES[p] for p in needs])} in {name}")
 
 
 def _listed(names: List[str]) -> str:
