@@ -10,7 +10,9 @@ idle pass costs with and without open conversations.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from contextlib import closing
 from typing import List
 
 from conftest import make_home
@@ -226,3 +228,39 @@ def test_a_stop_typed_while_a_follow_up_runs_is_for_that_turn(tmp_path, world):
     [answer] = replies_to(world, task["id"], followup["id"])   # the stop was for the turn that ran
     assert "STOPPED" in answer["content"] and world.alice.username in answer["content"], answer["content"]
     assert f"task={followup['id']}" in stderr and "stop asked by" in stderr, stderr
+
+
+def test_a_follow_up_waiting_behind_a_task_that_is_stopped_is_dropped_with_a_word(tmp_path, world):
+    """Issue 14: 🛑 on the task message while a follow-up waits behind it: the task stops, the follow-up
+    never runs and is answered in the thread (the conversation is closed: a stopped task's workspace is
+    archived, like a failed one's)."""
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "plan the trip SLEEP=30")
+    proc = home.popen("orchestrate", "--interval", "0.3")
+    try:
+        assert wait_for(lambda: len(home.runs()) == 1, 30)
+        followup = world.ld.post_message(task["id"], world.alice.id, "and book the hotel")
+        assert wait_for(lambda: turns_recorded(home) == [followup["id"]], 30)   # it waits behind the task
+        world.ld.react(world.task_queue, task["id"], world.alice.id, "🛑")
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    [result] = world.results_messages()
+    assert "STOPPED" in result["content"] and world.alice.username in result["content"], result["content"]
+    assert len(home.runs()) == 1                                   # the follow-up never ran
+    [word] = replies_to(world, task["id"], followup["id"])
+    assert "This task is closed" in word["content"], word["content"]
+
+
+def turns_recorded(home) -> List[str]:
+    """The follow-ups this home has recorded as turns (state.db's ``turns``)."""
+    db = home.path / ".runtime" / "state.db"
+    if not db.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        try:
+            return [row[0] for row in conn.execute("SELECT turn_id FROM turns ORDER BY turn_id")]
+        except sqlite3.OperationalError:   # the table is not made yet
+            return []
