@@ -196,13 +196,19 @@ def test_a_failed_task_takes_no_follow_up_and_says_so(tmp_path, world):
     assert len(home.runs()) == 1
 
 
-def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, world):
-    home = conversation_home(tmp_path, world)
-    task = world.post(world.alice, "list the risks")
+def a_follow_up_running(home, world, task_text: str, followup_text: str):
+    """A task done, then a follow-up whose turn's agent runs in a pass started here: (task, follow-up, pass)."""
+    task = world.post(world.alice, task_text)
     run_pass(home)
-    followup = world.ld.post_message(task["id"], world.alice.id, "and the mitigations SLEEP=2")
+    followup = world.ld.post_message(task["id"], world.alice.id, followup_text)
     proc = home.popen("orchestrate")
     assert wait_for(lambda: len(home.runs()) == 2, 30)   # the turn's agent runs
+    return task, followup, proc
+
+
+def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task, followup, proc = a_follow_up_running(home, world, "list the risks", "and the mitigations SLEEP=2")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     after = run_pass(home)                                # adopts the turn's agent, reports its answer
@@ -216,11 +222,7 @@ def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, w
 
 def test_a_stop_typed_while_a_follow_up_runs_is_for_that_turn(tmp_path, world):
     home = conversation_home(tmp_path, world)
-    task = world.post(world.alice, "outline the essay")
-    run_pass(home)
-    followup = world.ld.post_message(task["id"], world.alice.id, "expand it SLEEP=2")
-    proc = home.popen("orchestrate")
-    assert wait_for(lambda: len(home.runs()) == 2, 30)    # the turn's agent runs
+    task, followup, proc = a_follow_up_running(home, world, "outline the essay", "expand it SLEEP=2")
     world.ld.post_message(task["id"], world.alice.id, "Stop")
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
