@@ -131,8 +131,8 @@ def test_a_follow_up_after_the_window_is_answered_closed_and_the_workspace_goes(
 def test_the_status_message_goes_from_queued_to_running_to_done_and_a_silent_agent_gets_a_stall_notice(
         tmp_path, world):
     home = conversation_home(tmp_path, world, MAX_AGENTS="1", STALL_AFTER="1")
-    task = world.post(world.alice, "draft the plan")
-    run_pass(home)
+    task = world.post(world.alice, "draft the plan SLEEP=2")   # long enough for "running" to be posted before
+    run_pass(home)                                             # the end (each post says what is true then)
     status = status_of(world, task["id"])
     assert world.ld.versions(status["id"])[0].startswith("▶️ Task: running on ")
     assert status["content"].startswith("✅ **DONE** · the task ran ")
