@@ -17,7 +17,7 @@ from typing import List
 
 from conftest import make_home
 from helpers_agent import wait_for
-from discord_orch.conversation import sent_at
+from discord_orch.models import snowflake_time
 from discord_orch.tasks import POST_MARKER
 
 THREAD_READ = "GET /guilds/{guild_id}/threads/active"
@@ -181,7 +181,7 @@ def test_follow_ups_sent_while_the_task_runs_wait_for_its_result_and_run_one_aft
     runs = home.runs()
     assert len(runs) == 3 and len({r["session_id"] for r in runs}) == 1
     # each turn started after the answer before it was out: never two at once, in the order sent
-    assert sent_at(result["id"]) <= runs[1]["time"] and sent_at(answers[first["id"]]["id"]) <= runs[2]["time"]
+    assert snowflake_time(result["id"]) <= runs[1]["time"] and snowflake_time(answers[first["id"]]["id"]) <= runs[2]["time"]
 
 
 def test_a_failed_task_takes_no_follow_up_and_says_so(tmp_path, world):

@@ -41,7 +41,7 @@ import time
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .errors import DiscordError, Unauthorized
-from .models import DISCORD_EPOCH_MS, TASK_MESSAGE_TYPES, Message, User
+from .models import TASK_MESSAGE_TYPES, Message, User, snowflake_time
 from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, Store, TaskRecord
 
 if TYPE_CHECKING:
@@ -66,11 +66,6 @@ def command_of(msg: Message) -> Optional[str]:
     """``stop`` or ``retry`` when that is the whole text of the message (any case, trimmed), else None."""
     text = msg.content.strip().lower()
     return text if text in COMMANDS else None
-
-
-def sent_at(message_id: str) -> float:
-    """When a message was sent (epoch seconds), from its id."""
-    return ((int(message_id) >> 22) + DISCORD_EPOCH_MS) / 1000.0
 
 
 class Conversations:
@@ -143,7 +138,7 @@ class Conversations:
             closes = float("inf") if row["closed_at"] is None and last is None else \
                 float(row["closed_at"] or float(last) + self.window_s)
             for msg in self.client.iter_messages_after(thread.id, row["seen_upto"]):
-                recorded += self._take(msg, thread.id, closed=sent_at(msg.id) >= closes)
+                recorded += self._take(msg, thread.id, closed=snowflake_time(msg.id) >= closes)
                 self.store.note_seen(thread.id, msg.id)
         if recorded:
             self.turns_waiting = True
@@ -184,7 +179,7 @@ class Conversations:
             return 0
         kind = command_of(msg)
         if kind is not None:
-            reply = self._on_command(kind, self._command_target(kind, task_id), msg.author, sent_at(msg.id))
+            reply = self._on_command(kind, self._command_target(kind, task_id), msg.author, snowflake_time(msg.id))
             if reply:
                 self._reply(task_id, msg.id, reply, nonce=f"k{msg.id}")
             return 0

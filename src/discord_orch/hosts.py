@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DiscordError, ThreadAlreadyExists, Unauthorized
-from .models import DISCORD_EPOCH_MS, THREAD_NAME_MAX, ActiveThreads, Channel, Message
+from .models import THREAD_NAME_MAX, ActiveThreads, Channel, Message, snowflake_time
 from .order import HostSeen
 from .tasks import POST_MARKER
 
@@ -100,11 +100,6 @@ def lease_in(line: Message) -> Optional[str]:
     """The lease id a presence line gives, or None."""
     found = LEASE_RE.search(line.content)
     return found.group(1) if found else None
-
-
-def snowflake_time(snowflake: str) -> float:
-    """The epoch seconds a Discord id was made at."""
-    return ((int(snowflake) >> 22) + DISCORD_EPOCH_MS) / 1000.0
 
 
 def hosts_seen(active: ActiveThreads, worker_pool_channel: str) -> List[HostSeen]:

@@ -40,9 +40,17 @@ def is_snowflake(s: object) -> bool:
     return isinstance(s, str) and _SNOWFLAKE_RE.fullmatch(s) is not None and int(s) <= SNOWFLAKE_MAX
 
 
+SNOWFLAKE_TIME_SHIFT = 22   # a Discord id's milliseconds since DISCORD_EPOCH_MS start at bit 22
+
+
 def snowflake_at(epoch_s: float) -> int:
     """The smallest Discord id a message created at ``epoch_s`` can have."""
-    return max(0, int(epoch_s * 1000) - DISCORD_EPOCH_MS) << 22
+    return max(0, int(epoch_s * 1000) - DISCORD_EPOCH_MS) << SNOWFLAKE_TIME_SHIFT
+
+
+def snowflake_time(snowflake: str) -> float:
+    """When a Discord id (a message's, a thread's) was made, in epoch seconds."""
+    return ((int(snowflake) >> SNOWFLAKE_TIME_SHIFT) + DISCORD_EPOCH_MS) / 1000.0
 
 
 class User(NamedTuple):

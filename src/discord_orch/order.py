@@ -31,17 +31,11 @@ from __future__ import annotations
 
 from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Sequence, Tuple
 
-from .models import DISCORD_EPOCH_MS, Message
+from .models import Message, snowflake_time
 from .tasks import PRIORITIES, read_routing
 
 HIGH = len(PRIORITIES) - 1                                # the top level (PRIORITIES runs high → low)
 LEVEL = {name: HIGH - i for i, name in enumerate(PRIORITIES)}   # high 2, normal 1, low 0
-SNOWFLAKE_TIME_SHIFT = 22                                 # a Discord id's milliseconds start at bit 22
-
-
-def posted_at(message_id: str) -> float:
-    """When a message was posted (epoch seconds), from its id: Discord's clock, the same for every host."""
-    return ((int(message_id) >> SNOWFLAKE_TIME_SHIFT) + DISCORD_EPOCH_MS) / 1000.0
 
 
 def can_run(needs: Iterable[str], host_tags: Iterable[str]) -> bool:
@@ -113,7 +107,7 @@ class Order:
 
     def _key(self, now: float) -> Callable[[Message], Tuple[int, int, int]]:
         def key(msg: Message) -> Tuple[int, int, int]:
-            lvl = level(self.routing(msg)[1], now - posted_at(msg.id), self.age_s)
+            lvl = level(self.routing(msg)[1], now - snowflake_time(msg.id), self.age_s)
             return -lvl, self._turns.get(msg.author.id, 0), int(msg.id)
         return key
 

@@ -22,8 +22,8 @@ import logging
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from .errors import DiscordError, NotFound, Unauthorized
-from .models import Message
-from .order import HostSeen, Order, answers_here, live, posted_at, unreachable_needs
+from .models import Message, snowflake_time
+from .order import HostSeen, Order, answers_here, live, unreachable_needs
 from .state import POSTED_NOTICE, Store
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Unreachable:
         ``read_hosts`` (a request) is called only when a task has waited long enough."""
         now = self.order.wall()
         silent = self.settings.host_silent_after_s
-        waited = [msg for msg in passed if msg.id not in self._queued and now - posted_at(msg.id) >= silent
+        waited = [msg for msg in passed if msg.id not in self._queued and now - snowflake_time(msg.id) >= silent
                   and self.store.get_meta(ANSWERED_KEY.format(task=msg.id)) is None]
         if not waited:
             return
