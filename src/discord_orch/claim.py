@@ -678,14 +678,18 @@ class Claims:
         posted in it later unarchives it.) Best effort: the result itself is out already."""
         if self.settings.claim != CLAIM_BY_THREAD or rec.host != self.settings.host_name:
             return
+        self.archive_thread(rec.task_id)
 
+    def archive_thread(self, thread_id: str) -> None:
+        """Archive a task's thread on the task lane (after its result; again after a follow-up's answer,
+        which unarchived it). Best effort: what it closes is out already."""
         def job() -> None:
             try:
-                self.client.archive_thread(rec.task_id)   # None: no thread (claimed under CLAIM=reaction)
+                self.client.archive_thread(thread_id)   # None: no thread (claimed under CLAIM=reaction)
             except Unauthorized as exc:
                 self._on_fatal(exc)
             except DiscordError as exc:
-                log.warning("task=%s: its thread was not closed: %s", rec.task_id, exc)
+                log.warning("task=%s: its thread was not archived: %s", thread_id, exc)
         self._submit(job)
 
     def _submit(self, job: Callable[[], None], priority: int = 0) -> None:

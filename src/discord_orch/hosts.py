@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Sequence, 
 
 from .errors import DiscordError, ThreadAlreadyExists, Unauthorized
 from .models import THREAD_NAME_MAX, ActiveThreads, Channel, Message, snowflake_time
-from .order import HostSeen
+from .order import HostSeen, live
 from .tasks import POST_MARKER
 
 if TYPE_CHECKING:
@@ -124,10 +124,10 @@ def read_hosts(client: "DiscordClient", guild_id: str, worker_pool_channel: str)
 
 
 def hosts_with(hosts: Iterable[HostSeen], tags: Iterable[str], *, now: float, silent_after: float) -> List[HostSeen]:
-    """The hosts seen within ``silent_after`` seconds that carry every one of ``tags``: none means a
-    task needing them would wait for good (the ``order`` helper answers that once)."""
+    """The live hosts (``order.live``) that carry every one of ``tags``: none means a task needing them
+    would wait for good (unreachable.py answers that once)."""
     needed = {t.lower() for t in tags}
-    return [h for h in hosts if now - h.last_seen <= silent_after and needed <= set(h.tags)]
+    return [h for h in live(hosts, now, silent_after) if needed <= h.tags]
 
 
 class Presence:

@@ -509,16 +509,8 @@ class Orchestrator:
         self.conversations.answered(rec, self.wall())
         if self.store.root_of(rec.task_id) is None:
             self.claims.react_final(rec)
-            return
-
-        def job() -> None:
-            try:
-                self.client.archive_thread(rec.channel_id)
-            except Unauthorized as exc:
-                self._set_fatal(exc)
-            except DiscordError as exc:
-                log.warning("task=%s: its thread was not archived again: %s", rec.channel_id, exc)
-        self._submit_task_lane(job)
+        else:
+            self.claims.archive_thread(rec.channel_id)   # the follow-up unarchived it
 
     def _submit_task_lane(self, job: Callable[[], None]) -> None:
         assert self.claims.lane is not None, "Claims.start() first"
