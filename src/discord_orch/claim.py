@@ -287,12 +287,18 @@ class Access:
         return f"user {author} is not allowed to run tasks here; {how}"
 
 
-class Identity:
-    """Who the bot is and which server #task-queue is in: each looked up once, when first needed."""
+GUILD_KEY = "guild-of:{channel}"   # meta: the server of #task-queue (GUILD_ID unset), kept across passes
 
-    def __init__(self, client: "DiscordClient", task_queue_channel: str, guild_id: Optional[str]) -> None:
+
+class Identity:
+    """Who the bot is and which server #task-queue is in: each looked up once, when first needed (the
+    server kept in ``store`` too: a server does not change, and a cron pass should not ask again)."""
+
+    def __init__(self, client: "DiscordClient", task_queue_channel: str, guild_id: Optional[str],
+                 store: Optional[Store] = None) -> None:
         self._client = client
         self._task_queue_channel = task_queue_channel
+        self._store = store
         self._bot_id: Optional[str] = None
         self._guild_id = guild_id or None
 
@@ -305,7 +311,13 @@ class Identity:
     def guild(self) -> str:
         """GUILD_ID, or the server of #task-queue ("@me" outside one)."""
         if self._guild_id is None:
-            self._guild_id = self._client.get_channel(self._task_queue_channel).guild_id or "@me"
+            key = GUILD_KEY.format(channel=self._task_queue_channel)
+            kept = self._store.get_meta(key) if self._store is not None else None
+            if kept is None:
+                kept = self._client.get_channel(self._task_queue_channel).guild_id or "@me"
+                if self._store is not None:
+                    self._store.set_meta(key, kept)
+            self._guild_id = kept
         return self._guild_id
 
     def member_roles(self, user_id: str) -> Tuple[str, ...]:
@@ -341,7 +353,7 @@ class Claims:
         self.settings = settings
         self.client = client
         self.store = store
-        self.identity = Identity(client, settings.task_queue_channel, settings.guild_id)
+        self.identity = Identity(client, settings.task_queue_channel, settings.guild_id, store)
         self.access = Access(bot_user_id=self.identity.bot_user_id, allowed_user_ids=settings.allowed_user_ids,
                              allowed_role_ids=settings.allowed_role_ids, allow_anyone=settings.allow_anyone,
                              member_roles=self.identity.member_roles)

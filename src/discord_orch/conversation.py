@@ -55,7 +55,6 @@ COMMANDS = ("stop", "retry")        # a thread message that is exactly one of th
 CLAIM_BY_THREAD = "thread"          # claim.py's CLAIM=thread (follow-ups need the task's thread)
 HOUR_S = 3600.0
 STRANGER_KEY = "notice:thread-stranger:{user}"   # meta: this user's thread messages were said to be ignored
-GUILD_KEY = "guild-of:{channel}"                 # meta: the server of #task-queue (GUILD_ID unset)
 
 #: on_command(kind, task_id, user, when): "stop" or "retry" asked in a task's thread (``when``: epoch seconds);
 #: returns what to answer in the thread (a reply to the command), or None to say nothing there
@@ -126,7 +125,7 @@ class Conversations:
         watched = self.store.conversations_watched(now - self.window_s)
         if not watched:
             return 0   # the idle pass: no request
-        active = self.client.list_active_threads(self._guild_id())
+        active = self.client.list_active_threads(self._guild())   # GUILD_ID, or looked up once and kept (claim.Identity)
         recorded = 0
         for thread in active.threads:
             row = watched.get(thread.id)
@@ -152,18 +151,6 @@ class Conversations:
                 if turn.status in IN_PROGRESS:
                     return turn.task_id
         return task_id
-
-    def _guild_id(self) -> str:
-        """GUILD_ID, else the server of #task-queue, looked up once and kept (meta): a cron pass with open
-        conversations then costs one request more than an idle one, not two."""
-        if self.settings.guild_id:
-            return self.settings.guild_id
-        key = GUILD_KEY.format(channel=self.settings.task_queue_channel)
-        guild = self.store.get_meta(key)
-        if guild is None:
-            guild = self._guild()
-            self.store.set_meta(key, guild)
-        return guild
 
     def _take(self, msg: Message, task_id: str, *, closed: bool) -> int:
         """One thread message: a turn (1), a command, a late follow-up answered, or nothing of ours.
