@@ -10,8 +10,8 @@ from discord_orch.cgroups import detect
 from discord_orch.errors import EXIT_CONFIG, EXIT_DISCORD
 from discord_orch.sim.localdiscord import grants
 
-THREADS_OK = ("ok    CLAIM=thread: thread claiming is possible: the bot has Create Public Threads and Send Messages "
-              "in Threads in #task-queue")
+THREADS_OK = ("ok    CLAIM=thread: thread claiming is possible: the bot has Create Public Threads, Send Messages "
+              "in Threads and Attach Files in #task-queue")
 
 
 def lines(run) -> list:
@@ -181,7 +181,7 @@ def test_without_create_public_threads_check_names_it_and_the_two_fixes(home, wo
     world.ld.deny_permission(world.task_queue, world.bot.id, "CREATE_PUBLIC_THREADS")
     run = home.cli("check")
     fails_with(run, "fail  CLAIM=thread: the bot lacks Create Public Threads in #task-queue, which claiming a task by "
-                    "starting its thread needs: give it to the bot's role (Server Settings → Roles) or allow it in "
+                    "starting its thread and posting its result there needs: give it to the bot's role (Server Settings → Roles) or allow it in "
                     "#task-queue (Edit Channel → Permissions), or set CLAIM=reaction (one host only)")
     assert run.stderr.strip() == "discord-orch: error: 1 problem(s) found; fix them and run discord-orch check again"
     assert world.ld.request_count() == 6 and nothing_posted(world)
@@ -206,13 +206,25 @@ def test_without_send_messages_in_threads_from_any_role_check_names_it(home, wor
     assert run.returncode == 0 and THREADS_OK in lines(run)
 
 
+def test_without_attach_files_in_the_task_queue_check_names_it_for_results_in_threads(home, world):
+    """CLAIM=thread copies each result into its task's thread, a long one as a file, and threads take
+    #task-queue's permissions: without Attach Files there, check says so before a result is refused."""
+    world.ld.deny_permission(world.task_queue, world.bot.id, "ATTACH_FILES")
+    run = home.cli("check")
+    assert run.returncode == EXIT_DISCORD
+    [line] = failed(run)
+    assert line.startswith("fail  CLAIM=thread: the bot lacks Attach Files in #task-queue, which claiming a task by "
+                           "starting its thread and posting its result there needs"), line
+
+
 def test_both_thread_permissions_missing_are_named_in_one_line(home, world):
     deny_thread_permissions(world, world.task_queue)
     run = home.cli("check")
     assert run.returncode == EXIT_DISCORD
     [line] = failed(run)
     assert line.startswith("fail  CLAIM=thread: the bot lacks Create Public Threads and Send Messages in Threads in "
-                           "#task-queue, which claiming a task by starting its thread needs: give them to the bot's "
+                           "#task-queue, which claiming a task by starting its thread and posting its result there "
+                           "needs: give them to the bot's "
                            "role (Server Settings → Roles) or allow them in #task-queue")
 
 

@@ -12,9 +12,10 @@ Permissions are computed, not tried: the server's roles and owner (GET /guilds/{
 the bot's roles (GET /guilds/{id}/members/{bot}) and each channel's overwrites (the
 GET /channels/{id} already made) go through Discord's algorithm (``permissions.py``,
 whose docstring says what is verified and how). Each channel needs what a pass does
-there (``NEEDS``); with CLAIM=thread, #task-queue also needs Create Public Threads and
-Send Messages in Threads (``THREAD_NEEDS``: a host claims a task by starting its thread
-and posts its first line there); CLAIM=reaction needs neither. Reading the history is
+there (``NEEDS``); with CLAIM=thread, #task-queue also needs Create Public Threads,
+Send Messages in Threads and Attach Files (``THREAD_NEEDS``: a host claims a task by
+starting its thread, posts its first line there, and copies the result there, a long one
+as a file); CLAIM=reaction needs none of them. Reading the history is
 not tried either: Discord answers a bot without Read Message History with no messages,
 not with an error, so only the computation can tell.
 
@@ -49,7 +50,9 @@ NEEDS = {
                         (perm.VIEW_CHANNEL, perm.READ_MESSAGE_HISTORY, perm.SEND_MESSAGES, perm.ATTACH_FILES)),
     "WORKER_POOL_CHANNEL": ("post notices", (perm.VIEW_CHANNEL, perm.SEND_MESSAGES)),
 }
-THREAD_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS)   # in #task-queue, with CLAIM=thread
+# in #task-queue, with CLAIM=thread: start a task's thread, post in it, and (a thread has its parent's
+# permissions) attach a long result there as a file
+THREAD_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS, perm.ATTACH_FILES)
 # in #worker-pool, with HOST_SILENT_AFTER > 0: a presence thread, its lines, a lease's thread, a host's line read
 PRESENCE_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS, perm.READ_MESSAGE_HISTORY)
 GRANT_FIX = "give {them} to the bot's role (Server Settings → Roles) or allow {them} in {channel} (Edit Channel → Permissions)"
@@ -156,7 +159,7 @@ def _check_presence(held: int, name: str) -> Finding:
 
 def _check_thread_claim(held: int, name: str) -> Finding:
     """CLAIM=thread: a host claims a task by starting its thread, then posts in it."""
-    return _check_needs(held, name, "CLAIM=thread", THREAD_NEEDS, needed_by="claiming a task by starting its thread",
+    return _check_needs(held, name, "CLAIM=thread", THREAD_NEEDS, needed_by="claiming a task by starting its thread and posting its result there",
                         or_else="CLAIM=reaction (one host only)", possible="thread claiming is possible")
 
 
