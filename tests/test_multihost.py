@@ -20,6 +20,7 @@ from discord_orch.discord_api import DiscordClient
 from discord_orch.errors import EXIT_CONFIG
 from discord_orch.state import Store
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
+from discord_orch.sim.standin_openclaw import GATE_DIR_ENV, gate_path
 from discord_orch.sim.world import make_world
 from tests.conftest import make_home
 
@@ -292,7 +293,10 @@ def test_a_host_whose_poll_went_stale_reads_again_instead_of_starting_taken_thre
     a, b = hosts["a"], hosts["b"]
     b.write_config(MAX_AGENTS="1")
     a.write_config(MAX_AGENTS="3")
-    tasks = [world.post(world.alice, f"job {n} SLEEP={4 if n == 0 else 0.2}")["id"] for n in range(4)]
+    # B's first task runs until A's pass is over (a gate, not a sleep: under load A's pass took longer
+    # than B's 4 s task once, and B took one of A's tasks)
+    b.env[GATE_DIR_ENV] = str(b.path)
+    tasks = [world.post(world.alice, f"job {n} {'GATE=1' if n == 0 else 'SLEEP=0.2'}")["id"] for n in range(4)]
     b_pass = b.popen("orchestrate")
     deadline = time.monotonic() + WATCH_CAP_S
     while [r["task_id"] for r in b.runs()] != tasks[:1]:
@@ -300,6 +304,7 @@ def test_a_host_whose_poll_went_stale_reads_again_instead_of_starting_taken_thre
         time.sleep(0.05)
     orchestrate(a)
     assert sorted(r["task_id"] for r in a.runs()) == sorted(tasks[1:])
+    gate_path(b.path, "1").touch()
     _out, err = b_pass.communicate(timeout=WATCH_CAP_S)
     assert b_pass.returncode == 0, err
     assert [r["task_id"] for r in b.runs()] == tasks[:1]

@@ -16,6 +16,9 @@ PARTIAL         first writes RESULT.txt ``PARTIAL: <task text>`` (work done so f
 NOTERM          ignore SIGTERM (with HANG: only SIGKILL ends it)
 CRASH           writes some log, then kills itself with SIGKILL
 SLEEP=<s>       sleeps s seconds, then succeeds
+GATE=<n>        waits until the file ``$STANDIN_GATE_DIR/gate-<n>`` exists (a test opens it when it is
+                ready, instead of guessing a sleep long enough), then succeeds; after GATE_CAP_S it
+                fails (exit 1), so a gate never opened shows
 NORESULT        exit 0, ok JSON, no RESULT.txt
 HUGE            5 MB on stdout (junk lines before the JSON) and on stderr, 200 kB RESULT.txt
 BIGRESULT=<n>   RESULT.txt of n characters
@@ -62,6 +65,9 @@ WATCHED_ENV = ("CHIP_TOKEN", "ORCHESTRATOR_AGENT_TOKEN", "DISCORD_TOKEN", "OPENC
                "OPENCLAW_CONFIG_PATH", "OPENCLAW_INCLUDE_ROOTS", "OPENCLAW_WORKSPACE_DIR",
                "DISCORD_ORCH_AGENT_ID", "DISCORD_ORCH_TASK_ID", "PYTHONPATH", "OPENCLAW_MODEL")
 
+GATE_DIR_ENV = "STANDIN_GATE_DIR"
+GATE_CAP_S = 120.0   # a test's own caps are shorter: a forgotten gate fails the test, not the stand-in
+GATE_POLL_S = 0.05
 ESCAPEE_ENV = "STANDIN_ESCAPEE"   # the one variable an ESCAPESID child keeps: how tests find it
 _SLEEPER = "import signal, sys, time\n" \
            "if 'noterm' in sys.argv: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \
@@ -234,8 +240,24 @@ def _ok_json(opts: Dict[str, object], provider: str, model: str, text: str,
     }
 
 
+def gate_path(gate_dir: Path, gate: str) -> Path:
+    """The file that opens ``GATE=<gate>`` (tests create it)."""
+    return Path(gate_dir) / f"gate-{gate}"
+
+
+def _wait_for_gate(gate: str) -> None:
+    path = gate_path(Path(os.environ.get(GATE_DIR_ENV, ".")), gate)
+    _log(f"[agent] waiting for {path.name} (stand-in GATE)")
+    deadline = time.monotonic() + GATE_CAP_S
+    while not path.exists():
+        if time.monotonic() > deadline:
+            _log(f"[agent] {path.name} never appeared")
+            sys.exit(1)
+        time.sleep(GATE_POLL_S)
+
+
 def _misbehave(task: str) -> None:
-    """The keywords that change how the run goes: NOTERM, ESCAPESID, CRASH, HANG(_CHILD), SLEEP=, LINGER, ESCAPE."""
+    """The keywords that change how the run goes: NOTERM, ESCAPESID, CRASH, HANG(_CHILD), SLEEP=, GATE=, LINGER, ESCAPE."""
     noterm = _has("NOTERM", task)
     if noterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -267,6 +289,9 @@ def _misbehave(task: str) -> None:
     sleep_s = _value("SLEEP", task)
     if sleep_s is not None:
         time.sleep(float(sleep_s))
+    gate = _value("GATE", task)
+    if gate is not None:
+        _wait_for_gate(gate)
     if _has("LINGER", task):
         _spawn_sleeper(new_session=False, noterm=noterm)
     if _has("ESCAPE", task):
