@@ -14,7 +14,7 @@ from discord_orch import openclaw as OC
 from discord_orch import outcome as O
 from discord_orch import workspace as W
 from discord_orch.sim.fleet import live_processes_marked  # noqa: F401  (independent of agent.py; tests import it here)
-from discord_orch.sim.standin_openclaw import write_standin_executable
+from discord_orch.sim.standin_openclaw import GATE_DIR_ENV, gate_path, write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "openclaw" / "samples"
@@ -89,3 +89,25 @@ def wait_for(predicate, limit_s: float = 5.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def gated(home, gate_dir: Path) -> None:
+    """The home's agents find their gates (the stand-in's GATE=<n>) in ``gate_dir``."""
+    home.env[GATE_DIR_ENV] = str(gate_dir)
+
+
+def pass_adopting(home, task_id: str, gate_dir: Path, gate: str = "1", cap_s: float = 60.0) -> str:
+    """A pass that adopts the running agent of ``task_id`` (its text says GATE=<gate>), whose gate opens only
+    once the pass has said so: the agent cannot end first, as one with a SLEEP did on a loaded machine.
+    Returns the pass's stderr; asserts it ended well."""
+    proc = home.popen("orchestrate")
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "adopted task=" + task_id in line:
+            break
+    gate_path(gate_dir, gate).touch()   # also when it never said so: the pass ends, and the caller's assert shows
+    _out, rest = proc.communicate(timeout=cap_s)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+    return stderr

@@ -29,7 +29,7 @@ from discord_orch.sim.fleet import task_statuses
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 
 from conftest import make_home, make_world
-from helpers_agent import live_processes_marked
+from helpers_agent import gated, live_processes_marked, pass_adopting
 
 MESSAGES = "POST /channels/{channel_id}/messages"
 KILL_SEED = 4_2024
@@ -407,11 +407,12 @@ def test_agent_that_finished_while_nobody_watched_is_reported_from_its_workspace
     assert run_ids(home) == [task]
 
 
-def test_agent_still_running_is_adopted(home, world):
-    [task] = post_tasks(world, ["adopt me SLEEP=2"])
+def test_agent_still_running_is_adopted(home, world, tmp_path):
+    gated(home, tmp_path)   # the agent runs until the next pass has adopted it
+    [task] = post_tasks(world, ["adopt me GATE=1"])
     sigkill_pass_once_running(home, task)
-    stderr = pass_ok(home)
-    assert "adopted task=" in stderr
+    stderr = pass_adopting(home, task, tmp_path)
+    assert "adopted task=" + task in stderr
     assert label(one_result(world, task)) == "DONE"
     assert run_ids(home) == [task]
 
