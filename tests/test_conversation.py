@@ -9,6 +9,7 @@ idle pass costs with and without open conversations.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import time
@@ -16,7 +17,7 @@ from contextlib import closing
 from typing import List
 
 from conftest import make_home
-from helpers_agent import wait_for
+from helpers_agent import gated, pass_adopting, wait_for
 from discord_orch.models import snowflake_time
 from discord_orch.tasks import POST_MARKER
 
@@ -208,11 +209,12 @@ def a_follow_up_running(home, world, task_text: str, followup_text: str):
 
 def test_a_turn_whose_pass_was_killed_is_recovered_and_answered_once(tmp_path, world):
     home = conversation_home(tmp_path, world)
-    task, followup, proc = a_follow_up_running(home, world, "list the risks", "and the mitigations SLEEP=2")
+    gated(home, tmp_path)   # the turn's agent runs until the next pass has adopted it
+    task, followup, proc = a_follow_up_running(home, world, "list the risks", "and the mitigations GATE=1")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    after = run_pass(home)                                # adopts the turn's agent, reports its answer
-    assert "adopted task=" + followup["id"] in after.stderr
+    after = pass_adopting(home, followup["id"], tmp_path)   # adopts the turn's agent, reports its answer
+    assert "adopted task=" + followup["id"] in after
     answers = replies_to(world, task["id"], followup["id"])
     assert len(answers) == 1 and "and the mitigations" in answers[0]["content"]
     assert len(home.runs()) == 2 and len(home.workers()) == 1
@@ -266,3 +268,84 @@ def turns_recorded(home) -> List[str]:
             return [row[0] for row in conn.execute("SELECT turn_id FROM turns ORDER BY turn_id")]
         except sqlite3.OperationalError:   # the table is not made yet
             return []
+
+
+# -- files in a follow-up (issue 15's files, in the conversation of issue 14) ------------------------------
+
+ATTACHMENT = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
+
+
+def test_a_follow_up_s_files_reach_the_agent_in_their_own_folder_and_its_message_names_them(tmp_path, world):
+    """Someone answers the agent with a screenshot from their phone: the files of a follow-up are fetched,
+    byte for byte, into inputs/turn-<n>/ (the task's own inputs/ stays as it was), and the turn's TASK.txt
+    names them; a follow-up that is only a file is a turn too."""
+    import hashlib
+
+    home = conversation_home(tmp_path, world)
+    shot = bytes(range(256)) * 16 + b"\x00\r\n"
+    task = world.post(world.alice, "look at my logs", attachments=[("app.log", b"first log")])
+    run_pass(home)
+    first = world.ld.post_message(task["id"], world.alice.id, "and this one?",
+                                  attachments=[("app.log", b"second log"), ("shot.png", shot)])
+    run_pass(home)
+    only_files = world.ld.post_message(task["id"], world.alice.id, "", attachments=[("notes.txt", b"just a file")])
+    run_pass(home)
+
+    runs = home.runs()
+    assert len(runs) == 3
+    sha = lambda data: hashlib.sha256(data).hexdigest()   # noqa: E731
+    assert runs[0]["inputs"] == {"app.log": sha(b"first log")}
+    assert runs[1]["inputs"] == {"app.log": sha(b"first log"), "turn-1/app.log": sha(b"second log"),
+                                 "turn-1/shot.png": sha(shot)}
+    assert runs[2]["inputs"]["turn-2/notes.txt"] == sha(b"just a file")
+    [agent_dir] = home.workers()
+    task_file = home.path / "workers" / agent_dir / "tasks" / task["id"] / "TASK.txt"
+    text = task_file.read_text()
+    assert text.startswith("FOLLOW-UP: ") and "inputs/turn-2/notes.txt (11 bytes)" in text, text
+    turn1 = (home.path / "workers" / agent_dir / "turns" / "1" / "TASK.txt").read_text()
+    assert turn1.startswith("FOLLOW-UP: and this one?") and "inputs/turn-1/shot.png (4,099 bytes)" in turn1, turn1
+    assert len(replies_to(world, task["id"], first["id"])) == 1
+    assert len(replies_to(world, task["id"], only_files["id"])) == 1
+    assert world.ld.request_count("GET", ATTACHMENT) == 4
+
+
+def test_a_follow_up_over_the_file_limits_is_answered_with_the_reason_and_nothing_is_fetched(tmp_path, world):
+    home = conversation_home(tmp_path, world, INPUT_MAX_FILES="2")
+    task = world.post(world.alice, "start a report")
+    run_pass(home)
+    many = world.ld.post_message(task["id"], world.alice.id, "use these",
+                                 attachments=[(f"f{i}.txt", b"x") for i in range(3)])
+    world.ld.reset_log()
+    run_pass(home)
+    [answer] = replies_to(world, task["id"], many["id"])
+    assert "⛔" in answer["content"] and "3 files are attached; a message may have at most 2" in answer["content"]
+    assert "INPUT\\_MAX\\_FILES" in answer["content"] and answer["content"].endswith(POST_MARKER)
+    assert len(home.runs()) == 1 and world.ld.request_count("GET", ATTACHMENT) == 0
+    run_pass(home)   # read once: answered once
+    assert len(replies_to(world, task["id"], many["id"])) == 1
+
+
+def test_links_an_agent_left_in_inputs_do_not_carry_a_follow_up_s_files_out_of_its_task_dir(tmp_path, world):
+    """The agent had the workspace between turns: a link at inputs/turn-1 is replaced by a real folder; a link
+    at inputs/ itself ends the turn with the reason. Nothing is written where a link points."""
+    home = conversation_home(tmp_path, world)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    task = world.post(world.alice, "first")
+    run_pass(home)
+    [agent_dir] = home.workers()
+    task_dir = home.path / "workers" / agent_dir / "tasks" / task["id"]
+    (task_dir / "inputs").mkdir()
+    (task_dir / "inputs" / "turn-1").symlink_to(outside)   # as a hostile agent would leave it
+    world.ld.post_message(task["id"], world.alice.id, "read it", attachments=[("a.txt", b"AAA")])
+    run_pass(home)
+    assert not (task_dir / "inputs" / "turn-1").is_symlink() and list(outside.iterdir()) == []
+    assert (task_dir / "inputs" / "turn-1" / "a.txt").read_bytes() == b"AAA"
+
+    shutil.rmtree(task_dir / "inputs")
+    (task_dir / "inputs").symlink_to(outside)
+    second = world.ld.post_message(task["id"], world.alice.id, "and this", attachments=[("b.txt", b"BBB")])
+    run_pass(home)
+    assert list(outside.iterdir()) == [] and len(home.runs()) == 2   # the second follow-up's agent never ran
+    [answer] = replies_to(world, task["id"], second["id"])
+    assert "its files could not be saved" in answer["content"], answer["content"]

@@ -18,6 +18,11 @@ open ones, a read is one ``GET /guilds/{guild}/threads/active`` (each thread's
 once its result is out (claim.py), and a message posted in it unarchives it: so the
 active threads are exactly those with something new, and Discord counts at most 1,000.
 
+A follow-up may carry files (inputs.py): within INPUT_MAX_FILES and INPUT_MAX_MB they are
+remembered with its turn and fetched into ``inputs/turn-<n>/`` when it starts, named in its
+TASK.txt; over them, the reason is the answer in the thread and there is no turn. A message
+that is only files is a turn too.
+
 Turns
 -----
 Every turn is its own record (state.py: ``claimed`` → ... → ``reported`` → ``cleaned``, the
@@ -41,6 +46,7 @@ import time
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .errors import DiscordError, Unauthorized
+from .inputs import Limits, input_files, limit_problem, remember
 from .models import TASK_MESSAGE_TYPES, Message, User, snowflake_time
 from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, Store, TaskRecord
 
@@ -54,6 +60,7 @@ IN_PROGRESS = (CLAIMED, STARTING, RUNNING)   # a turn that a stop typed in its t
 COMMANDS = ("stop", "retry")        # a thread message that is exactly one of these is a command, not a turn
 CLAIM_BY_THREAD = "thread"          # claim.py's CLAIM=thread (follow-ups need the task's thread)
 HOUR_S = 3600.0
+FILES_ONLY = "(no text: see the files below)"   # a follow-up that is only files: its TASK.txt's text
 STRANGER_KEY = "notice:thread-stranger:{user}"   # meta: this user's thread messages were said to be ignored
 
 #: on_command(kind, task_id, user, when): "stop" or "retry" asked in a task's thread (``when``: epoch seconds);
@@ -170,14 +177,24 @@ class Conversations:
             if reply:
                 self._reply(task_id, msg.id, reply, nonce=f"k{msg.id}")
             return 0
-        if not msg.content.strip():
-            return 0   # nothing to ask (an attachment alone, or the content intent missing)
+        files = input_files(msg)
+        if not msg.content.strip() and not files:
+            return 0   # nothing to ask (the content intent missing: Discord then shows neither text nor files)
         root = self.store.get(task_id)
         if closed or root is None or root.status == CLEANED:
             self._say_closed(task_id, msg.id)
             return 0
+        too_much = limit_problem(files, Limits.of(self.settings), what="a message")
+        if too_much:
+            from .report import followup_refused_post
+
+            log.warning("task=%s: follow-up %s not run: %s", task_id, msg.id, too_much)
+            self._reply(task_id, msg.id, followup_refused_post(reason=too_much), nonce=f"f{msg.id}")
+            return 0
+        remember(self.store, msg.id, files)   # before its record: whichever pass starts the turn fetches them
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id or task_id, author_id=msg.author.id,
-                                 status=CLAIMED, description=msg.content, model_alias=root.model_alias,
+                                 status=CLAIMED, description=msg.content.strip() and msg.content or FILES_ONLY,
+                                 model_alias=root.model_alias,
                                  model=root.model, thinking=root.thinking, worker=root.worker, turn_of=task_id):
             return 0
         log.info("follow-up task=%s turn=%s author=%s", task_id, msg.id, msg.author.id)

@@ -24,8 +24,12 @@ A task message may carry files (a log, a CSV, a screenshot) besides the long-tas
   that collide (in any case) are numbered: ``data.csv``, ``data-2.csv``. Files are
   written ``0600`` with O_EXCL and O_NOFOLLOW into a directory discord-orch made.
 
-``fetch_inputs`` takes a message's channel, id and attachments, so a follow-up turn (a
-later message in the task's thread) can fetch its own files the same way.
+A follow-up (a later message in the task's thread, conversation.py) may carry files too: the
+same limits, checked when it is read (over them: the reason is the answer in the thread, and
+no turn); the same fetch, into ``inputs/turn-<n>/`` of the task's workspace, named in that
+turn's TASK.txt. The agent has had the workspace since the task ran, so ``inputs/`` is
+opened without following a link and ``turn-<n>`` is made anew (whatever is there is removed
+first: a killed pass's half, or something the agent put there).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -49,6 +54,8 @@ FALLBACK_NAME = "file"             # a name with nothing left once made safe
 INPUTS_META = "inputs:{task}"      # state.db meta: a claimed task's attachments, until they are fetched
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+TURN_DIR = "turn-{n}"              # inputs/turn-<n>/: the files of a task's n-th follow-up
 
 
 class Limits(NamedTuple):
@@ -78,10 +85,11 @@ def _mib(n: int) -> str:
     return f"{n / MIB:,.2f} MiB" if n < 10 * MIB else f"{n / MIB:,.0f} MiB"
 
 
-def limit_problem(attachments: Sequence[Attachment], limits: Limits) -> str:
-    """Why these files refuse the task, from what Discord says of them (nothing is fetched), or ""."""
+def limit_problem(attachments: Sequence[Attachment], limits: Limits, *, what: str = "a task") -> str:
+    """Why these files refuse the task (``what``: or the follow-up), from what Discord says of them (nothing
+    is fetched), or ""."""
     if len(attachments) > limits.max_files:
-        return (f"{len(attachments)} files are attached; a task may have at most {limits.max_files} "
+        return (f"{len(attachments)} files are attached; {what} may have at most {limits.max_files} "
                 f"(INPUT_MAX_FILES)")
     for att in attachments:
         if att.size > limits.max_bytes:
@@ -122,14 +130,24 @@ def safe_names(names: Iterable[str]) -> List[str]:
     return out
 
 
-def prompt_section(task_dir: Path, attachments: Sequence[Attachment], names: Sequence[str]) -> str:
-    """The lines AGENTS.md gets for the task's files (empty without any)."""
+def turn_dir(turn: int) -> str:
+    """Where under ``inputs/`` the files of a record go: "" for a task (turn 0), ``turn-<n>`` for its n-th
+    follow-up."""
+    return TURN_DIR.format(n=turn) if turn else ""
+
+
+def prompt_section(task_dir: Path, attachments: Sequence[Attachment], names: Sequence[str], *,
+                   subdir: str = "") -> str:
+    """The lines AGENTS.md (a task) or the turn's TASK.txt (a follow-up: ``subdir``) gets for its files (empty
+    without any)."""
     if not names:
         return ""
-    where = os.fspath(Path(task_dir) / INPUTS_DIR)
-    lines = [f"- {INPUTS_DIR}/{name} ({att.size:,} bytes)" for att, name in zip(attachments, names)]
-    return ("\n## Files given with the task\n\n"
-            f"The task came with {len(names)} file(s), in {where}/ (read them; your results go in the task dir):\n\n"
+    rel = "/".join(part for part in (INPUTS_DIR, subdir) if part)
+    where = os.fspath(Path(task_dir) / rel)
+    lines = [f"- {rel}/{name} ({att.size:,} bytes)" for att, name in zip(attachments, names)]
+    given, came = ("this message", "This message") if subdir else ("the task", "The task")
+    return (f"\n## Files given with {given}\n\n"
+            f"{came} came with {len(names)} file(s), in {where}/ (read them; your results go in the task dir):\n\n"
             + "\n".join(lines) + "\n")
 
 
@@ -171,8 +189,8 @@ def download_fresh(client: "DiscordClient", channel_id: str, message_id: str, at
         return None, f"its {att.filename} could not be downloaded: Discord answered {exc.answer()}"
 
 
-def _write_new(directory: Path, name: str, data: bytes) -> None:
-    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+def _write_new(dir_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
@@ -182,16 +200,18 @@ def _write_new(directory: Path, name: str, data: bytes) -> None:
 
 
 def fetch_inputs(client: "DiscordClient", channel_id: str, message_id: str, attachments: Sequence[Attachment],
-                 task_dir: Path, limits: Limits) -> Fetched:
-    """Fetch these attachments of message ``message_id`` into ``task_dir/inputs/``: all of them, or none
-    and the reason (see the module docstring). Nothing to fetch: nothing is made."""
+                 task_dir: Path, limits: Limits, *, subdir: str = "") -> Fetched:
+    """Fetch these attachments of message ``message_id`` into ``task_dir/inputs/`` (a follow-up's: into
+    ``inputs/<subdir>/``): all of them, or none and the reason (see the module docstring). Nothing to fetch:
+    nothing is made."""
     problem = limit_problem(attachments, limits)
     if problem or not attachments:
         return Fetched(problem=problem)
     names = safe_names(a.filename for a in attachments)
-    directory = Path(task_dir) / INPUTS_DIR
+    directory = Path(task_dir) / INPUTS_DIR / subdir if subdir else Path(task_dir) / INPUTS_DIR
+    dir_fd = -1
     try:
-        os.mkdir(directory, _DIR_MODE)
+        dir_fd = _new_inputs_dir(Path(task_dir), subdir)
         for att, name in zip(attachments, names):
             data: Optional[bytes] = None
             try:
@@ -208,11 +228,43 @@ def fetch_inputs(client: "DiscordClient", channel_id: str, message_id: str, atta
             if data is None or problem:
                 shutil.rmtree(directory, ignore_errors=True)   # all or nothing: the agent never sees a part
                 return Fetched(problem=problem)
-            _write_new(directory, name, data)
+            _write_new(dir_fd, name, data)
     except OSError as exc:
-        shutil.rmtree(directory, ignore_errors=True)
+        if dir_fd >= 0:   # ours (a link in its place was never opened, so never removed through)
+            shutil.rmtree(directory, ignore_errors=True)
         return Fetched(problem=f"its files could not be saved in {directory}: {exc.strerror or exc}")
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
     return Fetched(names=tuple(names))
+
+
+def _new_inputs_dir(task_dir: Path, subdir: str) -> int:
+    """A directory made here for the files, opened: ``inputs/`` for a task (new: the workspace is new);
+    ``inputs/<subdir>/`` for a follow-up, in an ``inputs/`` that is opened without following a link (the agent
+    has had the workspace), whatever is at ``<subdir>`` removed first."""
+    top = task_dir / INPUTS_DIR
+    if not subdir:
+        os.mkdir(top, _DIR_MODE)
+        return os.open(top, _DIR_OPEN)
+    try:
+        os.mkdir(top, _DIR_MODE)
+    except FileExistsError:
+        pass   # the task's own files are there
+    parent = os.open(top, _DIR_OPEN)   # ELOOP / ENOTDIR: a link or a file where inputs/ was
+    try:
+        try:
+            st = os.lstat(subdir, dir_fd=parent)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(top / subdir)   # a real directory (lstat): rmtree does not follow links inside it
+        elif st is not None:
+            os.unlink(subdir, dir_fd=parent)   # a link is removed itself
+        os.mkdir(subdir, _DIR_MODE, dir_fd=parent)
+        return os.open(subdir, _DIR_OPEN, dir_fd=parent)
+    finally:
+        os.close(parent)
 
 
 def forget(store: "Store", task_id: str) -> None:

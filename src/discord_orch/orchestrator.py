@@ -685,7 +685,7 @@ class Orchestrator:
         if task is not rec:
             ws = self.reporter.workspace_of(task)
             self.store.mark_starting(rec.task_id, agent_id=ws.agent_id, agent_dir=str(ws.agent_dir))
-            begin_turn(ws, rec.description)
+            begin_turn(ws, rec.description + self._inputs_prompt(rec, ws))
             return ws
         ws = Workspace.at(s.workers_dir, new_agent_id(self.wall()), rec.task_id)
         agents_md = agents_md_for(ws, s.workers_dir, description=rec.description, model=rec.model,
@@ -698,22 +698,27 @@ class Orchestrator:
                                 user_openclaw_config=s.openclaw_config)
 
     def _inputs_prompt(self, rec: TaskRecord, ws: Workspace) -> str:
-        """AGENTS.md's lines naming the task's files (none: "")."""
-        from .inputs import prompt_section, remembered, safe_names
+        """The lines naming the files of a task (for AGENTS.md) or of a follow-up (for its TASK.txt); none: ""."""
+        from .inputs import prompt_section, remembered, safe_names, turn_dir
 
         files = remembered(self.store, rec.task_id)
-        return prompt_section(ws.task_dir, files, safe_names(a.filename for a in files))
+        return prompt_section(ws.task_dir, files, safe_names(a.filename for a in files),
+                              subdir=turn_dir(self.conversations.turn_number(rec)) if files else "")
 
     def fetch_inputs(self, rec: TaskRecord, ws: Workspace) -> str:
-        """The task's files into its task dir's inputs/, all of them; else why not (inputs.py)."""
-        from .inputs import Limits, fetch_inputs, remembered
+        """The files of a task into its task dir's inputs/ (a follow-up's: inputs/turn-<n>/), all of them; else
+        why not (inputs.py)."""
+        from .inputs import INPUTS_DIR, Limits, fetch_inputs, remembered, turn_dir
 
         files = remembered(self.store, rec.task_id)
         if not files:
             return ""
-        fetched = fetch_inputs(self.client, rec.channel_id, rec.task_id, files, ws.task_dir, Limits.of(self.settings))
+        subdir = turn_dir(self.conversations.turn_number(rec))
+        fetched = fetch_inputs(self.client, rec.channel_id, rec.task_id, files, ws.task_dir, Limits.of(self.settings),
+                               subdir=subdir)
         if not fetched.problem:
-            log.info("task=%s: %d file(s) fetched into its inputs/", rec.task_id, len(fetched.names))
+            log.info("task=%s: %d file(s) fetched into its %s/", rec.task_id, len(fetched.names),
+                     "/".join(p for p in (INPUTS_DIR, subdir) if p))
         return fetched.problem
 
     def _agent_config_for(self, rec: TaskRecord) -> AgentConfig:

@@ -788,6 +788,11 @@ def thread_reply(text: str) -> str:
     return _marked(neutralize_mentions(_no_nul(text)), MESSAGE_LIMIT)
 
 
+def followup_refused_post(*, reason: str) -> str:
+    """The answer to a follow-up that will not run (its files are over the limits), and why."""
+    return _marked(f"⛔ Not run: {escape_inline(one_line(reason))}. Send it again within the limits.", MESSAGE_LIMIT)
+
+
 def closed_post(*, hours: float) -> str:
     """The answer to a follow-up that came after the task's follow-up window (FOLLOWUP_HOURS)."""
     return _marked(f"🔒 This task is closed: follow-ups are taken for {hours:g} h after its last answer, while "

@@ -155,14 +155,16 @@ def _value(word: str, text: str) -> Optional[str]:
 
 
 def _inputs_seen(workspace: Path) -> Dict[str, str]:
-    """The files the task came with (``inputs/``), by name: their sha256, as the agent reads them."""
+    """The files the task and its follow-ups came with (``inputs/``, ``inputs/turn-<n>/``), by path under
+    ``inputs/``: their sha256, as the agent reads them."""
     import hashlib
 
     found: Dict[str, str] = {}
     inputs = workspace / "inputs"
     if inputs.is_dir():
-        for path in sorted(inputs.iterdir()):
-            found[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(inputs.rglob("*")):
+            if path.is_file():
+                found[path.relative_to(inputs).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
 
