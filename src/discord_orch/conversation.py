@@ -46,7 +46,7 @@ import time
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from .errors import DiscordError, Unauthorized
-from .inputs import Limits, input_files, limit_problem, remember
+from .inputs import Limits, forget, input_files, limit_problem, remember
 from .models import TASK_MESSAGE_TYPES, Message, User, snowflake_time
 from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, Store, TaskRecord
 
@@ -264,6 +264,7 @@ class Conversations:
         for turn in turns:
             if turn.status == CLAIMED:
                 self.store.mark_dropped(turn.task_id)
+                forget(self.store, turn.task_id)   # its files will never be fetched
                 self._say_closed(task_id, turn.task_id)
 
     def may_start(self, rec: TaskRecord) -> bool:

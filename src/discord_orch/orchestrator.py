@@ -603,6 +603,9 @@ class Orchestrator:
         self.stats.finished += 1
         log.warning("task=%s: stopped by %s (%s) before it ran", rec.task_id, req.who, req.user.id)
         self.reporter.queue(rec.task_id)
+        from .inputs import forget
+
+        forget(self.store, rec.task_id)   # its files will never be fetched
 
     def _retry_task(self, req: Request) -> None:
         """cleaned → claimed as the next attempt, in line for an agent (a fresh workspace)."""
