@@ -21,11 +21,14 @@ class RateLimits:
     is per parent channel, and its default is a guess: Discord does not document it
     (see ``threads.py``); ``default`` applies per route and major parameter
     to every other route; ``global_per_second`` is per bot (None or 0: no global
-    limit). ``enabled=False`` means no 429 and no rate-limit headers.
+    limit), counted over fixed windows of ``global_window_s`` (Discord's second; tests of the
+    count itself widen it, so that a loaded machine cannot spread 51 requests over two windows).
+    ``enabled=False`` means no 429 and no rate-limit headers.
     """
 
     enabled: bool = True
     global_per_second: Optional[int] = 50
+    global_window_s: float = 1.0
     message_create: Tuple[int, float] = (5, 5.0)
     reactions: Tuple[int, float] = (1, 0.25)
     thread_create: Tuple[int, float] = (10, 10.0)
@@ -69,7 +72,7 @@ class Limiter:
         now = time.monotonic()
         win = self._global.get(user_id)
         if win is None or now >= win[0]:
-            win = [now + 1.0, 0.0]
+            win = [now + rl.global_window_s, 0.0]
             self._global[user_id] = win
         if win[1] >= per_s:
             retry = max(win[0] - now, 0.001)
