@@ -20,8 +20,9 @@ from discord_orch.discord_api import DiscordClient
 from discord_orch.errors import EXIT_CONFIG
 from discord_orch.state import Store
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
-from discord_orch.sim.standin_openclaw import GATE_DIR_ENV, gate_path
+from discord_orch.sim.standin_openclaw import gate_path
 from discord_orch.sim.world import make_world
+from helpers_agent import gated
 from tests.conftest import make_home
 
 START_ROUTE = "POST /channels/{channel_id}/messages/{message_id}/threads"
@@ -295,7 +296,7 @@ def test_a_host_whose_poll_went_stale_reads_again_instead_of_starting_taken_thre
     a.write_config(MAX_AGENTS="3")
     # B's first task runs until A's pass is over (a gate, not a sleep: under load A's pass took longer
     # than B's 4 s task once, and B took one of A's tasks)
-    b.env[GATE_DIR_ENV] = str(b.path)
+    gated(b, b.path)
     tasks = [world.post(world.alice, f"job {n} {'GATE=1' if n == 0 else 'SLEEP=0.2'}")["id"] for n in range(4)]
     b_pass = b.popen("orchestrate")
     deadline = time.monotonic() + WATCH_CAP_S

@@ -193,7 +193,7 @@ class Conversations:
             return 0
         remember(self.store, msg.id, files)   # before its record: whichever pass starts the turn fetches them
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id or task_id, author_id=msg.author.id,
-                                 status=CLAIMED, description=msg.content.strip() and msg.content or FILES_ONLY,
+                                 status=CLAIMED, description=msg.content if msg.content.strip() else FILES_ONLY,
                                  model_alias=root.model_alias,
                                  model=root.model, thinking=root.thinking, worker=root.worker, turn_of=task_id):
             return 0

@@ -136,13 +136,18 @@ def turn_dir(turn: int) -> str:
     return TURN_DIR.format(n=turn) if turn else ""
 
 
+def inputs_rel(subdir: str = "") -> str:
+    """The files' directory relative to the task dir: ``inputs``, or ``inputs/<subdir>`` for a follow-up."""
+    return f"{INPUTS_DIR}/{subdir}" if subdir else INPUTS_DIR
+
+
 def prompt_section(task_dir: Path, attachments: Sequence[Attachment], names: Sequence[str], *,
                    subdir: str = "") -> str:
     """The lines AGENTS.md (a task) or the turn's TASK.txt (a follow-up: ``subdir``) gets for its files (empty
     without any)."""
     if not names:
         return ""
-    rel = "/".join(part for part in (INPUTS_DIR, subdir) if part)
+    rel = inputs_rel(subdir)
     where = os.fspath(Path(task_dir) / rel)
     lines = [f"- {rel}/{name} ({att.size:,} bytes)" for att, name in zip(attachments, names)]
     given, came = ("this message", "This message") if subdir else ("the task", "The task")
@@ -208,7 +213,7 @@ def fetch_inputs(client: "DiscordClient", channel_id: str, message_id: str, atta
     if problem or not attachments:
         return Fetched(problem=problem)
     names = safe_names(a.filename for a in attachments)
-    directory = Path(task_dir) / INPUTS_DIR / subdir if subdir else Path(task_dir) / INPUTS_DIR
+    directory = Path(task_dir) / inputs_rel(subdir)
     dir_fd = -1
     try:
         dir_fd = _new_inputs_dir(Path(task_dir), subdir)

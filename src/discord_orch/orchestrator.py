@@ -711,7 +711,7 @@ class Orchestrator:
     def fetch_inputs(self, rec: TaskRecord, ws: Workspace) -> str:
         """The files of a task into its task dir's inputs/ (a follow-up's: inputs/turn-<n>/), all of them; else
         why not (inputs.py)."""
-        from .inputs import INPUTS_DIR, Limits, fetch_inputs, remembered, turn_dir
+        from .inputs import Limits, fetch_inputs, inputs_rel, remembered, turn_dir
 
         files = remembered(self.store, rec.task_id)
         if not files:
@@ -720,8 +720,7 @@ class Orchestrator:
         fetched = fetch_inputs(self.client, rec.channel_id, rec.task_id, files, ws.task_dir, Limits.of(self.settings),
                                subdir=subdir)
         if not fetched.problem:
-            log.info("task=%s: %d file(s) fetched into its %s/", rec.task_id, len(fetched.names),
-                     "/".join(p for p in (INPUTS_DIR, subdir) if p))
+            log.info("task=%s: %d file(s) fetched into its %s/", rec.task_id, len(fetched.names), inputs_rel(subdir))
         return fetched.problem
 
     def _agent_config_for(self, rec: TaskRecord) -> AgentConfig:
