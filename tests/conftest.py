@@ -22,6 +22,10 @@ from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
 from discord_orch.sim.world import STANDIN_BIN_DIR, LocalHome, World, make_world
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+# Strict mode for every pass the tests run (in this process or a child): a request to Discord made on
+# the pass's loop thread raises, so every test holds the rule that the loop never waits for the network.
+os.environ["DISCORD_ORCH_STRICT_LOOP"] = "1"
 CLI_TIMEOUT_S = 240
 
 
@@ -68,7 +72,7 @@ def make_home(tmp_path: Path, world: World, **config: str) -> Home:
     bin_dir = tmp_path / STANDIN_BIN_DIR
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DISCORD_ORCH", "CHIP_", "ORCHESTRATOR_", "OPENCLAW", "ALLOWED_", "ALLOW_"))}
-    env.update(STANDIN_RUN_LOG=str(tmp_path / "agent-runs.jsonl"), PYTHONUNBUFFERED="1",
+    env.update(STANDIN_RUN_LOG=str(tmp_path / "agent-runs.jsonl"), PYTHONUNBUFFERED="1", DISCORD_ORCH_STRICT_LOOP="1",
                PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
     return Home.build(tmp_path, world, env, POLL_INTERVAL="0.5", TIMEOUT="30", KILL_GRACE="1", **config)
 

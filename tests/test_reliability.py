@@ -479,7 +479,9 @@ def test_watch_retries_the_outbox_without_a_restart(home, world, monkeypatch):
     from discord_orch.discord_api import DiscordClient
     from discord_orch.state import Store
 
-    monkeypatch.setattr(orch_mod, "OUTBOX_RETRY_S", 0.3)
+    from discord_orch.steps import reporting
+
+    monkeypatch.setattr(reporting, "OUTBOX_RETRY_S", 0.3)
     for key, value in home.env.items():
         monkeypatch.setenv(key, value)
     settings = load_settings(home.path, {})

@@ -14,14 +14,14 @@ import sys
 import threading
 from pathlib import Path
 
-from discord_orch.waker import Waker
+from discord_orch.core.waker import Waker
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 STRESS = """
 import signal, sys, time
 sys.path.insert(0, {src!r})
-from discord_orch.waker import Waker
+from discord_orch.core.waker import Waker
 waker = Waker()
 signal.signal(signal.SIGALRM, lambda signum, frame: waker.wake())
 signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)

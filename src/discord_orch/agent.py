@@ -305,6 +305,18 @@ class RunningAgent:
         """True once poll() has returned True."""
         return self.finished_at is not None
 
+    def note_exit(self, now: float) -> None:
+        """Stamp the leader's end if it has ended (called on SIGCHLD): a run's duration is the agent's own,
+        not the time the loop took to look. Peeks (WNOWAIT): the zombie keeps its pid until poll() reaps it."""
+        if self.leader_exited_at is not None or self._popen is None or self._popen.returncode is not None:
+            return
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is not None and info.si_pid == self.pid:
+            self.leader_exited_at = now
+
     def _leader_exited(self) -> bool:
         """True once the leader has ended. Our own child is NOT reaped here (a zombie keeps
         its pid and pgid reserved, so killing the group stays safe until we reap)."""

@@ -157,7 +157,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, NamedTuple, Op
 from .errors import (UNKNOWN_MEMBER, UNKNOWN_MESSAGE, AttachmentTooLarge, ConfigError, DiscordError,
                      Forbidden, NotFound, ThreadAlreadyExists, TooManyActiveThreads, Unauthorized)
 from .inputs import Limits, download_fresh, forget, input_files, limit_problem, remember
-from .lanes import Lane, guarded
+from .core.lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .order import can_run
 from .outcome import OK, STOPPED, TIMED_OUT

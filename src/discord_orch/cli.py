@@ -258,7 +258,7 @@ def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., 
 @click.pass_context
 def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     """Run one pass: claim pending tasks, run their agents, post results."""
-    from .orchestrator import Orchestrator, disk_full_advice
+    from .orchestrator import Orchestrator
     from .state import DISK_FULL, RESERVE_NAME, Store, check_writable
 
     settings = _load(ctx, **flags)   # flags keyed like the file: flag > environment > file > default
@@ -272,6 +272,8 @@ def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     except StateError as exc:
         if exc.problem != DISK_FULL:
             raise
+        from .workspace import disk_full_advice
+
         raise StateError(exc.path, f"{DISK_FULL}: {disk_full_advice(settings)}") from None
     client = _client(settings)
     orch = Orchestrator(settings, client, store)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from .errors import DiscordError, Unauthorized
 from .inputs import Limits, forget, input_files, limit_problem, remember
@@ -87,6 +87,7 @@ class Conversations:
         self._guild = guild
         self._on_command = on_command
         self.turns_waiting = True   # a turn may wait to start (looked at until none does)
+        self.to_answer: List[Tuple[str, str]] = []   # (task, follow-up) dropped: answered "closed" by say_closed
 
     @property
     def enabled(self) -> bool:
@@ -200,6 +201,11 @@ class Conversations:
         log.info("follow-up task=%s turn=%s author=%s", task_id, msg.id, msg.author.id)
         return 1
 
+    def say_closed(self) -> None:
+        """Answer the follow-ups dropped since the last call (a request each: on a lane)."""
+        while self.to_answer:
+            self._say_closed(*self.to_answer.pop(0))
+
     def _say_closed(self, task_id: str, message_id: str) -> None:
         from .report import closed_post
 
@@ -265,7 +271,7 @@ class Conversations:
             if turn.status == CLAIMED:
                 self.store.mark_dropped(turn.task_id)
                 forget(self.store, turn.task_id)   # its files will never be fetched
-                self._say_closed(task_id, turn.task_id)
+                self.to_answer.append((task_id, turn.task_id))   # answered on a lane: say_closed
 
     def may_start(self, rec: TaskRecord) -> bool:
         """A claimed record recovery found: a task, or the next turn of an open task."""

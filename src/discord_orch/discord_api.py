@@ -143,11 +143,22 @@ class DiscordClient:
         self._session.trust_env = False
         self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._proxies: Dict[Tuple[str, str], Dict[str, str]] = {}  # (scheme, host:port) -> proxies
+        self._forbidden_thread: Optional[int] = None
 
     # -- lifecycle ------------------------------------------------------
 
     def __repr__(self) -> str:
         return f"DiscordClient(base_url={self._base_url!r}, max_wait={self._limiter.max_wait})"
+
+    def forbid_thread(self, ident: Optional[int]) -> None:
+        """Strict mode (the test suite sets it): a request from this thread raises RuntimeError. The pass's
+        loop thread is named here, so a request made there, which would stall every agent's supervision
+        for as long as Discord takes, fails every test that reaches it (core/hub.py)."""
+        self._forbidden_thread = ident
+
+    def _check_thread(self, method: str, template: str) -> None:
+        if self._forbidden_thread is not None and threading.get_ident() == self._forbidden_thread:
+            raise RuntimeError(f"{method} {template} sent from the pass's loop thread (strict mode)")
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -381,6 +392,7 @@ class DiscordClient:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("attachment URL must be http(s)")
         filename = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1])
+        self._check_thread("GET", _ATTACHMENT_ROUTE)
         auth = self._is_api_url(url)
         headers = self._headers(auth=auth)
         failures = 0
@@ -425,6 +437,7 @@ class DiscordClient:
               parse: Optional[Callable[[Any], Any]], answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Any:
         """One request, its retries and waits. ``answers``: (status, code) pairs that answer the
         question this call asks (404 Unknown Channel for "is there a thread?"), so never a setup problem."""
+        self._check_thread(method, template)
         url, route_key, major, channel_id = self._route(method, template, path_params, query)
         failures = 0   # transient failures (connection errors, 5xx)
         limited = 0    # 429s

@@ -13,6 +13,7 @@ The tree is deliberately shallow::
     ├── StateError             .runtime/ or a workspace cannot be written
     ├── AgentError             the agent could not be started at all
     ├── TransitionError        a task record asked to skip or reverse a step (a bug)
+    ├── InternalError          a job on a lane raised what is not ours (a bug), in one line
     └── DiscordError           Discord answered with an error, or not at all
         ├── Unauthorized       401: token wrong or reset
         ├── Forbidden          403: missing access / permission
@@ -121,6 +122,19 @@ class TransitionError(OrchError):
     def __str__(self) -> str:
         now = f"it is {self.current}" if self.current else "it has no record"
         return f"internal error: task {self.task_id} cannot become {self.wanted}: {now}"
+
+
+class InternalError(OrchError):
+    """A job on a lane raised an exception that is not the project's: a bug, ended in one line."""
+
+    exit_code = EXIT_HUNG
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 class DiscordError(OrchError):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from .errors import DiscordError, DiscordUnavailable, RateLimitedTooLong, StateError, Unauthorized
 from .models import Message
@@ -67,6 +67,14 @@ def spread_pick(host: str, candidates: Sequence[Message]) -> int:
     return min(range(len(candidates)), key=rank)
 
 
+class Polled(NamedTuple):
+    """What one poll read (oldest first), which of it is pending, and whose authors may run tasks."""
+
+    messages: List[Message]
+    pending: List[Message]
+    runs_first: Dict[str, bool]
+
+
 class Intake:
     """The pending messages of #task-queue, read in order from a saved cursor."""
 
@@ -83,15 +91,18 @@ class Intake:
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
         self.spread = False                  # a start was lost to another host: spread over the queue
         self._seen_upto: Optional[str] = None
+        self.deciding: Dict[str, Message] = {}   # taken from the backlog, their decision not back yet (a lane)
+        self._runs_first: Dict[str, bool] = {}   # message id → its author may run tasks (looked up by fetch)
 
-    def poll(self, *, first: bool, agents_running: bool) -> bool:
-        """Read what is new and keep what is pending; False when Discord did not answer and the pass
-        goes on (agents to supervise, or not the first poll). Raises otherwise."""
+    def fetch(self, *, first: bool, agents_running: bool) -> Optional["Polled"]:
+        """Read what is new after the cursor and which of it is pending (on a lane: this asks Discord, and who
+        may run each task is looked up here too, so the loop never does); None when Discord did not answer
+        and the pass goes on (agents to supervise, or not the first poll). Raises otherwise."""
         after = self._seen_upto or self.store.get_meta(CURSOR_KEY.format(channel=self.channel)) or "0"
-        self.more_history = False
         try:
             messages = list(itertools.islice(self.client.iter_messages_after(self.channel, after),
                                              POLL_MAX_MESSAGES))
+            pending = self.claims.pending(messages) if messages else []
         except DiscordError as exc:
             transient = isinstance(exc, (DiscordUnavailable, RateLimitedTooLong))
             if isinstance(exc, Unauthorized) or (first and not (transient and agents_running)):
@@ -99,12 +110,18 @@ class Intake:
             # Agents are running (adopted, or recovered and started): keep supervising them, so
             # that their timeouts hold while Discord is away; the poll is tried again later.
             log.warning("poll failed, will retry: %s", exc)
-            return False
+            return None
+        return Polled(messages, pending, {m.id: self.claims.runs_first(m) for m in pending})
+
+    def apply(self, polled: "Polled") -> None:
+        """Keep what a poll found pending (on the loop thread: no request)."""
+        messages, pending = polled.messages, polled.pending
         self.more_history = len(messages) == POLL_MAX_MESSAGES
+        self._runs_first.update(polled.runs_first)
         if messages:
             self._seen_upto = messages[-1].id
-            aside = {m.id for m in self.set_aside}   # a reread may show them again: they wait their turn
-            pending = [m for m in self.claims.pending(messages) if m.id not in aside]
+            aside = {m.id for m in self.set_aside} | set(self.deciding)   # a reread may show them again
+            pending = [m for m in pending if m.id not in aside]
             for gone in {m.id for m in messages} & set(self.passed) - {m.id for m in pending}:
                 del self.passed[gone]   # another host took it (a reread shows its thread)
             for msg in pending:
@@ -114,40 +131,45 @@ class Intake:
                     self.pass_over(msg)
             log.debug("poll: %d new message(s), %d pending", len(messages), len(pending))
         self.save_cursor()
-        return True
 
-    def take(self, may_take: Callable[[], bool], decide: Callable[[Message], None]) -> None:
-        """Decide pending messages, oldest first (those of people who may run tasks before the rest), while
-        ``may_take()``; one Discord did not answer for is set aside (see the module docstring)."""
-        while self.backlog and may_take():
-            msg = self._next()
-            try:
-                decide(msg)
-            except (Unauthorized, StateError):
-                raise
-            except DiscordError as exc:
-                log.error("task=%s: could not be read (%s); it stays pending, tried again by the next pass",
-                          msg.id, exc)
-                self.set_aside.append(msg)
-                break
-        self.save_cursor()
+    def runs_first(self, msg: Message) -> bool:
+        """Whether the message's author may run tasks here, as the poll that read it found (True when it
+        could not tell: deciding it will find out)."""
+        return self._runs_first.get(msg.id, True)
 
-    def _next(self) -> Message:
-        """The first in order.py's order among the pending messages whose authors may run tasks, else the
-        oldest: refusals wait behind tasks (with CLAIM=thread each costs a thread's start), so a flood of
-        them holds no task back. Spread (a start was lost: not alone): among the first SPREAD_WINDOW of
-        the top priority level, the one this host's hash picks."""
-        runs = [msg for msg in self.backlog if self.claims.runs_first(msg)]
+    def next_task(self) -> Optional[Message]:
+        """The next pending message whose author may run tasks, in order.py's order, taken from the backlog
+        (None: none waits). Spread (a start was lost: not alone): among the first SPREAD_WINDOW of the top
+        priority level, the one this host's hash picks."""
+        runs = [msg for msg in self.backlog if self.runs_first(msg)]
         if not runs:
-            return self.backlog.pop(0)
+            return None
         if self.spread:
             window = self.order.top(runs, SPREAD_WINDOW)
             chosen = window[spread_pick(self.claims.settings.host_name, window)]
             self.order.served(chosen.author.id)
         else:
             chosen = self.order.pick(runs)
-        self.backlog.remove(chosen)
-        return chosen
+        return self._deciding(chosen)
+
+    def next_refusal(self) -> Optional[Message]:
+        """The oldest pending message whose author may not run tasks, taken from the backlog (None: none).
+        Refusals are decided behind tasks (with CLAIM=thread each costs a thread's start), so a flood of them
+        holds no task back."""
+        chosen = next((msg for msg in self.backlog if not self.runs_first(msg)), None)
+        return None if chosen is None else self._deciding(chosen)
+
+    def _deciding(self, msg: Message) -> Message:
+        self.backlog.remove(msg)
+        self.deciding[msg.id] = msg   # still undecided: the cursor stays before it until its answer is back
+        return msg
+
+    def decided(self, msg: Message, *, set_aside: bool = False) -> None:
+        """A decision is back (``set_aside``: Discord did not answer; the next pass tries it again)."""
+        self.deciding.pop(msg.id, None)
+        if set_aside:
+            self.set_aside.append(msg)
+        self.save_cursor()
 
     def pass_over(self, msg: Message, needs: Optional[Tuple[str, ...]] = None) -> None:
         """Leave a task to the hosts with the tags it needs (``needs``: as its TASK.txt says, claim.py)."""
@@ -198,7 +220,7 @@ class Intake:
         if self._seen_upto is None:
             return
         cursor = self._seen_upto
-        undecided = self.backlog + self.set_aside + list(self.passed.values())
+        undecided = self.backlog + self.set_aside + list(self.passed.values()) + list(self.deciding.values())
         if undecided:
             cursor = str(min(int(m.id) for m in undecided) - 1)
         key = CURSOR_KEY.format(channel=self.channel)

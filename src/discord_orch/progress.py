@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, NamedTuple, Optional, Tuple
 
 from .errors import DiscordError, NotFound, Unauthorized
-from .lanes import guarded
+from .core.lanes import guarded
 from .models import Message
 from .state import POSTED_NOTICE, Store, TaskRecord
 

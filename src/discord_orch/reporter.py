@@ -41,7 +41,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional, Tuple
 
 from .errors import BadRequest, DiscordError, Forbidden, NotFound, StateError, Unauthorized
-from .lanes import Lane, NoticeLane, guarded
+from .core.lanes import Lane, NoticeLane, guarded
 from .models import Message, snowflake_at
 from .state import OUTBOX_STATUSES, OUTCOME_TEXT_KEPT, POSTED_NOTICE, REFUSED, REPORTED, REPORTING, Store, TaskRecord
 from .tasks import is_orchestrator_post

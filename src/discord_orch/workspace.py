@@ -40,7 +40,7 @@ import stat
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from .errors import StateError
 from .models import INPUTS_DIR, TASK_FILE, is_snowflake
@@ -814,3 +814,16 @@ def files_left(ws: Workspace, limit: int = FILES_LEFT_MAX) -> Tuple[str, ...]:
         os.close(top)
     found.sort()
     return tuple(found[:max(0, limit)])
+
+
+DISK_FULL_NAMED = 3   # archived workspaces named, largest first, when the disk is full
+
+
+def disk_full_advice(settings: Any) -> str:
+    """What to remove on a full disk: the largest archived workspaces, by path, in one line."""
+    largest = largest_archives(settings.archive_dir, DISK_FULL_NAMED)
+    if not largest:
+        return f"{settings.archive_dir} holds nothing to remove: free some space"
+    names = ", ".join(f"{path} ({size / (1024 * 1024):.1f} MiB)" for path, size in largest)
+    return (f"remove {names} to make room (the largest archived workspaces; "
+            f"ARCHIVE_RETENTION_HOURS={settings.archive_retention_h:g} removes them later)")

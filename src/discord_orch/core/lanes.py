@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, List, Optional
 
-from .errors import StateError, TransitionError
+from ..errors import StateError, TransitionError
 
 log = logging.getLogger("discord_orch")
 

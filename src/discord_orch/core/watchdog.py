@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from .errors import EXIT_HUNG
+from ..errors import EXIT_HUNG
 
 CHECK_EVERY_MAX_S = 10.0
 

@@ -1,0 +1,115 @@
+"""Claiming: the backlog decided on the claims lane (claim.py), never on the loop thread.
+
+Tasks of people who may run them are taken first, in order.py's order, while an agent is free:
+each takes a slot of MAX_AGENTS (``board.reserved``) until its decision is back, so no more are
+claimed than can run. Messages to refuse need no agent: up to REFUSALS_IN_FLIGHT of them wait on
+the same lane at a lower priority, behind every task, whatever runs. A decision (``decided``):
+claimed → event ``ready``; refused → its post queued behind the results; passed over (its
+TASK.txt needs tags this host lacks) → left to others, event ``passed``; another host started
+its thread → the rest of the poll read again. One Discord did not answer for is set aside for
+the next pass. A 🛑 already on a message (as the poll showed it) is looked at first: a task
+stopped before it ran never runs.
+
+The gate ``claim`` (presence: this host's lease is fresh) holds every claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Tuple
+
+from ..claim import Decision
+from ..core.step import Context, Step
+from ..errors import DiscordError, StateError, Unauthorized
+from ..models import Message
+
+log = logging.getLogger("discord_orch")
+
+REFUSALS_IN_FLIGHT = 4   # refusals queued on the claims lane at once (behind every task)
+TASK_PRIORITY, REFUSAL_PRIORITY = 0, 1
+
+
+class Claiming(Step):
+    name = "claiming"
+
+    def bind(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.intake = ctx.parts.intake
+        self._refusing = 0
+        ctx.on("decided", self._settled)
+        ctx.on("decide", self._decide_now)
+
+    def turn(self, now: float) -> None:
+        if self.ctx.stopping or not self.intake.backlog or not self.ctx.allows("claim"):
+            return
+        board = self.ctx.board
+        while board.capacity() > 0:
+            msg = self.intake.next_task()
+            if msg is None:
+                break
+            self._submit(msg, task=True)
+        while self._refusing < REFUSALS_IN_FLIGHT:
+            msg = self.intake.next_refusal()
+            if msg is None:
+                break
+            self._submit(msg, task=False)
+
+    def _decide_now(self, msg: Message) -> None:
+        """A message taken out of the backlog to be decided at once (a stop asked for it: it never runs)."""
+        self.intake.deciding[msg.id] = msg
+        self._submit(msg, task=True)
+
+    def _submit(self, msg: Message, *, task: bool) -> None:
+        claims, controls, wall = self.ctx.parts.claims, self.ctx.parts.controls, self.ctx.wall
+        if task:
+            self.ctx.board.reserved += 1
+        else:
+            self._refusing += 1
+
+        def decide() -> Tuple[Optional[Decision], Optional[DiscordError]]:
+            from ..controls import STOP, STOP_EMOJI
+
+            try:
+                if msg.reaction(STOP_EMOJI) is not None:   # the poll's copy: what it shows counts, never its absence
+                    controls.check(msg, STOP, wall())
+                return claims.decide(msg), None
+            except (Unauthorized, StateError):
+                raise
+            except DiscordError as exc:
+                return None, exc
+
+        self.ctx.submit("claims", decide, lambda answer: self._decided(msg, task, *answer),
+                        priority=TASK_PRIORITY if task else REFUSAL_PRIORITY)
+
+    def _decided(self, msg: Message, task: bool, decision: Optional[Decision], error: Optional[DiscordError]) -> None:
+        if task:
+            self.ctx.board.reserved -= 1
+        else:
+            self._refusing -= 1
+        if decision is None:
+            log.error("task=%s: could not be read (%s); it stays pending, tried again by the next pass", msg.id, error)
+            self.intake.decided(msg, set_aside=True)
+            self.ctx.emit("waiting")
+            return
+        self.intake.decided(msg)
+        if decision.record is not None:
+            self.ctx.emit("claimed", msg)
+        if decision.passed:   # its TASK.txt needs a tag this host lacks: known only now, so looked at now
+            self.intake.pass_over(msg, decision.passed)
+            self.ctx.emit("passed", [msg])
+        if decision.elsewhere:
+            self.intake.reread()
+        self._settled(decision)
+        self.ctx.emit("waiting")
+
+    def _settled(self, decision: Decision) -> None:
+        if decision.record is not None:
+            self.ctx.stats.claimed += 1
+            self.ctx.emit("ready", decision.record)
+        elif decision.refused:
+            self.ctx.stats.refused += 1
+            if decision.post_refusal:
+                self.ctx.parts.reporter.queue(decision.task_id)
+
+
+STEP = Claiming

@@ -1,0 +1,50 @@
+"""Live status (progress.py): each task's status message (queued, running on HOST for 1m20s with the
+agent's last log line, how it ended), edited on the task lane at most every STATUS_EVERY s and only
+when it changed; the stall notice after STALL_AFTER s of silence. Fed by the events ``queued``,
+``started``, ``finished`` and ``forget``; held by the gate ``post`` (presence).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from ..core.lanes import guarded
+from ..core.step import Context, Step
+from ..outcome import Outcome
+from ..progress import StatusBoard, Watched
+from ..state import TaskRecord
+
+
+class ProgressStep(Step):
+    name = "progress"
+
+    def bind(self, ctx: Context) -> None:
+        self.ctx = ctx
+        parts, hub = ctx.parts, ctx.hub
+        self.board = StatusBoard(ctx.settings, ctx.client, ctx.store,
+                                 submit=lambda job: parts.claims.lane.submit(guarded(job, hub.fatal)),
+                                 on_fatal=hub.fatal, root_of=ctx.store.root_of,
+                                 turn_number=lambda rec: parts.conversations.turn_number(rec),
+                                 clock=ctx.clock, wall=ctx.wall)
+        self.board.gate = lambda: ctx.allows("post")
+        ctx.on("queued", self.board.queued)
+        ctx.on("started", self.board.running)
+        ctx.on("finished", self._finished)
+        ctx.on("forget", self.board.forget)
+
+    def _finished(self, rec: TaskRecord, outcome: Outcome) -> None:
+        self.board.finished(rec, outcome.status, outcome.duration_s)
+
+    def turn(self, now: float) -> None:
+        self.board.tick(self._watched())
+
+    def _watched(self) -> List[Watched]:
+        return [Watched(live.record, live.agent.started_at, (str(live.workspace.stdout_file),
+                                                             str(live.workspace.stderr_file)))
+                for live in self.ctx.board.live.values()]
+
+    def close(self, stopped_by) -> None:   # type: ignore[no-untyped-def]
+        self.board.flush()
+
+
+STEP = ProgressStep
