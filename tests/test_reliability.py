@@ -688,18 +688,25 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
 # ---------------------------------------------------------------------------- a hung pass
 
 def test_a_pass_that_stands_still_is_ended_by_its_watchdog_and_the_next_recovers(home, world):
-    """WATCHDOG=1: the pass's poll hangs (Discord answers after 4 s), so the watchdog ends it
-    with exit 70 and one line; the next pass adopts the agent it left running: one run, one result."""
+    """WATCHDOG=1: the pass's loop stands still (another process holds state.db's write lock when the agent
+    ends, and SQLite waits up to 30 s for it), so the watchdog ends the pass with exit 70 and one line; the
+    next pass finds the agent's end in its workspace: one run, one result. (A slow Discord no longer stops
+    the loop: its requests wait on lanes, tests/test_core_steps.py.)"""
+    import sqlite3
+
     home.write_config(WATCHDOG="1", POLL_INTERVAL="0.3")
-    [task] = post_tasks(world, ["SLEEP=3 a task that outlives its pass"])
+    [task] = post_tasks(world, ["SLEEP=1 a task that outlives its pass"])
     proc = home.popen("orchestrate")
     deadline = time.monotonic() + WAIT_CAP_S
     while not run_ids(home) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert run_ids(home) == [task]
-    world.ld.latency = 4.0           # every answer from now on takes 4 s: the next poll hangs the loop
-    rc, _out, err = finish(proc)
-    world.ld.latency = 0.0
+    holder = sqlite3.connect(str(home.path / ".runtime" / "state.db"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")   # the write lock, held until the pass is over
+        rc, _out, err = finish(proc)
+    finally:
+        holder.close()
     assert rc == 70, err[-2000:]
     assert re.match(r"discord-orch: error: the pass has not moved for \d+ s \(WATCHDOG=1\); it looks hung, so it "
                     r"exits and the next pass recovers its tasks \(running agents are adopted, nothing is lost\)$",

@@ -482,23 +482,34 @@ class DiscordClient:
                     self._retry_or_raise(resp, failures, method, template, route_key, channel_id)
                     continue
 
-                with self._lock:
-                    rl = self._limiter.update(route_key, major, resp.headers, self._clock())
-                    consumed = True
-                    if status == 401:
-                        self._unauthorized = True
-                log.debug("%s -> %d in %.0f ms (bucket %s, remaining %s, reset after %s)", route_key, status,
-                          elapsed_ms, rl.bucket, rl.remaining, rl.reset_after)
-                if status >= 300:
-                    err = self._error(resp, method, template, channel_id, answers)
-                    mid = path_params.get("message_id")
-                    err.message_id = None if mid is None else str(mid)
-                    err.after_retry = failures > 0
-                    raise err
-                return self._parse(resp, parse, method, template, channel_id, failures + limited + 1)
+                consumed = True   # by _answered's update of the limiter
+                return self._answered(resp, route_key, major, elapsed_ms, (method, template, channel_id),
+                                      path_params, answers, parse, failures, limited)
             finally:
                 if not consumed:
                     self._release(route_key, major)
+
+    def _answered(self, resp: requests.Response, route_key: str, major: str, elapsed_ms: float,
+                  call: Tuple[str, str, Optional[str]], path_params: Mapping[str, str],
+                  answers: FrozenSet[Tuple[int, int]], parse: Optional[Callable[[Any], Any]],
+                  failures: int, limited: int) -> Any:
+        """A response that is neither a 429 nor a 5xx: the limiter learns its headers; then its value, or
+        its error raised."""
+        method, template, channel_id = call
+        status = resp.status_code
+        with self._lock:
+            rl = self._limiter.update(route_key, major, resp.headers, self._clock())
+            if status == 401:
+                self._unauthorized = True
+        log.debug("%s -> %d in %.0f ms (bucket %s, remaining %s, reset after %s)", route_key, status,
+                  elapsed_ms, rl.bucket, rl.remaining, rl.reset_after)
+        if status >= 300:
+            err = self._error(resp, method, template, channel_id, answers)
+            mid = path_params.get("message_id")
+            err.message_id = None if mid is None else str(mid)
+            err.after_retry = failures > 0
+            raise err
+        return self._parse(resp, parse, method, template, channel_id, failures + limited + 1)
 
     def _route(self, method: str, template: str, path_params: Mapping[str, str],
                query: Optional[Mapping[str, str]]) -> Tuple[str, str, str, Optional[str]]:

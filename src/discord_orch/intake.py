@@ -91,6 +91,7 @@ class Intake:
         self.more_history = False            # the last poll stopped at POLL_MAX_MESSAGES (or reread): poll again
         self.spread = False                  # a start was lost to another host: spread over the queue
         self._seen_upto: Optional[str] = None
+        self.polling = False                 # a poll is out (steps/intake.py): what it brings may go first
         self.deciding: Dict[str, Message] = {}   # taken from the backlog, their decision not back yet (a lane)
         self._runs_first: Dict[str, bool] = {}   # message id → its author may run tasks (looked up by fetch)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import models
 from .models import MESSAGE_LIMIT
@@ -476,6 +476,52 @@ def _attachment_line(name: str, text: str, attached: int, on_disk: int) -> str:
     return f"📦 Full text in the attached **{name}** ({len(text):,} characters)."
 
 
+class _ResultBody:
+    """The text of a result post for given caps (``_fit`` tries caps until it fits); whether it attaches
+    the whole result, and the upload, in ``state``."""
+
+    def __init__(self, *, header: str, description: str, failed: bool, reason: str, error: str, outcome: Outcome,
+                 notes: List[str], block: Tuple[str, str], attach: Tuple[str, str], result: Tuple[bool, Any],
+                 trailer: Tuple[str, List[str], Optional[str]], task_id: str, attachment_max_bytes: int) -> None:
+        self.header, self.description, self.failed, self.reason, self.error = header, description, failed, reason, error
+        self.outcome, self.notes, self.task_id, self.max_bytes = outcome, notes, task_id, attachment_max_bytes
+        (self.block_label, self.block_text), (self.attach_name, self.attach_text) = block, attach
+        (self.result_truncated, self.result_bytes), self.trailer = result, trailer
+        self.state: Dict[str, object] = {}
+
+    def attached_bytes(self) -> Tuple[int, int]:
+        state = self.state
+        if "upload" not in state:  # encode once, however often build() runs
+            state["upload"], state["attached"], state["total"] = _attachment(
+                self.attach_name, self.attach_text, self.task_id, self.max_bytes)
+        return state["attached"], state["total"]  # type: ignore[return-value]
+
+    def build(self, c: Dict[str, int]) -> str:
+        lines = [self.header]
+        if self.description:
+            lines.append("📝 " + _inline(self.description, c["task"]))
+        if self.failed:
+            lines.extend(_failure_lines(self.reason, self.error, self.outcome, c))
+        lines.extend("⚠️ " + _inline(note, NOTE_MAX) for note in self.notes)
+        shown_all = False
+        if self.block_text and c["result"] > 0:
+            shown, cut = _head_block(self.block_text, c["result"])
+            lines.append(f"{self.block_label}\n{FENCE}\n{shown}\n{FENCE}")
+            shown_all = not cut and shown == self.block_text
+        elif not self.block_text and not self.failed:
+            lines.append("⚠️ The agent wrote no RESULT.txt and gave no reply.")
+        lines.extend(_trailer_lines(*self.trailer, c))
+        # Attach unless the post shows the attachable text exactly and completely.
+        shows_it = shown_all and self.attach_text.strip() == self.block_text and not self.result_truncated
+        self.state["attach"] = bool(self.attach_text) and not shows_it
+        if self.state["attach"]:
+            attached, total = self.attached_bytes()
+            whole_on_disk = self.result_truncated and self.attach_name == RESULT_FILE and self.result_bytes
+            on_disk = self.result_bytes if whole_on_disk else total
+            lines.append(_attachment_line(self.attach_name, self.attach_text, attached, on_disk))
+        return "\n".join(lines)
+
+
 def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel_id: Optional[str],
                 guild_id: Optional[str], agent_id: str, outcome: Outcome, task_description: str,
                 thinking: Optional[str], model_requested: Optional[str], worker: Optional[str] = None,
@@ -511,38 +557,12 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     caps = {"task": TASK_HEAD_MAX, "reason": REASON_MAX, "error": ERROR_MAX,
             "result": summary_cap, "log": LOG_MAX, "files": FILES_MAX, "path": PATH_MAX}
     floors = {"task": 40, "reason": 80, "error": 100, "result": 0, "log": 200, "files": 0, "path": 60}
-    state: Dict[str, object] = {}
-
-    def attached_bytes() -> Tuple[int, int]:
-        if "upload" not in state:  # encode once, however often build() runs
-            state["upload"], state["attached"], state["total"] = _attachment(
-                attach_name, attach_text, task_id, attachment_max_bytes)
-        return state["attached"], state["total"]  # type: ignore[return-value]
-
-    def build(c: Dict[str, int]) -> str:
-        lines = [header]
-        if description:
-            lines.append("📝 " + _inline(description, c["task"]))
-        if failed:
-            lines.extend(_failure_lines(reason, error, outcome, c))
-        lines.extend("⚠️ " + _inline(note, NOTE_MAX) for note in notes)
-        shown_all = False
-        if block_text and c["result"] > 0:
-            shown, cut = _head_block(block_text, c["result"])
-            lines.append(f"{block_label}\n{FENCE}\n{shown}\n{FENCE}")
-            shown_all = not cut and shown == block_text
-        elif not block_text and not failed:
-            lines.append("⚠️ The agent wrote no RESULT.txt and gave no reply.")
-        lines.extend(_trailer_lines(log_tail, files, archive_path, c))
-        # Attach unless the post shows the attachable text exactly and completely.
-        shows_it = shown_all and attach_text.strip() == block_text and not result_truncated
-        state["attach"] = bool(attach_text) and not shows_it
-        if state["attach"]:
-            attached, total = attached_bytes()
-            on_disk = result_bytes if (result_truncated and attach_name == RESULT_FILE and result_bytes) else total
-            lines.append(_attachment_line(attach_name, attach_text, attached, on_disk))
-        return "\n".join(lines)
-
+    body = _ResultBody(header=header, description=description, failed=failed, reason=reason, error=error,
+                       outcome=outcome, notes=notes, block=(block_label, block_text),
+                       attach=(attach_name, attach_text), result=(result_truncated, result_bytes),
+                       trailer=(log_tail, files, archive_path), task_id=task_id,
+                       attachment_max_bytes=attachment_max_bytes)
+    build, state = body.build, body.state
     order = (("files", "result", "task", "log", "error", "path", "reason") if failed
              else ("files", "task", "result", "log", "error", "path", "reason"))
     content = _fit(build, caps, floors, order, limit - len(MARK))

@@ -97,6 +97,7 @@ class Board:
         self.live: Dict[str, Any] = {}    # task id → what runs it (steps/running.py's Live)
         self.reserved = 0                 # claims and starts decided, their answer not back yet
         self.lost: set = set()            # tasks another host took over while this one was silent
+        self.refusing = 0                 # refusals being decided: their posts wait to be grouped whole
 
     def capacity(self) -> int:
         return self.max_agents - len(self.live) - self.reserved

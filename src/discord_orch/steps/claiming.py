@@ -35,7 +35,6 @@ class Claiming(Step):
     def bind(self, ctx: Context) -> None:
         self.ctx = ctx
         self.intake = ctx.parts.intake
-        self._refusing = 0
         ctx.on("decided", self._settled)
         ctx.on("decide", self._decide_now)
 
@@ -43,12 +42,12 @@ class Claiming(Step):
         if self.ctx.stopping or not self.intake.backlog or not self.ctx.allows("claim"):
             return
         board = self.ctx.board
-        while board.capacity() > 0:
+        while board.capacity() > 0 and not self.intake.polling:   # a task posted since may go first
             msg = self.intake.next_task()
             if msg is None:
                 break
             self._submit(msg, task=True)
-        while self._refusing < REFUSALS_IN_FLIGHT:
+        while self.ctx.board.refusing < REFUSALS_IN_FLIGHT:
             msg = self.intake.next_refusal()
             if msg is None:
                 break
@@ -64,7 +63,7 @@ class Claiming(Step):
         if task:
             self.ctx.board.reserved += 1
         else:
-            self._refusing += 1
+            self.ctx.board.refusing += 1
 
         def decide() -> Tuple[Optional[Decision], Optional[DiscordError]]:
             from ..controls import STOP, STOP_EMOJI
@@ -85,7 +84,7 @@ class Claiming(Step):
         if task:
             self.ctx.board.reserved -= 1
         else:
-            self._refusing -= 1
+            self.ctx.board.refusing -= 1
         if decision is None:
             log.error("task=%s: could not be read (%s); it stays pending, tried again by the next pass", msg.id, error)
             self.intake.decided(msg, set_aside=True)

@@ -36,7 +36,7 @@ class IntakeStep(Step):
         self.ctx = ctx
         self.intake = ctx.parts.intake
         self._first = True
-        self._polling = False
+        self.intake.polling = False   # a poll is on the reads lane (claiming waits: a task posted since may go first)
         self._last_poll = float("-inf")
         self._looked_at = -1    # tasks claimed when the pass took its last look (a pass ends: one look)
         self._last_set_aside = self._last_passed_look = ctx.clock()
@@ -46,7 +46,7 @@ class IntakeStep(Step):
     def turn(self, now: float) -> None:
         if self.ctx.stopping:
             return
-        if not self._polling and self.ctx.board.capacity() > 0 and self._due(now):
+        if not self.intake.polling and self.ctx.board.capacity() > 0 and self._due(now):
             self._poll(now)
         if not self.ctx.watch:
             return
@@ -76,18 +76,18 @@ class IntakeStep(Step):
         if self.ctx.stopping:
             return False
         backlog = bool(self.intake.backlog) and self.ctx.allows("claim")   # a host that may not claim: next pass
-        return self._polling or self.intake.more_history or backlog or self._last_look_owed()
+        return self.intake.polling or self.intake.more_history or backlog or self._last_look_owed()
 
     def _poll(self, now: float) -> None:
         first, self._first = self._first, False
-        self._polling = True
+        self.intake.polling = True
         self._last_poll = now
         self._looked_at = self.ctx.stats.claimed
         running = bool(self.ctx.board.live)
         self.ctx.submit("reads", lambda: self.intake.fetch(first=first, agents_running=running), self._polled)
 
     def _polled(self, polled: Optional["Polled"]) -> None:
-        self._polling = False
+        self.intake.polling = False
         self._last_poll = self.ctx.clock()
         if polled is not None:
             self.intake.apply(polled)

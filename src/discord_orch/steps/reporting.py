@@ -22,7 +22,8 @@ class ReportingStep(Step):
         parts = self.ctx.parts
         if not parts.built("reporter"):
             return   # nothing was decided or ran: nothing to post
-        parts.reporter.flush_refusals()   # what this turn refused, grouped by author, behind the results
+        if not self.ctx.board.refusing:   # what the backlog held to refuse, grouped by author, behind the results
+            parts.reporter.flush_refusals()
         if self.ctx.watch and not self.ctx.stopping and now - self._last_outbox >= OUTBOX_RETRY_S:
             self._last_outbox = now
             parts.reporter.retry_outbox(running=self.ctx.board.live)
