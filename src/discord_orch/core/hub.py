@@ -184,9 +184,14 @@ class Hub:
             self._waker.wait(TICK_S if next_timer is None else max(0.0, min(TICK_S, next_timer)))
 
     def _ended(self, steps: List[Any], watch: bool) -> bool:
+        if self.stop_signal is not None:
+            # Stopping: once the agents are stopped. A job still out (a claim waiting for a rate limit)
+            # is not waited for here: the drain gives it STOP_DRAIN_CAP_S, and its record is the next
+            # pass's to carry on from.
+            return not any(step.busy() for step in steps)
         if self._in_flight or not self._inbox.empty():
             return False
-        if self.stop_signal is None and (watch or any(lane.busy for lane in self._lanes.values())):
+        if watch or any(lane.busy for lane in self._lanes.values()):
             return False
         return not any(step.busy() for step in steps)
 
