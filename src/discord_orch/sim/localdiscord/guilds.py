@@ -49,9 +49,9 @@ class GuildRoutes(Store):
             uid = user_id
         if uid not in guild.members:
             raise unknown("member")
-        return 200, self._member_json(guild, uid)
+        return 200, self._guild_member_json(guild, uid)
 
-    def _member_json(self, guild: Guild, uid: str) -> Dict[str, Any]:
+    def _guild_member_json(self, guild: Guild, uid: str) -> Dict[str, Any]:
         roles, joined = guild.members[uid]
         return {
             "avatar": None, "banner": None, "communication_disabled_until": None, "flags": 0,
@@ -126,7 +126,7 @@ class GuildRoutes(Store):
             raise invalid_form(field_error(["query"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
         limit = _int_query(query, "limit", 1, 1, 1000)
         found = [uid for uid in guild.members if self._user_json(uid)["username"].lower().startswith(text.lower())]
-        return 200, [self._member_json(guild, uid) for uid in found[:limit]]
+        return 200, [self._guild_member_json(guild, uid) for uid in found[:limit]]
 
     def _h_get_guild(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]], headers: Any,
                      body: bytes) -> Tuple[int, Any]:
