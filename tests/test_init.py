@@ -9,10 +9,12 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import signal
 import stat
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -27,6 +29,7 @@ from discord_orch.sim.standin_openclaw import write_standin_executable
 
 PROMPT_WAIT_S = 120      # a gate's bound, not a measure: a prompt normally shows in well under a second
 CONFIG = "discord-config.env"
+READ_FD0 = {"x86_64": "0 0x0 ", "aarch64": "63 0x0 "}.get(os.uname().machine, "0 0x0 ")   # /proc/<pid>/syscall: read(0, ...)
 
 
 class Place:
@@ -101,6 +104,13 @@ class Terminal:
 
     def type(self, answer: str) -> None:
         os.write(self.master, answer.encode() + b"\r")     # Enter, as a terminal sends it
+
+    def wait_reading(self) -> None:
+        """Until the CLI blocks reading its terminal (fd 0): as a user answering, it waits there."""
+        deadline = time.monotonic() + PROMPT_WAIT_S
+        while not Path(f"/proc/{self.proc.pid}/syscall").read_text().startswith(READ_FD0):
+            assert time.monotonic() < deadline, "the CLI never waited for an answer"
+            time.sleep(0.01)
 
     def end(self) -> int:
         while self._read(PROMPT_WAIT_S):
@@ -220,7 +230,8 @@ def test_ctrl_c_at_a_question_leaves_no_config(ld, tmp_path):
     place = Place(ld, tmp_path)
     term = Terminal(place, "init", "--token-file", str(place.token_file))
     term.expect("Create them? [Y/n]: ")
-    os.write(term.master, b"\x03")                        # Ctrl-C, as the terminal sends it
+    term.wait_reading()    # a SIGINT between the prompt and the read would wait for the read's end (Python's race)
+    os.killpg(term.proc.pid, signal.SIGINT)     # what the terminal does on Ctrl-C: SIGINT to its foreground group
     assert term.end() == EXIT_SIGINT
     assert "discord-orch: interrupted" in term.seen
     assert sorted(p.name for p in place.home.iterdir()) == []
