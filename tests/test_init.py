@@ -198,7 +198,7 @@ def test_a_wrong_token_is_one_line_after_one_request(ld, tmp_path):
 
 def test_answers_given_by_options_need_no_terminal_and_a_config_is_replaced_only_when_told(ld, tmp_path):
     place = Place(ld, tmp_path)
-    for name in ("task-queue", "results", "worker-pool"):
+    for name in ("task-queue", "results"):
         ld.create_channel(place.guild, name)
     other = ld.create_guild("elsewhere")
     ld.add_member(other, place.bot.id)
@@ -223,7 +223,10 @@ def test_answers_given_by_options_need_no_terminal_and_a_config_is_replaced_only
     assert config["MODEL_ALIASES"] == "fast=x/y"                     # the old file's other keys kept
     assert (place.home / f"{CONFIG}.bak").read_text() == "MODEL_ALIASES=fast=x/y\nCHIP_TOKEN=old\n"
     assert stat.S_IMODE((place.home / f"{CONFIG}.bak").stat().st_mode) == 0o600
-    assert [r.method for r in ld.requests if r.route == "POST /guilds/{guild_id}/channels"] == []
+    # created by the run that stopped at --allow bob (no question for it: its default is yes); found since
+    assert f"ok    WORKER_POOL_CHANNEL: #worker-pool created (id {place.channel('worker-pool')})" in nobody.stdout
+    assert f"ok    WORKER_POOL_CHANNEL: #worker-pool (id {place.channel('worker-pool')})" in run.stdout
+    assert [r.method for r in ld.requests if r.route == "POST /guilds/{guild_id}/channels"] == ["POST"]
 
 
 def test_ctrl_c_at_a_question_leaves_no_config(ld, tmp_path):

@@ -301,9 +301,8 @@ def init(ctx: click.Context, **answers: Any) -> None:
     from .init import Dialog, next_steps, run_init
 
     _setup_logging(ctx.obj["verbose"], ctx.obj["quiet"], ctx.obj["log_file"])
-    dialog = Dialog(say=click.echo, ask=lambda q, d: click.prompt(q, default=d, show_default=bool(d)),
-                    secret=lambda q: click.prompt(q, hide_input=True), confirm=lambda q, d: click.confirm(q, default=d),
-                    interactive=not answers["non_interactive"])
+    dialog = Dialog(click.echo, lambda q, d: click.prompt(q, default=d, show_default=bool(d)), lambda q: click.prompt(
+        q, hide_input=True), lambda q, d: click.confirm(q, default=d), interactive=not answers["non_interactive"])
     home = run_init(ctx.obj["home"] or Path.cwd(), answers, dialog)
     ctx.invoke(check)
     click.echo(next_steps(home))

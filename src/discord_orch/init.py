@@ -212,6 +212,8 @@ def _channels(client: SetupClient, guild: Guild, held: int, answers: Mapping[str
                          "channels the bot can see), or give the bot Manage Channels so init can, then run "
                          "discord-orch init again")
     create = answers.get("create_channels")
+    if create is None and not dialog.interactive:
+        create = True        # the question's default
     if create is None:
         create = dialog.confirm(f"{guild.name} has no {listed}. Create {'it' if len(missing) == 1 else 'them'}?", True)
     if not create:
