@@ -551,3 +551,44 @@ def test_thread_error_bodies(oas: Spec, world: World) -> None:
         body = oas.check_response(method, template, resp)
         assert body["code"] == code, (method, template, body)
         oas.no_undeclared(body, "ErrorResponse")
+
+
+# ------------------------------------------------------------------ what `discord-orch init` reads and does
+
+
+def test_init_routes_bodies(oas: Spec, world: World) -> None:
+    """The application, the bot's guilds, a guild's channels, a new channel and a member search, as the spec has them."""
+    app = oas.check_response("GET", "/oauth2/applications/@me", world.call("GET", "/oauth2/applications/@me"))
+    oas.no_undeclared(app, "PrivateApplicationResponse")
+    assert app["id"] == world.bot.id and app["flags"] & (1 << 19)
+    guilds = oas.check_response("GET", "/users/@me/guilds", world.call("GET", "/users/@me/guilds",
+                                                                      params={"limit": "200"}))
+    assert [g["id"] for g in guilds] == [world.gid] and guilds[0]["owner"] is False
+    for guild in guilds:
+        oas.no_undeclared(guild, "MyGuildResponse")
+    t = "/guilds/{guild_id}/channels"
+    channels = oas.check_response("GET", t, world.call("GET", f"/guilds/{world.gid}/channels"))
+    assert [c["name"] for c in channels] == ["task-queue"]
+    for channel in channels:
+        oas.no_undeclared(channel, "GuildChannelResponse")
+
+    body = {"name": "Results Here", "type": 0}
+    oas.validate_schema(body, "CreateGuildChannelRequest")
+    refused = world.call("POST", f"/guilds/{world.gid}/channels", json=body)
+    assert refused.status_code == 403 and oas.check_response("POST", t, refused)["code"] == 50013
+    world.ld.set_role_permissions(world.gid, world.gid, (1 << 4) | (1 << 10))   # @everyone may Manage Channels
+    created = oas.check_response("POST", t, world.call("POST", f"/guilds/{world.gid}/channels", json=body))
+    assert created["name"] == "results-here" and created["type"] == 0
+    oas.no_undeclared(created, "GuildChannelResponse")
+    bad = world.call("POST", f"/guilds/{world.gid}/channels", json={"name": ""})
+    assert bad.status_code == 400 and oas.check_response("POST", t, bad)["code"] == 50035
+
+    t = "/guilds/{guild_id}/members/search"
+    found = oas.check_response("GET", t, world.call("GET", f"/guilds/{world.gid}/members/search",
+                                                    params={"query": "ALI", "limit": "10"}))
+    assert [m["user"]["id"] for m in found] == [world.alice.id]
+    for member in found:
+        oas.no_undeclared(member, "GuildMemberResponse")
+    outsider = world.ld.create_guild("elsewhere")
+    denied = world.call("GET", f"/guilds/{outsider}/channels")
+    assert denied.status_code == 403 and oas.check_response("GET", "/guilds/{guild_id}/channels", denied)["code"] == 50001

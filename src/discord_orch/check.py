@@ -55,6 +55,11 @@ NEEDS = {
 THREAD_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS, perm.ATTACH_FILES)
 # in #worker-pool, with HOST_SILENT_AFTER > 0: a presence thread, its lines, a lease's thread, a host's line read
 PRESENCE_NEEDS = (perm.CREATE_PUBLIC_THREADS, perm.SEND_MESSAGES_IN_THREADS, perm.READ_MESSAGE_HISTORY)
+# Everything a bot of this project may be asked for (an invite link's permissions: init.py): each channel's
+# NEEDS, CLAIM=thread's and presence's. Manage Threads (renaming another bot's thread on a takeover) is left out:
+# without it a taken-over thread only keeps its first host's name.
+INVITE_NEEDS = tuple(sorted({p for _doing, needs in NEEDS.values() for p in needs} | set(THREAD_NEEDS)
+                            | set(PRESENCE_NEEDS)))
 GRANT_FIX = "give {them} to the bot's role (Server Settings → Roles) or allow {them} in {channel} (Edit Channel → Permissions)"
 
 
@@ -229,6 +234,27 @@ def _under_cron(name: str, program: str, cron_path: str) -> Finding:
                if here else f"install `{missing}` and put its directory on the crontab's PATH")
         return Finding(WARN, subject, f"agents would not find `{missing}` (the #! line of {cron_program}): {fix}")
     return Finding(OK, subject, f"{cron_program}")
+
+
+def cron_path(name: str, path: Optional[str]) -> str:
+    """The PATH a job started by cron (or systemd, whose PATH is as short) needs for its agents: cron's own,
+    behind openclaw's directory when cron's PATH lacks it and the directory of its ``#!`` interpreter when
+    that is missing there (both as found on ``path``, the shell's): what ``_under_cron`` tells to put in a
+    crontab, computed for `discord-orch schedule`."""
+    try:
+        program = resolve_openclaw(name, path)
+    except OrchError:
+        return CRON_PATH     # not found here either: check says so
+    dirs: List[str] = []
+    try:
+        resolve_openclaw(name, CRON_PATH)
+    except OrchError:
+        dirs.append(os.path.dirname(program))
+    missing = missing_interpreter(program, path_for_agent(program, ":".join(dirs + [CRON_PATH])))
+    here = shutil.which(missing, path=path) if missing else None
+    if here:
+        dirs.append(os.path.dirname(here))
+    return ":".join(dict.fromkeys(dirs + [CRON_PATH]))
 
 
 def _who_may_submit(settings: Settings) -> str:

@@ -1,4 +1,4 @@
-"""The `discord-orch` command line: submit, orchestrate, demo.
+"""The `discord-orch` command line: init, submit, orchestrate, check, status, schedule, demo.
 
 Thin on purpose (house rule 8): options are defined once, turned into
 ``Settings`` by config.py (flag > environment > discord-config.env > default),
@@ -10,7 +10,6 @@ stderr, never as a traceback (``-v`` adds the traceback of an internal error).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
@@ -22,7 +21,8 @@ import click
 from . import __version__
 from .errors import (EXIT_DISCORD, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DiscordError, OrchError,
                      StateError)
-from .settings_spec import SETTING, Number
+from .cli_options import command_options, setting_options
+from .settings_spec import INIT_OPTIONS
 
 log = logging.getLogger("discord_orch")
 
@@ -220,37 +220,6 @@ def _one_of(argument: str, positional: Optional[str], flag: str, option: Optiona
     return option if option is not None else positional
 
 
-class _FiniteRange(click.FloatRange):
-    """click's FloatRange lets nan through: it compares False with every bound."""
-
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
-        number = click.FLOAT.convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return super().convert(number, param, ctx)
-
-
-def _flag_type(parse: Any) -> click.ParamType:
-    """click's check for a flag (a bad flag is a usage error, exit 2): a number's bounds as a range."""
-    if isinstance(parse, Number):
-        kind = click.IntRange if parse.integer else _FiniteRange
-        return kind(min=parse.minimum, max=parse.maximum)
-    # Passed through as text, a bad value would be reported as bad configuration (exit 3) instead.
-    raise TypeError(f"no click type for {parse!r}: say here how click checks it")
-
-
-def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The declared flags of these settings, each passed to the command as KEY=value (None when not given)."""
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        for key in reversed(keys):  # click lists options in the order their decorators are written
-            setting = SETTING[key]
-            default = f", default {setting.default}" if setting.default else ""
-            command = click.option(setting.flag, key, type=_flag_type(setting.parse),
-                                   help=f"{setting.flag_help} ({key}{default}).")(command)
-        return command
-    return decorate
-
-
 @cli.command()
 @click.option("--watch", is_flag=True, help="Keep polling and running until stopped (for systemd or a terminal).")
 @setting_options("POLL_INTERVAL", "MAX_AGENTS", "TIMEOUT")
@@ -322,6 +291,37 @@ def check(ctx: click.Context) -> None:
         click.echo(f"discord-orch: error: {len(failed)} problem(s) found; fix them and run discord-orch check again",
                    err=True)
         ctx.exit(failed[0].error.exit_code if failed[0].error is not None else EXIT_DISCORD)
+
+
+@cli.command()
+@command_options(INIT_OPTIONS)
+@shared_options
+@click.pass_context
+def init(ctx: click.Context, **answers: Any) -> None:
+    """Set this home up from a bot token: find the server and its channels (create the missing ones),
+    who may run tasks, write discord-config.env, then check it. Every question has an option."""
+    from .init import Dialog, next_steps, run_init
+
+    _setup_logging(ctx.obj["verbose"], ctx.obj["quiet"], ctx.obj["log_file"])
+    dialog = Dialog(click.echo, lambda q, d: click.prompt(q, default=d, show_default=bool(d)), lambda q: click.prompt(
+        q, hide_input=True), lambda q, d: click.confirm(q, default=d), interactive=not answers["non_interactive"])
+    home = run_init(ctx.obj["home"] or Path.cwd(), answers, dialog)
+    ctx.invoke(check)
+    click.echo(next_steps(home))
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["install", "remove", "status"]))
+@click.option("--cron", "how", flag_value="cron", help="A pass every minute from cron (install's default).")
+@click.option("--systemd", "how", flag_value="systemd", help="orchestrate --watch as a systemd user service.")
+@shared_options
+@click.pass_context
+def schedule(ctx: click.Context, action: str, how: Optional[str]) -> None:
+    """Run passes on their own: schedule install [--cron | --systemd], schedule remove, schedule status."""
+    from .schedule import run_schedule
+
+    for line in run_schedule(_load(ctx), action, how):
+        click.echo(line)
 
 
 @cli.command()

@@ -236,7 +236,13 @@ def read_config_file(path: Path) -> Tuple[Dict[str, str], List[str]]:
 def _token(get: Callable[[str], str]) -> Tuple[str, str]:
     """(the key it came from, the bot token): the first of TOKEN_KEYS that is set, without a pasted 'Bot '."""
     token_key = next((k for k in TOKEN_KEYS if get(k).strip()), "")
-    token = get(token_key).strip() if token_key else ""
+    return token_key, clean_token(token_key, get(token_key) if token_key else "")
+
+
+def clean_token(token_key: str, raw: str) -> str:
+    """A bot token as pasted, bare: blanks and a pasted 'Bot ' taken off; ConfigError naming ``token_key``
+    (never the value) when it holds what no token does."""
+    token = raw.strip()
     if token.lower().startswith(BOT_PREFIX):
         token = token[len(BOT_PREFIX):].strip()  # a pasted "Bot xxx" would otherwise become "Bot Bot xxx"
     if token and not all(ord(c) in TOKEN_CHARS for c in token):
@@ -244,7 +250,7 @@ def _token(get: Callable[[str], str]) -> Tuple[str, str]:
         raise ConfigError(token_key, "contains characters a bot token never has (blanks, quotes, "
                                      "non-ASCII or control characters)",
                           "paste it again, bare: Developer Portal → your application → Bot → Reset Token")
-    return token_key, token
+    return token
 
 
 def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, Any]] = None,
@@ -290,5 +296,5 @@ def load_settings(home: Optional[Path] = None, overrides: Optional[Mapping[str, 
     return settings
 
 
-__all__ = ["Settings", "Secret", "load_settings", "read_config_file", "KNOWN_KEYS", "CONFIG_FILENAME",
+__all__ = ["Settings", "Secret", "load_settings", "read_config_file", "clean_token", "TOKEN_KEYS", "KNOWN_KEYS", "CONFIG_FILENAME",
            "THINKING_LEVELS"]

@@ -10,6 +10,7 @@ The tree is deliberately shallow::
     OrchError
     ├── InputError             bad input on the command line (exit 2)
     ├── ConfigError            a key is missing or malformed
+    ├── SetupError             init / schedule cannot go on (the bot in no server, a file kept...)
     ├── StateError             .runtime/ or a workspace cannot be written
     ├── AgentError             the agent could not be started at all
     ├── TransitionError        a task record asked to skip or reverse a step (a bug)
@@ -78,6 +79,18 @@ class ConfigError(OrchError):
     def __str__(self) -> str:
         msg = f"config: {self.key}: {self.problem}" if self.key else f"config: {self.problem}"
         return f"{msg} ({self.hint})" if self.hint else msg
+
+
+class SetupError(OrchError):
+    """`discord-orch init` or `schedule` cannot go on; the message says what to do (exit 1 unless told)."""
+
+    def __init__(self, problem: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 class StateError(OrchError):

@@ -28,6 +28,11 @@ THREAD_STARTER_MESSAGE = 21            # the first message of a thread started f
 THREAD_TYPES = (10, 11, 12)            # announcement, public and private thread channels
 THREAD_NAME_MAX = 100                  # characters of a thread's name (at least 1)
 AUTO_ARCHIVE_MINUTES = (60, 1440, 4320, 10080)   # the auto_archive_duration values Discord accepts
+TEXT_CHANNEL = 0                       # a channel's type: a server's text channel
+# An application's flags saying its Message Content intent is on: GATEWAY_MESSAGE_CONTENT (1 << 18, a verified
+# bot) or GATEWAY_MESSAGE_CONTENT_LIMITED (1 << 19, the toggle under Bot in the Developer Portal); Discord's docs,
+# resources/application "Application Flags". Without it other people's messages read as empty, over REST too.
+MESSAGE_CONTENT_FLAGS = (1 << 18) | (1 << 19)
 
 
 def is_snowflake(s: object) -> bool:
@@ -135,17 +140,37 @@ class Role(NamedTuple):
 
 
 class Guild(NamedTuple):
-    """A server as far as permissions go: its owner and its roles (@everyone's id is the server's)."""
+    """A server as far as permissions go: its owner and its roles (@everyone's id is the server's); its name.
+    A server in the bot's list (GET /users/@me/guilds) has neither owner nor roles."""
 
     id: str
     owner_id: Optional[str] = None
     roles: Tuple[Role, ...] = ()
+    name: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Guild":
-        """From Discord's guild object (GET /guilds/{id})."""
+        """From Discord's guild object (GET /guilds/{id}) or a partial one (GET /users/@me/guilds)."""
         return cls(id=str(data["id"]), owner_id=_opt_id(data.get("owner_id")),
-                   roles=tuple(Role.from_json(r) for r in data.get("roles") or ()))
+                   roles=tuple(Role.from_json(r) for r in data.get("roles") or ()), name=str(data.get("name") or ""))
+
+
+class Application(NamedTuple):
+    """The bot's application (GET /oauth2/applications/@me): its id (an invite link's client_id) and flags."""
+
+    id: str
+    name: str = ""
+    flags: int = 0
+
+    @property
+    def message_content_intent(self) -> bool:
+        """Whether the bot may read other people's messages (the Developer Portal's Message Content Intent)."""
+        return bool(self.flags & MESSAGE_CONTENT_FLAGS)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Application":
+        """From Discord's application object."""
+        return cls(id=str(data["id"]), name=str(data.get("name") or ""), flags=int(data.get("flags") or 0))
 
 
 class Channel(NamedTuple):
@@ -245,16 +270,18 @@ class Message(NamedTuple):
 
 
 class Member(NamedTuple):
-    """A member of a server: their role ids."""
+    """A member of a server: their role ids, and their username (to find someone by it)."""
 
     user_id: str
     roles: Tuple[str, ...] = ()
+    username: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Member":
         """From Discord's guild member object."""
         user = data.get("user") or {}
-        return cls(user_id=str(user.get("id", "")), roles=tuple(str(r) for r in data.get("roles") or ()))
+        return cls(user_id=str(user.get("id", "")), roles=tuple(str(r) for r in data.get("roles") or ()),
+                   username=str(user.get("username") or ""))
 
 
 class FileUpload(NamedTuple):

@@ -27,6 +27,7 @@ from typing import Dict, List, Sequence
 from .models import Channel, Guild, Member
 
 ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4      # server-wide: create channels (``discord-orch init`` makes the missing ones with it)
 ADD_REACTIONS = 1 << 6
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
@@ -46,7 +47,7 @@ NAMES: Dict[int, str] = {
     ADMINISTRATOR: "Administrator", ADD_REACTIONS: "Add Reactions", VIEW_CHANNEL: "View Channel",
     SEND_MESSAGES: "Send Messages", EMBED_LINKS: "Embed Links", ATTACH_FILES: "Attach Files",
     READ_MESSAGE_HISTORY: "Read Message History", CREATE_PUBLIC_THREADS: "Create Public Threads",
-    SEND_MESSAGES_IN_THREADS: "Send Messages in Threads",
+    SEND_MESSAGES_IN_THREADS: "Send Messages in Threads", MANAGE_CHANNELS: "Manage Channels",
 }
 
 
@@ -82,6 +83,11 @@ def channel_permissions(guild: Guild, member: Member, channel: Channel) -> int:
     if not held & VIEW_CHANNEL:
         return 0
     return held if held & SEND_MESSAGES else held & ~NEED_SENDING
+
+
+def names(bits: int) -> List[str]:
+    """The names of the permissions in ``bits`` that NAMES knows, lowest bit first."""
+    return [name for bit, name in sorted(NAMES.items()) if bits & bit]
 
 
 def missing(held: int, needed: Sequence[int]) -> List[str]:

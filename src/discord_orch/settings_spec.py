@@ -294,12 +294,40 @@ SETTINGS: Tuple[Setting, ...] = (
 SETTING: Dict[str, Setting] = {s.key: s for s in SETTINGS}
 
 
+class CommandOption(NamedTuple):
+    """An option of a command that is no setting (`init`'s answers): cli_options.py makes it a click option."""
+
+    flag: str                  # "--server", or "--create-channels/--no-create-channels" (then None unless given)
+    dest: str                  # the name the command receives it under
+    help: str
+    metavar: str = ""          # "": a flag, no value
+    multiple: bool = False
+
+
+# `discord-orch init`: each question it may ask has one, so a script can answer them all (init.py).
+INIT_OPTIONS: Tuple[CommandOption, ...] = (
+    CommandOption("--token-file", "token_file", "Read the bot token from this file (else CHIP_TOKEN from the "
+                  "environment; else it is asked, not shown as you type).", metavar="FILE"),
+    CommandOption("--server", "server", "The server, by name or id (asked only when the bot is in several).",
+                  metavar="NAME"),
+    CommandOption("--create-channels/--no-create-channels", "create_channels",
+                  "Create the missing channels, when the bot may (Manage Channels); asked otherwise."),
+    CommandOption("--allow", "allow", "A username whose tasks may run, besides the server's owner (repeatable).",
+                  metavar="USERNAME", multiple=True),
+    CommandOption("--host-name", "host_name", "This host's name in each task's thread (HOST_NAME; default: the "
+                  "machine's hostname).", metavar="NAME"),
+    CommandOption("--force", "force", "Replace an existing discord-config.env (a copy of it is kept)."),
+    CommandOption("--non-interactive", "non_interactive", "Ask nothing: what no option says takes its default, "
+                  "or init stops and names the option it needs."),
+)
+
+
 def default_of(key: str) -> Any:
     """KEY's default, parsed: what Settings holds when nothing sets it."""
     setting = SETTING[key]
     return setting.parse(key, setting.default, Path())   # home: no default is a path in it
 
 
-__all__ = ["Setting", "SETTINGS", "SETTING", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
+__all__ = ["Setting", "SETTINGS", "SETTING", "CommandOption", "INIT_OPTIONS", "default_of", "Number", "Choice", "Text", "boolean", "snowflake",
            "snowflakes", "http_url", "time_zone", "user_path", "home_path", "DEFAULT_TIMEOUT_S",
            "DEFAULT_TIMEOUT_HIGH_S", "HIGH_THINKING", "STATUS_REACTION_MODES", "CLAIM_MODES", "host_name", "host_tags"]

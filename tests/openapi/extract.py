@@ -32,6 +32,7 @@ NAMED_SCHEMAS = (
     "MessageEditRequestPartial", "ErrorResponse", "RatelimitedResponse", "InnerErrors", "Error",
     "ThreadResponse", "ThreadMetadataResponse", "ThreadMemberResponse", "ThreadsResponse",
     "CreateTextThreadWithMessageRequest", "UpdateThreadRequestPartial",
+    "MyGuildResponse", "PrivateApplicationResponse", "CreateGuildChannelRequest",   # discord-orch init's routes
 )
 NAMED_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After")
 KEPT_TOP_LEVEL = ("openapi", "info")

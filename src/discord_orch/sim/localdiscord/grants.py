@@ -38,6 +38,7 @@ from ...permissions import (  # Discord's bit values (verified there); the algor
     ATTACH_FILES,
     CREATE_PUBLIC_THREADS,
     EMBED_LINKS,
+    MANAGE_CHANNELS,
     MANAGE_THREADS,
     NEED_SENDING,
     READ_MESSAGE_HISTORY,
@@ -54,6 +55,7 @@ BY_NAME: Dict[str, int] = {
     "SEND_MESSAGES": SEND_MESSAGES, "EMBED_LINKS": EMBED_LINKS, "ATTACH_FILES": ATTACH_FILES,
     "READ_MESSAGE_HISTORY": READ_MESSAGE_HISTORY, "MANAGE_THREADS": MANAGE_THREADS,
     "CREATE_PUBLIC_THREADS": CREATE_PUBLIC_THREADS, "SEND_MESSAGES_IN_THREADS": SEND_MESSAGES_IN_THREADS,
+    "MANAGE_CHANNELS": MANAGE_CHANNELS,
 }
 EVERYONE_DEFAULT = (VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY | ADD_REACTIONS
                     | USE_EXTERNAL_EMOJIS | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS)
@@ -79,6 +81,17 @@ def bit(name: str) -> int:
         return BY_NAME[name]
     except KeyError:
         raise ValueError(f"permission must be one of {sorted(BY_NAME)}, not {name!r}") from None
+
+
+def in_guild(*, owner: bool, everyone: int, roles: Iterable[int]) -> int:
+    """What a member may do server-wide (Manage Channels, say): the owner everything, else @everyone's role OR
+    the member's roles, ADMINISTRATOR being everything; no channel's overwrite counts."""
+    if owner:
+        return EVERYTHING
+    held = everyone
+    for value in roles:
+        held |= value
+    return EVERYTHING if held & ADMINISTRATOR else held
 
 
 def in_channel(*, owner: bool, everyone: int, roles: Iterable[int], role_ids: Iterable[str], user_id: str,

@@ -26,6 +26,12 @@ ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
     ("GET", "/guilds/{guild_id}", "_h_get_guild", None),
     ("GET", "/guilds/{guild_id}/members/{user_id}", "_h_get_member", None),
     ("GET", "/guilds/{guild_id}/threads/active", "_h_list_active_threads", None),
+    # what `discord-orch init` reads and does (guilds.py)
+    ("GET", "/oauth2/applications/@me", "_h_get_my_application", None),
+    ("GET", "/users/@me/guilds", "_h_list_my_guilds", None),
+    ("GET", "/guilds/{guild_id}/channels", "_h_list_guild_channels", None),
+    ("POST", "/guilds/{guild_id}/channels", "_h_create_guild_channel", None),
+    ("GET", "/guilds/{guild_id}/members/search", "_h_search_members", None),
 )
 ATTACHMENT_ROUTE = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
 SNOWFLAKE_PARAMS = ("channel_id", "message_id", "guild_id", "user_id")
@@ -39,10 +45,10 @@ _COMPILED = [(m, t, h, b, _split_template(t)) for (m, t, h, b) in ROUTE_DEFS]
 
 
 def match_route(path: str) -> Tuple[List[Tuple[str, str, str, Optional[str]]], Dict[str, str]]:
-    """All (method, template, handler, bucket) whose template fits ``path``, and its params."""
+    """All (method, template, handler, bucket) whose template fits ``path``, and its params. A literal segment
+    beats a parameter, as on Discord: ``/members/search`` is the search, not the member whose id is "search"."""
     segs = path.strip("/").split("/") if path.strip("/") else []
-    found: List[Tuple[str, str, str, Optional[str]]] = []
-    params: Dict[str, str] = {}
+    fits: List[Tuple[int, Tuple[str, str, str, Optional[str]], Dict[str, str]]] = []
     for method, template, handler, bucket, tsegs in _COMPILED:
         if len(tsegs) != len(segs):
             continue
@@ -55,9 +61,9 @@ def match_route(path: str) -> Tuple[List[Tuple[str, str, str, Optional[str]]], D
             elif urllib.parse.unquote(s) != t:
                 break
         else:
-            found.append((method, template, handler, bucket))
-            params = got
-    return found, params
+            fits.append((len(got), (method, template, handler, bucket), got))
+    fits.sort(key=lambda fit: fit[0])   # stable: fewest parameters first
+    return [entry for _n, entry, _got in fits], (fits[0][2] if fits else {})
 
 
 def norm_route(route: str) -> Tuple[Optional[str], str]:

@@ -169,6 +169,7 @@ class Store:
         self._channels: Dict[str, Channel] = {}
         self._attachments: Dict[str, Tuple[str, str, Attachment]] = {}  # att id -> (channel, msg, att)
         self._nonces: Dict[Tuple[str, str], Tuple[str, str, float]] = {}
+        self.app_owners: Dict[str, str] = {}   # a bot's id -> who owns its application (guilds.py)
 
     @property
     def origin(self) -> str:
@@ -191,12 +192,15 @@ class Store:
 
     def create_guild(self, name: str, owner_id: Optional[str] = None) -> str:
         """A new guild (with its @everyone role, allowed ``grants.EVERYONE_DEFAULT``); returns its id.
-        Its owner (who has every permission) is ``owner_id``, else a new user of its own."""
+        Its owner (who has every permission, and is a member, as on Discord) is ``owner_id``, else a new
+        user of its own."""
         with self._lock:
             owner = str(owner_id) if owner_id is not None else self.create_user(f"{name}-owner").id
             gid = self._next_id()
             self._guilds[gid] = Guild(gid, name, owner)
             self._guilds[gid].roles[gid] = Role("@everyone", grants.EVERYONE_DEFAULT, 0)
+            if owner in self._users:
+                self._guilds[gid].members[owner] = ([], int(time.time() * 1000))
             return gid
 
     def create_user(self, username: str, bot: bool = False) -> LocalUser:
