@@ -251,6 +251,16 @@ def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., 
     return decorate
 
 
+def _fence_or_fail(mode: str) -> None:
+    """The pass holds the token: no process of our user may read our memory (prctl); a named sandbox
+    that does not work here stops the pass before any agent runs (fail closed)."""
+    from . import sandbox
+
+    sandbox.undumpable()
+    if mode in ("bwrap", "landlock"):
+        sandbox.fence(mode)
+
+
 @cli.command()
 @click.option("--watch", is_flag=True, help="Keep polling and running until stopped (for systemd or a terminal).")
 @setting_options("POLL_INTERVAL", "MAX_AGENTS", "TIMEOUT")
@@ -265,6 +275,7 @@ def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL", "WORKER_POOL_CHANNEL")
     settings.require_results_channel()
+    _fence_or_fail(settings.agent_sandbox)
     try:
         for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
             check_writable(directory, reserve=settings.runtime_dir / RESERVE_NAME)

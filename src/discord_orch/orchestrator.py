@@ -195,6 +195,7 @@ class Orchestrator:
             timeout_s=float(s.timeout_s or 0),
             kill_grace_s=s.kill_grace_s,
             cgroup=s.agent_cgroup,
+            sandbox=s.agent_sandbox, sandbox_read=s.sandbox_read_paths, sandbox_write=s.sandbox_write_paths,
             user_openclaw_config=s.openclaw_config,
             extra_pythonpath=s.extra_pythonpath,
             secret_values=(s.token.reveal(),) if s.token else (),
