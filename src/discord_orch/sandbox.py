@@ -53,8 +53,11 @@ BWRAP_NAMES = ("bwrap",)
 PROBE_TIMEOUT_S = 10.0
 TMP_NAME = "tmp"                     # <agent dir>/tmp: the agent's TMPDIR
 INCLUDE_DEPTH = 4                    # how deep the user's config $includes are followed
+#: where openclaw writes whatever TMPDIR says: shared by every agent under Landlock (private under bwrap)
+OPENCLAW_SHARED_TMP = ("/tmp/openclaw-state-locks-{uid}", "/tmp/openclaw")
 LANDLOCK_CANNOT_HIDE = ("the process list (/proc: other processes' command lines, not their environment or "
-                        "memory)", "path-named sockets (/run/...)")
+                        "memory)", "path-named sockets (/run/...)", "openclaw's shared /tmp/openclaw-state-locks-<uid> "
+                        "and /tmp/openclaw/ (every agent writes there)")
 
 
 @dataclass(frozen=True)
@@ -286,8 +289,10 @@ def _hidden_etc() -> List[str]:
 
 
 def bwrap_args(view: View) -> List[str]:
-    """bwrap's options for ``view`` (without the program and the ``--`` before it)."""
-    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
+    """bwrap's options for ``view`` (without the program and the ``--`` before it). No --die-with-parent:
+    an agent must outlive a pass that crashed, for the next pass to adopt it; what it leaves is found by
+    its marker and its cgroup, as without a fence."""
+    args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/home"]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]   # root keeps every capability under bwrap unless told
@@ -306,6 +311,25 @@ def bwrap_args(view: View) -> List[str]:
         if not any(link.startswith(r.rstrip("/") + "/") for r in view.read):   # else it is there already
             args += ["--symlink", target, link]
     return args + ["--chdir", view.cwd, "--setenv", "TMPDIR", view.tmpdir]
+
+
+def _shared_tmp() -> List[str]:
+    """openclaw's fixed dirs under /tmp, made ours (0700) if missing; one that is not our own dir is left out."""
+    import stat
+
+    found = []
+    for pattern in OPENCLAW_SHARED_TMP:
+        path = pattern.format(uid=os.geteuid())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            continue
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+            found.append(path)
+    return found
 
 
 # ---------------------------------------------------------------- putting it on a command
@@ -329,11 +353,13 @@ def launch(found: Fence, view: View, argv: List[str], env: Dict[str, str]) -> La
     """``argv`` and ``env`` put under ``found``'s fence (unchanged when it is off)."""
     if not found.fenced:
         return Launch(list(argv), dict(env))
-    os.makedirs(view.tmpdir, mode=0o700, exist_ok=True)
-    env = {**env, "TMPDIR": view.tmpdir}
+    agent_home = os.path.join(os.path.dirname(view.tmpdir), "home")   # $HOME is not there: one of its own
+    for path in (view.tmpdir, agent_home):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    env = {**env, "TMPDIR": view.tmpdir, "HOME": agent_home}
     if found.kind == "bwrap":
         return Launch([found.bwrap, *bwrap_args(view), "--", *argv], env)
-    ruleset = landlock.Ruleset.build(found.abi, read=view.read, write=view.write, devices=DEV_FILES,
+    ruleset = landlock.Ruleset.build(found.abi, read=view.read, write=(*view.write, *_shared_tmp()), devices=DEV_FILES,
                                      hidden=_hidden_etc())
     return Launch(list(argv), env, preexec=ruleset.enforcer(), ruleset=ruleset)
 

@@ -4,7 +4,8 @@ Each attempt is one line of the report it returns (RESULT.txt): ``SUCCEEDED <nam
 or ``blocked <name>: why``. It finds its targets as an attacker would: the project home two
 levels above its state dir (``OPENCLAW_STATE_DIR`` = ``<home>/workers/<agent id>``), the
 orchestrator as its parent or by its command line in /proc, a sibling agent by its
-``--session-id`` in /proc. ``STANDIN_HOSTILE_VENV`` names a site-packages dir to plant a
+``--session-id`` in /proc. ``STANDIN_HOSTILE_HOME`` is the user's home (a fence gives the agent a $HOME of its own);
+``STANDIN_HOSTILE_VENV`` names a site-packages dir to plant a
 ``.pth`` in; ``STANDIN_HOSTILE_GATE`` a stand-in gate to open when done (so a sibling started
 with ``GATE=<n>`` runs while it attacks). Standard library only.
 """
@@ -122,7 +123,7 @@ def attack(workspace: Path, opts: Dict[str, object]) -> str:
     agent_dir = Path(os.environ.get("OPENCLAW_STATE_DIR", workspace.parent.parent))
     home = agent_dir.parent.parent
     runtime = home / ".runtime"
-    user_home = Path(os.path.expanduser("~"))
+    user_home = Path(os.environ.get("STANDIN_HOSTILE_HOME") or os.path.expanduser("~"))   # the user's, as /etc/passwd says
     orch = _orchestrator()
     r = _Report()
     r.attempt("read the config (relative path)", lambda: _read(os.path.relpath(home / "discord-config.env")))
