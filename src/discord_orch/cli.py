@@ -254,10 +254,12 @@ def setting_options(*keys: str) -> Callable[[Callable[..., Any]], Callable[..., 
 def _fence_or_fail(mode: str) -> None:
     """The pass holds the token: no process of our user may read our memory (prctl); a named sandbox
     that does not work here stops the pass before any agent runs (fail closed)."""
-    from . import sandbox
+    from .landlock import undumpable
 
-    sandbox.undumpable()
-    if mode in ("bwrap", "landlock"):
+    undumpable()
+    if mode in ("bwrap", "landlock"):   # auto never fails; an idle pass loads no more than this
+        from . import sandbox
+
         sandbox.fence(mode)
 
 

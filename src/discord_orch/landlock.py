@@ -70,6 +70,14 @@ def _libc():
     return libc
 
 
+def undumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): no process of our user can read our environ or memory any more."""
+    try:
+        _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
+
+
 def abi_version() -> Tuple[int, str]:
     """(the kernel's Landlock ABI version, "") or (0, why there is none)."""
     try:

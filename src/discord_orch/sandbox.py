@@ -165,15 +165,6 @@ def fence(mode: str) -> Fence:
     return _decided[mode]
 
 
-def undumpable() -> None:
-    """prctl(PR_SET_DUMPABLE, 0): a process of our user can no longer read our environ or memory."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(landlock.PR_SET_DUMPABLE, 0, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: nothing to do
-        pass
-
-
 # ---------------------------------------------------------------- what the agent sees
 
 def _covers(path: str, guarded: Iterable[str]) -> bool:
