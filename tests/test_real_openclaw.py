@@ -212,3 +212,27 @@ def test_demo_real_agent_without_the_install_says_how_to_install_it(tmp_path):
         f"discord-orch: error: agent 'openclaw': openclaw {version} is not installed in "
         f"{tmp_path / 'discord-orch' / f'openclaw-{version}'}; install it with scripts/install-openclaw "
         "(from a clone of discord-orch); or drop --real-agent to use the stand-in"]
+
+
+@pytest.mark.parametrize("fence", FENCES)
+def test_openclaws_exec_tool_is_fenced_too(tmp_path, world, real_openclaw, model_server, fence):
+    """The model has openclaw's exec tool read the config (not there, or refused) and write a file
+    in the workspace (kept); the token reaches neither the model nor a post."""
+    user_config = tmp_path / "user-openclaw" / "openclaw.json"
+    user_config.parent.mkdir()
+    model_server.openclaw_config(user_config)
+    home = make_home(tmp_path, world, AGENT_SANDBOX=fence)
+    home.write_config(OPENCLAW_BIN=real_openclaw, OPENCLAW_CONFIG=user_config, TIMEOUT=RUN_TIMEOUT_S,
+                      KEEP_SUCCESS_HOURS=1)
+    config = home.path / "discord-config.env"
+    model_server.commands = (f"cat {config} ../../../../discord-config.env; echo made > made-by-exec.txt; echo exec-ran",)
+    post = run_one(home, world)
+
+    assert post.startswith("✅ **DONE**"), post
+    tool_output = [m["content"] for m in model_server.completions()[1].body["messages"] if m.get("role") == "tool"][0]
+    assert "exec-ran" in str(tool_output), tool_output
+    assert "CHIP_TOKEN" not in str(tool_output) and world.bot.token not in str(tool_output), tool_output
+    assert world.bot.token not in post
+    [kept] = home.archive()
+    assert [p.read_text() for p in (home.path / "archive" / kept).rglob("made-by-exec.txt")] == ["made\n"]
+    assert_token_never_reached(model_server, world.bot.token)
