@@ -13,8 +13,9 @@ profiles, the venv, $HOME. The network stays (the model provider).
   and other agents are not there; everything in it dies with it), a new session, with
   no capabilities even for root. Our child is the outer ``bwrap``: it carries the
   marker, holds the process group and enters the cgroup, so adoption, timeouts, stop
-  and the cgroup kill work as before. It dies of SIGTERM at once (its insides get
-  SIGKILL) and reports a signal that ended the agent as exit 128+N.
+  and the cgroup kill work as before. It dies of SIGTERM at once; what it held is then
+  killed by marker and cgroup, as without a fence. It reports a signal that ended the
+  agent as exit 128+N. (No --die-with-parent: an agent must outlive a crashed pass.)
 - **Landlock** (syscall 444, where bubblewrap cannot run): the same list as rules,
   applied between fork and exec with no_new_privs; from ABI 6 signals and abstract
   unix sockets are scoped to the agent. It cannot hide the process list (/proc), and
