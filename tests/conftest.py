@@ -74,6 +74,8 @@ def make_home(tmp_path: Path, world: World, **config: str) -> Home:
            if not k.startswith(("DISCORD_ORCH", "CHIP_", "ORCHESTRATOR_", "OPENCLAW", "ALLOWED_", "ALLOW_"))}
     env.update(STANDIN_RUN_LOG=str(tmp_path / "agent-runs.jsonl"), PYTHONUNBUFFERED="1", DISCORD_ORCH_STRICT_LOOP="1",
                PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+    # the stand-in's run log and gates live outside an agent's view: tests of the fence say AGENT_SANDBOX
+    config = {"AGENT_SANDBOX": "off", **config}
     return Home.build(tmp_path, world, env, POLL_INTERVAL="0.5", TIMEOUT="30", KILL_GRACE="1", **config)
 
 

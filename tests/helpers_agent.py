@@ -40,7 +40,7 @@ class Rig:
 
     def config(self, **kw) -> OC.AgentConfig:
         base = dict(openclaw_bin=str(self.openclaw), timeout_s=20.0, kill_grace_s=0.5,
-                    user_openclaw_config=self.user_config)
+                    user_openclaw_config=self.user_config, sandbox="off")
         base.update(kw)
         return OC.AgentConfig(**base)
 

@@ -351,7 +351,7 @@ from discord_orch import workspace as W
 workers, agent_id, task_id, openclaw, task = sys.argv[1:6]
 ws = W.create_workspace(workers, agent_id, task_id, task, agents_md="# a", tools_md=None,
                         user_openclaw_config=Path(workers) / "none.json")
-cfg = OC.AgentConfig(openclaw_bin=openclaw, timeout_s=60)
+cfg = OC.AgentConfig(openclaw_bin=openclaw, timeout_s=60, sandbox="off")   # as Rig: the stand-in runs from src/
 ra = A.RunningAgent.start(cfg, ws, task_id=task_id, session_id="s", model="p/m", thinking="low",
                           now=time.time())
 print(json.dumps({"pid": ra.pid, "pgid": ra.pgid, "ticks": ra.proc_start_ticks,

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import pytest
 
+from discord_orch.landlock import abi_version
+from discord_orch.sandbox import _probe_bwrap
+
 from conftest import make_home
 from helpers_agent import pids_with_marker
 from discord_orch.sim import openclaw_install
@@ -43,6 +46,8 @@ UNREACHABLE_REGISTRY = "http://127.0.0.1:9/"   # the discard port: nothing liste
 RUN_TIMEOUT_S = 120   # a run that should end by itself: openclaw's start-up (3-11 s here) has room on a busy machine
 TIMEOUT_S = 45        # the hung model's test: well over openclaw's start-up before it calls the model (3-11 s
                      # alone; over 20 s seen with three suites at once on 2 CPUs)
+FENCES = [pytest.param("bwrap", marks=pytest.mark.skipif(not _probe_bwrap()[0], reason="no working bwrap")),
+          pytest.param("landlock", marks=pytest.mark.skipif(not abi_version()[0], reason="no Landlock"))]
 AGENT_RE = re.compile(r"agent `(agent-[0-9a-z-]+)`")
 
 
@@ -52,13 +57,14 @@ def model_server():
         yield ms
 
 
-@pytest.fixture
-def real_home(tmp_path, world, real_openclaw, model_server):
-    """A home running the real openclaw; the user's OpenClaw config has one provider: the model server."""
+@pytest.fixture(params=["off", *FENCES])
+def real_home(request, tmp_path, world, real_openclaw, model_server):
+    """A home running the real openclaw; the user's OpenClaw config has one provider: the model server.
+    Each test runs unfenced and under each fence the machine has (bubblewrap, Landlock)."""
     user_config = tmp_path / "user-openclaw" / "openclaw.json"
     user_config.parent.mkdir()
     model_server.openclaw_config(user_config)  # default model local/model-a; tasks here ask for model-b
-    home = make_home(tmp_path, world)
+    home = make_home(tmp_path, world, AGENT_SANDBOX=request.param)
     home.write_config(OPENCLAW_BIN=real_openclaw, OPENCLAW_CONFIG=user_config, TIMEOUT=RUN_TIMEOUT_S)
     return home
 
@@ -206,3 +212,27 @@ def test_demo_real_agent_without_the_install_says_how_to_install_it(tmp_path):
         f"discord-orch: error: agent 'openclaw': openclaw {version} is not installed in "
         f"{tmp_path / 'discord-orch' / f'openclaw-{version}'}; install it with scripts/install-openclaw "
         "(from a clone of discord-orch); or drop --real-agent to use the stand-in"]
+
+
+@pytest.mark.parametrize("fence", FENCES)
+def test_openclaws_exec_tool_is_fenced_too(tmp_path, world, real_openclaw, model_server, fence):
+    """The model has openclaw's exec tool read the config (not there, or refused) and write a file
+    in the workspace (kept); the token reaches neither the model nor a post."""
+    user_config = tmp_path / "user-openclaw" / "openclaw.json"
+    user_config.parent.mkdir()
+    model_server.openclaw_config(user_config)
+    home = make_home(tmp_path, world, AGENT_SANDBOX=fence)
+    home.write_config(OPENCLAW_BIN=real_openclaw, OPENCLAW_CONFIG=user_config, TIMEOUT=RUN_TIMEOUT_S,
+                      KEEP_SUCCESS_HOURS=1)
+    config = home.path / "discord-config.env"
+    model_server.commands = (f"cat {config} ../../../../discord-config.env; echo made > made-by-exec.txt; echo exec-ran",)
+    post = run_one(home, world)
+
+    assert post.startswith("✅ **DONE**"), post
+    tool_output = [m["content"] for m in model_server.completions()[1].body["messages"] if m.get("role") == "tool"][0]
+    assert "exec-ran" in str(tool_output), tool_output
+    assert "CHIP_TOKEN" not in str(tool_output) and world.bot.token not in str(tool_output), tool_output
+    assert world.bot.token not in post
+    [kept] = home.archive()
+    assert [p.read_text() for p in (home.path / "archive" / kept).rglob("made-by-exec.txt")] == ["made\n"]
+    assert_token_never_reached(model_server, world.bot.token)

@@ -34,9 +34,9 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
-from . import logcap
+from . import logcap, sandbox
 from .cgroups import AgentCgroup, containment
 from .errors import AgentError
 from .openclaw import (CRON_PATH, EXIT_COMMAND_NOT_FOUND, AgentConfig, build_command, find_last_json_object,
@@ -194,18 +194,30 @@ def _new_cgroup(cfg: AgentConfig, agent_id: str) -> Optional[AgentCgroup]:
         return None
 
 
-def _spawn(argv: List[str], cgroup: Optional[AgentCgroup],
+def _spawn(argv: List[str], cgroup: Optional[AgentCgroup], fence: Optional[Callable[[], None]] = None,
            **kw) -> Tuple["subprocess.Popen[bytes]", Optional[AgentCgroup]]:
-    """Popen, the child entering ``cgroup`` before it execs; without it when it cannot enter."""
+    """Popen, the child entering ``cgroup`` (then its ``fence``) before it execs; without the cgroup
+    when it cannot enter; never without the fence."""
     if cgroup is not None:
+        join = cgroup.joiner()
         try:
-            return subprocess.Popen(argv, preexec_fn=cgroup.joiner(), **kw), cgroup
+            return subprocess.Popen(argv, preexec_fn=_chain(join, fence), **kw), cgroup
         except subprocess.SubprocessError as exc:  # the child could not enter its cgroup (it never ran)
             log.warning("an agent runs without a cgroup of its own: it could not enter %s: %s", cgroup.path, exc)
             cgroup.remove()
         finally:
             cgroup.close_joiner()
-    return subprocess.Popen(argv, **kw), None
+    return subprocess.Popen(argv, preexec_fn=fence, **kw), None
+
+
+def _chain(first: Callable[[], None], then: Optional[Callable[[], None]]) -> Callable[[], None]:
+    if then is None:
+        return first
+
+    def both() -> None:
+        first()
+        then()
+    return both
 
 
 def _fmt_s(seconds: float) -> str:
@@ -241,6 +253,7 @@ class RunningAgent:
         self.stragglers_left: Tuple[int, ...] = ()  # pids that would not die (rare: D state)
         # the log cappers (logcap.py) of a run we started; an adopted run's are not ours to wait for
         self.cappers: Tuple["subprocess.Popen[bytes]", ...] = ()
+        self.signal_as_exit = False
 
     # -- construction --------------------------------------------------------------
 
@@ -249,13 +262,14 @@ class RunningAgent:
               model: str, thinking: str, now: float) -> "RunningAgent":
         """Spawn ``openclaw agent`` in its own session (AgentError when it cannot start)."""
         argv, env = build_command(cfg, ws, session_id=session_id, model=model, thinking=thinking)
+        fenced = sandbox.fenced(cfg, ws, argv, env)
         cappers: List["subprocess.Popen[bytes]"] = []
         pipes: List[int] = []
         cgroup = _new_cgroup(cfg, ws.agent_id)
         try:
             for path in (ws.stdout_file, ws.stderr_file):
                 pipes.append(_start_capper(path, cappers))
-            popen, cgroup = _spawn(argv, cgroup, cwd=os.fspath(ws.task_dir), env=env,
+            popen, cgroup = _spawn(fenced.argv, cgroup, fenced.preexec, cwd=os.fspath(ws.task_dir), env=fenced.env,
                                    stdin=subprocess.DEVNULL, stdout=pipes[0], stderr=pipes[1],
                                    start_new_session=True, close_fds=True)
         except OSError as exc:
@@ -265,12 +279,14 @@ class RunningAgent:
                 cgroup.remove()
             raise AgentError(argv[0], f"cannot start: {exc.strerror or exc}") from exc
         finally:
+            fenced.close()
             for fd in pipes:
                 os.close(fd)
         ticks = process_start_ticks(popen.pid)
         agent = cls(cfg=cfg, ws=ws, task_id=task_id, pid=popen.pid, pgid=popen.pid,
                     proc_start_ticks=ticks, started_at=now, popen=popen, cgroup=cgroup)
         agent.cappers = tuple(cappers)
+        agent.signal_as_exit = fenced.argv[0] != argv[0]   # bwrap: an agent ended by signal N exits 128+N
         return agent
 
     @classmethod
@@ -424,6 +440,8 @@ class RunningAgent:
         duration = end - self.started_at
         ev = _gather(self.ws)
         rc = self.returncode
+        if self.signal_as_exit and rc is not None and 128 < rc < 128 + 65:
+            rc = 128 - rc
         exit_code = rc if rc is not None and rc >= 0 else None
         sig = -rc if rc is not None and rc < 0 else None
         if self.timed_out:

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
 
 from . import permissions as perm
+from . import sandbox
 from .cgroups import Containment, detect
 from .config import Settings
 from .discord_api import DiscordClient
-from .errors import DiscordError, OrchError
+from .errors import ConfigError, DiscordError, OrchError
 from .models import Channel, Guild, Member, User
 from .openclaw import CRON_PATH, missing_interpreter, path_for_agent, resolve_openclaw
 
@@ -94,6 +95,7 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
         found.append(Finding(OK, "CLAIM=reaction", "one host claims a task by its ✅; no thread permissions needed"))
     found.extend(_check_openclaw(settings))
     found.append(_check_containment(settings))
+    found.append(_check_sandbox(settings))
     found.append(Finding(OK, "who may submit", _who_may_submit(settings)))
     return found
 
@@ -211,6 +213,17 @@ def _check_containment(settings: Settings) -> Finding:
     if place.parent is not None:
         return Finding(OK, "containment", place.describe())
     return Finding(WARN, "containment", f"{place.describe()}; see README, Security")
+
+
+def _check_sandbox(settings: Settings) -> Finding:
+    """Which fence will hold agents (AGENT_SANDBOX), probed as a pass would."""
+    try:
+        found = sandbox.choose(settings.agent_sandbox)
+    except ConfigError as exc:
+        return Finding(FAIL, "sandbox", f"{exc.problem}")
+    if found.fenced:
+        return Finding(OK, "sandbox", found.describe())
+    return Finding(WARN, "sandbox", f"{found.describe()}; see README, Security")
 
 
 def _launch(name: str, path: Optional[str]) -> Tuple[str, Optional[str]]:

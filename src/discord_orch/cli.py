@@ -220,6 +220,18 @@ def _one_of(argument: str, positional: Optional[str], flag: str, option: Optiona
     return option if option is not None else positional
 
 
+def _fence_or_fail(mode: str) -> None:
+    """The pass holds the token: no process of our user may read our memory (prctl); a named sandbox
+    that does not work here stops the pass before any agent runs (fail closed)."""
+    from .landlock import undumpable
+
+    undumpable()
+    if mode in ("bwrap", "landlock"):   # auto never fails; an idle pass loads no more than this
+        from . import sandbox
+
+        sandbox.fence(mode)
+
+
 @cli.command()
 @click.option("--watch", is_flag=True, help="Keep polling and running until stopped (for systemd or a terminal).")
 @setting_options("POLL_INTERVAL", "MAX_AGENTS", "TIMEOUT")
@@ -234,6 +246,7 @@ def orchestrate(ctx: click.Context, watch: bool, **flags: Any) -> None:
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL", "WORKER_POOL_CHANNEL")
     settings.require_results_channel()
+    _fence_or_fail(settings.agent_sandbox)
     try:
         for directory in (settings.runtime_dir, settings.workers_dir, settings.archive_dir):
             check_writable(directory, reserve=settings.runtime_dir / RESERVE_NAME)

@@ -80,6 +80,9 @@ class Settings(NamedTuple):
     timeout_s: Optional[float] = default_of("TIMEOUT")
     kill_grace_s: float = default_of("KILL_GRACE")
     agent_cgroup: bool = default_of("AGENT_CGROUP")
+    agent_sandbox: str = default_of("AGENT_SANDBOX")
+    sandbox_read_paths: Tuple[str, ...] = default_of("SANDBOX_READ_PATHS")
+    sandbox_write_paths: Tuple[str, ...] = default_of("SANDBOX_WRITE_PATHS")
     max_agents: int = default_of("MAX_AGENTS")
     aliases: Mapping[str, str] = DEFAULT_ALIASES
     allowed_user_ids: Tuple[str, ...] = default_of("ALLOWED_USER_IDS")

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -98,6 +99,7 @@ class ClientStats(NamedTuple):
     responses_429: int = 0
     retries: int = 0        # attempts repeated after a transient failure or a 429
     waited_s: float = 0.0
+REDACTED = "[token removed]"        # what stands where an outgoing body held the bot token
 
 
 class DiscordClient:
@@ -121,6 +123,10 @@ class DiscordClient:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self._token = token
+        # what an agent could put in a post of ours: the token, also as markdown escaping leaves it
+        # (a backslash before _ or *) and JSON then (two): never sent in a body, whatever the post
+        self._token_in_text = re.compile(r"\\{0,2}".join(re.escape(c) for c in token))
+        self._token_in_bytes = re.compile(rb"\\{0,2}".join(re.escape(c.encode()) for c in token))
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._max_retries = int(max_retries)
@@ -450,6 +456,7 @@ class DiscordClient:
                 self._count(requests=1)
                 started = self._clock()
                 try:
+                    json_body, form, files = self._scrubbed(json_body, form, files)
                     resp = self._session.request(method, url, params=query, json=json_body, data=form, files=files,
                                                  headers=self._headers(auth=True), timeout=self._timeout,
                                                  proxies=self._proxies_for(url))
@@ -587,6 +594,22 @@ class DiscordClient:
     def _release(self, route_key: str, major: str) -> None:
         with self._lock:
             self._limiter.release(route_key, major, self._clock())
+
+    def _scrubbed(self, json_body: Any, form: Optional[Mapping[str, str]],
+                  files: Optional[list]) -> Tuple[Any, Optional[Mapping[str, str]], Optional[list]]:
+        """The body with the token's value taken out (a post, its attachments, a thread's name)."""
+        def text(value: Any) -> Any:
+            if isinstance(value, str):
+                return self._token_in_text.sub(REDACTED, value)
+            if isinstance(value, dict):
+                return {k: text(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [text(v) for v in value]
+            return value
+        if files:
+            files = [(name, (fname, self._token_in_bytes.sub(REDACTED.encode(), data), ctype))
+                     for name, (fname, data, ctype) in files]
+        return text(json_body), text(dict(form)) if form else form, files
 
     def _check_authorized(self, method: str, template: str, channel_id: Optional[str]) -> None:
         with self._lock:

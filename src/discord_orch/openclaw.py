@@ -44,6 +44,9 @@ class AgentConfig:
     timeout_s: float = 120.0
     kill_grace_s: float = 10.0
     cgroup: bool = True                  # each agent in a cgroup of its own where one can be made (cgroups.py)
+    sandbox: str = "auto"                # AGENT_SANDBOX: the fence around it (sandbox.py)
+    sandbox_read: Tuple[str, ...] = ()   # SANDBOX_READ_PATHS, SANDBOX_WRITE_PATHS
+    sandbox_write: Tuple[str, ...] = ()
     user_openclaw_config: Path = field(
         default_factory=lambda: Path(os.path.expanduser("~/.openclaw/openclaw.json")))
     extra_pythonpath: Optional[str] = None

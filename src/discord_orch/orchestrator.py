@@ -120,10 +120,10 @@ class Parts:
 
         s = self.settings
         return AgentConfig(openclaw_bin=s.openclaw_bin, local=s.agent_local, timeout_s=float(s.timeout_s or 0),
-                           kill_grace_s=s.kill_grace_s, cgroup=s.agent_cgroup, user_openclaw_config=s.openclaw_config,
-                           extra_pythonpath=s.extra_pythonpath,
+                           kill_grace_s=s.kill_grace_s, cgroup=s.agent_cgroup, sandbox=s.agent_sandbox,
+                           sandbox_read=s.sandbox_read_paths, sandbox_write=s.sandbox_write_paths,
+                           user_openclaw_config=s.openclaw_config, extra_pythonpath=s.extra_pythonpath,
                            secret_values=(s.token.reveal(),) if s.token else ())
-
 
     def agent_config_for(self, rec: TaskRecord) -> AgentConfig:
         """The pass's agent config with the task's own timeout (by its thinking level)."""

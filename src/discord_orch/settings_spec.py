@@ -22,6 +22,7 @@ DEFAULT_TIMEOUT_S = 120
 DEFAULT_TIMEOUT_HIGH_S = 300          # for thinking "high" and above, as the later scripts did
 HIGH_THINKING = ("high", "xhigh")
 STATUS_REACTION_MODES = ("full", "final", "off")
+SANDBOX_MODES = ("auto", "bwrap", "landlock", "off")   # as sandbox.MODES (this module imports no sandbox)
 CLAIM_MODES = ("thread", "reaction")   # how a host claims a task (claim.py)
 HOST_NAME_MAX = 32                    # characters: it ends each task thread's name (100 at most)
 _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -178,6 +179,20 @@ def user_path(key: str, raw: str, home: Path) -> Path:
     return Path(raw.strip()).expanduser()
 
 
+def absolute_paths(key: str, raw: str, home: Path) -> Tuple[str, ...]:
+    """Colon-separated absolute paths (~ expanded); empty: none."""
+    found = []
+    for part in raw.split(":"):
+        part = part.strip()
+        if not part:
+            continue
+        path = Path(part).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(key, f"{part!r} is not an absolute path")
+        found.append(str(path))
+    return tuple(found)
+
+
 def home_path(key: str, raw: str, home: Path) -> Optional[Path]:
     """A path relative to discord-orch's home directory, or None when empty."""
     value = raw.strip()
@@ -214,6 +229,13 @@ SETTINGS: Tuple[Setting, ...] = (
             default="10"),
     Setting("AGENT_CGROUP", "agent_cgroup", boolean,
             "run each agent in a cgroup v2 of its own where the machine allows it (see Security)", default="true"),
+    Setting("AGENT_SANDBOX", "agent_sandbox", Choice(SANDBOX_MODES),
+            "the fence around each agent: auto (bubblewrap where it works, else Landlock, else none and a "
+            "warning), bwrap or landlock (fail when it does not work here), off (see Security)", default="auto"),
+    Setting("SANDBOX_READ_PATHS", "sandbox_read_paths", absolute_paths,
+            "more paths an agent may read (colon-separated, absolute: a repo to read, a cache)", unset_means="none"),
+    Setting("SANDBOX_WRITE_PATHS", "sandbox_write_paths", absolute_paths,
+            "more paths an agent may write (colon-separated, absolute: a repo it works on)", unset_means="none"),
     Setting("MAX_AGENTS", "max_agents", Number(minimum=1, maximum=1000, integer=True), "agents running at once",
             default="2", flag="--max-agents", flag_help="Agents at once"),
     Setting("ALLOWED_USER_IDS", "allowed_user_ids", snowflakes, "user ids whose tasks may run",

@@ -34,6 +34,11 @@ LINKAGENT       succeed, then move its agent dir (workers/agent-*) away and leav
                 ``$STANDIN_LINK_DIR`` in its place
 ESCAPESID       first start a child as ``setsid env -i`` would (new session, empty environment
                 but ``STANDIN_ESCAPEE=<agent id>``: no marker), sleeping forever; then go on
+HOSTILE         a prompt-injected agent (sim/hostile.py): tries to read the token (relative, absolute,
+                /proc paths; the orchestrator's environ and mem), state.db and the ledger, other
+                workspaces (running, kept), ~/.ssh; to write the config, workers/TOOLS.md, the venv,
+                ~/.bashrc; to signal the orchestrator and a sibling agent; leaves an ESCAPESID child;
+                writes each attempt (``SUCCEEDED``/``blocked``) and any token it found into RESULT.txt
 ==============  ==========================================================================
 
 Usage is always input 200 / output 20; provider/model come from ``--model`` split at
@@ -198,7 +203,11 @@ def _write_run_log(opts: Dict[str, object], workspace: Path) -> None:
         "agents_md": _read_or_none(workspace / "AGENTS.md"),
     }
     line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8", "replace")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:   # outside a fenced agent's view (AGENT_SANDBOX): a test that reads it lets it in
+        _log(f"[agent] run log not written: {exc}")
+        return
     try:
         os.write(fd, line)
     finally:
@@ -382,6 +391,12 @@ def run(argv: List[str]) -> int:
     if _has("PARTIAL", task):
         (workspace / RESULT_FILE).write_text("PARTIAL: " + task, encoding="utf-8")
     _misbehave(task)
+    if _has("HOSTILE", task):
+        from .hostile import attack
+        _spawn_sleeper(new_session=True, noterm=False, env={ESCAPEE_ENV: os.environ.get("DISCORD_ORCH_AGENT_ID", "")})
+        (workspace / RESULT_FILE).write_text(attack(workspace, opts), encoding="utf-8")
+        _emit(_ok_json(opts, provider, model, "done", None, started))
+        return 0
     cost_s = _value("COST", task)
     cost = float(cost_s) if cost_s is not None else None
     result, reply = _result_for(task)

@@ -77,6 +77,8 @@ def home_config(world: World, *, openclaw_bin: Union[str, Path], openclaw_config
         # No presence line (hosts.py) unless a test or bench turns it on: it adds requests and messages in
         # #worker-pool that most tests count.
         "HOST_SILENT_AFTER": "0",
+        # the stand-in's code (src/), which its executable imports: under a fence it is not there otherwise
+        "SANDBOX_READ_PATHS": str(Path(__file__).resolve().parents[2]),
     }
 
 
