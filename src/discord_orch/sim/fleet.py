@@ -156,6 +156,11 @@ class Fleet:
             world.ld.add_member(world.guild, bot.id)
             tokens[name], self.bot_of[name] = bot.token, bot.id
         base = {k: v for k, v in env.items() if not k.startswith(OWN_CONFIG_PREFIXES)}
+        if env.get("DISCORD_ORCH_STRICT_LOOP"):   # the test suite's strict mode holds for every host too
+            base["DISCORD_ORCH_STRICT_LOOP"] = env["DISCORD_ORCH_STRICT_LOOP"]
+        # The stand-in's run log lies in the host's dir, which a fenced agent cannot see: hosts run unfenced
+        # unless told otherwise (the fence has its own tests: tests/test_sandbox.py)
+        config = {"AGENT_SANDBOX": "off", **config}
         self.hosts: Dict[str, Host] = {}
         for name in names:
             run_log = root / name / "agent-runs.jsonl"
