@@ -45,10 +45,11 @@ def wait(cond, cap: float = WAIT_CAP_S, step: float = 0.005):
     raise SystemExit("gave up waiting")
 
 
-def trial(root: Path, interval: float, grace: float, claim: str, rng: random.Random):
+def trial(root: Path, interval: float, grace: float, claim: str, rng: random.Random, sandbox: str = "auto"):
     with LocalDiscord(rate_limits=RateLimits.off()) as ld:
         world = make_world(ld)
-        home = make_home(root, world, bench_env(None), CLAIM=claim, KILL_GRACE=grace, POLL_INTERVAL=interval)
+        home = make_home(root, world, bench_env(None), CLAIM=claim, KILL_GRACE=grace, POLL_INTERVAL=interval,
+                         AGENT_SANDBOX=sandbox)
         task = world.post(world.alice, "hang on HANG NOTERM")["id"]
         watch = subprocess.Popen(cli_argv("orchestrate", "--watch"), cwd=home.path, env=home.env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,18 +78,21 @@ def main(argv=None) -> int:
     ap.add_argument("--grace", type=float, default=2.0, help="KILL_GRACE")
     ap.add_argument("--claim", choices=("thread", "reaction"), default="thread")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sandbox", choices=("auto", "bwrap", "landlock", "off"), default="auto",
+                    help="AGENT_SANDBOX (off: the agent that ignores SIGTERM spends the whole KILL_GRACE)")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     latencies = []
     for n in range(args.trials):
         with Scratch(f"controls-{n}-") as root:
-            latency, routes = trial(root, args.interval, args.grace, args.claim, rng)
+            latency, routes = trial(root, args.interval, args.grace, args.claim, rng, args.sandbox)
         latencies.append(latency)
         per_interval = {route: round(count / COUNT_INTERVALS, 2) for route, count in sorted(routes.items())}
         print(f"trial {n + 1}: 🛑 → group gone {latency:.2f} s; requests per POLL_INTERVAL while running: "
               f"{per_interval}")
     bound = args.interval + args.grace + TICK_S
-    print(f"POLL_INTERVAL={args.interval:g} KILL_GRACE={args.grace:g} CLAIM={args.claim}: latency median "
+    print(f"POLL_INTERVAL={args.interval:g} KILL_GRACE={args.grace:g} CLAIM={args.claim} "
+          f"AGENT_SANDBOX={args.sandbox}: latency median "
           f"{statistics.median(latencies):.2f} s, max {max(latencies):.2f} s (bound {bound:.2f} s)")
     return 0
 
