@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -14,7 +16,7 @@ from discord_orch import openclaw as OC
 from discord_orch import outcome as O
 from discord_orch import workspace as W
 from discord_orch.sim.fleet import live_processes_marked  # noqa: F401  (independent of agent.py; tests import it here)
-from discord_orch.sim.standin_openclaw import GATE_DIR_ENV, gate_path, write_standin_executable
+from discord_orch.sim.standin_openclaw import ESCAPEE_ENV, GATE_DIR_ENV, gate_path, write_standin_executable
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "openclaw" / "samples"
@@ -111,3 +113,16 @@ def pass_adopting(home, task_id: str, gate_dir: Path, gate: str = "1", cap_s: fl
     stderr = "".join(seen) + rest
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
     return stderr
+
+
+def escapees(agent_id: str):
+    """The live processes a stand-in agent started in a session of their own (ESCAPE / ESCAPESID)."""
+    return live_processes_marked(ESCAPEE_ENV, [agent_id])
+
+
+def kill_escapees(agent_id: str) -> None:
+    for pid in escapees(agent_id):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass

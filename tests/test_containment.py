@@ -15,28 +15,15 @@ import pytest
 from discord_orch import cgroups as CG
 from discord_orch import outcome as O
 from discord_orch.openclaw import AGENT_ID_ENV
-from discord_orch.sim.standin_openclaw import ESCAPEE_ENV
 
 from conftest import make_home
-from helpers_agent import Rig, drive, live_processes_marked, wait_for
+from helpers_agent import Rig, drive, escapees, kill_escapees, live_processes_marked, wait_for
 from test_reliability import one_result, post_tasks, records, settle, label
 from test_reliability import wait_for as wait_until
 
 CGROUPS = CG.detect()
 needs_cgroup = pytest.mark.skipif(CGROUPS.parent is None,
                                   reason=f"no usable cgroup v2 on this machine: {CGROUPS.reason}")
-
-
-def escapees(agent_id: str):
-    return live_processes_marked(ESCAPEE_ENV, [agent_id])
-
-
-def kill_escapees(agent_id: str) -> None:
-    for pid in escapees(agent_id):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ Real processes, real bwrap and Landlock, the loopback Discord; no mocks."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sysconfig
 import time
 from pathlib import Path
@@ -17,10 +15,9 @@ import pytest
 
 from discord_orch import landlock, sandbox
 from discord_orch import outcome as O
-from discord_orch.sim.standin_openclaw import ESCAPEE_ENV
 
 from conftest import make_home
-from helpers_agent import Rig, drive, live_processes_marked, wait_for
+from helpers_agent import Rig, drive, escapees, kill_escapees, live_processes_marked, wait_for
 from test_hostile_agent import everything_posted
 from test_reliability import label, one_result, post_tasks, records
 from test_reliability import wait_for as wait_until
@@ -30,18 +27,6 @@ BWRAP, BWRAP_WHY = sandbox._probe_bwrap()
 ABI, LANDLOCK_WHY = landlock.abi_version()
 MECHANISMS = [pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP, reason=BWRAP_WHY)),
               pytest.param("landlock", marks=pytest.mark.skipif(not ABI, reason=LANDLOCK_WHY))]
-
-
-def escapees(agent_id: str):
-    return live_processes_marked(ESCAPEE_ENV, [agent_id])
-
-
-def kill_escapees(agent_id: str) -> None:
-    for pid in escapees(agent_id):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def fenced_home(tmp_path, world, mode: str, **config):
