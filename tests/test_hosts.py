@@ -87,7 +87,7 @@ def test_with_results_channel_empty_each_result_and_refusal_is_in_its_tasks_thre
     assert [a["filename"] for a in posted["attachments"]] == ["RESULT.txt"]
     [refusal] = thread_lines(world, refused)
     assert refusal.startswith(f"⛔ **REFUSED** · task `{refused}`") and f"user {world.mallory.id}" in refusal
-    assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in (task, refused))
+    assert all(world.ld.thread(t)["thread_metadata"]["auto_archive_duration"] == 60 for t in (task, refused))
     assert "reported task=" + task in res.stderr
     assert "pass done: nothing to do" in orchestrate(home).stderr
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, NamedTuple, Optional
 from .errors import DiscordError, NotFound, Unauthorized
 from .core.lanes import guarded
 from .models import Message
-from .state import POSTED_NOTICE, Store, TaskRecord
+from .state import POSTED_NOTICE, STATUS_MESSAGE_KEY, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
-STATUS_KEY = "status-message:{task}"   # meta: the id of a task's status message
+STATUS_KEY = STATUS_MESSAGE_KEY       # meta: the id of a task's status message (claim.py posts it)
 CLAIM_BY_THREAD = "thread"
 STALL_CHECK_S = 0.5               # how often the agents' logs are looked at (two stats each) for a stall
 
@@ -57,6 +57,8 @@ class _Board:
         self.job_queued = False
         self.final = False
         self.nowhere = False   # the task has no thread (claimed before CLAIM=thread): nothing to show
+        self.header = ""       # CLAIM=thread: the claim line, first line of every text (claim.py posted it)
+        self.result: Optional[TaskRecord] = None   # the finished task whose result the last edit carries
 
 
 class _Silence:
@@ -87,6 +89,9 @@ class StatusBoard:
         self._boards: Dict[str, _Board] = {}
         self._silences: Dict[str, _Silence] = {}
         self._last_look = float("-inf")
+        # The result, rendered for the thread (reporter.py): the status message's last edit carries it, so
+        # the thread needs no copy of the #results post. None: the last edit says only how the task ended.
+        self.render_result: Optional[Callable[[TaskRecord, int], Optional[str]]] = None
         # hosts.Presence.fresh: a host that was silent edits nothing until it knows its tasks are still its
         # own (another host may have taken them over: then ``forget``)
         self.gate: Callable[[], bool] = lambda: True
@@ -115,6 +120,10 @@ class StatusBoard:
         self._silences.pop(rec.task_id, None)
         board = self._board(rec)
         board.final = True
+        root = self._root_of(rec.task_id) is None
+        board.result = None
+        if root and board.header and self.render_result is not None:
+            board.result = self.store.get(rec.task_id)   # now, while the record keeps the outcome's texts
         self._want(board, status_final(outcome_status=outcome_status, duration_s=duration_s,
                                        turn=self._turn_number(rec)))
         if not board.job_queued and not board.nowhere:   # at once: the thread is archived once the result is out
@@ -136,7 +145,8 @@ class StatusBoard:
                 self._look(w, now)
         for task, board in self._boards.items():
             if board.wanted != board.shown and not board.job_queued and not board.nowhere and \
-                    (board.message_id is None or board.final or now - board.edited_at >= self.settings.status_every_s):
+                    ((board.message_id is None and not board.header) or board.final
+                     or now - board.edited_at >= self.settings.status_every_s):
                 self._send(task, board)
 
     def flush(self) -> None:
@@ -171,7 +181,34 @@ class StatusBoard:
         if board is None:
             board = self._boards[task] = _Board()
             board.message_id = self.store.get_meta(STATUS_KEY.format(task=task))
+            if self.settings.claim == CLAIM_BY_THREAD:
+                board.header = self._header(task)
+                board.edited_at = self.clock()   # the claim line was just posted (or is about to be): a first edit
         return board
+
+    def _header(self, task: str) -> str:
+        from .report import claim_header
+
+        root = self.store.get(task)
+        if root is None:
+            return ""
+        return claim_header(host=self.settings.host_name, model=root.model or None, thinking=root.thinking,
+                            worker=root.worker)
+
+    def _text(self, board: _Board) -> str:
+        """What the message says: the claim line, then the status; at the end, the result under it."""
+        from .report import MESSAGE_LIMIT, under_header
+
+        if board.final and board.result is not None and self.render_result is not None:
+            try:
+                rendered = self.render_result(board.result, MESSAGE_LIMIT - len(board.header) - 1)
+            except Exception as exc:   # a formatting bug costs the thread its copy, not the status
+                log.error("task=%s: its result could not be formatted for its thread (%s: %s)",
+                          board.result.task_id, type(exc).__name__, exc)
+                rendered = None
+            if rendered:
+                return board.header + "\n" + rendered
+        return under_header(board.header, board.wanted)
 
     @staticmethod
     def _want(board: _Board, text: str) -> None:
@@ -196,17 +233,19 @@ class StatusBoard:
         def job() -> None:
             text = board.wanted
             channel, reply_to = self._where(task)
+            if board.message_id is None:   # the claim line, posted on this lane since the board was made
+                board.message_id = self.store.get_meta(STATUS_KEY.format(task=task))
             if not self.gate():   # not sent: asked again by a later tick (or forgotten)
                 board.job_queued = False
                 return
             try:
                 if board.message_id is not None:
                     try:
-                        self.client.edit_message(channel, board.message_id, text)
+                        self.client.edit_message(channel, board.message_id, self._text(board))
                     except NotFound:
                         board.message_id = None   # deleted by someone: a new one, once
                 if board.message_id is None:
-                    msg = self._post(task, text, nonce=f"s{task}")
+                    msg = self._post(task, self._text(board), nonce=f"s{task}")
                     if msg is None:
                         board.nowhere = True
                         return

@@ -33,6 +33,8 @@ class ProgressStep(Step):
         ctx.on("forget", self.board.forget)
 
     def _finished(self, rec: TaskRecord, outcome: Outcome) -> None:
+        # The last edit carries the result (the reporter renders it for the thread): no copy is posted there.
+        self.board.render_result = self.ctx.parts.reporter.thread_result
         self.board.finished(rec, outcome.status, outcome.duration_s)
 
     def turn(self, now: float) -> None:
