@@ -109,7 +109,12 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
     assert world.ld.thread(task["id"])["thread_metadata"]["auto_archive_duration"] == 60
     assert "PATCH /channels/{channel_id}" not in routes
 
-    # nothing new: no request for the thread's messages
+    # issue 24: the thread stays active (no archive PATCH), so the next read reads once what is newer than
+    # the follow-ups it saw (the bot's own answers: a follow-up could be among them); then nothing new: no
+    # request for the thread's messages
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ, "GET /channels/{channel_id}/messages"]
     world.ld.reset_log()
     run_pass(home)
     assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ]

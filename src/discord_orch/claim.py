@@ -497,7 +497,7 @@ class Claims:
         is nothing to arbitrate: every host may refuse it, and ⛔ is idempotent). Per author and
         STRANGER_PERIOD_S: ⛔ on the first STRANGER_MARKS messages, one explanation, posted by the host
         ``answers_strangers`` names (the live host with the smallest name, as for NO HOST); the rest are
-        recorded, logged and cost no request."""
+        recorded, logged and cost no request. A message another host marked ⛔ first costs none either."""
         if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id, status=REFUSED,
                                  refusal=reason):
             return Decision(msg.id)
@@ -505,9 +505,13 @@ class Claims:
         now = time.time()
         start, count = _period(self.store.get_meta(key), now)
         self.store.set_meta(key, f"{start:.0f} {count + 1}")
-        if count < STRANGER_MARKS:
+        # A ⛔ already there (as the poll saw it): another host refused it first, and explains it if anyone
+        # does; with no presence to agree by, that is how hosts agree (two at the very same moment may both
+        # explain: hosts sharing a bot token then post one, by the post's nonce).
+        marked = msg.reaction(REFUSED_EMOJI) is not None
+        if count < STRANGER_MARKS and not marked:
             self._submit(lambda: self._react(msg.id, REFUSED_EMOJI), priority=REFUSED_REACTION_PRIORITY)
-        told = count > 0 or not self.answers_strangers()
+        told = count > 0 or marked or not self.answers_strangers()
         (log.info if told else log.warning)("refused task=%s author=%s: %s%s", msg.id, msg.author.id, reason,
                                             " (explained once this hour)" if told else "")
         if told:
