@@ -49,7 +49,8 @@ class Claiming(Step):
         if self.ctx.stopping or not self.intake.backlog or not self.ctx.allows("claim"):
             return
         board = self.ctx.board
-        while board.capacity() > 0 and not self.intake.polling:   # a task posted since may go first
+        # a task posted since may go first; ``claim-one``: a budget with room for one task more (steps/budget.py)
+        while board.capacity() > 0 and not self.intake.polling and self.ctx.allows("claim-one"):
             msg = self.intake.next_task()
             if msg is None:
                 break
