@@ -364,3 +364,87 @@ def test_links_an_agent_left_in_inputs_do_not_carry_a_follow_up_s_files_out_of_i
     assert list(outside.iterdir()) == [] and len(home.runs()) == 2   # the second follow-up's agent never ran
     [answer] = replies_to(world, task["id"], second["id"])
     assert "its files could not be saved" in answer["content"], answer["content"]
+
+
+# ---------------------------------------------------------------------------- issue 24: no follow-up lost to an archive
+
+
+def answered(world, task_id: str, message_id: str) -> bool:
+    return any(m["author"]["id"] == world.bot.id for m in replies_to(world, task_id, message_id))
+
+
+def test_a_follow_up_sent_the_instant_the_result_appears_is_answered(tmp_path, world):
+    """Was lost: the bot archived the thread right after the result, hiding it from threads/active (where
+    the reader looks). Now nothing archives it by hand: the pass that posted the result reads it."""
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "a short one SLEEP=0.5")["id"]
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: any(task in m["content"] for m in world.results_messages()), 60)
+    followup = world.ld.post_message(task, world.alice.id, "and one more thing")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    if not answered(world, task, followup["id"]):   # posted after that pass's last read: the next pass's
+        run_pass(home)
+    assert answered(world, task, followup["id"])
+    assert not [r for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]   # no archive
+
+
+def test_a_follow_up_in_a_thread_discord_archived_by_itself_is_answered(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "summarise the notes")["id"]
+    run_pass(home)
+    assert world.ld.thread(task)["thread_metadata"]["auto_archive_duration"] == 60
+    world.ld.archive_thread(task)                    # as Discord does an hour after its last message
+    followup = world.ld.post_message(task, world.alice.id, "now in French")   # unarchives it
+    assert world.ld.thread(task)["thread_metadata"]["archived"] is False
+    second = run_pass(home)
+    assert answered(world, task, followup["id"]), second.stderr
+    assert len(home.runs()) == 2
+
+
+def make_room(home):
+    """What a pass does when a thread start meets the server's cap (claim.py): archive finished threads."""
+    from discord_orch.claim import Claims
+    from discord_orch.config import load_settings
+    from discord_orch.discord_api import DiscordClient
+    from discord_orch.state import Store
+
+    settings = load_settings(home.path, environ={})
+    store = Store(settings.runtime_dir, host=settings.host_name)
+    try:
+        with DiscordClient(settings.token.reveal(), base_url=settings.api_base_url) as client:
+            return Claims(settings, client, store, on_fatal=lambda exc: None, on_done=lambda: None)._make_room()
+    finally:
+        store.close()
+
+
+def test_at_the_thread_cap_a_finished_thread_is_archived_unless_a_follow_up_came_meanwhile(tmp_path, world):
+    """The PATCH that archives answers with the thread's last_message_id: newer than what the reader saw
+    (a follow-up typed just before), the archive is taken back and the follow-up answered; else it stays."""
+    home = conversation_home(tmp_path, world)
+    quiet, busy = (world.post(world.alice, text)["id"] for text in ("the quiet one", "the busy one"))
+    run_pass(home)
+    followup = world.ld.post_message(busy, world.alice.id, "wait, one more")   # not read by any pass yet
+    world.ld.reset_log()
+    assert make_room(home) is True
+    assert world.ld.thread(quiet)["thread_metadata"]["archived"] is True
+    assert world.ld.thread(busy)["thread_metadata"]["archived"] is False      # taken back
+    patches = [r for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]
+    assert len(patches) == 3   # two archives, one taken back
+    run_pass(home)
+    assert answered(world, busy, followup["id"])
+
+
+def test_a_start_at_the_thread_cap_archives_the_oldest_finished_thread_and_claims(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    older, newer = (world.post(world.alice, text)["id"] for text in ("first of all", "second of all"))
+    run_pass(home)
+    world.ld.max_active_threads = 2
+    task = world.post(world.alice, "one over the cap")["id"]
+    world.ld.reset_log()
+    res = run_pass(home)
+    assert any(task in m["content"] for m in world.results_messages()), res.stderr
+    archived = [r.path.rsplit("/", 1)[1] for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]
+    assert archived == [older, newer]   # the oldest finished first (up to ROOM_ARCHIVES at once)
+    assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in (older, newer))
+    assert "threads archived to make room" in res.stderr

@@ -243,6 +243,15 @@ def _period(kept: Optional[str], now: float) -> Tuple[float, int]:
     return now, 0
 
 
+def _unread(thread: Channel, seen_upto: str, status_id: Optional[str]) -> bool:
+    """Has the thread a message newer than what the follow-up reader saw? Its only message being its claim
+    line (the status message) is nothing to read (conversation.py skips it the same way)."""
+    last = thread.last_message_id
+    if not last or int(last) <= int(seen_upto):
+        return False
+    return not (thread.message_count == 1 and last == status_id)
+
+
 class Access:
     """Decides whose tasks may run. ``member_roles`` looks roles up (cached here)."""
 
@@ -765,8 +774,8 @@ class Claims:
         for _finished, thread_id in sorted(done)[:ROOM_ARCHIVES]:
             answer = self.client.archive_thread(thread_id)
             row = seen.get(thread_id)
-            if answer is not None and row is not None and answer.last_message_id \
-                    and int(answer.last_message_id) > int(row["seen_upto"]):
+            if answer is not None and row is not None and _unread(answer, row["seen_upto"], self.store.get_meta(
+                    STATUS_MESSAGE_KEY.format(task=thread_id))):
                 self.client.edit_thread(thread_id, archived=False)   # a follow-up came meanwhile: read it first
                 log.info("task=%s: its thread has a message not read yet; left active", thread_id)
                 continue
