@@ -445,6 +445,12 @@ def test_a_start_at_the_thread_cap_archives_the_oldest_finished_thread_and_claim
     res = run_pass(home)
     assert any(task in m["content"] for m in world.results_messages()), res.stderr
     archived = [r.path.rsplit("/", 1)[1] for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]
-    assert archived == [older, newer]   # the oldest finished first (up to ROOM_ARCHIVES at once)
+    finished = sorted((older, newer), key=lambda t: records_finished_at(home, t))
+    assert archived == finished   # the oldest finished first (up to ROOM_ARCHIVES at once)
     assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in (older, newer))
     assert "threads archived to make room" in res.stderr
+
+
+def records_finished_at(home, task_id: str) -> float:
+    with closing(sqlite3.connect(str(home.path / ".runtime" / "state.db"))) as conn:
+        return conn.execute("SELECT finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
