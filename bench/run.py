@@ -270,15 +270,22 @@ def bench_burst(rep: Report, sizes: Sizes, pycache: Path, keep: bool, mode: str,
              + f", peak RSS {(st.peak_rss_kb or 0) / 1024:.1f} MB, agents at once up to {st.max_children}")
 
 
+SHARED = ("poll GET", "post #worker-pool", "GET /guilds/{guild_id}/threads/active", "GET /users/@me",
+          "GET /channels/{channel_id}", "GET /guilds/{guild_id}/members/{user_id}")   # not any one task's
+
+
 def _requests_figure(rep: Report, name: str, total: int, n: int, routes: Dict[str, int], *, edits: int,
                      per_task: int) -> None:
     """Requests per task against issue 24's target: ``per_task`` (a thread start, ✅, the thread's one
-    message, the #results post, 🏁) plus the status edits the tasks' length needed, everything counted
-    (polls, notices, reads shared by the tasks included)."""
-    rpt, ept = total / n, edits / n
+    message, the #results post, 🏁) plus the status edits the tasks' length needed. Two figures: what the
+    tasks cost themselves, and everything (the polls and #worker-pool notices the tasks share too)."""
+    shared = sum(v for k, v in routes.items() if k in SHARED)
+    own, ept = (total - shared) / n, edits / n
     target = per_task + ept
-    rep.figure(name, f"{rpt:.2f} ({total} requests / {n} tasks; of them status edits {ept:.2f} a task)",
-               f"<= {per_task} + the status edits = {target:.2f}", rpt <= target + 1e-9)
+    rep.figure(name, f"{own:.2f} a task's own ({total - shared} requests / {n} tasks; of them status edits "
+               f"{ept:.2f} a task)", f"<= {per_task} + the status edits = {target:.2f}", own <= target + 1e-9)
+    rep.figure(name + "_all", f"{total / n:.2f} all in ({total} requests / {n} tasks: {shared / n:.2f} a task "
+               f"shared: polls, notices, reads)", f"<= {target:.2f}", total / n <= target + 1e-9)
     rep.note("requests: " + ", ".join(f"{k} {v}" for k, v in sorted(routes.items(), key=lambda kv: -kv[1])))
 
 

@@ -99,9 +99,13 @@ Races, and why each task runs once, on one host, with one result:
   nonce ``c<task id>`` so that a round after lost answers returns the line the
   first made; what a pass killed meanwhile left unsaid the next pass says.
 
-After the claim, the task's thread carries the whole result (reporter.py: a copy
-of the #results post, or the only post with RESULTS_CHANNEL empty) and is
-archived; a host that lost a start spreads over the queue (intake.py).
+After the claim, the task's thread holds one message of this host's: the claim
+line, which is the task's status message (progress.py edits it, its last edit
+carrying the result; with RESULTS_CHANNEL empty the result is a post of its own
+there). The thread is started with the shortest auto-archive (60 minutes), so
+Discord archives it at no request; a host that lost a start spreads over the
+queue (intake.py). A stranger's message (its author may not run tasks) starts no
+thread: nothing runs, so there is nothing to arbitrate (``_stranger``).
 
 Claiming with CLAIM=reaction (one host: the seed's rule)
 -------------------------------------------------------

@@ -1,8 +1,10 @@
 """A task's live status: one message, edited, never a new one; and a stall notice.
 
-The status message of a task is in its thread (CLAIM=thread) or, with CLAIM=reaction, a reply to
+The status message of a task is in its thread (CLAIM=thread: the claim line claim.py posted, so the
+thread needs no other message; each text goes under that line) or, with CLAIM=reaction, a reply to
 the task message in #task-queue. It says: queued (position n of m), running on HOST for 1m20s
-with the last line the agent logged, then how it ended. A follow-up's turn (conversation.py)
+with the last line the agent logged, then how it ended: with #results, the result itself
+(reporter.py renders it for the thread when the task finishes; an edit carries no file). A follow-up's turn (conversation.py)
 edits the same message. Edits go on the task lane, at most every STATUS_EVERY seconds per
 message and only when the text changed, so Discord's limits (5 edits per 5 s a channel) are
 never near; the last text of a pass is sent when the pass ends (``flush``). Its id is kept in
