@@ -394,9 +394,14 @@ def test_a_follow_up_in_a_thread_discord_archived_by_itself_is_answered(tmp_path
     task = world.post(world.alice, "summarise the notes")["id"]
     run_pass(home)
     assert world.ld.thread(task)["thread_metadata"]["auto_archive_duration"] == 60
-    world.ld.archive_thread(task)                    # as Discord does an hour after its last message
+    world.ld.idle_thread(task, minutes=61)           # an hour and more with nothing posted: Discord archived it
+    assert world.ld.thread(task)["thread_metadata"]["archived"] is True
     followup = world.ld.post_message(task, world.alice.id, "now in French")   # unarchives it
     assert world.ld.thread(task)["thread_metadata"]["archived"] is False
+    from discord_orch.discord_api import DiscordClient
+
+    with DiscordClient(world.bot.token, base_url=world.ld.base_url) as client:   # where the reader looks
+        assert task in [t.id for t in client.list_active_threads(world.guild).threads]
     second = run_pass(home)
     assert answered(world, task, followup["id"]), second.stderr
     assert len(home.runs()) == 2
