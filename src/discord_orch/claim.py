@@ -175,7 +175,6 @@ if TYPE_CHECKING:
 CLAIM_EMOJI = "✅"
 CLAIM_BY_THREAD = "thread"      # CLAIM=thread: the host that starts a task's thread runs it
 THREAD_ARCHIVE_MINUTES = 60     # the shortest: Discord archives an idle task thread itself, at no request
-ROOM_ARCHIVES = 25              # threads archived by hand at most when a start meets the server's cap
 CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line among a thread's first messages
 CLAIM_MARK_TRIES = 2            # rounds of the claim's marks (✅, the thread's line) before the pass gives up on them
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
@@ -245,15 +244,6 @@ def _period(kept: Optional[str], now: float) -> Tuple[float, int]:
     except ValueError:
         pass
     return now, 0
-
-
-def _unread(thread: Channel, seen_upto: str, status_id: Optional[str]) -> bool:
-    """Has the thread a message newer than what the follow-up reader saw? Its only message being its claim
-    line (the status message) is nothing to read (conversation.py skips it the same way)."""
-    last = thread.last_message_id
-    if not last or int(last) <= int(seen_upto):
-        return False
-    return not (thread.message_count == 1 and last == status_id)
 
 
 class Access:
@@ -760,34 +750,10 @@ class Claims:
             self._submit(lambda: self._react(rec.task_id, emoji, remove=True))
 
     def _make_room(self) -> bool:
-        """A start met the server's cap of active threads (160006): archive this host's finished tasks'
-        threads that are still active, the oldest finished first (one GET of the active threads, a PATCH
-        each); whether any was. The PATCH answers with the thread: one whose last message is newer than
-        what the follow-up reader saw (a follow-up typed meanwhile) is taken back at once, so that the
-        reader, which looks at the active threads, still reads it."""
-        from .state import FINISHED_HERE
+        """A start met the server's cap of active threads: archive this host's finished threads (room.py)."""
+        from .room import make_room   # only at the cap
 
-        active = self.client.list_active_threads(self.identity.guild())
-        seen = self.store.conversations_watched(float("-inf"))
-        done = []
-        for thread in active.threads:
-            rec = self.store.get(thread.id) if thread.parent_id == self.settings.task_queue_channel else None
-            if rec is not None and rec.status in FINISHED_HERE and rec.host == self.settings.host_name:
-                done.append((rec.finished_at or rec.claimed_at, thread.id))
-        archived = 0
-        for _finished, thread_id in sorted(done)[:ROOM_ARCHIVES]:
-            answer = self.client.archive_thread(thread_id)
-            row = seen.get(thread_id)
-            if answer is not None and row is not None and _unread(answer, row["seen_upto"], self.store.get_meta(
-                    STATUS_MESSAGE_KEY.format(task=thread_id))):
-                self.client.edit_thread(thread_id, archived=False)   # a follow-up came meanwhile: read it first
-                log.info("task=%s: its thread has a message not read yet; left active", thread_id)
-                continue
-            archived += answer is not None
-        if archived:
-            log.warning("the server is at Discord's cap of active threads: %d finished task threads archived",
-                        archived)
-        return archived > 0
+        return make_room(self.client, self.store, self.settings, self.identity.guild())
 
     def _submit(self, job: Callable[[], None], priority: int = 0) -> None:
         assert self.lane is not None, "Claims.start() first"
