@@ -161,6 +161,7 @@ def test_the_status_message_goes_from_queued_to_running_to_done_and_a_silent_age
     running = next(i for i, v in enumerate(versions) if v.startswith("▶️ Follow-up 1: running on "))
     done = next(i for i, v in enumerate(versions) if v.startswith("✅ **DONE** · follow-up 1 ran "))
     assert queued < running < done == len(versions) - 1
+    assert f"task `{task['id']}`" in status_of(world, task["id"])["content"]   # the task's result stays under it
     stalls = [m for m in thread(world, other["id"]) if "has written nothing for" in m["content"]]
     assert len(stalls) == 1
     other_versions = world.ld.versions(status_of(world, other["id"])["id"])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, NamedTuple, Optional
 from .errors import DiscordError, NotFound, Unauthorized
 from .core.lanes import guarded
 from .models import Message
-from .state import POSTED_NOTICE, STATUS_MESSAGE_KEY, Store, TaskRecord
+from .state import OPEN, POSTED_NOTICE, REPORTED, STATUS_MESSAGE_KEY, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -60,7 +60,8 @@ class _Board:
         self.final = False
         self.nowhere = False   # the task has no thread (claimed before CLAIM=thread): nothing to show
         self.header = ""       # CLAIM=thread: the claim line, first line of every text (claim.py posted it)
-        self.result: Optional[TaskRecord] = None   # the finished task whose result the last edit carries
+        self.result: Optional[TaskRecord] = None   # the finished task whose result the message carries
+        self.turn = False      # what it shows is a follow-up's turn (the task's result stays under it)
 
 
 class _Silence:
@@ -103,6 +104,7 @@ class StatusBoard:
         from .report import status_queued
 
         board = self._board(rec)
+        self._showing(board, rec)
         if board.final or not board.wanted.startswith("▶"):   # a turn waiting does not hide the run before it
             board.final = False
             self._want(board, status_queued(position, of, turn=self._turn_number(rec)))
@@ -111,6 +113,7 @@ class StatusBoard:
         from .report import status_running
 
         board = self._board(rec)
+        self._showing(board, rec)
         board.final = False
         self._silences[rec.task_id] = _Silence(self.clock())
         self._want(board, status_running(host=self.settings.host_name, elapsed_s=0.0, last_line="",
@@ -122,14 +125,20 @@ class StatusBoard:
         self._silences.pop(rec.task_id, None)
         board = self._board(rec)
         board.final = True
-        root = self._root_of(rec.task_id) is None
-        board.result = None
-        if root and board.header and self.render_result is not None:
+        self._showing(board, rec)
+        if not board.turn and board.header and self.render_result is not None:
             board.result = self.store.get(rec.task_id)   # now, while the record keeps the outcome's texts
         self._want(board, status_final(outcome_status=outcome_status, duration_s=duration_s,
                                        turn=self._turn_number(rec)))
         if not board.job_queued and not board.nowhere:   # at once: the thread is archived once the result is out
             self._send(self._root_of(rec.task_id) or rec.task_id, board)
+
+    def _showing(self, board: _Board, rec: TaskRecord) -> None:
+        """The message now shows ``rec``: a follow-up's turn keeps the task's result under its status; the
+        task itself (a retry) starts afresh."""
+        board.turn = self._turn_number(rec) > 0
+        if not board.turn:
+            board.result = None
 
     def forget(self, task_id: str) -> None:
         """Another host took the task over: its status message is that host's to tell now."""
@@ -186,6 +195,9 @@ class StatusBoard:
             if self.settings.claim == CLAIM_BY_THREAD:
                 board.header = self._header(task)
                 board.edited_at = self.clock()   # the claim line was just posted (or is about to be): a first edit
+                root = self.store.get(task) if task != rec.task_id else None
+                if root is not None and root.status in (REPORTED, OPEN):   # a turn in a later pass: keep its result
+                    board.result = root
         return board
 
     def _header(self, task: str) -> str:
@@ -199,18 +211,19 @@ class StatusBoard:
 
     def _text(self, board: _Board) -> str:
         """What the message says: the claim line, then the status; at the end, the result under it."""
-        from .report import MESSAGE_LIMIT, under_header
+        from .report import MARK, MESSAGE_LIMIT, under_header
 
-        if board.final and board.result is not None and self.render_result is not None:
-            try:
-                rendered = self.render_result(board.result, MESSAGE_LIMIT - len(board.header) - 1)
-            except Exception as exc:   # a formatting bug costs the thread its copy, not the status
-                log.error("task=%s: its result could not be formatted for its thread (%s: %s)",
-                          board.result.task_id, type(exc).__name__, exc)
-                rendered = None
-            if rendered:
-                return board.header + "\n" + rendered
-        return under_header(board.header, board.wanted)
+        if board.result is None or self.render_result is None or not board.header:
+            return under_header(board.header, board.wanted)
+        status = board.wanted[:-len(MARK)] if board.wanted.endswith(MARK) else board.wanted
+        head = board.header if board.final and not board.turn else board.header + "\n" + status
+        try:
+            rendered = self.render_result(board.result, MESSAGE_LIMIT - len(head) - 1)
+        except Exception as exc:   # a formatting bug costs the thread its copy, not the status
+            log.error("task=%s: its result could not be formatted for its thread (%s: %s)",
+                      board.result.task_id, type(exc).__name__, exc)
+            rendered = None
+        return head + "\n" + rendered if rendered else under_header(board.header, board.wanted)
 
     @staticmethod
     def _want(board: _Board, text: str) -> None:
