@@ -460,3 +460,24 @@ def test_a_start_at_the_thread_cap_archives_the_oldest_finished_thread_and_claim
 def records_finished_at(home, task_id: str) -> float:
     with closing(sqlite3.connect(str(home.path / ".runtime" / "state.db"))) as conn:
         return conn.execute("SELECT finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
+
+
+def test_the_reader_seeing_the_server_near_the_cap_archives_finished_threads(tmp_path, world, monkeypatch):
+    from discord_orch import conversation
+    from discord_orch.config import load_settings
+    from discord_orch.discord_api import DiscordClient
+    from discord_orch.orchestrator import Orchestrator
+    from discord_orch.state import Store
+
+    home = conversation_home(tmp_path, world)
+    tasks = [world.post(world.alice, text)["id"] for text in ("one thing", "another thing")]
+    run_pass(home)
+    monkeypatch.setattr(conversation, "NEAR_CAP", 2)   # two active threads: "near" Discord's 1,000 here
+    settings = load_settings(home.path, environ={})
+    store = Store(settings.runtime_dir, host=settings.host_name)
+    try:
+        with DiscordClient(settings.token.reveal(), base_url=settings.api_base_url) as client:
+            Orchestrator(settings, client, store).run_pass()
+    finally:
+        store.close()
+    assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in tasks)

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 from .errors import DiscordError, Unauthorized
 from .inputs import Limits, forget, input_files, limit_problem, remember
 from .models import TASK_MESSAGE_TYPES, Message, User, snowflake_time
+from .room import NEAR_CAP, make_room
 from .state import (CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, STATUS_MESSAGE_KEY, Store,
                     TaskRecord)
 
@@ -138,6 +139,8 @@ class Conversations:
         if not watched:
             return 0   # the idle pass: no request
         active = self.client.list_active_threads(self._guild())   # GUILD_ID, or looked up once and kept (claim.Identity)
+        if len(active.threads) >= NEAR_CAP:   # the server nears Discord's cap: room before a start meets it
+            make_room(self.client, self.store, self.settings, self._guild(), active)
         recorded = 0
         for thread in active.threads:
             row = watched.get(thread.id)

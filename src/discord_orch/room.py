@@ -1,7 +1,8 @@
 """Room under Discord's cap of active threads (1,000 a server), made by hand only when a start meets it.
 
 A task's thread is started with the shortest auto-archive (60 minutes, claim.py), so Discord archives
-it at no request. Only when a thread start is refused at the cap (160006) does a pass archive: this
+it at no request. Only when the server nears its cap (the follow-up reader sees NEAR_CAP active
+threads in the look it makes anyway) or a thread start is refused at it (160006) does a pass archive: this
 host's finished tasks' threads that are still active (one ``GET /guilds/{id}/threads/active``), the
 oldest finished first, at most ROOM_ARCHIVES, a PATCH each.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from .models import Channel
+from .models import ActiveThreads, Channel
 from .state import FINISHED_HERE, STATUS_MESSAGE_KEY, Store
 
 if TYPE_CHECKING:
@@ -26,12 +27,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("discord_orch")
 
 ROOM_ARCHIVES = 25   # threads archived by hand at most when a start meets the server's cap
+ACTIVE_THREADS_MAX = 1000   # Discord's cap of active threads a server (reported by bot authors; 160006 past it)
+NEAR_CAP = 950              # the follow-up reader, seeing this many active, makes room before a start meets the cap
 
 
-def make_room(client: "DiscordClient", store: Store, settings: "Settings", guild_id: str) -> bool:
+def make_room(client: "DiscordClient", store: Store, settings: "Settings", guild_id: str,
+              active: Optional[ActiveThreads] = None) -> bool:
     """Archive this host's finished tasks' active threads, the oldest finished first; whether any was (the
-    start is then tried again). DiscordError as the client raises it."""
-    active = client.list_active_threads(guild_id)
+    start is then tried again). ``active``: the server's active threads as just read (else one GET).
+    DiscordError as the client raises it."""
+    if active is None:
+        active = client.list_active_threads(guild_id)
     seen = store.conversations_watched(float("-inf"))
     done: List[Tuple[float, str]] = []
     for thread in active.threads:
