@@ -284,7 +284,8 @@ def _requests_figure(rep: Report, name: str, total: int, n: int, routes: Dict[st
     target = per_task + ept
     rep.figure(name, f"{own:.2f} a task's own ({total - shared} requests / {n} tasks; of them status edits "
                f"{ept:.2f} a task)", f"<= {per_task} + the status edits = {target:.2f}", own <= target + 1e-9)
-    rep.figure(name + "_all", f"{total / n:.2f} all in ({total} requests / {n} tasks: {shared / n:.2f} a task "
+    base, _, tag = name.partition("[")
+    rep.figure(base + "_all" + ("[" + tag if tag else ""), f"{total / n:.2f} all in ({total} requests / {n} tasks: {shared / n:.2f} a task "
                f"shared: polls, notices, reads)", f"<= {target:.2f}", total / n <= target + 1e-9)
     rep.note("requests: " + ", ".join(f"{k} {v}" for k, v in sorted(routes.items(), key=lambda kv: -kv[1])))
 
