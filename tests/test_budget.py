@@ -87,6 +87,31 @@ def test_task_max_usd_flags_the_result_and_says_the_agent_was_not_stopped(home, 
     assert "TASK\\_MAX\\_USD" not in the_result(world, cheap)["content"]
 
 
+def test_tasks_started_together_count_at_their_expected_cost_so_at_most_two_run_on_a_fresh_day(home, world,
+                                                                                              monkeypatch):
+    """Issue 24: five agents free, a $0.02 daily budget, tasks that cost $0.0123: a running task counts at the
+    median of the last runs on its model here, so two start (0 and $0.0123 spent or expected: under the
+    budget), not five; the others wait with ⏸."""
+    home.write_config(MAX_AGENTS="5")
+    submit(home, "yesterday's task COST=0.0123")               # what a task costs here, learned a day before
+    pass_at(home, monkeypatch, DAY_ONE)
+    home.write_config(MAX_AGENTS="5", BUDGET_DAILY_USD="0.02")
+    tasks = [submit(home, f"task {n} COST=0.0123") for n in range(5)]
+    pass_at(home, monkeypatch, NEXT_DAY)
+    ran = [r["task_id"] for r in home.runs()][1:]
+    assert ran == tasks[:2]
+    for task in tasks[2:]:
+        assert world.ld.reactions(world.task_queue, task).get(PAUSED) == [world.bot.id]
+    assert "⏸ daily budget reached: $0.00 spent + $0.0246 expected of running tasks" in world.notices()
+
+
+def test_with_no_run_yet_task_max_usd_is_a_tasks_expected_cost(home, world, monkeypatch):
+    home.write_config(MAX_AGENTS="5", BUDGET_DAILY_USD="0.02", TASK_MAX_USD="0.015")
+    tasks = [submit(home, f"task {n} COST=0.0123") for n in range(5)]
+    pass_at(home, monkeypatch, DAY_ONE)
+    assert [r["task_id"] for r in home.runs()] == tasks[:2]
+
+
 def test_days_and_months_are_the_calendar_s_of_the_time_zone():
     from zoneinfo import ZoneInfo
 

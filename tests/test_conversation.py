@@ -46,10 +46,16 @@ def replies_to(world, task_id, message_id) -> List[dict]:
 
 
 def status_of(world, task_id) -> dict:
-    """The task's status message: the bot's message in its thread that says queued, running or ran."""
+    """The task's status message: the thread's one message from the bot, its claim line (issue 24: the line
+    posted on claiming is the status message, edited)."""
     [status] = [m for m in thread(world, task_id) if m["author"]["id"] == world.bot.id
-                and any(word in m["content"].split("\n")[0] for word in (": queued", ": running on", " ran "))]
+                and m["content"].startswith("🧵 Claimed by ")]
     return status
+
+
+def status_line(text: str) -> str:
+    """What a version of the status message says under its claim line."""
+    return text.split("\n")[1]
 
 
 def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_are_not_follow_ups(
@@ -99,9 +105,16 @@ def test_a_follow_up_is_answered_in_the_thread_by_the_same_agent_and_commands_ar
     assert (home.path / "workers" / agent_dir / "turns" / "0" / "RESULT.txt").exists()
     routes = [r.route for r in world.ld.requests]
     assert routes.count(THREAD_READ) >= 1 and "GET /channels/{channel_id}/messages" in routes
-    assert world.ld.thread(task["id"])["thread_metadata"]["archived"] is True   # closed again after the answer
+    # issue 24: left for Discord to archive (an hour after its last message), no PATCH of ours
+    assert world.ld.thread(task["id"])["thread_metadata"]["auto_archive_duration"] == 60
+    assert "PATCH /channels/{channel_id}" not in routes
 
-    # nothing new: no request for the thread's messages
+    # issue 24: the thread stays active (no archive PATCH), so the next read reads once what is newer than
+    # the follow-ups it saw (the bot's own answers: a follow-up could be among them); then nothing new: no
+    # request for the thread's messages
+    world.ld.reset_log()
+    run_pass(home)
+    assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ, "GET /channels/{channel_id}/messages"]
     world.ld.reset_log()
     run_pass(home)
     assert [r.route for r in world.ld.requests] == [QUEUE_READ, THREAD_READ]
@@ -120,7 +133,7 @@ def test_a_follow_up_after_the_window_is_answered_closed_and_the_workspace_goes(
     assert "This task is closed" in answer["content"] and "Start a new task" in answer["content"]
     assert len(home.runs()) == 1 and home.workers() == []
     assert "closed" in second.stderr
-    assert world.ld.thread(task["id"])["thread_metadata"]["archived"] is True
+    assert world.ld.thread(task["id"])["thread_metadata"]["archived"] is False   # issue 24: Discord archives it
 
     # an idle pass once nothing is open or watched: one request again
     time.sleep(window_h * 3600 + 0.2)
@@ -135,23 +148,26 @@ def test_the_status_message_goes_from_queued_to_running_to_done_and_a_silent_age
     task = world.post(world.alice, "draft the plan SLEEP=2")   # long enough for "running" to be posted before
     run_pass(home)                                             # the end (each post says what is true then)
     status = status_of(world, task["id"])
-    assert world.ld.versions(status["id"])[0].startswith("▶️ Task: running on ")
-    assert status["content"].startswith("✅ **DONE** · the task ran ")
+    first, *edits = world.ld.versions(status["id"])
+    assert first.startswith("🧵 Claimed by ") and "starting now" in first
+    assert status_line(edits[0]).startswith("▶️ Task: running on ")
+    assert status_line(status["content"]).startswith("✅ **DONE** · task `" + task["id"])   # the result, under it
     # a silent task takes the only agent; the follow-up waits behind it
     other = world.post(world.alice, "think quietly SLEEP=3")
     world.ld.post_message(task["id"], world.alice.id, "add a timeline")
     run_pass(home)
-    versions = [v.split("\n")[0] for v in world.ld.versions(status["id"])]
+    versions = [status_line(v) for v in world.ld.versions(status["id"])[1:]]
     queued = versions.index("⏳ Follow-up 1: queued (position 1 of 1)")
     running = next(i for i, v in enumerate(versions) if v.startswith("▶️ Follow-up 1: running on "))
     done = next(i for i, v in enumerate(versions) if v.startswith("✅ **DONE** · follow-up 1 ran "))
     assert queued < running < done == len(versions) - 1
+    assert f"task `{task['id']}`" in status_of(world, task["id"])["content"]   # the task's result stays under it
     stalls = [m for m in thread(world, other["id"]) if "has written nothing for" in m["content"]]
     assert len(stalls) == 1
     other_versions = world.ld.versions(status_of(world, other["id"])["id"])
     assert any("running on" in v and "-# last: " in v for v in other_versions)   # the agent's last log line
     assert any("· ⚠️ silent" in v for v in other_versions)
-    assert other_versions[-1].startswith("✅ **DONE** · the task ran ")
+    assert status_line(other_versions[-1]).startswith("✅ **DONE** · task `")
 
 
 def test_with_claim_reaction_the_status_is_a_reply_to_the_task_message(tmp_path, world):
@@ -349,3 +365,119 @@ def test_links_an_agent_left_in_inputs_do_not_carry_a_follow_up_s_files_out_of_i
     assert list(outside.iterdir()) == [] and len(home.runs()) == 2   # the second follow-up's agent never ran
     [answer] = replies_to(world, task["id"], second["id"])
     assert "its files could not be saved" in answer["content"], answer["content"]
+
+
+# ---------------------------------------------------------------------------- issue 24: no follow-up lost to an archive
+
+
+def answered(world, task_id: str, message_id: str) -> bool:
+    return any(m["author"]["id"] == world.bot.id for m in replies_to(world, task_id, message_id))
+
+
+def test_a_follow_up_sent_the_instant_the_result_appears_is_answered(tmp_path, world):
+    """Was lost: the bot archived the thread right after the result, hiding it from threads/active (where
+    the reader looks). Now nothing archives it by hand: the pass that posted the result reads it."""
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "a short one SLEEP=0.5")["id"]
+    proc = home.popen("orchestrate")
+    assert wait_for(lambda: any(task in m["content"] for m in world.results_messages()), 60)
+    followup = world.ld.post_message(task, world.alice.id, "and one more thing")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    if not answered(world, task, followup["id"]):   # posted after that pass's last read: the next pass's
+        run_pass(home)
+    assert answered(world, task, followup["id"])
+    assert not [r for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]   # no archive
+
+
+def test_a_follow_up_in_a_thread_discord_archived_by_itself_is_answered(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    task = world.post(world.alice, "summarise the notes")["id"]
+    run_pass(home)
+    assert world.ld.thread(task)["thread_metadata"]["auto_archive_duration"] == 60
+    world.ld.idle_thread(task, minutes=61)           # an hour and more with nothing posted: Discord archived it
+    assert world.ld.thread(task)["thread_metadata"]["archived"] is True
+    followup = world.ld.post_message(task, world.alice.id, "now in French")   # unarchives it
+    assert world.ld.thread(task)["thread_metadata"]["archived"] is False
+    from discord_orch.discord_api import DiscordClient
+
+    with DiscordClient(world.bot.token, base_url=world.ld.base_url) as client:   # where the reader looks
+        assert task in [t.id for t in client.list_active_threads(world.guild).threads]
+    second = run_pass(home)
+    assert answered(world, task, followup["id"]), second.stderr
+    assert len(home.runs()) == 2
+
+
+def make_room(home):
+    """What a pass does when a thread start meets the server's cap (claim.py): archive finished threads."""
+    from discord_orch.claim import Claims
+    from discord_orch.config import load_settings
+    from discord_orch.discord_api import DiscordClient
+    from discord_orch.state import Store
+
+    settings = load_settings(home.path, environ={})
+    store = Store(settings.runtime_dir, host=settings.host_name)
+    try:
+        with DiscordClient(settings.token.reveal(), base_url=settings.api_base_url) as client:
+            return Claims(settings, client, store, on_fatal=lambda exc: None, on_done=lambda: None)._make_room()
+    finally:
+        store.close()
+
+
+def test_at_the_thread_cap_a_finished_thread_is_archived_unless_a_follow_up_came_meanwhile(tmp_path, world):
+    """The PATCH that archives answers with the thread's last_message_id: newer than what the reader saw
+    (a follow-up typed just before), the archive is taken back and the follow-up answered; else it stays."""
+    home = conversation_home(tmp_path, world)
+    quiet, busy = (world.post(world.alice, text)["id"] for text in ("the quiet one", "the busy one"))
+    run_pass(home)
+    followup = world.ld.post_message(busy, world.alice.id, "wait, one more")   # not read by any pass yet
+    world.ld.reset_log()
+    assert make_room(home) is True
+    assert world.ld.thread(quiet)["thread_metadata"]["archived"] is True
+    assert world.ld.thread(busy)["thread_metadata"]["archived"] is False      # taken back
+    patches = [r for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]
+    assert len(patches) == 3   # two archives, one taken back
+    run_pass(home)
+    assert answered(world, busy, followup["id"])
+
+
+def test_a_start_at_the_thread_cap_archives_the_oldest_finished_thread_and_claims(tmp_path, world):
+    home = conversation_home(tmp_path, world)
+    older, newer = (world.post(world.alice, text)["id"] for text in ("first of all", "second of all"))
+    run_pass(home)
+    world.ld.max_active_threads = 2
+    task = world.post(world.alice, "one over the cap")["id"]
+    world.ld.reset_log()
+    res = run_pass(home)
+    assert any(task in m["content"] for m in world.results_messages()), res.stderr
+    archived = [r.path.rsplit("/", 1)[1] for r in world.ld.requests if r.route == "PATCH /channels/{channel_id}"]
+    finished = sorted((older, newer), key=lambda t: records_finished_at(home, t))
+    assert archived == finished   # the oldest finished first (up to ROOM_ARCHIVES at once)
+    assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in (older, newer))
+    assert "threads archived to make room" in res.stderr
+
+
+def records_finished_at(home, task_id: str) -> float:
+    with closing(sqlite3.connect(str(home.path / ".runtime" / "state.db"))) as conn:
+        return conn.execute("SELECT finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
+
+
+def test_the_reader_seeing_the_server_near_the_cap_archives_finished_threads(tmp_path, world, monkeypatch):
+    from discord_orch import conversation
+    from discord_orch.config import load_settings
+    from discord_orch.discord_api import DiscordClient
+    from discord_orch.orchestrator import Orchestrator
+    from discord_orch.state import Store
+
+    home = conversation_home(tmp_path, world)
+    tasks = [world.post(world.alice, text)["id"] for text in ("one thing", "another thing")]
+    run_pass(home)
+    monkeypatch.setattr(conversation, "NEAR_CAP", 2)   # two active threads: "near" Discord's 1,000 here
+    settings = load_settings(home.path, environ={})
+    store = Store(settings.runtime_dir, host=settings.host_name)
+    try:
+        with DiscordClient(settings.token.reveal(), base_url=settings.api_base_url) as client:
+            Orchestrator(settings, client, store).run_pass()
+    finally:
+        store.close()
+    assert all(world.ld.thread(t)["thread_metadata"]["archived"] for t in tasks)

@@ -8,6 +8,7 @@ loop thread raises.
 
 from __future__ import annotations
 
+import collections
 import re
 import sys
 import threading
@@ -121,9 +122,11 @@ def limited_world():
 
 
 def test_a_strangers_flood_holds_back_neither_an_allowed_task_nor_the_time_its_result_shows(tmp_path, limited_world):
-    """30 messages from someone not allowed, then one task: each refusal starts a thread, and thread starts
-    are 10 per 10 s. The task is decided first, its agent's end is seen at once and its result posted while
-    the refusals are still being decided; the time it shows is the agent's, not the wait for Discord."""
+    """30 messages from someone not allowed, then one task. Issue 24 (was: each refusal started a thread, 31
+    starts): a stranger's message starts no thread; ⛔ on the first STRANGER_MARKS of them, one explanation,
+    posted behind the task's result; the time the result shows is the agent's, not the wait for Discord."""
+    from discord_orch.claim import STRANGER_MARKS
+
     world = limited_world
     home = make_home(tmp_path, world, ALLOWED_USER_IDS=world.alice.id)
     strangers = [world.post(world.mallory, f"let me in {i}")["id"] for i in range(30)]
@@ -132,14 +135,27 @@ def test_a_strangers_flood_holds_back_neither_an_allowed_task_nor_the_time_its_r
     assert run.returncode == 0, run.stderr
     [post] = results_for(world, task)
     assert shown_duration(post) < 2.0, post["content"]
-    posted_at = next(r.time for r in world.ld.requests
-                     if r.method == "POST" and r.route == "POST /channels/{channel_id}/messages"
-                     and r.channel_id == world.results and r.status == 200)
-    starts = [r.time for r in world.ld.requests if r.route == START_ROUTE and r.status in (200, 201)]
-    assert len(starts) == 31 and posted_at < max(starts)   # out before the flood's last thread start
+    starts = [r for r in world.ld.requests if r.route == START_ROUTE]
+    assert [r.path.split("/messages/")[1].split("/")[0] for r in starts] == [task]   # no thread for a stranger
     assert [r["task_id"] for r in home.runs()] == [task]
     refused = [m for m in world.ld.messages(world.task_queue) if m["id"] in strangers
                and any(x["emoji"]["name"] == "⛔" for x in m.get("reactions", []))]
-    assert len(refused) == 30
+    assert len(refused) == STRANGER_MARKS
     assert not [r for r in world.ld.requests if r.status == 429]
-    assert len([m for m in world.ld.messages(world.results) if m["id"] != post["id"]]) <= 3   # grouped refusals
+    [told] = [m for m in world.ld.messages(world.results) if m["id"] != post["id"]]   # one explanation
+    assert f"user {world.mallory.id} is not allowed to run tasks here" in told["content"]
+
+
+def test_a_thousand_messages_from_a_stranger_cost_a_few_dozen_requests_and_no_thread(tmp_path, limited_world):
+    world = limited_world
+    home = make_home(tmp_path, world, ALLOWED_USER_IDS=world.alice.id)
+    for i in range(1000):
+        world.post(world.mallory, f"spam {i}")
+    world.ld.reset_log()
+    run = home.cli("orchestrate")
+    assert run.returncode == 0, run.stderr
+    assert len(world.ld.requests) <= 36, collections.Counter(r.route for r in world.ld.requests)
+    assert not [r for r in world.ld.requests if r.route == START_ROUTE]
+    assert len(world.results_messages()) == 1
+    world.ld.reset_log()
+    assert "nothing to do" in home.cli("orchestrate").stderr   # all of them decided: a later pass reads one page

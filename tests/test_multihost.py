@@ -75,13 +75,15 @@ def test_the_host_that_starts_the_thread_runs_the_task_and_the_others_leave_it(h
     assert len(results_for(world, task)) == 1
     thread = world.ld.thread(task)
     assert thread["name"] == "Write a haiku about queues · host-a" and thread["parent_id"] == world.task_queue
-    claimed, status, ended = thread_messages(world, task)
-    assert claimed["content"].startswith("🧵 Claimed by **host-a**")
-    assert status["content"].startswith("✅ **DONE** · the task ran ")   # the status message, edited to its end
+    # issue 24: one message tells the story: the claim line, edited (running, how it ended) to carry the result
+    [claimed] = thread_messages(world, task)
+    claim_line, shown = claimed["content"].split("\n", 1)
+    assert claim_line.startswith("🧵 Claimed by **host-a**")
     [result] = results_for(world, task)
-    assert ended["content"] == result["content"]   # the whole result, in the thread too
-    assert [a["filename"] for a in ended["attachments"]] == [a["filename"] for a in result["attachments"]]
-    assert world.ld.thread(task)["thread_metadata"]["archived"] is True   # closed once the result was out
+    *body, attached, marker = shown.split("\n")
+    assert body == result["content"].split("\n")[:-2]   # the result as in #results, under the claim line
+    assert attached.endswith(f"attached to the result in <#{world.results}>.")   # an edit carries no file
+    assert world.ld.thread(task)["thread_metadata"]["auto_archive_duration"] == 60   # Discord archives it
     assert "claimed task=" + task in first.stderr
     assert hosts["a"].ledger() == [task] and hosts["b"].ledger() == [] and hosts["c"].ledger() == []
     reactions = world.ld.messages(world.task_queue)[0]["reactions"]
@@ -175,12 +177,17 @@ def test_claim_reaction_keeps_the_seed_single_host_rule(tmp_path, world):
 
 
 def test_a_refusal_is_posted_once_by_the_host_that_won_it(hosts, world):
+    """Issue 24 (was: the host that won the stranger's thread posted it): no thread for a stranger; every
+    host refuses it; the first adds ⛔ and explains; the others see its ⛔ and add nothing (with presence lines,
+    the live host with the smallest name explains, as for NO HOST)."""
     task = world.post(world.mallory, "Let me in")["id"]
     for name in "abc":
         orchestrate(hosts[name])
     refusals = [m for m in world.results_messages() if task in m["content"]]
     assert len(refusals) == 1 and "not allowed" in refusals[0]["content"]
-    assert world.ld.thread(task)["name"].endswith(" · host-a")
+    [msg] = [m for m in world.ld.messages(world.task_queue) if m["id"] == task]
+    assert msg.get("thread") is None and [r["emoji"]["name"] for r in msg["reactions"]] == ["⛔"]
+    assert all(statuses(hosts[n])[task] in ("reported", "cleaned") for n in "abc")
 
 
 def test_a_thread_someone_started_by_hand_keeps_hosts_off_the_task(hosts, world):
@@ -201,8 +208,8 @@ def test_an_idle_pass_with_threads_makes_one_request(hosts, world):
 
 
 def test_a_flood_to_refuse_holds_no_task_back_and_is_one_post(tmp_path):
-    """With threads, each refusal costs a thread's start (rate-limited): the task that may run is
-    claimed first, and the refusals still go out as one post per author."""
+    """The task that may run is claimed first, and the refusals go out as one post per author. Issue 24
+    (was: a thread start each, FLOOD + 1): a stranger's message starts no thread."""
     with LocalDiscord(rate_limits=RateLimits.discord_defaults()) as ld:
         world = make_world(ld)
         home = make_home(tmp_path, world, HOST_NAME="host-a", ALLOWED_USER_IDS=world.alice.id)
@@ -211,10 +218,9 @@ def test_a_flood_to_refuse_holds_no_task_back_and_is_one_post(tmp_path):
         orchestrate(home)
         assert [r["task_id"] for r in home.runs()] == [task]
         starts = [r.path for r in ld.requests if r.route == START_ROUTE]
-        assert f"/messages/{task}/" in starts[0]   # the task's thread first, though posted last
-        assert len(starts) == FLOOD + 1
+        assert len(starts) == 1 and f"/messages/{task}/" in starts[0]   # the task's thread only
         [refusal] = [m["content"] for m in world.results_messages() if "REFUSED" in m["content"]]
-        assert all(f"`{i}`" in refusal for i in flood)
+        assert flood[0] in refusal and "not allowed" in refusal
         assert len(results_for(world, task)) == 1
 
 

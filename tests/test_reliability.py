@@ -197,8 +197,9 @@ def test_result_posted_but_unconfirmed_is_not_posted_again_after_nonce_window(ho
     [task] = post_tasks(world, ["quiet SLEEP=0.3"])
     proc = home.popen("orchestrate")
     wait_for(lambda: len(home.runs()) == 1, "the agent to start")
-    wait_for(lambda: "🤖" in world.notices(), "the spawn notice")
-    world.ld.drop("POST", MESSAGES, count=20, after_processing=True)
+    # the claim line (issue 24: the spawn notice now lingers up to 2 s for company, so it is no gate)
+    wait_for(lambda: [m for m in world.ld.messages(task) if m["type"] != 21], "the claim line")
+    world.ld.drop("POST", MESSAGES, count=20, after_processing=True, where={"channel_id": world.results})
     rc, _out, err = finish(proc)
     assert rc == 0, err[-3000:]
     world.ld.clear_faults()

@@ -18,11 +18,14 @@
   the budget resets or is raised (the next pass reads discord-config.env again; ``--watch``
   reads it at its start and looks at the budget again every RETRY_SET_ASIDE_S). ⏸ is taken
   away when such a task is claimed.
-- **What it cannot do.** An agent's cost is known only when it ends, so the tasks already
-  running when a budget is reached finish (they are never killed for it) and their cost
-  comes on top; with MAX_AGENTS agents at once the spend may pass the budget by up to that
-  many tasks' cost. TASK_MAX_USD likewise flags a task whose cost passed it in its result;
-  it cannot stop it.
+- **Running tasks count at their expected cost** (issue 24): an agent's cost is known only when
+  it ends, so each task claimed and not finished counts at what a task costs here: the median
+  of the last EXPECTED_RUNS runs on its model on this host, else TASK_MAX_USD, else 0 (said
+  once in the log). The gate is asked before each claim, so MAX_AGENTS tasks started together
+  cannot pass a budget by MAX_AGENTS tasks' cost: claims stop once the spend and the expected
+  cost of what runs reach it (the last one claimed may still pass it, by about one task's
+  cost). Running tasks are never killed for it. TASK_MAX_USD flags a task whose cost passed it
+  in its result; it cannot stop it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ DAILY_KEY = "BUDGET_DAILY_USD"
 MONTHLY_KEY = "BUDGET_MONTHLY_USD"
 NOTICE_META = "notice:budget:{key}:{period}"   # state.db meta: this budget's notice for this period was said
 UNKNOWN_SHOWN = 5                              # task ids a notice lists among those whose cost is unknown
+EXPECTED_RUNS = 9                              # the last runs whose median is a task's expected cost
 
 
 def zone(name: str) -> tzinfo:
@@ -94,6 +98,7 @@ class Reached(NamedTuple):
     spend: Spend
     period: Period
     zone: str
+    committed: float = 0.0   # the expected cost of the tasks claimed and not finished
 
 
 def record_cost(rec: TaskRecord, prices) -> Tuple[Optional[float], bool]:
@@ -131,6 +136,8 @@ class Budgets:
         self.zone = zone(settings.budget_timezone)
         self._prices = None
         self._prices_read = False
+        self._expected: Optional[dict] = None   # model ("" for any) → the expected cost of a task on it
+        self._said_unknown = False
 
     @property
     def enabled(self) -> bool:
@@ -165,17 +172,54 @@ class Budgets:
         records = self.store.finished_since(min(day.start, month.start))
         return (day, self.spend_in(day, records)), (month, self.spend_in(month, records))
 
-    def reached(self, now: float) -> Optional[Reached]:
-        """The budget the spend has reached (of two, the one that resets last: tasks wait for both), or None."""
+    def reached(self, now: float, committed: float = 0.0) -> Optional[Reached]:
+        """The budget the spend and ``committed`` (the expected cost of the tasks claimed and not finished)
+        have reached (of two, the one that resets last: tasks wait for both), or None."""
         found: Optional[Reached] = None
         (day, day_spend), (month, month_spend) = self.today_and_month(now)
         for key, label, limit, period, spend in (
                 (DAILY_KEY, "daily", self.settings.budget_daily_usd, day, day_spend),
                 (MONTHLY_KEY, "monthly", self.settings.budget_monthly_usd, month, month_spend)):
-            if limit is not None and spend.usd >= limit:
+            if limit is not None and spend.usd + committed >= limit:
                 if found is None or period.end > found.period.end:
-                    found = Reached(key, label, float(limit), spend, period, self.settings.budget_timezone)
+                    found = Reached(key, label, float(limit), spend, period, self.settings.budget_timezone,
+                                    committed)
         return found
+
+    def expected(self, model: Optional[str]) -> float:
+        """What a task on ``model`` (None: any) is expected to cost here: the median of the last EXPECTED_RUNS
+        runs of known cost on it on this host, else TASK_MAX_USD, else 0 (said once)."""
+        import statistics
+
+        if self._expected is None:   # read once a pass: a pass is short; --watch learns from its own runs below
+            self._expected = {}
+            by_model: dict = {}
+            for rec in self.store.last_finished(EXPECTED_RUNS * 20):
+                if rec.refusal is not None or not rec.agent_id:
+                    continue
+                cost, _ = record_cost(rec, self.prices())
+                if cost is not None:
+                    for key in (rec.model or "", None):
+                        runs = by_model.setdefault(key, [])
+                        if len(runs) < EXPECTED_RUNS:
+                            runs.append(cost)
+            self._expected = {k: statistics.median(v) for k, v in by_model.items()}
+        known = self._expected.get(model or "" if model is not None else None)
+        if known is None and model is not None:
+            known = self._expected.get(None)
+        if known is not None:
+            return known
+        if self.settings.task_max_usd is not None:
+            return float(self.settings.task_max_usd)
+        if not self._said_unknown:
+            self._said_unknown = True
+            log.warning("budget: no run of known cost on this host yet and no TASK_MAX_USD: running tasks count "
+                        "as $0 until they end, so tasks started together may pass the budget (set TASK_MAX_USD)")
+        return 0.0
+
+    def learned(self) -> None:
+        """A task finished: the expected costs are read again when next asked."""
+        self._expected = None
 
 
 def notice_line(reached: Reached) -> str:
@@ -186,7 +230,8 @@ def notice_line(reached: Reached) -> str:
     if spend.unknown:
         shown = ", ".join(spend.unknown[:UNKNOWN_SHOWN]) + (" …" if len(spend.unknown) > UNKNOWN_SHOWN else "")
         unknown = f"; {len(spend.unknown)} task(s) of unknown cost not counted ({shown})"
-    return (f"⏸ {reached.label} budget reached: {usd(spend.usd)} spent of {reached.key}={usd(reached.limit)} "
+    running = f" + {usd(reached.committed)} expected of running tasks" if reached.committed else ""
+    return (f"⏸ {reached.label} budget reached: {usd(spend.usd)} spent{running} of {reached.key}={usd(reached.limit)} "
             f"({spend.tasks} task(s) this {'day' if reached.key == DAILY_KEY else 'month'}{unknown}). New tasks "
             f"wait (⏸) until it resets at {resets} {reached.zone}, or the budget is raised; running tasks go on")
 
@@ -211,12 +256,13 @@ class BudgetGate:
         """The tasks this pass held for a budget (``discord-orch status`` marks them ⏸)."""
         return self._paused
 
-    def holds(self) -> bool:
-        """True when a budget is reached: the backlog's tasks that would run are held, each with ⏸, and the notice
-        is said once (the messages to refuse stay: they cost nothing)."""
+    def holds(self, committed: float = 0.0) -> bool:
+        """True when a budget is reached by the spend and ``committed`` (the expected cost of the tasks claimed
+        and not finished): the backlog's tasks that would run are held, each with ⏸, and the notice is said
+        once (the messages to refuse stay: they cost nothing)."""
         if not self.budgets.enabled:
             return False
-        reached = self.budgets.reached(self._wall())
+        reached = self.budgets.reached(self._wall(), committed)
         if reached is None:
             return False
         from .claim import PAUSED_EMOJI

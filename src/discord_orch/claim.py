@@ -99,9 +99,13 @@ Races, and why each task runs once, on one host, with one result:
   nonce ``c<task id>`` so that a round after lost answers returns the line the
   first made; what a pass killed meanwhile left unsaid the next pass says.
 
-After the claim, the task's thread carries the whole result (reporter.py: a copy
-of the #results post, or the only post with RESULTS_CHANNEL empty) and is
-archived; a host that lost a start spreads over the queue (intake.py).
+After the claim, the task's thread holds one message of this host's: the claim
+line, which is the task's status message (progress.py edits it, its last edit
+carrying the result; with RESULTS_CHANNEL empty the result is a post of its own
+there). The thread is started with the shortest auto-archive (60 minutes), so
+Discord archives it at no request; a host that lost a start spreads over the
+queue (intake.py). A stranger's message (its author may not run tasks) starts no
+thread: nothing runs, so there is nothing to arbitrate (``_stranger``).
 
 Claiming with CLAIM=reaction (one host: the seed's rule)
 -------------------------------------------------------
@@ -161,7 +165,7 @@ from .core.lanes import Lane, guarded
 from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_snowflake
 from .order import can_run
 from .outcome import OK, STOPPED, TIMED_OUT
-from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, Store, TaskRecord
+from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, STATUS_MESSAGE_KEY, Store, TaskRecord
 from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
 
 if TYPE_CHECKING:
@@ -170,7 +174,7 @@ if TYPE_CHECKING:
 
 CLAIM_EMOJI = "✅"
 CLAIM_BY_THREAD = "thread"      # CLAIM=thread: the host that starts a task's thread runs it
-THREAD_ARCHIVE_MINUTES = 1440   # a task's thread archives itself after a day with nothing posted in it
+THREAD_ARCHIVE_MINUTES = 60     # the shortest: Discord archives an idle task thread itself, at no request
 CLAIM_LINE_LOOK = 10            # a recovering pass looks for its claim line among a thread's first messages
 CLAIM_MARK_TRIES = 2            # rounds of the claim's marks (✅, the thread's line) before the pass gives up on them
 ROLE_CACHE_S = 60.0   # how long a member's roles are trusted before they are looked up again
@@ -182,6 +186,9 @@ FAILED_EMOJI = "❌"
 REFUSED_REACTION_PRIORITY = 1                # ⛔ waits behind ✅ and the final reactions (a flood holds none back)
 INTENT_NOTICE_KEY = "notice:message-content-intent"   # meta: the task whose refusal explained the intent
 STRAY_CLAIM_KEY = "notice:stray-claim:{message}"      # meta: this message's ignored ✅ was logged
+STRANGER_KEY = "stranger:{author}"   # meta: "<period start> <messages refused in it>" for one who may not run tasks
+STRANGER_PERIOD_S = 3600.0           # one explanation per stranger per period, from one host
+STRANGER_MARKS = 10                  # ⛔ on at most this many of a stranger's messages a period (a flood costs no more)
 REACTORS_PAGE = 100                                   # users per GET of a reaction's users (Discord's most)
 REACTORS_MAX = 1000                                   # read at most this many ✅ users; more: taken as claimed
 INTENT_REASON = ("the message arrived empty: the bot cannot read message content. Turn on MESSAGE CONTENT INTENT "
@@ -226,6 +233,17 @@ def _no_such_profile(worker: str, profiles: List[str]) -> str:
     there = f"the profiles here are {', '.join(profiles)}" if profiles else "there are no profiles here"
     return (f"worker profile {worker!r} does not exist: {there} (a profile is workers/<name>/ with an "
             "AGENTS.md or TOOLS.md; names starting with 'agent-' are workspaces, never profiles)")
+
+
+def _period(kept: Optional[str], now: float) -> Tuple[float, int]:
+    """(the start of a stranger's current period, its messages refused in it) from its meta value."""
+    try:
+        start, count = (kept or "").split()
+        if now - float(start) < STRANGER_PERIOD_S:
+            return float(start), int(count)
+    except ValueError:
+        pass
+    return now, 0
 
 
 class Access:
@@ -360,6 +378,9 @@ class Claims:
         self._on_fatal = on_fatal
         self._on_done = on_done
         self.lane: Optional[Lane] = None
+        # Whether this host posts the explanation to a stranger (one host of several: the claiming step
+        # sets it from the hosts seen); alone, it does.
+        self.answers_strangers: Callable[[], bool] = lambda: True
 
     def start(self) -> Lane:
         """Start the task lane (a thread); the pass drains it when it ends."""
@@ -440,7 +461,7 @@ class Claims:
             return self.settle(rec, attempted=True)
         verdict = self.access.check(msg)
         if not verdict.allowed:
-            return self._refuse(msg, verdict.reason)
+            return self._stranger(msg, verdict.reason)
         if not msg.content.strip() and not msg.attachments and not msg.author.bot:
             return self._refuse(msg, INTENT_REASON)
         try:
@@ -473,6 +494,32 @@ class Claims:
 
     def _refuse(self, msg: Message, reason: str, *, description: str = "") -> Decision:
         return self._record(msg, refusal=reason, description=description)
+
+    def _stranger(self, msg: Message, reason: str) -> Decision:
+        """A message from someone who may not run tasks: refused here with no thread (nothing runs, so there
+        is nothing to arbitrate: every host may refuse it, and ⛔ is idempotent). Per author and
+        STRANGER_PERIOD_S: ⛔ on the first STRANGER_MARKS messages, one explanation, posted by the host
+        ``answers_strangers`` names (the live host with the smallest name, as for NO HOST); the rest are
+        recorded, logged and cost no request. A message another host marked ⛔ first costs none either."""
+        if not self.store.insert(task_id=msg.id, channel_id=msg.channel_id, author_id=msg.author.id, status=REFUSED,
+                                 refusal=reason):
+            return Decision(msg.id)
+        key = STRANGER_KEY.format(author=msg.author.id)
+        now = time.time()
+        start, count = _period(self.store.get_meta(key), now)
+        self.store.set_meta(key, f"{start:.0f} {count + 1}")
+        # A ⛔ already there (as the poll saw it): another host refused it first, and explains it if anyone
+        # does; with no presence to agree by, that is how hosts agree (two at the very same moment may both
+        # explain: hosts sharing a bot token then post one, by the post's nonce).
+        marked = msg.reaction(REFUSED_EMOJI) is not None
+        if count < STRANGER_MARKS and not marked:
+            self._submit(lambda: self._react(msg.id, REFUSED_EMOJI), priority=REFUSED_REACTION_PRIORITY)
+        told = count > 0 or marked or not self.answers_strangers()
+        (log.info if told else log.warning)("refused task=%s author=%s: %s%s", msg.id, msg.author.id, reason,
+                                            " (explained once this hour)" if told else "")
+        if told:
+            self.store.mark_reported(msg.id, message_id=None)   # no post: explained already, or by another host
+        return Decision(msg.id, refused=True, post_refusal=not told)
 
     def _record(self, msg: Message, *, refusal: Optional[str] = None, **task: Optional[str]) -> Decision:
         """Record the task (claimed, or refused with ``refusal``) and carry that out; with CLAIM=thread it
@@ -521,8 +568,16 @@ class Claims:
                 return self._judge(seen)
         name = thread_name(rec.description, self.settings.host_name, rec.task_id)
         try:
-            self.client.start_thread(self.settings.task_queue_channel, rec.task_id, name,
-                                     auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+            try:
+                self.client.start_thread(self.settings.task_queue_channel, rec.task_id, name,
+                                         auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+            except TooManyActiveThreads:
+                if not self._make_room():
+                    raise
+                log.info("task=%s: threads archived to make room under the server's cap; its thread started "
+                         "again", rec.task_id)
+                self.client.start_thread(self.settings.task_queue_channel, rec.task_id, name,
+                                         auto_archive_duration=THREAD_ARCHIVE_MINUTES)
             return Contest(won=True, host=self.settings.host_name)
         except ThreadAlreadyExists as exc:
             if not exc.after_retry:
@@ -536,8 +591,9 @@ class Claims:
                 raise
             return Contest(won=False, gone=True)
         except TooManyActiveThreads:
-            log.error("task=%s waits: the server has Discord's most active threads (1,000); archive some "
-                      "(discord-orch archives each task's thread once its result is posted)", rec.task_id)
+            log.error("task=%s waits: the server has Discord's most active threads (1,000) and none of them is "
+                      "a task this host finished; archive some (Discord archives each task's thread an hour "
+                      "after its last message)", rec.task_id)
             raise
         except Forbidden as exc:
             raise ConfigError("CLAIM", f"the bot may not start threads in #task-queue: Discord answered "
@@ -592,7 +648,9 @@ class Claims:
                     return True   # no thread of this host's (claimed before CLAIM=thread): nothing to say there
                 head = claimed_by(self.settings.host_name)
                 firsts = self.client.list_messages(rec.task_id, after=rec.task_id, limit=CLAIM_LINE_LOOK)
-                if any(m.author.id == self.identity.bot_user_id() and m.content.startswith(head) for m in firsts):
+                mine = [m for m in firsts if m.author.id == self.identity.bot_user_id() and m.content.startswith(head)]
+                if mine:
+                    self._is_status(rec.task_id, mine[0].id)
                     return True
             posted = self.client.create_message(rec.task_id, claim_post(
                 host=self.settings.host_name, model=rec.model or None, thinking=rec.thinking, worker=rec.worker),
@@ -604,7 +662,15 @@ class Claims:
             log.warning("task=%s: could not post in its thread: %s", rec.task_id, exc)
             return False
         self.store.note_posted(posted.id, POSTED_NOTICE)
+        self._is_status(rec.task_id, posted.id)
         return True
+
+    def _is_status(self, task_id: str, message_id: str) -> None:
+        """The claim line is the task's status message (progress.py edits it; the thread needs no other),
+        unless the status board posted one first (its id is kept: one message either way)."""
+        key = STATUS_MESSAGE_KEY.format(task=task_id)
+        if self.store.get_meta(key) is None:
+            self.store.set_meta(key, message_id)
 
     def _task_attachment(self, msg: Message) -> Tuple[Optional[str], str]:
         """(the text of the message's TASK.txt, or None without one; why it cannot be read, or "").
@@ -661,11 +727,11 @@ class Claims:
             self._submit(lambda: self._react(task_id, RUNNING_EMOJI))
 
     def react_final(self, rec: TaskRecord) -> None:
-        """🏁 / ❌ / ⏱ once the result is posted (and ⏳ taken away), as STATUS_REACTIONS says; with
-        CLAIM=thread, then a last line in the task's thread and the thread archived."""
+        """🏁 / ❌ / ⏱ once the result is posted (and ⏳ taken away), as STATUS_REACTIONS says. The task's
+        thread is left for Discord to archive (THREAD_ARCHIVE_MINUTES after its last message: no request);
+        ``_make_room`` archives by hand only at the server's cap."""
         mode = self.settings.status_reactions
         if mode == "off" or rec.refusal is not None:
-            self._close_thread(rec)
             return
         emoji = STATUS_EMOJI.get(rec.outcome_status, FAILED_EMOJI)
 
@@ -675,7 +741,6 @@ class Claims:
             if mode == "full":
                 self._react(rec.task_id, RUNNING_EMOJI, remove=True)
         self._submit(job)
-        self._close_thread(rec)
 
     def react_retry(self, rec: TaskRecord) -> None:
         """A retry starts (controls.py): the last attempt's final reaction is taken away, so the task
@@ -684,25 +749,11 @@ class Claims:
             emoji = rec.status_reacted
             self._submit(lambda: self._react(rec.task_id, emoji, remove=True))
 
-    def _close_thread(self, rec: TaskRecord) -> None:
-        """The task's thread is archived once its result is out (in it: reporter.py): Discord counts at
-        most 1,000 active threads a server, and a finished task's thread should not hold one. (A message
-        posted in it later unarchives it.) Best effort: the result itself is out already."""
-        if self.settings.claim != CLAIM_BY_THREAD or rec.host != self.settings.host_name:
-            return
-        self.archive_thread(rec.task_id)
+    def _make_room(self) -> bool:
+        """A start met the server's cap of active threads: archive this host's finished threads (room.py)."""
+        from .room import make_room   # only at the cap
 
-    def archive_thread(self, thread_id: str) -> None:
-        """Archive a task's thread on the task lane (after its result; again after a follow-up's answer,
-        which unarchived it). Best effort: what it closes is out already."""
-        def job() -> None:
-            try:
-                self.client.archive_thread(thread_id)   # None: no thread (claimed under CLAIM=reaction)
-            except Unauthorized as exc:
-                self._on_fatal(exc)
-            except DiscordError as exc:
-                log.warning("task=%s: its thread was not archived: %s", thread_id, exc)
-        self._submit(job)
+        return make_room(self.client, self.store, self.settings, self.identity.guild())
 
     def _submit(self, job: Callable[[], None], priority: int = 0) -> None:
         assert self.lane is not None, "Claims.start() first"

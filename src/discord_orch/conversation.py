@@ -14,9 +14,12 @@ Only a home with open conversations reads anything more than #task-queue: an idl
 with none makes its one request (``Store.conversations_watched`` is a local read). With
 open ones, a read is one ``GET /guilds/{guild}/threads/active`` (each thread's
 ``last_message_id``) and, per thread of ours with something newer than what was read
-(``seen_upto``, state.db), one ``GET`` of its new messages. A task's thread is archived
-once its result is out (claim.py), and a message posted in it unarchives it: so the
-active threads are exactly those with something new, and Discord counts at most 1,000.
+(``seen_upto``, state.db), one ``GET`` of its new messages. A task's thread is started
+with the shortest auto-archive (an hour: claim.py) and Discord archives it, at no request;
+a message posted in an archived thread unarchives it, so it shows among the active threads
+again and is read. Archiving by hand (claim.py, only at the server's cap of 1,000) compares
+the thread's ``last_message_id`` in the PATCH's answer with ``seen_upto``: a follow-up typed
+meanwhile takes the archive back.
 
 A follow-up may carry files (inputs.py): within INPUT_MAX_FILES and INPUT_MAX_MB they are
 remembered with its turn and fetched into ``inputs/turn-<n>/`` when it starts, named in its
@@ -48,7 +51,9 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 from .errors import DiscordError, Unauthorized
 from .inputs import Limits, forget, input_files, limit_problem, remember
 from .models import TASK_MESSAGE_TYPES, Message, User, snowflake_time
-from .state import CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, Store, TaskRecord
+from .room import NEAR_CAP, make_room
+from .state import (CLAIMED, CLEANED, DROPPED, OPEN, POSTED_NOTICE, RUNNING, STARTING, STATUS_MESSAGE_KEY, Store,
+                    TaskRecord)
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -134,12 +139,18 @@ class Conversations:
         if not watched:
             return 0   # the idle pass: no request
         active = self.client.list_active_threads(self._guild())   # GUILD_ID, or looked up once and kept (claim.Identity)
+        if len(active.threads) >= NEAR_CAP:   # the server nears Discord's cap: room before a start meets it
+            make_room(self.client, self.store, self.settings, self._guild(), active)
         recorded = 0
         for thread in active.threads:
             row = watched.get(thread.id)
             if row is None or thread.parent_id != self.settings.task_queue_channel:
                 continue
             if not thread.last_message_id or int(thread.last_message_id) <= int(row["seen_upto"]):
+                continue
+            if thread.message_count == 1 and thread.last_message_id == self.store.get_meta(
+                    STATUS_MESSAGE_KEY.format(task=thread.id)):
+                self.store.note_seen(thread.id, thread.last_message_id)   # only its claim line: nothing to read
                 continue
             last = row["last_answer_at"]
             closes = float("inf") if row["closed_at"] is None and last is None else \
@@ -210,13 +221,7 @@ class Conversations:
         from .report import closed_post
 
         log.info("task=%s: a follow-up came after its window closed; answered so", task_id)
-        if self._reply(task_id, message_id, closed_post(hours=self.settings.followup_h), nonce=f"c{message_id}"):
-            try:
-                self.client.archive_thread(task_id)   # the follow-up unarchived it; it holds no active slot for long
-            except Unauthorized:
-                raise
-            except DiscordError as exc:
-                log.warning("task=%s: its thread was not archived again: %s", task_id, exc)
+        self._reply(task_id, message_id, closed_post(hours=self.settings.followup_h), nonce=f"c{message_id}")
 
     def _reply(self, task_id: str, message_id: str, content: str, *, nonce: str) -> bool:
         """Answer a message in the task's thread (``content`` ends with the marker, or gets it); whether

@@ -105,13 +105,11 @@ class Parts:
         return None if answer.taken else answer.why
 
     def _after_post(self, rec: TaskRecord) -> None:
-        """After a result post (on the results lane): the task's final reaction and thread line; after a
-        follow-up's answer, its thread archived again. Either way the follow-up window runs from now."""
+        """After a result post (on the results lane): the task's final reaction (a follow-up's answer has
+        none; its thread is left for Discord to archive, as the task's). The follow-up window runs from now."""
         self.conversations.answered(rec, self.wall())
         if self.store.root_of(rec.task_id) is None:
             self.claims.react_final(rec)
-        else:
-            self.claims.archive_thread(rec.channel_id)   # the follow-up unarchived it
 
     @functools.cached_property
     def agent_config(self) -> AgentConfig:

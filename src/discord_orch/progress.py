@@ -1,8 +1,10 @@
 """A task's live status: one message, edited, never a new one; and a stall notice.
 
-The status message of a task is in its thread (CLAIM=thread) or, with CLAIM=reaction, a reply to
+The status message of a task is in its thread (CLAIM=thread: the claim line claim.py posted, so the
+thread needs no other message; each text goes under that line) or, with CLAIM=reaction, a reply to
 the task message in #task-queue. It says: queued (position n of m), running on HOST for 1m20s
-with the last line the agent logged, then how it ended. A follow-up's turn (conversation.py)
+with the last line the agent logged, then how it ended: with #results, the result itself
+(reporter.py renders it for the thread when the task finishes; an edit carries no file). A follow-up's turn (conversation.py)
 edits the same message. Edits go on the task lane, at most every STATUS_EVERY seconds per
 message and only when the text changed, so Discord's limits (5 edits per 5 s a channel) are
 never near; the last text of a pass is sent when the pass ends (``flush``). Its id is kept in
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, NamedTuple, Optional
 from .errors import DiscordError, NotFound, Unauthorized
 from .core.lanes import guarded
 from .models import Message
-from .state import POSTED_NOTICE, Store, TaskRecord
+from .state import OPEN, POSTED_NOTICE, REPORTED, STATUS_MESSAGE_KEY, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
-STATUS_KEY = "status-message:{task}"   # meta: the id of a task's status message
+STATUS_KEY = STATUS_MESSAGE_KEY       # meta: the id of a task's status message (claim.py posts it)
 CLAIM_BY_THREAD = "thread"
 STALL_CHECK_S = 0.5               # how often the agents' logs are looked at (two stats each) for a stall
 
@@ -57,6 +59,9 @@ class _Board:
         self.job_queued = False
         self.final = False
         self.nowhere = False   # the task has no thread (claimed before CLAIM=thread): nothing to show
+        self.header = ""       # CLAIM=thread: the claim line, first line of every text (claim.py posted it)
+        self.result: Optional[TaskRecord] = None   # the finished task whose result the message carries
+        self.turn = False      # what it shows is a follow-up's turn (the task's result stays under it)
 
 
 class _Silence:
@@ -87,6 +92,9 @@ class StatusBoard:
         self._boards: Dict[str, _Board] = {}
         self._silences: Dict[str, _Silence] = {}
         self._last_look = float("-inf")
+        # The result, rendered for the thread (reporter.py): the status message's last edit carries it, so
+        # the thread needs no copy of the #results post. None: the last edit says only how the task ended.
+        self.render_result: Optional[Callable[[TaskRecord, int], Optional[str]]] = None
         # hosts.Presence.fresh: a host that was silent edits nothing until it knows its tasks are still its
         # own (another host may have taken them over: then ``forget``)
         self.gate: Callable[[], bool] = lambda: True
@@ -96,6 +104,7 @@ class StatusBoard:
         from .report import status_queued
 
         board = self._board(rec)
+        self._showing(board, rec)
         if board.final or not board.wanted.startswith("▶"):   # a turn waiting does not hide the run before it
             board.final = False
             self._want(board, status_queued(position, of, turn=self._turn_number(rec)))
@@ -104,6 +113,7 @@ class StatusBoard:
         from .report import status_running
 
         board = self._board(rec)
+        self._showing(board, rec)
         board.final = False
         self._silences[rec.task_id] = _Silence(self.clock())
         self._want(board, status_running(host=self.settings.host_name, elapsed_s=0.0, last_line="",
@@ -115,10 +125,20 @@ class StatusBoard:
         self._silences.pop(rec.task_id, None)
         board = self._board(rec)
         board.final = True
+        self._showing(board, rec)
+        if not board.turn and board.header and self.render_result is not None:
+            board.result = self.store.get(rec.task_id)   # now, while the record keeps the outcome's texts
         self._want(board, status_final(outcome_status=outcome_status, duration_s=duration_s,
                                        turn=self._turn_number(rec)))
         if not board.job_queued and not board.nowhere:   # at once: the thread is archived once the result is out
             self._send(self._root_of(rec.task_id) or rec.task_id, board)
+
+    def _showing(self, board: _Board, rec: TaskRecord) -> None:
+        """The message now shows ``rec``: a follow-up's turn keeps the task's result under its status; the
+        task itself (a retry) starts afresh."""
+        board.turn = self._turn_number(rec) > 0
+        if not board.turn:
+            board.result = None
 
     def forget(self, task_id: str) -> None:
         """Another host took the task over: its status message is that host's to tell now."""
@@ -136,7 +156,8 @@ class StatusBoard:
                 self._look(w, now)
         for task, board in self._boards.items():
             if board.wanted != board.shown and not board.job_queued and not board.nowhere and \
-                    (board.message_id is None or board.final or now - board.edited_at >= self.settings.status_every_s):
+                    ((board.message_id is None and not board.header) or board.final
+                     or now - board.edited_at >= self.settings.status_every_s):
                 self._send(task, board)
 
     def flush(self) -> None:
@@ -171,7 +192,38 @@ class StatusBoard:
         if board is None:
             board = self._boards[task] = _Board()
             board.message_id = self.store.get_meta(STATUS_KEY.format(task=task))
+            if self.settings.claim == CLAIM_BY_THREAD:
+                board.header = self._header(task)
+                board.edited_at = self.clock()   # the claim line was just posted (or is about to be): a first edit
+                root = self.store.get(task) if task != rec.task_id else None
+                if root is not None and root.status in (REPORTED, OPEN):   # a turn in a later pass: keep its result
+                    board.result = root
         return board
+
+    def _header(self, task: str) -> str:
+        from .report import claim_header
+
+        root = self.store.get(task)
+        if root is None:
+            return ""
+        return claim_header(host=self.settings.host_name, model=root.model or None, thinking=root.thinking,
+                            worker=root.worker)
+
+    def _text(self, board: _Board) -> str:
+        """What the message says: the claim line, then the status; at the end, the result under it."""
+        from .report import MARK, MESSAGE_LIMIT, under_header
+
+        if board.result is None or self.render_result is None or not board.header:
+            return under_header(board.header, board.wanted)
+        status = board.wanted[:-len(MARK)] if board.wanted.endswith(MARK) else board.wanted
+        head = board.header if board.final and not board.turn else board.header + "\n" + status
+        try:
+            rendered = self.render_result(board.result, MESSAGE_LIMIT - len(head) - 1)
+        except Exception as exc:   # a formatting bug costs the thread its copy, not the status
+            log.error("task=%s: its result could not be formatted for its thread (%s: %s)",
+                      board.result.task_id, type(exc).__name__, exc)
+            rendered = None
+        return head + "\n" + rendered if rendered else under_header(board.header, board.wanted)
 
     @staticmethod
     def _want(board: _Board, text: str) -> None:
@@ -196,17 +248,19 @@ class StatusBoard:
         def job() -> None:
             text = board.wanted
             channel, reply_to = self._where(task)
+            if board.message_id is None:   # the claim line, posted on this lane since the board was made
+                board.message_id = self.store.get_meta(STATUS_KEY.format(task=task))
             if not self.gate():   # not sent: asked again by a later tick (or forgotten)
                 board.job_queued = False
                 return
             try:
                 if board.message_id is not None:
                     try:
-                        self.client.edit_message(channel, board.message_id, text)
+                        self.client.edit_message(channel, board.message_id, self._text(board))
                     except NotFound:
                         board.message_id = None   # deleted by someone: a new one, once
                 if board.message_id is None:
-                    msg = self._post(task, text, nonce=f"s{task}")
+                    msg = self._post(task, self._text(board), nonce=f"s{task}")
                     if msg is None:
                         board.nowhere = True
                         return

@@ -470,7 +470,9 @@ def _trailer_lines(log_tail: str, files: List[str], archive_path: Optional[str],
     return lines
 
 
-def _attachment_line(name: str, text: str, attached: int, on_disk: int) -> str:
+def _attachment_line(name: str, text: str, attached: int, on_disk: int, elsewhere: Optional[str] = None) -> str:
+    if elsewhere:   # a task thread's status message: an edit carries no file; the #results post has it
+        return f"📦 Full text in **{name}** ({on_disk:,} bytes), attached to the result in <#{elsewhere}>."
     if attached < on_disk:
         return f"📦 **{name}** attached: its first {attached:,} of {on_disk:,} bytes."
     return f"📦 Full text in the attached **{name}** ({len(text):,} characters)."
@@ -482,7 +484,9 @@ class _ResultBody:
 
     def __init__(self, *, header: str, description: str, failed: bool, reason: str, error: str, outcome: Outcome,
                  notes: List[str], block: Tuple[str, str], attach: Tuple[str, str], result: Tuple[bool, Any],
-                 trailer: Tuple[str, List[str], Optional[str]], task_id: str, attachment_max_bytes: int) -> None:
+                 trailer: Tuple[str, List[str], Optional[str]], task_id: str, attachment_max_bytes: int,
+                 attached_in: Optional[str] = None) -> None:
+        self.attached_in = attached_in
         self.header, self.description, self.failed, self.reason, self.error = header, description, failed, reason, error
         self.outcome, self.notes, self.task_id, self.max_bytes = outcome, notes, task_id, attachment_max_bytes
         (self.block_label, self.block_text), (self.attach_name, self.attach_text) = block, attach
@@ -518,7 +522,7 @@ class _ResultBody:
             attached, total = self.attached_bytes()
             whole_on_disk = self.result_truncated and self.attach_name == RESULT_FILE and self.result_bytes
             on_disk = self.result_bytes if whole_on_disk else total
-            lines.append(_attachment_line(self.attach_name, self.attach_text, attached, on_disk))
+            lines.append(_attachment_line(self.attach_name, self.attach_text, attached, on_disk, self.attached_in))
         return "\n".join(lines)
 
 
@@ -527,8 +531,11 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
                 thinking: Optional[str], model_requested: Optional[str], worker: Optional[str] = None,
                 archive_path: Optional[str] = None, prices: Optional[Prices] = None,
                 summary_max: int = SUMMARY_MAX, limit: int = MESSAGE_LIMIT,
-                attachment_max_bytes: int = ATTACHMENT_MAX_BYTES, attempt: int = 1) -> Post:
+                attachment_max_bytes: int = ATTACHMENT_MAX_BYTES, attempt: int = 1,
+                attached_in: Optional[str] = None) -> Post:
     """The #results post for one finished run. See the module docstring for the safety rules.
+    ``attached_in``: the text for a task thread's status message (an edit, no file): the file is named as
+    attached to the post in that channel (#results), and the Post has none.
 
     Header (never cut): status, task id, agent id, and a jump link to the task
     when #results is another channel (else the post replies to the task); then
@@ -561,7 +568,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
                        outcome=outcome, notes=notes, block=(block_label, block_text),
                        attach=(attach_name, attach_text), result=(result_truncated, result_bytes),
                        trailer=(log_tail, files, archive_path), task_id=task_id,
-                       attachment_max_bytes=attachment_max_bytes)
+                       attachment_max_bytes=attachment_max_bytes, attached_in=attached_in)
     build, state = body.build, body.state
     order = (("files", "result", "task", "log", "error", "path", "reason") if failed
              else ("files", "task", "result", "log", "error", "path", "reason"))
@@ -569,7 +576,7 @@ def result_post(*, task_id: str, task_channel_id: Optional[str], results_channel
     if len(content) > limit - len(MARK):  # not reachable with the caps above; kept as a hard guarantee
         content = header
     content = _marked(content, limit)
-    files_out = (state["upload"],) if state.get("attach") else ()
+    files_out = (state["upload"],) if state.get("attach") and not attached_in else ()
     return Post(content=content, files=files_out, reply_to=reply_to)  # type: ignore[arg-type]
 
 
@@ -692,13 +699,28 @@ def claimed_by(host: str) -> str:
     return f"🧵 Claimed by **{escape_inline(host)}**"
 
 
-def claim_post(*, host: str, model: Optional[str], thinking: str, worker: Optional[str]) -> str:
-    """The first line in a task's thread: which host runs it, with which model."""
+def claim_header(*, host: str, model: Optional[str], thinking: str, worker: Optional[str]) -> str:
+    """The first line of a task thread's one message: which host runs it, with which model (no marker)."""
     parts = [claimed_by(host), f"model {_code(model or '-', 80)}",
              f"thinking {_code(thinking or '-', 20)}"]
     if worker:
         parts.append(f"worker {_code(worker, 32)}")
-    return _marked(" · ".join(parts) + " · starting now", MESSAGE_LIMIT)
+    return " · ".join(parts)
+
+
+def claim_post(*, host: str, model: Optional[str], thinking: str, worker: Optional[str]) -> str:
+    """The message posted in a task's thread as it is claimed: the claim line; it is then the task's
+    status message (progress.py edits it: running, how it ended and the result)."""
+    return _marked(claim_header(host=host, model=model, thinking=thinking, worker=worker) + " · starting now",
+                   MESSAGE_LIMIT)
+
+
+def under_header(header: str, text: str) -> str:
+    """A status text (ending with the marker) under the thread's claim line, within the limit."""
+    if not header:
+        return text
+    return _marked(header + "\n" + text[:-len(MARK)] if text.endswith(MARK) else header + "\n" + text,
+                   MESSAGE_LIMIT)
 
 
 # ----------------------------------------------------------------------

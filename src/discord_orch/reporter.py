@@ -225,7 +225,6 @@ class Reporter:
                  "refused" if rec.refusal is not None else (rec.outcome_status or "?"), msg.id, how)
         rec = self.store.get(task_id)
         if rec is not None:
-            self._copy_to_thread(rec)
             self._after_post(rec)
             self.clean_up(rec)
 
@@ -240,25 +239,18 @@ class Reporter:
             return rec.channel_id
         return self.settings.results_channel or rec.task_id
 
-    def _copy_to_thread(self, rec: TaskRecord) -> None:
-        """With CLAIM=thread and #results, the task's thread gets the whole result too (who follows the
-        task there need not go looking). Best effort: the result is in #results already."""
+    def thread_result(self, rec: TaskRecord, limit: int) -> Optional[str]:
+        """The result as the last edit of the task thread's status message shows it (progress.py), within
+        ``limit``: whole when it fits, else its head and a pointer to the file on the #results post (an
+        edit carries no file). None when the thread gets no result of its own this way (RESULTS_CHANNEL
+        empty: the result is posted in the thread; a refusal; another host's task)."""
         from .claim import CLAIM_BY_THREAD
 
         s = self.settings
-        if not s.results_channel or s.claim != CLAIM_BY_THREAD or rec.host != s.host_name or self._is_turn(rec):
-            return
-        try:
-            post = self._render(rec, rec.task_id)
-            self.client.post_in_thread(rec.task_id, post.content, files=post.files,
-                                       nonce="t" + result_nonce(rec.task_id, rec.attempt)[1:])   # one per attempt
-        except Unauthorized as exc:
-            self._on_fatal(exc)
-        except DiscordError as exc:
-            log.warning("task=%s: its result was not copied to its thread: %s", rec.task_id, exc)
-        except Exception as exc:   # a formatting bug must not cost the clean-up: the result is out already
-            log.error("task=%s: its result could not be formatted for its thread (%s: %s)", rec.task_id,
-                      type(exc).__name__, exc)
+        if not s.results_channel or s.claim != CLAIM_BY_THREAD or rec.refusal is not None or not rec.agent_id \
+                or self._is_turn(rec):
+            return None
+        return self._render(rec, rec.task_id, limit=limit, attached_in=s.results_channel).content
 
     def _post(self, rec: TaskRecord) -> Message:
         """The result post, recorded as ``reporting`` (with its nonce) before it is sent."""
@@ -294,7 +286,8 @@ class Reporter:
 
     # report, prices and workspace are imported by the methods that post: an idle pass, which
     # posts nothing, never loads them (tests/test_idle_pass.py).
-    def _render(self, rec: TaskRecord, channel: str) -> Post:
+    def _render(self, rec: TaskRecord, channel: str, *, limit: Optional[int] = None,
+                attached_in: Optional[str] = None) -> Post:
         """The result post for ``channel`` (#results, the task's thread, or #task-queue as a reply)."""
         from . import report as reportfmt
         from .prices import load_prices
@@ -320,7 +313,8 @@ class Reporter:
                                      task_description=rec.description, thinking=rec.thinking,
                                      model_requested=rec.model, worker=rec.worker,
                                      archive_path=rec.archive_path, prices=self._prices,
-                                     summary_max=s.summary_max, attempt=rec.attempt)
+                                     summary_max=s.summary_max, attempt=rec.attempt, attached_in=attached_in,
+                                     **({"limit": limit} if limit is not None else {}))
 
     def _fallback_post(self, rec: TaskRecord, why: str) -> Post:
         """A short, always valid result post: status, task, agent, why the full one is missing, and

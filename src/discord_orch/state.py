@@ -109,6 +109,7 @@ ENDED_STATUSES = (CLEANED, ELSEWHERE, DROPPED)
 SETTLED_STATUSES = ENDED_STATUSES + (OPEN,)
 #: a result is owed: posted by this pass or, when Discord will not take it, by a later one
 OUTBOX_STATUSES = (FINISHED, REFUSED, REPORTING)
+FINISHED_HERE = (REPORTED, OPEN, CLEANED)   # a task whose result is out: its thread may be archived
 
 #: status → the statuses it may move to; anything else raises TransitionError
 TRANSITIONS: Mapping[TaskStatus, FrozenSet[TaskStatus]] = {
@@ -187,6 +188,7 @@ CREATE INDEX IF NOT EXISTS turns_task ON turns(task_id);
 """
 POSTED_RESULT = "result"     # posted: kinds of the messages this home posted (never tasks, claim.py)
 POSTED_NOTICE = "notice"
+STATUS_MESSAGE_KEY = "status-message:{task}"   # meta: a task's one status message (its thread's claim line)
 
 
 class TaskRecord(NamedTuple):

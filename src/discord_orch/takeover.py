@@ -132,9 +132,9 @@ class Takeover:
         task_id = thread.id
         try:
             lines = self.client.list_messages(task_id, limit=RESULT_LOOK)
-            if any(m.author.bot and f"task `{task_id}`" in m.content.split("\n", 1)[0] for m in lines):
-                log.info("task=%s: %s had posted its result; its thread is closed", task_id, host.name)
-                self.client.archive_thread(task_id)
+            # the result: a post of its own (RESULTS_CHANNEL empty) or under the claim line (the status message)
+            if any(m.author.bot and f"task `{task_id}`" in "\n".join(m.content.split("\n", 2)[:2]) for m in lines):
+                log.info("task=%s: %s had posted its result; nothing to take over", task_id, host.name)
                 return
             msg = self.client.get_message(s.task_queue_channel, task_id)
             if not self.claims.access.check(msg).allowed:

@@ -30,7 +30,8 @@ log = logging.getLogger("discord_orch")
 Job = Callable[[], None]
 _STOP = object()
 _STOP_PRIORITY = 1 << 30   # after every job queued before close()
-NOTICE_LINGER_S = 0.3   # lines arriving this soon after the first go out in the same message
+NOTICE_LINGER_S = 2.0   # lines arriving this soon after the first go out in one message (issue 24: 0.3 s made 16
+                        # posts for 25 tasks, this 5); cut short when the pass ends (``hurry``)
 
 
 class Lane:
@@ -64,6 +65,9 @@ class Lane:
 
     def wait_idle(self, timeout: Optional[float]) -> bool:
         return self._idle.wait(timeout)
+
+    def hurry(self) -> None:
+        """The pass is ending: cut short any wait by choice (a notice lane's linger)."""
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Stop the thread after the jobs queued so far (a lane that never had a job has none)."""
@@ -102,6 +106,19 @@ class NoticeLane(Lane):
         self._buffer: List[str] = []
         self._buffer_lock = threading.Lock()
         self._flush_queued = False
+        self._hurry = threading.Event()
+        self._lingering = False
+
+    @property
+    def busy(self) -> bool:
+        """A job is queued or running, other than a flush that only lingers for more lines (the pass need not
+        wait for it: its end hurries it)."""
+        with self._lock:
+            only_lingering = self._lingering and self._pending == 1
+        return super().busy and not only_lingering
+
+    def hurry(self) -> None:
+        self._hurry.set()
 
     def add(self, line: str) -> None:
         """Queue one line; lines close in time go out in one message."""
@@ -113,8 +130,12 @@ class NoticeLane(Lane):
         self.submit(self._flush)
 
     def _flush(self) -> None:
-        # Spawns of one pass come in a burst: a short linger puts them in one message.
-        time.sleep(NOTICE_LINGER_S)
+        # Spawns of one pass come in a burst, finishes in a trickle: a linger puts them in few messages.
+        self._lingering = True
+        try:
+            self._hurry.wait(NOTICE_LINGER_S)
+        finally:
+            self._lingering = False
         with self._buffer_lock:
             lines, self._buffer = self._buffer, []
             self._flush_queued = False
@@ -136,6 +157,8 @@ def guarded(job: Job, on_fatal: Callable[[Exception], None]) -> Job:
 def drain(lanes: List[Lane], cap: float, clock: Callable[[], float] = time.monotonic) -> None:
     """Wait at most ``cap`` seconds in all for the lanes to finish, then stop their threads."""
     deadline = clock() + cap
+    for lane in lanes:
+        lane.hurry()
     for lane in lanes:
         if not lane.wait_idle(max(0.0, deadline - clock())):
             log.warning("lane %s still busy after %.0fs; what it holds is retried next pass", lane.name, cap)

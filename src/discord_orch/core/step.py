@@ -21,7 +21,9 @@ for and holding an agent, and named events, gates and filters:
   ``polled`` (a poll's answer is in), ``waiting`` (the backlog changed), ``sigchld`` (from the
   signal handler: keep it short).
 - gates (``ctx.gate`` / ``ctx.allows``): ``claim`` (may this host claim now: its presence is
-  fresh), ``start`` (rec: may it start; controls ends a task stopped before it ran there).
+  fresh), ``claim-one`` (asked before each claim: a budget has room for one task more, counting
+  what runs at its expected cost), ``start`` (rec: may it start; controls ends a task stopped
+  before it ran there).
 - filters (``ctx.filter`` / ``ctx.apply``): ``outcome`` (rec, outcome → outcome: TASK_MAX_USD's note).
 """
 

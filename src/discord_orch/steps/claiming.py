@@ -11,6 +11,10 @@ the next pass. A 🛑 already on a message (as the poll showed it) is looked at 
 stopped before it ran never runs.
 
 The gate ``claim`` (presence: this host's lease is fresh) holds every claim.
+
+A stranger's messages (an author who may not run tasks) get no thread (claim.py): which host
+explains the refusal is decided here, from the hosts seen in #worker-pool (one GET, at most every
+HOSTS_LOOK_S, on the claims lane): the live host with the smallest name, as for NO HOST.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..models import Message
 log = logging.getLogger("discord_orch")
 
 REFUSALS_IN_FLIGHT = 4   # refusals queued on the claims lane at once (behind every task)
+HOSTS_LOOK_S = 60.0      # the hosts seen are read again after this long (to pick who explains to strangers)
 TASK_PRIORITY, REFUSAL_PRIORITY = 0, 1
 
 
@@ -35,6 +40,8 @@ class Claiming(Step):
     def bind(self, ctx: Context) -> None:
         self.ctx = ctx
         self.intake = ctx.parts.intake
+        self._answers: Optional[Tuple[float, bool]] = None   # (when looked, whether this host explains)
+        self._wired = False
         ctx.on("decided", self._settled)
         ctx.on("decide", self._decide_now)
 
@@ -42,7 +49,8 @@ class Claiming(Step):
         if self.ctx.stopping or not self.intake.backlog or not self.ctx.allows("claim"):
             return
         board = self.ctx.board
-        while board.capacity() > 0 and not self.intake.polling:   # a task posted since may go first
+        # a task posted since may go first; ``claim-one``: a budget with room for one task more (steps/budget.py)
+        while board.capacity() > 0 and not self.intake.polling and self.ctx.allows("claim-one"):
             msg = self.intake.next_task()
             if msg is None:
                 break
@@ -58,8 +66,34 @@ class Claiming(Step):
         self.intake.deciding[msg.id] = msg
         self._submit(msg, task=True)
 
+    def _answers_strangers(self) -> bool:
+        """On the claims lane: does this host post the explanation to a stranger? Alone (no presence), yes;
+        else when it is the live host with the smallest name. Discord not answering: yes (two explanations
+        are better than none)."""
+        from ..hosts import read_hosts
+        from ..order import HostSeen, answers_here
+
+        s, now = self.ctx.settings, self.ctx.wall()
+        if not s.host_silent_after_s:
+            return True
+        if self._answers is None or now - self._answers[0] >= HOSTS_LOOK_S:
+            try:
+                seen = read_hosts(self.ctx.client, self.ctx.parts.claims.identity.guild(), s.worker_pool_channel)
+            except (Unauthorized, StateError):
+                raise
+            except DiscordError as exc:
+                log.warning("the hosts in #worker-pool could not be read (%s): this host explains refusals", exc)
+                return True
+            me = HostSeen(s.host_name, frozenset(s.host_tags), now)
+            self._answers = (now, answers_here(s.host_name, [me] + list(seen), now=now,
+                                               silent_after=s.host_silent_after_s))
+        return self._answers[1]
+
     def _submit(self, msg: Message, *, task: bool) -> None:
         claims, controls, wall = self.ctx.parts.claims, self.ctx.parts.controls, self.ctx.wall
+        if not self._wired:
+            claims.answers_strangers = self._answers_strangers
+            self._wired = True
         if task:
             self.ctx.board.reserved += 1
         else:

@@ -27,13 +27,20 @@ class ProgressStep(Step):
                                  turn_number=lambda rec: parts.conversations.turn_number(rec),
                                  clock=ctx.clock, wall=ctx.wall)
         self.board.gate = lambda: ctx.allows("post")
-        ctx.on("queued", self.board.queued)
-        ctx.on("started", self.board.running)
+        ctx.on("queued", lambda rec, position, of: self._renders().queued(rec, position, of))
+        ctx.on("started", lambda rec: self._renders().running(rec))
         ctx.on("finished", self._finished)
         ctx.on("forget", self.board.forget)
 
+    def _renders(self) -> StatusBoard:
+        """The board, able to render a result for the thread (the reporter's, built only once there is work:
+        the message's last edit carries the result, and a follow-up's status keeps it under; no copy is
+        posted in the thread)."""
+        self.board.render_result = self.ctx.parts.reporter.thread_result
+        return self.board
+
     def _finished(self, rec: TaskRecord, outcome: Outcome) -> None:
-        self.board.finished(rec, outcome.status, outcome.duration_s)
+        self._renders().finished(rec, outcome.status, outcome.duration_s)
 
     def turn(self, now: float) -> None:
         self.board.tick(self._watched())

@@ -173,6 +173,13 @@ class ThreadRoutes(Store):
                 th.archived, th.archive_ms = True, now
             th.locked = th.locked or locked
 
+    def idle_thread(self, thread_id: str, minutes: float) -> None:
+        """Let ``minutes`` pass for a thread with nothing posted in it: past its auto_archive_duration, Discord
+        has archived it by itself (seen at the next look, as ``_auto_archive`` models it)."""
+        with self._lock:
+            th = self._thread_state(thread_id)
+            th.activity_ms -= int(minutes * 60_000)
+
     def thread(self, thread_id: str) -> Dict[str, Any]:
         """A thread's JSON, as the (first) bot sees it."""
         with self._lock:
