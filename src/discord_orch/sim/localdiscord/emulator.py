@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .apierror import ApiError, field_error, invalid_form
 from .faults import Fault, injected_response, take_fault
+from .gateway import GatewayRoutes
 from .guilds import GuildRoutes
 from .messages import MessageRoutes
 from .ratelimits import Limiter, RateLimits
@@ -41,7 +42,7 @@ class RequestRecord:
     bucket: Optional[str]
 
 
-class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
+class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes, GatewayRoutes):
     """The loopback Discord. See the package docstring for what is emulated."""
 
     ROUTES: Tuple[str, ...] = tuple(f"{m} {t}" for (m, t, _h, _b) in ROUTE_DEFS)
@@ -79,6 +80,7 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
         with self._lock:
             server, thread = self._server, self._thread
             self._server = self._thread = None
+        self._stop_gateway()
         if server is None:
             return
         server.shutdown()

@@ -32,6 +32,7 @@ ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
     ("GET", "/guilds/{guild_id}/channels", "_h_list_guild_channels", None),
     ("POST", "/guilds/{guild_id}/channels", "_h_create_guild_channel", None),
     ("GET", "/guilds/{guild_id}/members/search", "_h_search_members", None),
+    ("GET", "/gateway/bot", "_h_get_gateway_bot", None),   # gateway.py: the local Gateway's URL
 )
 ATTACHMENT_ROUTE = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
 SNOWFLAKE_PARAMS = ("channel_id", "message_id", "guild_id", "user_id")
