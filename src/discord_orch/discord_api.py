@@ -61,6 +61,7 @@ from .models import (
     ActiveThreads,
     Channel,
     FileUpload,
+    GatewayBot,
     Guild,
     Member,
     Message,
@@ -187,6 +188,10 @@ class DiscordClient:
     def me(self) -> User:
         """The bot's own user (GET /users/@me)."""
         return self._call("GET", "/users/@me", {}, parse=User.from_json)
+
+    def gateway_bot(self) -> GatewayBot:
+        """The Gateway's URL and the sessions left to start today (GET /gateway/bot)."""
+        return self._call("GET", "/gateway/bot", {}, parse=GatewayBot.from_json)
 
     def get_channel(self, channel_id: str) -> Channel:
         """A channel or a thread (GET /channels/{id}); a thread's parent, creator, archive state parsed."""

@@ -1,0 +1,130 @@
+"""Live events (issue 25): under ``orchestrate --watch`` with GATEWAY=auto, a Gateway session
+(gateway.py, on its own thread) tells the pass what happened the moment it happens.
+
+- a message in #task-queue: event ``poll_now`` (the intake polls at once);
+- a 🛑 / 🔁 added anywhere the bot sees: event ``look_now`` (controls look at once);
+- a message in a task's thread (its id is a task's): event ``read_threads`` (follow-ups read at once);
+- each READY / RESUMED: ``poll_now`` and ``look_now``, so what was posted while the socket was
+  down is read from the REST cursor, which stays the one source of truth (an event is only a
+  hint: nothing is claimed from it, so nothing is lost or run twice however events come);
+- while the session is up, filter ``poll_interval`` stretches the polls to SAFETY_NET_S.
+
+A cron pass (or ``--watch`` with GATEWAY=off) never opens a session: ``bind`` stays idle. Without
+the ``live`` extra, or past IDENTIFY_MAX_PER_DAY identifies today (counted in state.db meta
+``gateway:identifies``), or after a fatal close (4004, 4013, 4014...), the pass polls as it
+always did, and says why once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+from ..controls import RETRY_EMOJI, STOP_EMOJI
+from ..core.step import Context, Step
+from ..gateway import DOWN, EVENT, EXHAUSTED, FATAL, IDENTIFIED, UP, GatewaySession, available
+
+log = logging.getLogger("discord_orch")
+
+SAFETY_NET_S = 120.0         # a poll (and a look) this often while the session is up: events missed by Discord
+IDENTIFY_MAX_PER_DAY = 100   # of Discord's 1,000 a day per token: room for other hosts on the same bot
+COUNT_KEY = "gateway:identifies"
+
+
+class GatewayStep(Step):
+    name = "gateway"
+
+    def bind(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.session: Optional[GatewaySession] = None
+        self.up = False
+        self._bot_id = ""
+        if not ctx.watch:
+            return   # a cron pass never identifies
+        if not available():
+            log.warning("GATEWAY=auto: the websocket library is not installed, so --watch polls every %gs "
+                        "(pip install 'discord-orch[live]' for live events)", ctx.settings.poll_interval)
+            return
+        left = IDENTIFY_MAX_PER_DAY - self._identified_today()
+        if left <= 0:
+            log.warning("GATEWAY=auto: %d Gateway sessions started today (the bound, of Discord's 1,000 a day): "
+                        "--watch polls until tomorrow (UTC)", IDENTIFY_MAX_PER_DAY)
+            return
+        hub, client = ctx.hub, ctx.client
+        self.session = GatewaySession(token=ctx.settings.token.reveal(), locate=lambda: client.gateway_bot().url,
+                                      deliver=lambda kind, value: hub.call_soon(self._on, kind, value), budget=left)
+        self._started = False
+        ctx.filter("poll_interval", self._interval)
+
+    def turn(self, now: float) -> None:
+        if self.session is not None and not self._started:
+            self._started = True
+            self.session.start()   # a thread of its own: the loop never waits for the socket
+
+    def close(self, stopped_by: Optional[int]) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            self.up = False
+            self.ctx.submit("gateway", session.stop)   # closing a socket is network I/O: not on the loop
+
+    # -- what the session says (on the loop thread) -----------------------------------
+    def _on(self, kind: str, value: Any) -> None:
+        if self.session is None:
+            return   # the pass is closing
+        if kind == EVENT:
+            self._event(*value)
+        elif kind == UP:
+            self.up = True
+            log.info("Gateway session %s: tasks, stops and follow-ups are picked up as they are posted; "
+                     "polls every %gs as a safety net", "up" if value == "READY" else "resumed", SAFETY_NET_S)
+            self.ctx.emit("poll_now")    # what was posted while it was down: read from the cursor
+            self.ctx.emit("look_now")
+        elif kind == DOWN:
+            if self.up:
+                log.info("Gateway session down (%s): polling every %gs until it is back", value,
+                         self.ctx.settings.poll_interval)
+            self.up = False
+        elif kind == IDENTIFIED:
+            self._count_identify()
+        else:
+            self.up, self.session = False, None
+            if kind == FATAL:
+                log.warning("%s; --watch polls every %gs instead", value, self.ctx.settings.poll_interval)
+            elif kind == EXHAUSTED:
+                log.warning("GATEWAY=auto: %d Gateway sessions started today (the bound): --watch polls until "
+                            "tomorrow (UTC)", IDENTIFY_MAX_PER_DAY)
+            self.ctx.emit("poll_now")
+
+    def _event(self, kind: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        if kind == "READY":
+            return
+        channel = str(data.get("channel_id") or "")
+        if kind == "MESSAGE_CREATE":
+            if channel == self.ctx.settings.task_queue_channel:
+                self.ctx.emit("poll_now")
+            elif self.ctx.store.get(channel) is not None and not (data.get("author") or {}).get("bot"):
+                self.ctx.emit("read_threads")   # a task's thread: a follow-up, or `stop` / `retry`
+        elif kind == "MESSAGE_REACTION_ADD":
+            if (data.get("emoji") or {}).get("name") in (STOP_EMOJI, RETRY_EMOJI):
+                self.ctx.emit("look_now")
+
+    def _interval(self, value: float) -> float:
+        return max(value, SAFETY_NET_S) if self.up else value
+
+    # -- the daily count of identifies (state.db meta: "<UTC day> <count>") -------------
+    def _identified_today(self) -> int:
+        day, _, count = (self.ctx.store.get_meta(COUNT_KEY) or "").partition(" ")
+        return int(count) if day == _today() and count.isdigit() else 0
+
+    def _count_identify(self) -> None:
+        self.ctx.store.set_meta(COUNT_KEY, f"{_today()} {self._identified_today() + 1}")
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+STEP = GatewayStep

@@ -1,0 +1,146 @@
+"""`orchestrate --watch` with the Gateway (issue 25), as people see it: tasks posted while the session
+is up, dropped, told to reconnect (op 7), invalidated (op 9) or left without heartbeat ACKs each run
+once and are answered once; a cron pass never opens a session.
+
+POLL_INTERVAL is 60 s here (120 s while the session is up), and every wait is capped at 30 s: a task
+is picked up in time only because the Gateway said it was posted, or because a (re)connect made
+the pass read from its cursor.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import List
+
+import pytest
+
+from discord_orch.sim.fleet import results_by_task
+
+from helpers_agent import wait_for as poll_until
+from tests.conftest import make_home
+
+pytest.importorskip("websockets")
+
+WAIT_CAP_S = 30.0
+
+
+def wait_for(cond, what: str):
+    assert poll_until(cond, WAIT_CAP_S), f"gave up waiting for {what}"
+    return cond()
+
+
+def log_text(home) -> str:
+    path = home.path / "orch.log"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def watch_home(tmp_path, world, **config: str):
+    return make_home(tmp_path, world, ALLOWED_USER_IDS=world.alice.id, LOG_FILE="orch.log", FOLLOWUP_HOURS="0",
+                     **config)
+
+
+def post(world, texts: List[str]) -> List[str]:
+    return [world.post(world.alice, text)["id"] for text in texts]
+
+
+def answered_once(world, home, tasks: List[str]) -> None:
+    """Every task ran once and has one result; nothing else ran."""
+    wait_for(lambda: all(results_by_task(world, tasks).get(t) for t in tasks), f"results of {len(tasks)} tasks")
+    runs = sorted(r["task_id"] for r in home.runs())
+    assert runs == sorted(tasks), runs
+    results = results_by_task(world, tasks)
+    assert all(len(results[t]) == 1 for t in tasks), {t: len(v) for t, v in results.items()}
+
+
+def stop(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+
+
+def test_tasks_posted_while_watching_are_picked_up_from_the_gateway(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        tasks = post(world, [f"live task {i}" for i in range(4)])
+        answered_once(world, home, tasks)
+    finally:
+        stop(proc)
+    assert gateway.identifies == [world.bot.id]
+
+
+def test_socket_dropped_mid_burst_then_resumed(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        first = post(world, ["burst 1", "burst 2"])
+        gateway.drop()
+        later = post(world, ["burst 3", "burst 4"])
+        wait_for(lambda: "Gateway session resumed" in log_text(home), "the resume")
+        answered_once(world, home, first + later)
+    finally:
+        stop(proc)
+    assert gateway.identifies == [world.bot.id] and gateway.resumes >= 1
+
+
+def test_op7_then_op9_false(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        gateway.reconnect()
+        tasks = post(world, ["after op 7"])
+        wait_for(lambda: "Gateway session resumed" in log_text(home), "the resume after op 7")
+        gateway.invalidate(resumable=False)
+        tasks += post(world, ["after op 9"])
+        wait_for(lambda: len(gateway.identifies) == 2, "a fresh IDENTIFY after op 9 false")
+        tasks += post(world, ["with the new session"])
+        answered_once(world, home, tasks)
+    finally:
+        stop(proc)
+
+
+def test_missed_heartbeat_acks_reconnect_and_resume(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    gateway.heartbeat_interval_ms = 400
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        gateway.acks = False   # a zombie connection: heartbeats go unanswered
+        tasks = post(world, ["while zombie"])
+        wait_for(lambda: "did not ACK a heartbeat" in log_text(home), "the missed ACK seen")
+        gateway.acks = True
+        wait_for(lambda: "Gateway session resumed" in log_text(home), "the resume")
+        tasks += post(world, ["after the resume"])
+        answered_once(world, home, tasks)
+    finally:
+        stop(proc)
+    assert gateway.identifies == [world.bot.id]
+
+
+def test_a_cron_pass_never_identifies(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    tasks = post(world, ["a cron task"])
+    result = home.cli("orchestrate")
+    assert result.returncode == 0, result.stderr
+    answered_once(world, home, tasks)
+    assert gateway.identifies == []
+    assert world.ld.request_count("GET", "/gateway/bot") == 0
+
+
+def test_gateway_off_polls(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world, GATEWAY="off")
+    gateway = world.ld.gateway
+    proc = home.popen("orchestrate", "--watch", "--interval", "0.5")
+    try:
+        tasks = post(world, ["polled task"])
+        answered_once(world, home, tasks)
+    finally:
+        stop(proc)
+    assert gateway.identifies == [] and "Gateway" not in log_text(home)
