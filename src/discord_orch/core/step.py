@@ -23,7 +23,8 @@ for and holding an agent, and named events, gates and filters:
   🛑 / 🔁 at once), ``read_threads`` (read the task threads at once): the last three from the
   Gateway step.
 - gates (``ctx.gate`` / ``ctx.allows``): ``claim`` (may this host claim now: its presence is
-  fresh), ``start`` (rec: may it start; controls ends a task stopped before it ran there).
+  fresh), ``start`` (rec: may it start; controls ends a task stopped before it ran there),
+  ``slow_polls`` (may the Gateway stretch the polls now: recovery says no while a start is unsettled).
 - filters (``ctx.filter`` / ``ctx.apply``): ``outcome`` (rec, outcome → outcome: TASK_MAX_USD's note),
   ``poll_interval`` (seconds → seconds: the Gateway stretches polls while its session is up).
 """

@@ -7,7 +7,8 @@
 - each READY / RESUMED: ``poll_now`` and ``look_now``, so what was posted while the socket was
   down is read from the REST cursor, which stays the one source of truth (an event is only a
   hint: nothing is claimed from it, so nothing is lost or run twice however events come);
-- while the session is up, filter ``poll_interval`` stretches the polls to SAFETY_NET_S.
+- while the session is up, filter ``poll_interval`` stretches the polls to SAFETY_NET_S, unless gate
+  ``slow_polls`` says no (a step whose work waits on polls: recovery's unsettled thread starts).
 
 A cron pass (or ``--watch`` with GATEWAY=off) never opens a session: ``bind`` stays idle. Without
 the ``live`` extra, or past IDENTIFY_MAX_PER_DAY identifies today (counted in state.db meta
@@ -112,7 +113,7 @@ class GatewayStep(Step):
                 self.ctx.emit("look_now")
 
     def _interval(self, value: float) -> float:
-        return max(value, SAFETY_NET_S) if self.up else value
+        return max(value, SAFETY_NET_S) if self.up and self.ctx.allows("slow_polls") else value
 
     # -- the daily count of identifies (state.db meta: "<UTC day> <count>") -------------
     def _identified_today(self) -> int:
