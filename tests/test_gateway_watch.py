@@ -35,8 +35,8 @@ def log_text(home) -> str:
 
 
 def watch_home(tmp_path, world, **config: str):
-    return make_home(tmp_path, world, ALLOWED_USER_IDS=world.alice.id, LOG_FILE="orch.log", FOLLOWUP_HOURS="0",
-                     **config)
+    return make_home(tmp_path, world, **{"ALLOWED_USER_IDS": world.alice.id, "LOG_FILE": "orch.log",
+                                         "FOLLOWUP_HOURS": "0", **config})
 
 
 def post(world, texts: List[str]) -> List[str]:
@@ -144,3 +144,42 @@ def test_gateway_off_polls(tmp_path, world) -> None:
     finally:
         stop(proc)
     assert gateway.identifies == [] and "Gateway" not in log_text(home)
+
+
+def test_a_stop_and_a_follow_up_are_acted_on_as_they_are_posted(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world, FOLLOWUP_HOURS="1")
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        [hang, chat] = post(world, ["long job HANG", "write a haiku"])
+        wait_for(lambda: results_by_task(world, [chat]).get(chat), "the second task's result")
+        world.ld.react(world.task_queue, hang, world.alice.id, "🛑")
+        [stopped] = wait_for(lambda: results_by_task(world, [hang]).get(hang), "the stopped task's result")
+        assert "STOPPED" in stopped["content"].split("\n", 1)[0] and "by **alice**" in stopped["content"]
+        followup = world.ld.post_message(chat, world.alice.id, "now make it rhyme")["id"]
+        wait_for(lambda: any((m.get("message_reference") or {}).get("message_id") == followup
+                             for m in world.ld.messages(chat)), "the follow-up's answer in the thread")
+    finally:
+        stop(proc)
+    assert sorted(r["task_id"] for r in home.runs()) == sorted([hang, chat, chat])   # the follow-up: a turn
+
+
+def test_past_the_daily_bound_of_identifies_the_watch_polls_and_says_so(tmp_path, world) -> None:
+    import time as _time
+
+    from discord_orch.state import Store
+
+    home = watch_home(tmp_path, world)
+    home.cli("status")   # makes .runtime/state.db
+    store = Store(home.path / ".runtime")
+    store.set_meta("gateway:identifies", _time.strftime("%Y-%m-%d", _time.gmtime()) + " 100")
+    store.close()
+    gateway = world.ld.gateway
+    proc = home.popen("orchestrate", "--watch", "--interval", "0.5")
+    try:
+        tasks = post(world, ["polled, not live"])
+        answered_once(world, home, tasks)
+    finally:
+        stop(proc)
+    assert gateway.identifies == []
+    assert log_text(home).count("100 Gateway sessions started today (the bound") == 1

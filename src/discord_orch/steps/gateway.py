@@ -28,9 +28,11 @@ from ..gateway import DOWN, EVENT, EXHAUSTED, FATAL, IDENTIFIED, UP, GatewaySess
 
 log = logging.getLogger("discord_orch")
 
-SAFETY_NET_S = 120.0         # a poll (and a look) this often while the session is up: events missed by Discord
+SAFETY_NET_S = 300.0   # a poll (and a look) this often while the session is up: 12 reads an idle hour
 IDENTIFY_MAX_PER_DAY = 100   # of Discord's 1,000 a day per token: room for other hosts on the same bot
 COUNT_KEY = "gateway:identifies"
+PAST_THE_BOUND = ("GATEWAY=auto: %d Gateway sessions started today (the bound, of Discord's 1,000 a day per bot "
+                  "token): --watch polls until tomorrow (UTC)")
 
 
 class GatewayStep(Step):
@@ -49,8 +51,7 @@ class GatewayStep(Step):
             return
         left = IDENTIFY_MAX_PER_DAY - self._identified_today()
         if left <= 0:
-            log.warning("GATEWAY=auto: %d Gateway sessions started today (the bound, of Discord's 1,000 a day): "
-                        "--watch polls until tomorrow (UTC)", IDENTIFY_MAX_PER_DAY)
+            log.warning(PAST_THE_BOUND, IDENTIFY_MAX_PER_DAY)
             return
         hub, client = ctx.hub, ctx.client
         self.session = GatewaySession(token=ctx.settings.token.reveal(), locate=lambda: client.gateway_bot().url,
@@ -93,8 +94,7 @@ class GatewayStep(Step):
             if kind == FATAL:
                 log.warning("%s; --watch polls every %gs instead", value, self.ctx.settings.poll_interval)
             elif kind == EXHAUSTED:
-                log.warning("GATEWAY=auto: %d Gateway sessions started today (the bound): --watch polls until "
-                            "tomorrow (UTC)", IDENTIFY_MAX_PER_DAY)
+                log.warning(PAST_THE_BOUND, IDENTIFY_MAX_PER_DAY)
             self.ctx.emit("poll_now")
 
     def _event(self, kind: str, data: Any) -> None:
