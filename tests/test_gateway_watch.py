@@ -183,3 +183,17 @@ def test_past_the_daily_bound_of_identifies_the_watch_polls_and_says_so(tmp_path
         stop(proc)
     assert gateway.identifies == []
     assert log_text(home).count("100 Gateway sessions started today (the bound") == 1
+
+
+def test_the_token_is_in_no_log_line_even_verbose(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    proc = home.popen("-v", "orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        answered_once(world, home, post(world, ["a task"]))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert "Gateway session up" in err
+    for text in (out, err, log_text(home)):
+        assert world.bot.token not in text

@@ -35,6 +35,10 @@ from typing import Any, Callable, Dict, Optional
 from .errors import Unauthorized
 
 log = logging.getLogger("discord_orch")
+# websockets logs every frame at DEBUG, IDENTIFY's token among them: its logger never goes below WARNING,
+# whatever -v sets on discord_orch.
+_WS_LOG = logging.getLogger("discord_orch.websocket")
+_WS_LOG.setLevel(logging.WARNING)
 
 GUILDS, GUILD_MESSAGES, GUILD_MESSAGE_REACTIONS, MESSAGE_CONTENT = 1 << 0, 1 << 9, 1 << 10, 1 << 15
 INTENTS = GUILDS | GUILD_MESSAGES | GUILD_MESSAGE_REACTIONS | MESSAGE_CONTENT
@@ -157,7 +161,7 @@ class GatewaySession:
             except Unauthorized as exc:
                 raise _Fatal(f"the Gateway's URL could not be read: {exc}") from None
         url = (self._resume_url.rstrip("/") + "/" if resuming else self._url) + QUERY   # type: ignore[union-attr]
-        with connect(url, open_timeout=HELLO_TIMEOUT_S, close_timeout=2, max_size=2 ** 23) as ws:
+        with connect(url, open_timeout=HELLO_TIMEOUT_S, close_timeout=2, max_size=2 ** 23, logger=_WS_LOG) as ws:
             self._ws = ws
             try:
                 hello = json.loads(ws.recv(timeout=HELLO_TIMEOUT_S))
