@@ -197,3 +197,25 @@ def test_the_token_is_in_no_log_line_even_verbose(tmp_path, world) -> None:
     assert "Gateway session up" in err
     for text in (out, err, log_text(home)):
         assert world.bot.token not in text
+
+
+def test_commands_sync_then_status_is_answered_only_to_who_asked(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    before = home.cli("check")
+    assert "/status not registered in the server: run `discord-orch commands sync`" in before.stdout
+    synced = home.cli("commands", "sync")
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.strip() == f"registered in server {world.guild}: /status"
+    after = home.cli("check")
+    assert "ok    commands: /status is registered" in after.stdout
+    assert "ok    intents: Message Content Intent is on" in after.stdout
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        answered_once(world, home, post(world, ["a task before the status"]))
+        iid = world.ld.interact_command(world.bot.id, world.alice.id, world.task_queue, "status")
+        answer = wait_for(lambda: world.ld.interaction_answer(iid), "the answer to /status")
+    finally:
+        stop(proc)
+    assert answer["type"] == 4 and answer["data"]["flags"] == 64   # ephemeral: only alice sees it
+    assert answer["data"]["content"].startswith("```") and "pass" in answer["data"]["content"]

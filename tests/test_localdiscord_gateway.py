@@ -164,3 +164,52 @@ def test_past_a_thousand_identifies_the_token_is_reset(w: World) -> None:
             recv(ws)
     r = requests.get(f"{w.ld.base_url}/users/@me", headers={"Authorization": f"Bot {w.bot.token}"}, timeout=5)
     assert r.status_code == 401
+
+
+def register_status(w: World) -> requests.Response:
+    return requests.put(f"{w.ld.base_url}/applications/{w.bot.id}/guilds/{w.guild}/commands",
+                        json=[{"name": "status", "type": 1, "description": "what runs"}],
+                        headers={"Authorization": f"Bot {w.bot.token}"}, timeout=5)
+
+
+def callback(w: World, iid: str, token: str, body: Dict[str, Any]) -> requests.Response:
+    return requests.post(f"{w.ld.base_url}/interactions/{iid}/{token}/callback", json=body, timeout=5)
+
+
+def test_commands_are_registered_and_an_interaction_reaches_one_session_answered_once(w: World) -> None:
+    r = register_status(w)
+    assert r.status_code == 200 and [c["name"] for c in r.json()] == ["status"]
+    bad = requests.put(f"{w.ld.base_url}/applications/{w.bot.id}/guilds/{w.guild}/commands",
+                       json=[{"name": "Bad Name", "description": "x"}],
+                       headers={"Authorization": f"Bot {w.bot.token}"}, timeout=5)
+    assert bad.status_code == 400 and bad.json()["code"] == 50035
+    with connect(gateway_url(w)) as one, connect(gateway_url(w)) as two:
+        identify(one, w.bot.token)
+        identify(two, w.bot.token)
+        iid = w.ld.interact_command(w.bot.id, w.alice.id, w.task_queue, "status")
+        assert iid is not None
+        got = []
+        for ws in (one, two):
+            try:
+                got.append(json.loads(ws.recv(timeout=0.5)))
+            except TimeoutError:
+                pass
+        assert [f["t"] for f in got] == ["INTERACTION_CREATE"]   # one session, not both
+        d = got[0]["d"]
+        assert (d["type"], d["data"]["name"], d["member"]["user"]["id"]) == (2, "status", w.alice.id)
+        first = callback(w, iid, d["token"], {"type": 4, "data": {"content": "hi", "flags": 64}})
+        assert first.status_code == 204
+        second = callback(w, iid, d["token"], {"type": 4, "data": {"content": "again"}})
+        assert second.status_code == 400 and second.json()["code"] == 40060
+        assert w.ld.interaction_answer(iid) == {"type": 4, "data": {"content": "hi", "flags": 64}}
+
+
+def test_an_answer_after_the_three_seconds_is_10062(w: World) -> None:
+    register_status(w)
+    w.ld.interaction_deadline = 0.0
+    with connect(gateway_url(w)) as ws:
+        identify(ws, w.bot.token)
+        iid = w.ld.interact_command(w.bot.id, w.alice.id, w.task_queue, "status")
+        d = until(ws, "INTERACTION_CREATE")["d"]
+        late = callback(w, iid, d["token"], {"type": 4, "data": {"content": "late"}})
+        assert late.status_code == 404 and late.json()["code"] == 10062

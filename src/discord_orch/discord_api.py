@@ -193,6 +193,23 @@ class DiscordClient:
         """The Gateway's URL and the sessions left to start today (GET /gateway/bot)."""
         return self._call("GET", "/gateway/bot", {}, parse=GatewayBot.from_json)
 
+    def guild_commands(self, application_id: str, guild_id: str) -> List[str]:
+        """The names of the application's commands in a server (GET .../guilds/{id}/commands)."""
+        return self._call("GET", "/applications/{application_id}/guilds/{guild_id}/commands",
+                          {"application_id": application_id, "guild_id": guild_id},
+                          parse=lambda data: [str(c["name"]) for c in data])
+
+    def set_guild_commands(self, application_id: str, guild_id: str, commands: List[Dict[str, Any]]) -> List[str]:
+        """Replace the application's commands in a server (guild commands take effect at once); their names."""
+        return self._call("PUT", "/applications/{application_id}/guilds/{guild_id}/commands",
+                          {"application_id": application_id, "guild_id": guild_id}, json_body=commands,
+                          parse=lambda data: [str(c["name"]) for c in data])
+
+    def answer_interaction(self, interaction_id: str, token: str, answer: Dict[str, Any]) -> None:
+        """The first answer to an interaction, within Discord's 3 seconds (a second one: 40060; late: 10062)."""
+        self._call("POST", "/interactions/{interaction_id}/{interaction_token}/callback",
+                   {"interaction_id": interaction_id, "interaction_token": token}, json_body=answer, parse=None)
+
     def get_channel(self, channel_id: str) -> Channel:
         """A channel or a thread (GET /channels/{id}); a thread's parent, creator, archive state parsed."""
         return self._call("GET", "/channels/{channel_id}", {"channel_id": channel_id}, parse=Channel.from_json)
@@ -528,7 +545,11 @@ class DiscordClient:
         """Checked ids in, (url, route key, major parameter, channel id) out; BadRequest before sending."""
         params = {k: str(v) for k, v in path_params.items()}
         channel_id = params.get("channel_id")
-        _check_ids(method, template, {k: v for k, v in params.items() if k != "emoji"}, channel_id)
+        _check_ids(method, template, {k: v for k, v in params.items() if k not in ("emoji", "interaction_token")},
+                   channel_id)
+        token = params.get("interaction_token")
+        if token is not None and not token.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise BadRequest(method, template, None, None, "a malformed interaction token (not sent)")
         _check_ids(method, template, {k: v for k, v in (query or {}).items() if k in _ID_QUERY_KEYS}, channel_id)
         if "emoji" in params and not params["emoji"]:
             raise BadRequest(method, template, None, None, "empty emoji (not sent)", channel_id=channel_id)

@@ -7,6 +7,7 @@
 - each READY / RESUMED: ``poll_now`` and ``look_now``, so what was posted while the socket was
   down is read from the REST cursor, which stays the one source of truth (an event is only a
   hint: nothing is claimed from it, so nothing is lost or run twice however events come);
+- an interaction: ``/status`` answered ephemerally (commands.py registers it);
 - while the session is up, filter ``poll_interval`` stretches the polls to SAFETY_NET_S, unless gate
   ``slow_polls`` says no (a step whose work waits on polls: recovery's unsettled thread starts).
 
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ..controls import RETRY_EMOJI, STOP_EMOJI
 from ..core.step import Context, Step
+from ..errors import DiscordError
 from ..gateway import DOWN, EVENT, EXHAUSTED, FATAL, IDENTIFIED, UP, GatewaySession, available
 
 log = logging.getLogger("discord_orch")
@@ -31,6 +33,7 @@ log = logging.getLogger("discord_orch")
 SAFETY_NET_S = 300.0   # a poll (and a look) this often while the session is up: 12 reads an idle hour
 IDENTIFY_MAX_PER_DAY = 100   # of Discord's 1,000 a day per token: room for other hosts on the same bot
 COUNT_KEY = "gateway:identifies"
+EPHEMERAL = 1 << 6   # an answer only who asked sees
 PAST_THE_BOUND = ("GATEWAY=auto: %d Gateway sessions started today (the bound, of Discord's 1,000 a day per bot "
                   "token): --watch polls until tomorrow (UTC)")
 
@@ -111,6 +114,31 @@ class GatewayStep(Step):
         elif kind == "MESSAGE_REACTION_ADD":
             if (data.get("emoji") or {}).get("name") in (STOP_EMOJI, RETRY_EMOJI):
                 self.ctx.emit("look_now")
+        elif kind == "INTERACTION_CREATE":
+            self._interaction(data)
+
+    def _interaction(self, data: Dict[str, Any]) -> None:
+        """/status answered, only to who asked, within Discord's 3 seconds (the answer goes out on a lane of
+        its own, behind nothing); anything else (not built yet) answered so, rather than left to fail."""
+        from ..status import gather, render
+
+        iid, token = str(data.get("id") or ""), str(data.get("token") or "")
+        name = (data.get("data") or {}).get("name") if data.get("type") == 2 else None
+        if name == "status":
+            text = render(gather(self.ctx.settings, self.ctx.store, self.ctx.wall()))
+            content = "```\n" + (text if len(text) <= 1900 else text[:1900] + "\n…") + "\n```"
+        else:
+            content = "discord-orch does not answer this here yet: react 🛑 / 🔁 on the task's message instead."
+        answer = {"type": 4, "data": {"content": content, "flags": EPHEMERAL, "allowed_mentions": {"parse": []}}}
+        client = self.ctx.client
+
+        def job() -> None:
+            try:
+                client.answer_interaction(iid, token, answer)
+            except DiscordError as exc:   # 10062: too late; 40060: answered already (by another host?)
+                log.warning("an interaction (/%s) could not be answered: %s", name or "a button", exc)
+
+        self.ctx.submit("interactions", job)
 
     def _interval(self, value: float) -> float:
         return max(value, SAFETY_NET_S) if self.up and self.ctx.allows("slow_polls") else value

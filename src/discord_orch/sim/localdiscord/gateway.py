@@ -149,6 +149,16 @@ class LocalGateway:
             if s.conn is not None:
                 _send(s.conn, frame)
 
+    def dispatch_one(self, bot_id: str, event: str, data: Dict[str, Any]) -> bool:
+        """An event for one session of the bot (as Discord gives an interaction to one); False: none is up."""
+        with self.store._lock:
+            live = [s for s in self.sessions.values() if s.bot_id == bot_id and s.conn is not None]
+            if not live:
+                return False
+            session = live[len(self.store._interactions()) % len(live)]   # type: ignore[attr-defined]
+            _send(session.conn, session.payload(event, data))
+            return True
+
     # -- one connection (its own thread) ----------------------------------------------
     def _handle(self, conn: Any) -> None:
         from websockets.exceptions import ConnectionClosed
