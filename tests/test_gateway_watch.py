@@ -219,3 +219,18 @@ def test_commands_sync_then_status_is_answered_only_to_who_asked(tmp_path, world
         stop(proc)
     assert answer["type"] == 4 and answer["data"]["flags"] == 64   # ephemeral: only alice sees it
     assert answer["data"]["content"].startswith("```") and "pass" in answer["data"]["content"]
+
+
+def test_without_the_websocket_library_the_watch_polls_and_says_so_once(tmp_path, world) -> None:
+    stub = tmp_path / "stub" / "websockets"   # an old websockets: no sync client
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    proc = home.popen("orchestrate", "--watch", "--interval", "0.5", env={"PYTHONPATH": str(tmp_path / "stub")})
+    try:
+        answered_once(world, home, post(world, ["polled without websockets"]))
+    finally:
+        stop(proc)
+    assert gateway.identifies == []
+    assert log_text(home).count("the websocket library (websockets>=13) is not installed, so --watch polls every 0.5s") == 1

@@ -61,10 +61,12 @@ EVENT, UP, DOWN, FATAL, IDENTIFIED, EXHAUSTED = "event", "up", "down", "fatal", 
 
 
 def available() -> bool:
-    """Whether the websocket library (the ``live`` extra) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("websockets") is not None
+    """Whether the websocket library (the ``live`` extra: websockets >= 13, for its sync client) can be used."""
+    try:
+        import websockets.sync.client  # noqa: F401 - an older or broken websockets lacks it
+    except ImportError:
+        return False
+    return True
 
 
 class _Closed(Exception):

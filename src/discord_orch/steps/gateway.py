@@ -49,8 +49,8 @@ class GatewayStep(Step):
         if not ctx.watch:
             return   # a cron pass never identifies
         if not available():
-            log.warning("GATEWAY=auto: the websocket library is not installed, so --watch polls every %gs "
-                        "(pip install 'discord-orch[live]' for live events)", ctx.settings.poll_interval)
+            log.warning("GATEWAY=auto: the websocket library (websockets>=13) is not installed, so --watch polls "
+                        "every %gs (pip install 'discord-orch[live]' for live events)", ctx.settings.poll_interval)
             return
         left = IDENTIFY_MAX_PER_DAY - self._identified_today()
         if left <= 0:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
+POLL_NOW_GAP_S = 0.5   # the shortest gap between polls asked for by events (poll_now): spam costs 2 reads a second
+
 
 class IntakeStep(Step):
     name = "intake"
@@ -65,7 +67,8 @@ class IntakeStep(Step):
         if self.intake.more_history and (self.intake.deciding or self._takeable()):
             return False   # a long history: what one chunk holds is claimed before the next is read
         interval = self.ctx.apply("poll_interval", self.ctx.settings.poll_interval)
-        return self._first or self._now or self.intake.more_history or now - self._last_poll >= interval
+        asked = self._now and now - self._last_poll >= POLL_NOW_GAP_S   # a flood of messages: 2 polls a second
+        return self._first or asked or self.intake.more_history or now - self._last_poll >= interval
 
     def _poll_now(self) -> None:
         self._now = True   # a poll in flight: one more once it is back (the message may be past its read)
