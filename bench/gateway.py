@@ -114,7 +114,7 @@ def idle(root: Path, seconds: float) -> Dict[str, float]:
         time.sleep(2)   # the first poll's answers and the start's reads are in
         watch.ld.reset_log()
         time.sleep(seconds)
-        routes = Counter(f"{r.method} {r.route}" for r in watch.ld.requests)
+        routes = Counter(r.route for r in watch.ld.requests)
     finally:
         watch.close()
     return {route: count * 3600 / seconds for route, count in sorted(routes.items())}
@@ -138,19 +138,21 @@ def main(argv=None) -> int:
     with Scratch("gateway-live-") as root:
         live = pickup(root, "auto", args.interval, args.tasks, rng)
     print(summary("post → ✅ with the Gateway", live), "(target max <= 0.3 s)")
-    with Scratch("gateway-polled-") as root:
-        polled = pickup(root, "off", args.interval, args.polled_tasks, rng)
-    print(summary(f"post → ✅ polling every {args.interval:g} s (GATEWAY=off)", polled))
+    if args.polled_tasks > 0:
+        with Scratch("gateway-polled-") as root:
+            polled = pickup(root, "off", args.interval, args.polled_tasks, rng)
+        print(summary(f"post → ✅ polling every {args.interval:g} s (GATEWAY=off)", polled))
     stops = []
     for n in range(args.stops):
         with Scratch(f"gateway-stop-{n}-") as root:
             stops.append(stop_latency(root, args.grace, rng))
-    print(summary(f"🛑 → agent group gone with the Gateway, KILL_GRACE={args.grace:g}", stops),
-          f"(target <= {args.grace + 0.3:.1f} s)")
+    if stops:
+        print(summary(f"🛑 → agent group gone with the Gateway, KILL_GRACE={args.grace:g}", stops),
+              f"(target <= {args.grace + 0.3:.1f} s)")
     if args.idle > 0:
         with Scratch("gateway-idle-") as root:
             per_hour = idle(root, args.idle)
-        print(f"requests an idle hour with the Gateway up (counted over {args.idle:g} s): "
+        print(f"requests an idle hour with the Gateway up, HOST_SILENT_AFTER=0 (counted over {args.idle:g} s): "
               f"{sum(per_hour.values()):.1f} (target <= 20): "
               + ", ".join(f"{route} {n:.1f}" for route, n in per_hour.items()))
     return 0

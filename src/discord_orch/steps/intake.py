@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
-POLL_NOW_GAP_S = 0.5   # the shortest gap between polls asked for by events (poll_now): spam costs 2 reads a second
+# Polls asked for by events (poll_now): at once, 3 in a row at most, then 2 a second (a flood of messages).
+POLL_NOW_BURST = 3.0
+POLL_NOW_RATE = 2.0
 
 
 class IntakeStep(Step):
@@ -45,6 +47,7 @@ class IntakeStep(Step):
         self._last_set_aside = self._last_passed_look = ctx.clock()
         self._unreachable = None
         self._now = False       # a poll asked for at once (event poll_now: the Gateway saw a task posted)
+        self._tokens, self._tokens_at = POLL_NOW_BURST, ctx.clock()
         ctx.on("passed", self._check_unreachable)
         ctx.on("poll_now", self._poll_now)
 
@@ -67,8 +70,13 @@ class IntakeStep(Step):
         if self.intake.more_history and (self.intake.deciding or self._takeable()):
             return False   # a long history: what one chunk holds is claimed before the next is read
         interval = self.ctx.apply("poll_interval", self.ctx.settings.poll_interval)
-        asked = self._now and now - self._last_poll >= POLL_NOW_GAP_S   # a flood of messages: 2 polls a second
-        return self._first or asked or self.intake.more_history or now - self._last_poll >= interval
+        return self._first or self._asked(now) or self.intake.more_history or now - self._last_poll >= interval
+
+    def _asked(self, now: float) -> bool:
+        """A poll asked for by an event, within the bucket that bounds a flood of them."""
+        self._tokens = min(POLL_NOW_BURST, self._tokens + (now - self._tokens_at) * POLL_NOW_RATE)
+        self._tokens_at = now
+        return self._now and self._tokens >= 1
 
     def _poll_now(self) -> None:
         self._now = True   # a poll in flight: one more once it is back (the message may be past its read)
@@ -90,7 +98,8 @@ class IntakeStep(Step):
 
     def _poll(self, now: float) -> None:
         first, self._first = self._first, False
-        self._now = False
+        if self._now:
+            self._now, self._tokens = False, self._tokens - 1
         self.intake.polling = True
         self._last_poll = now
         self._looked_at = self.ctx.stats.claimed
