@@ -234,3 +234,74 @@ def test_without_the_websocket_library_the_watch_polls_and_says_so_once(tmp_path
         stop(proc)
     assert gateway.identifies == []
     assert log_text(home).count("the websocket library (websockets>=13) is not installed, so --watch polls every 0.5s") == 1
+
+
+def status_button(world, task: str, kind: str):
+    """The task's status message (in its thread) with its ``kind`` button, once it has one."""
+    try:
+        messages = world.ld.messages(task)
+    except KeyError:   # no thread yet
+        return None
+    for m in messages:
+        for row in m.get("components") or []:
+            for button in row["components"]:
+                if button.get("custom_id") == f"{kind}:{task}":
+                    return m
+    return None
+
+
+def click(world, user, task: str, kind: str) -> str:
+    msg = status_button(world, task, kind)
+    iid = world.ld.interact_button(world.bot.id, user.id, task, msg["id"], f"{kind}:{task}")
+    assert iid is not None
+    return wait_for(lambda: world.ld.interaction_answer(iid), f"the answer to {user.username}'s {kind}")
+
+
+def test_the_stop_button_stops_for_alice_and_answers_mallory_only_to_her(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+    try:
+        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        [task] = post(world, ["long job HANG"])
+        wait_for(lambda: status_button(world, task, "stop"), "the Stop button on the status message")
+        refused = click(world, world.mallory, task, "stop")
+        assert refused["data"]["flags"] == 64 and refused["data"]["content"] == (
+            "not done: mallory may not stop this task")
+        assert not results_by_task(world, [task]).get(task)   # still running
+        taken = click(world, world.alice, task, "stop")
+        assert taken["data"]["content"] == "🛑 stop asked"
+        [result] = wait_for(lambda: results_by_task(world, [task]).get(task), "the stopped task's result")
+        assert "STOPPED" in result["content"].split("\n", 1)[0] and "by **alice**" in result["content"]
+        wait_for(lambda: status_button(world, task, "retry"), "the Retry button once it stopped")
+        assert click(world, world.alice, task, "retry")["data"]["content"] == "🔁 retry asked"
+        # (the second attempt's status edit meets the archived thread, 50083: a bug of the retry's, not the button's)
+        wait_for(lambda: "retry asked by alice" in log_text(home) and "attempt 2 of 3" in log_text(home),
+                 "the second attempt")
+    finally:
+        stop(proc)
+
+
+def test_a_click_that_reaches_a_host_not_running_the_task_still_stops_it(tmp_path, world) -> None:
+    runner = make_home(tmp_path / "a", world, ALLOWED_USER_IDS=world.alice.id, LOG_FILE="orch.log", HOST_NAME="a",
+                       HOST_TAGS="gpu", GATEWAY="off", FOLLOWUP_HOURS="0")
+    other = make_home(tmp_path / "b", world, ALLOWED_USER_IDS=world.alice.id, LOG_FILE="orch.log", HOST_NAME="b",
+                      FOLLOWUP_HOURS="0")
+    procs = [runner.popen("orchestrate", "--watch", "--interval", "0.5")]
+    try:
+        [task] = post(world, ["[needs:gpu] long job HANG"])
+        wait_for(lambda: len(runner.runs()) == 1, "host a to run the task")
+        procs.append(other.popen("orchestrate", "--watch", "--interval", "60"))
+        wait_for(lambda: "Gateway session up" in log_text(other), "host b's session (the only one)")
+        # a status message with a button: host a posts none (no Gateway there), so alice clicks one of b's
+        # kind on a message of her own making: the click is what matters, and it reaches b
+        msg = world.ld.post_message(task, world.alice.id, "stop it please")
+        iid = world.ld.interact_button(world.bot.id, world.alice.id, task, msg["id"], f"stop:{task}")
+        answer = wait_for(lambda: world.ld.interaction_answer(iid), "b's answer")
+        assert answer["data"]["content"] == "🛑 stop asked (handed to the host that holds the task)"
+        [result] = wait_for(lambda: results_by_task(world, [task]).get(task), "the stopped task's result")
+        assert "STOPPED" in result["content"].split("\n", 1)[0]
+        assert "by **discord-orch**" in result["content"]   # the bot's 🛑 carried it: who clicked is b's to know
+    finally:
+        for proc in procs:
+            stop(proc)
+    assert other.runs() == []

@@ -607,3 +607,19 @@ def test_gateway_bot_and_guild_commands_bodies(oas: Spec, world: World) -> None:
     refused = world.call("POST", f"/interactions/{made['id']}/nope/callback", json={"type": 4, "data": {}})
     assert oas.check_response("POST", "/interactions/{interaction_id}/{interaction_token}/callback",
                               refused)["code"] == 10062
+
+
+def test_a_message_with_a_button_validates(oas: Spec, world: World) -> None:
+    row = {"type": 1, "components": [{"type": 2, "style": 4, "label": "Stop", "custom_id": "stop:1"}]}
+    made = oas.check_response("POST", "/channels/{channel_id}/messages",
+                              world.call("POST", f"/channels/{world.cid}/messages", json={"content": "s",
+                                                                                        "components": [row]}))
+    [kept] = made["components"]
+    assert kept["components"][0]["custom_id"] == "stop:1" and kept["components"][0]["style"] == 4
+    edited = oas.check_response("PATCH", "/channels/{channel_id}/messages/{message_id}",
+                                world.call("PATCH", f"/channels/{world.cid}/messages/{made['id']}",
+                                           json={"components": []}))
+    assert edited["components"] == []
+    bad = world.call("POST", f"/channels/{world.cid}/messages",
+                     json={"content": "s", "components": [{"type": 1, "components": [{"type": 2, "style": 1}]}]})
+    assert bad.status_code == 400 and bad.json()["code"] == 50035

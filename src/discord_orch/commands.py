@@ -5,8 +5,9 @@ registered in the server of #task-queue by replacing the application's whole set
 sync is idempotent. Only ``orchestrate --watch`` with the Gateway answers them (steps/gateway.py):
 an interaction reaches one session, and must be answered within 3 seconds.
 
-What is answered today: ``/status`` (what ``discord-orch status`` shows, only to who asked).
-``/task``, and the Stop / Retry buttons, are not built yet (issue 25).
+What is answered today: ``/status`` (what ``discord-orch status`` shows, only to who asked), and
+the Stop / Retry buttons of the status messages (not commands: nothing to register). ``/task`` is
+not built yet (issue 25).
 """
 
 from __future__ import annotations

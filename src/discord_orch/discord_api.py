@@ -226,11 +226,13 @@ class DiscordClient:
             return None
 
     def post_in_thread(self, thread_id: str, content: str, *, files: Sequence[FileUpload] = (),
-                       nonce: Optional[str] = None) -> Optional[Message]:
+                       nonce: Optional[str] = None,
+                       components: Optional[Sequence[Mapping[str, Any]]] = None) -> Optional[Message]:
         """Post in a thread if there is one (None when there is none: 404 Unknown Channel answers
         the question, as for a task claimed before its host started threads)."""
         try:
-            return self.create_message(thread_id, content, files=files, nonce=nonce, answers=_NO_SUCH_CHANNEL)
+            return self.create_message(thread_id, content, files=files, nonce=nonce, components=components,
+                                       answers=_NO_SUCH_CHANNEL)
         except NotFound as exc:
             if exc.code != UNKNOWN_CHANNEL:
                 raise
@@ -337,6 +339,7 @@ class DiscordClient:
                        reply_to: Optional[str] = None, nonce: Optional[Union[str, int]] = None,
                        allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS,
                        embeds: Optional[Sequence[Mapping[str, Any]]] = None,
+                       components: Optional[Sequence[Mapping[str, Any]]] = None,
                        answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Message:
         """Post a message. Always idempotent: a nonce (given or generated) is sent with
         ``enforce_nonce``, so a retried create returns the message the first try made.
@@ -353,6 +356,8 @@ class DiscordClient:
         }
         if embeds is not None:
             payload["embeds"] = _plain(list(embeds))
+        if components is not None:
+            payload["components"] = _plain(list(components))
         if reply_to is not None:
             payload["message_reference"] = {"message_id": str(reply_to), "channel_id": cid,
                                             "fail_if_not_exists": False}
@@ -373,14 +378,17 @@ class DiscordClient:
 
     def edit_message(self, channel_id: str, message_id: str, content: Optional[str] = None, *,
                      embeds: Optional[Sequence[Mapping[str, Any]]] = None,
+                     components: Optional[Sequence[Mapping[str, Any]]] = None,
                      allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS) -> Message:
-        """Edit a message's content or embeds (PATCH); mentions stay off."""
+        """Edit a message's content, embeds or buttons (PATCH); mentions stay off."""
         payload: Dict[str, Any] = {"allowed_mentions": _plain(NO_MENTIONS if allowed_mentions is None
                                                               else allowed_mentions)}
         if content is not None:
             payload["content"] = content
         if embeds is not None:
             payload["embeds"] = _plain(list(embeds))
+        if components is not None:
+            payload["components"] = _plain(list(components))
         return self._call("PATCH", "/channels/{channel_id}/messages/{message_id}",
                           {"channel_id": channel_id, "message_id": message_id}, json_body=payload,
                           parse=Message.from_json)

@@ -61,6 +61,7 @@ class GatewayStep(Step):
                                       deliver=lambda kind, value: hub.call_soon(self._on, kind, value), budget=left)
         self._started = False
         ctx.filter("poll_interval", self._interval)
+        ctx.filter("buttons", lambda value: value or self.session is not None)   # clicks are answered here
 
     def turn(self, now: float) -> None:
         if self.session is not None and not self._started:
@@ -123,6 +124,9 @@ class GatewayStep(Step):
         from ..status import gather, render
 
         iid, token = str(data.get("id") or ""), str(data.get("token") or "")
+        if data.get("type") == 3:
+            self._click(iid, token, data)
+            return
         name = (data.get("data") or {}).get("name") if data.get("type") == 2 else None
         if name == "status":
             text = render(gather(self.ctx.settings, self.ctx.store, self.ctx.wall()))
@@ -139,6 +143,41 @@ class GatewayStep(Step):
                 log.warning("an interaction (/%s) could not be answered: %s", name or "a button", exc)
 
         self.ctx.submit("interactions", job)
+
+    def _click(self, iid: str, token: str, data: Dict[str, Any]) -> None:
+        """A Stop / Retry button (its id: ``stop:<task>``), the same door as 🛑 / 🔁 (controls.Controls.request):
+        who may is answered, only to them, when not. A task this host does not hold (another host claimed it)
+        is handed over through Discord: the bot's own 🛑 / 🔁 on the task message, which the host that holds it
+        looks for (at once with its Gateway, else at its next look)."""
+        from ..controls import EMOJI_OF
+        from ..models import User
+
+        kind, _, task = str((data.get("data") or {}).get("custom_id") or "").partition(":")
+        user = User.from_json((data.get("member") or {}).get("user") or data.get("user") or {"id": "0"})
+        ctx, controls, client = self.ctx, self.ctx.parts.controls, self.ctx.client
+        rec = ctx.store.get(task) if task.isdigit() else None
+        backlog = {m.id: m.author.id for m in ctx.parts.intake.backlog}
+        held = (rec is not None and rec.status != "elsewhere") or task in backlog
+        queue, wall = ctx.settings.task_queue_channel, ctx.wall
+
+        def job() -> None:
+            try:
+                if kind not in EMOJI_OF or not task.isdigit():
+                    text = "this button is not one discord-orch knows"
+                elif held:
+                    answer = controls.request(kind, task, user, wall(), author_id=backlog.get(task))
+                    text = f"{EMOJI_OF[kind]} {kind} asked" if answer.taken else f"not done: {answer.why}"
+                elif controls.may(user, client.get_message(queue, task).author.id):
+                    client.add_reaction(queue, task, EMOJI_OF[kind])   # the host that holds the task acts on it
+                    text = f"{EMOJI_OF[kind]} {kind} asked (handed to the host that holds the task)"
+                else:
+                    text = f"{user.username or user.id} may not {kind} this task"
+                client.answer_interaction(iid, token, {"type": 4, "data": {
+                    "content": text, "flags": EPHEMERAL, "allowed_mentions": {"parse": []}}})
+            except DiscordError as exc:
+                log.warning("task=%s: a %s button could not be answered: %s", task, kind, exc)
+
+        ctx.submit("interactions", job)
 
     def _interval(self, value: float) -> float:
         return max(value, SAFETY_NET_S) if self.up and self.ctx.allows("slow_polls") else value

@@ -27,6 +27,7 @@ class ProgressStep(Step):
                                  turn_number=lambda rec: parts.conversations.turn_number(rec),
                                  clock=ctx.clock, wall=ctx.wall)
         self.board.gate = lambda: ctx.allows("post")
+        self.board.buttons = lambda: bool(ctx.apply("buttons", False))   # the Gateway step: whether it answers them
         ctx.on("queued", self.board.queued)
         ctx.on("started", self.board.running)
         ctx.on("finished", self._finished)

@@ -15,7 +15,10 @@ paths; ../shared/DISCORD-NOTES.md)
       the interaction, else 404 10062 "Unknown interaction"; a second answer 400 40060
       "Interaction has already been acknowledged." Flag 64 makes an answer ephemeral.
 
-Not emulated: follow-up webhooks, modals, autocomplete, global commands, permissions of commands.
+    * A message's ``components``: action rows (type 1) of 1-5 buttons (type 2, style, ``custom_id``
+      1-100 characters); each gets an ``id`` in the answer (spec ButtonComponentResponse requires it).
+
+Not emulated: follow-up webhooks, link buttons, selects, modals, autocomplete, global commands, permissions of commands.
 Test levers: ``interact_command``, ``interact_button`` (each returns the interaction's id, or None
 when no session of the bot was connected), ``interaction_answer``, ``interaction_deadline``.
 """
@@ -88,6 +91,32 @@ class InteractionRoutes(Store):
         if gateway is None or not gateway.dispatch_one(bot_id, "INTERACTION_CREATE", body):
             return None
         return iid
+
+    def _components(self, rows: Any) -> List[Dict[str, Any]]:
+        """A message's ``components`` as Discord keeps them: action rows (type 1) of at most 5 buttons (type 2,
+        style 1-4 with a ``custom_id`` of 1-100 characters), each given an ``id``; else 50035."""
+        if rows is None:
+            return []
+        out, n = [], 0
+        for r, row in enumerate(rows if isinstance(rows, list) else [None]):
+            buttons = row.get("components") if isinstance(row, dict) and row.get("type") == 1 else None
+            if not isinstance(buttons, list) or not 1 <= len(buttons) <= 5:
+                raise invalid_form(field_error(["components", str(r)], "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                                               "An action row holds 1 to 5 buttons"))
+            n += 1
+            kept = {"type": 1, "id": n, "components": []}
+            for b, button in enumerate(buttons):
+                custom = button.get("custom_id") if isinstance(button, dict) else None
+                if not isinstance(button, dict) or button.get("type") != 2 or button.get("style") not in (1, 2, 3, 4) or \
+                        not isinstance(custom, str) or not 1 <= len(custom) <= 100:
+                    raise invalid_form(field_error(["components", str(r), "components", str(b)],
+                                                   "BASE_TYPE_REQUIRED", "A button needs a style and a custom_id"))
+                n += 1
+                kept["components"].append({"type": 2, "id": n, "style": button["style"], "custom_id": custom,
+                                           "label": str(button.get("label") or ""),
+                                           "disabled": bool(button.get("disabled"))})
+            out.append(kept)
+        return out
 
     # -- routes ----------------------------------------------------------------------
     def _h_list_guild_commands(self, user_id: str, params: Mapping[str, str], query: Mapping[str, List[str]],

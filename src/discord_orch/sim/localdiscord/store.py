@@ -99,6 +99,7 @@ class Msg:
     nonce: Optional[Union[str, int]] = None
     reactions: Dict[str, List[str]] = field(default_factory=dict)  # key -> user ids in order
     reaction_emoji: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    components: List[Dict[str, Any]] = field(default_factory=list)   # action rows of buttons (interactions.py)
 
 
 @dataclass
@@ -571,7 +572,7 @@ class Store:
             "timestamp": iso(_snowflake_ms(msg.id)),
             "edited_timestamp": None if msg.edited_ms is None else iso(msg.edited_ms),
             "flags": msg.flags,
-            "components": [],
+            "components": [dict(c) for c in msg.components] if visible else [],
             "id": msg.id,
             "channel_id": msg.channel_id,
             "author": self._user_json(msg.author_id),
