@@ -6,8 +6,8 @@
   Discord's store every millisecond); one task at a time (the next once the last is answered),
   so it is the pick-up alone, not a wait for a free agent. GATEWAY=auto, then GATEWAY=off with
   POLL_INTERVAL=--interval (fewer tasks: its median is about half the interval).
-* 🛑 → the agent's process group gone (a task that ignores SIGTERM, so all of KILL_GRACE is
-  spent), with the Gateway; the bound is KILL_GRACE + 0.3 s.
+* 🛑, then the Stop button → the agent's process group gone (a task that ignores SIGTERM), with the
+  Gateway; the bound is KILL_GRACE + 0.3 s.
 * requests in an idle hour: a watch with the Gateway up and nothing to do (HOST_SILENT_AFTER=0:
   no presence line, whose cost is its own), counted for --idle seconds and scaled to an hour.
 
@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -92,15 +92,29 @@ def pickup(root: Path, gateway: str, interval: float, tasks: int, rng: random.Ra
         watch.close()
 
 
-def stop_latency(root: Path, grace: float, rng: random.Random) -> float:
+def stop_button(watch: Watch, task: str) -> Optional[str]:
+    """The status message (in the task's thread) once it carries its Stop button."""
+    try:
+        messages = watch.ld.messages(task)
+    except KeyError:
+        return None
+    return next((m["id"] for m in messages for row in m.get("components") or []
+                 for b in row["components"] if b.get("custom_id") == f"stop:{task}"), None)
+
+
+def stop_latency(root: Path, grace: float, rng: random.Random, button: bool) -> float:
     watch = Watch(root, "auto", 5.0, KILL_GRACE=grace)
     try:
         task = watch.world.post(watch.world.alice, "hang on HANG NOTERM")["id"]
         agent = wait(lambda: next((d.name for d in (watch.home.path / "workers").iterdir()
                                    if d.name.startswith("agent-")), None), step=0.005)
         wait(lambda: live_processes_marked(MARKER, [agent]), step=0.005)
+        message = wait(lambda: stop_button(watch, task), step=0.005) if button else None
         time.sleep(rng.uniform(0.1, 1.0))
-        watch.ld.react(watch.world.task_queue, task, watch.world.alice.id, "🛑")
+        if message is not None:
+            watch.ld.interact_button(watch.world.bot.id, watch.world.alice.id, task, message, f"stop:{task}")
+        else:
+            watch.ld.react(watch.world.task_queue, task, watch.world.alice.id, "🛑")
         t0 = time.monotonic()
         wait(lambda: not live_processes_marked(MARKER, [agent]), step=0.005)
         return time.monotonic() - t0
@@ -142,13 +156,14 @@ def main(argv=None) -> int:
         with Scratch("gateway-polled-") as root:
             polled = pickup(root, "off", args.interval, args.polled_tasks, rng)
         print(summary(f"post → ✅ polling every {args.interval:g} s (GATEWAY=off)", polled))
-    stops = []
-    for n in range(args.stops):
-        with Scratch(f"gateway-stop-{n}-") as root:
-            stops.append(stop_latency(root, args.grace, rng))
-    if stops:
-        print(summary(f"🛑 → agent group gone with the Gateway, KILL_GRACE={args.grace:g}", stops),
-              f"(target <= {args.grace + 0.3:.1f} s)")
+    for how, button in (("🛑", False), ("the Stop button", True)):
+        stops = []
+        for n in range(args.stops):
+            with Scratch(f"gateway-stop-{n}-") as root:
+                stops.append(stop_latency(root, args.grace, rng, button))
+        if stops:
+            print(summary(f"{how} → agent group gone with the Gateway, KILL_GRACE={args.grace:g}", stops),
+                  f"(target <= {args.grace + 0.3:.1f} s)")
     if args.idle > 0:
         with Scratch("gateway-idle-") as root:
             per_hour = idle(root, args.idle)
