@@ -106,9 +106,9 @@ class InteractionRoutes(Store):
             n += 1
             kept = {"type": 1, "id": n, "components": []}
             for b, button in enumerate(buttons):
-                custom = button.get("custom_id") if isinstance(button, dict) else None
-                if not isinstance(button, dict) or button.get("type") != 2 or button.get("style") not in (1, 2, 3, 4) or \
-                        not isinstance(custom, str) or not 1 <= len(custom) <= 100:
+                ok = isinstance(button, dict) and button.get("type") == 2 and button.get("style") in (1, 2, 3, 4)
+                custom = button.get("custom_id") if ok else None
+                if not isinstance(custom, str) or not 1 <= len(custom) <= 100:
                     raise invalid_form(field_error(["components", str(r), "components", str(b)],
                                                    "BASE_TYPE_REQUIRED", "A button needs a style and a custom_id"))
                 n += 1
@@ -163,7 +163,8 @@ class InteractionRoutes(Store):
         except ValueError:
             raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
         if not isinstance(answer, dict) or answer.get("type") not in (1, 4, 5, 6, 7, 8, 9, 12):
-            raise invalid_form(field_error(["type"], "BASE_TYPE_CHOICES", "Value must be one of (1, 4, 5, 6, 7, 8, 9)."))
+            raise invalid_form(field_error(["type"], "BASE_TYPE_CHOICES",
+                                           "Value must be one of (1, 4, 5, 6, 7, 8, 9)."))
         got["answer"] = answer
         return 204, None
 
