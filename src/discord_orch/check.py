@@ -108,7 +108,7 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
 def _check_live(settings: Settings, client: DiscordClient, guild: str) -> List[Finding]:
     """GATEWAY=auto: the websocket library, the Message Content intent, the slash commands (warnings: a cron
     pass needs none of them, and `orchestrate --watch` polls without them)."""
-    from .commands import missing
+    from .commands import COMMANDS, missing
     from .gateway import available
     from .setup_api import SetupClient
 
@@ -133,7 +133,8 @@ def _check_live(settings: Settings, client: DiscordClient, guild: str) -> List[F
         found.append(Finding(WARN, "commands", ", ".join(f"/{n}" for n in gone) + " not registered in the server: "
                              "run `discord-orch commands sync`"))
     else:
-        found.append(Finding(OK, "commands", "/status is registered (answered by orchestrate --watch)"))
+        found.append(Finding(OK, "commands", f"{', '.join('/' + c['name'] for c in COMMANDS)} registered "
+                                             "(answered by orchestrate --watch)"))
     return found
 
 

@@ -5,9 +5,10 @@ registered in the server of #task-queue by replacing the application's whole set
 sync is idempotent. Only ``orchestrate --watch`` with the Gateway answers them (steps/gateway.py):
 an interaction reaches one session, and must be answered within 3 seconds.
 
-What is answered today: ``/status`` (what ``discord-orch status`` shows, only to who asked), and
-the Stop / Retry buttons of the status messages (not commands: nothing to register). ``/task`` is
-not built yet (issue 25).
+What is answered: ``/status`` (what ``discord-orch status`` shows, only to who asked); ``/task``
+(the task posted in #task-queue by the bot for the user, whose task it is: claim.Claims.as_posted);
+and the Stop / Retry buttons of the status messages (not commands: nothing to register). Not built:
+autocomplete of the models (a free text checked when the task is posted) and an attachment.
 """
 
 from __future__ import annotations
@@ -15,9 +16,28 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from .setup_api import SetupClient
+from .tasks import PRIORITIES, THINKING_LEVELS
+
+STRING = 3           # an option's type
+TASK_TEXT_MAX = 1800  # what one message holds with the header and the tags (longer: discord-orch submit --file)
+
+
+def _choices(words: Any) -> List[Dict[str, str]]:
+    return [{"name": w, "value": w} for w in words]
+
 
 COMMANDS: List[Dict[str, Any]] = [
     {"name": "status", "type": 1, "description": "What discord-orch runs and what waits (only you see the answer)"},
+    {"name": "task", "type": 1, "description": "Post a task in #task-queue, as yours (the same as typing it there)",
+     "options": [
+         {"type": STRING, "name": "text", "description": "What the agent should do", "required": True,
+          "max_length": TASK_TEXT_MAX},
+         {"type": STRING, "name": "model", "description": "A model alias (primary, cheap, coder, research, yours) "
+                                                          "or a provider/model id"},
+         {"type": STRING, "name": "thinking", "description": "How hard it thinks", "choices": _choices(THINKING_LEVELS)},
+         {"type": STRING, "name": "needs", "description": "Tags the host must have, comma-separated (gpu,big-disk)"},
+         {"type": STRING, "name": "priority", "description": "Its priority", "choices": _choices(PRIORITIES)},
+     ]},
 ]
 
 

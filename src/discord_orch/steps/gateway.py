@@ -128,6 +128,9 @@ class GatewayStep(Step):
             self._click(iid, token, data)
             return
         name = (data.get("data") or {}).get("name") if data.get("type") == 2 else None
+        if name == "task":
+            self._task(iid, token, data)
+            return
         if name == "status":
             text = render(gather(self.ctx.settings, self.ctx.store, self.ctx.wall()))
             content = "```\n" + (text if len(text) <= 1900 else text[:1900] + "\n…") + "\n```"
@@ -143,6 +146,39 @@ class GatewayStep(Step):
                 log.warning("an interaction (/%s) could not be answered: %s", name or "a button", exc)
 
         self.ctx.submit("interactions", job)
+
+    def _task(self, iid: str, token: str, data: Dict[str, Any]) -> None:
+        """/task: posted in #task-queue by the bot with a header naming the user (claim.Claims.as_posted makes
+        it theirs), after the checks a typed task gets (its tags; may this user run tasks), or why not."""
+        from ..models import User
+        from ..tasks import format_task_message, posted_for_header, tag_problems
+
+        opts = {str(o.get("name")): o.get("value") for o in (data.get("data") or {}).get("options") or []}
+        text = str(opts.get("text") or "").strip()
+        needs = [n for n in str(opts.get("needs") or "").replace(",", " ").split() if n]
+        tags = {"model_alias": opts.get("model") or None, "thinking": opts.get("thinking") or None,
+                "needs": needs, "priority": opts.get("priority") or None}
+        user = User.from_json((data.get("member") or {}).get("user") or data.get("user") or {"id": "0"})
+        problems = tag_problems(aliases=self.ctx.settings.aliases, **tags) if text else ("the task is empty",)
+        ctx, client, access = self.ctx, self.ctx.client, self.ctx.parts.claims.access
+        queue, identity = ctx.settings.task_queue_channel, ctx.parts.claims.identity
+
+        def job() -> None:
+            try:
+                if problems:
+                    said = "not posted: " + "; ".join(problems)
+                elif not access.allows(user):
+                    said = f"not posted: {user.username or user.id} may not run tasks here"
+                else:
+                    msg = client.create_message(queue, posted_for_header(user.username, user.id) + " "
+                                                + format_task_message(text, **tags))
+                    said = f"posted: https://discord.com/channels/{identity.guild()}/{queue}/{msg.id}"
+                client.answer_interaction(iid, token, {"type": 4, "data": {
+                    "content": said[:2000], "flags": EPHEMERAL, "allowed_mentions": {"parse": []}}})
+            except DiscordError as exc:
+                log.warning("/task from %s could not be answered: %s", user.id, exc)
+
+        ctx.submit("interactions", job)
 
     def _click(self, iid: str, token: str, data: Dict[str, Any]) -> None:
         """A Stop / Retry button (its id: ``stop:<task>``), the same door as 🛑 / 🔁 (controls.Controls.request):
