@@ -321,6 +321,9 @@ def test_slash_task_posts_for_the_user_or_says_why_not(tmp_path, world) -> None:
             iid = world.ld.interact_command(world.bot.id, user.id, world.task_queue, "task", options)
             return wait_for(lambda: world.ld.interaction_answer(iid), f"the answer to {user.username}'s /task")
 
+        iid = world.ld.interact_autocomplete(world.bot.id, world.alice.id, world.task_queue, "task", "model", "c")
+        offered = wait_for(lambda: world.ld.interaction_answer(iid), "the models offered")
+        assert offered["type"] == 8 and [c["value"] for c in offered["data"]["choices"]] == ["cheap", "coder"]
         unknown = ask(world.alice, text="write a poem", model="gpt-9")
         assert unknown["data"]["flags"] == 64
         said = unknown["data"]["content"]

@@ -7,8 +7,8 @@ an interaction reaches one session, and must be answered within 3 seconds.
 
 What is answered: ``/status`` (what ``discord-orch status`` shows, only to who asked); ``/task``
 (the task posted in #task-queue by the bot for the user, whose task it is: claim.Claims.as_posted);
-and the Stop / Retry buttons of the status messages (not commands: nothing to register). Not built:
-autocomplete of the models (a free text checked when the task is posted) and an attachment.
+and the Stop / Retry buttons of the status messages (not commands: nothing to register). The model
+option is completed from the answering host's aliases. Not built: an attachment with /task.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ COMMANDS: List[Dict[str, Any]] = [
          {"type": STRING, "name": "text", "description": "What the agent should do", "required": True,
           "max_length": TASK_TEXT_MAX},
          {"type": STRING, "name": "model", "description": "A model alias (primary, cheap, coder, research, yours) "
-                                                          "or a provider/model id"},
+                                                          "or a provider/model id", "autocomplete": True},
          {"type": STRING, "name": "thinking", "description": "How hard it thinks", "choices": _choices(THINKING_LEVELS)},
          {"type": STRING, "name": "needs", "description": "Tags the host must have, comma-separated (gpu,big-disk)"},
          {"type": STRING, "name": "priority", "description": "Its priority", "choices": _choices(PRIORITIES)},

@@ -127,6 +127,9 @@ class GatewayStep(Step):
         if data.get("type") == 3:
             self._click(iid, token, data)
             return
+        if data.get("type") == 4:
+            self._complete(iid, token, data)
+            return
         name = (data.get("data") or {}).get("name") if data.get("type") == 2 else None
         if name == "task":
             self._task(iid, token, data)
@@ -144,6 +147,23 @@ class GatewayStep(Step):
                 client.answer_interaction(iid, token, answer)
             except DiscordError as exc:   # 10062: too late; 40060: answered already (by another host?)
                 log.warning("an interaction (/%s) could not be answered: %s", name or "a button", exc)
+
+        self.ctx.submit("interactions", job)
+
+    def _complete(self, iid: str, token: str, data: Dict[str, Any]) -> None:
+        """/task's model, as it is typed: the aliases (this host's, MODEL_ALIASES included) that start so."""
+        typed = next((str(o.get("value") or "") for o in (data.get("data") or {}).get("options") or []
+                      if o.get("focused")), "").strip().lower()
+        aliases = self.ctx.settings.aliases
+        choices = [{"name": f"{alias} ({model})"[:100], "value": alias}
+                   for alias, model in sorted(aliases.items()) if alias.lower().startswith(typed)][:25]
+        client = self.ctx.client
+
+        def job() -> None:
+            try:
+                client.answer_interaction(iid, token, {"type": 8, "data": {"choices": choices}})
+            except DiscordError as exc:
+                log.warning("the models could not be offered: %s", exc)
 
         self.ctx.submit("interactions", job)
 

@@ -10,7 +10,8 @@ paths; ../shared/DISCORD-NOTES.md)
       description, default_member_permissions, guild_id).
     * Over the Gateway an interaction goes to one session (INTERACTION_CREATE, no intent needed),
       with ``id``, ``token``, ``application_id``, ``type`` (2 APPLICATION_COMMAND, 3
-      MESSAGE_COMPONENT), ``data``, ``guild_id``, ``channel_id``, ``member`` (with ``user``).
+      MESSAGE_COMPONENT, 4 APPLICATION_COMMAND_AUTOCOMPLETE: the focused option ``focused``, answered
+      with type 8 and at most 25 ``choices``), ``data``, ``guild_id``, ``channel_id``, ``member`` (with ``user``).
     * ``POST /interactions/{id}/{token}/callback`` (no bot token needed): 204; within 3 seconds of
       the interaction, else 404 10062 "Unknown interaction"; a second answer 400 40060
       "Interaction has already been acknowledged." Flag 64 makes an answer ephemeral.
@@ -62,6 +63,18 @@ class InteractionRoutes(Store):
             data = {"id": command["id"], "name": name, "type": 1,
                     "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()]}
             return self._interaction(bot_id, user_id, ch.id, 2, data)
+
+    def interact_autocomplete(self, bot_id: str, user_id: str, channel_id: str, name: str, option: str,
+                              typed: str) -> Optional[str]:
+        """``user_id`` is typing ``typed`` into the option ``option`` of /``name`` (Discord asks for choices)."""
+        with self._lock:
+            ch = self._channel(channel_id)
+            command = next((c for c in self._commands_of(bot_id, ch.guild_id) if c["name"] == name), None)
+            if command is None:
+                raise KeyError(f"/{name} is not registered in guild {ch.guild_id}")
+            data = {"id": command["id"], "name": name, "type": 1,
+                    "options": [{"name": option, "type": 3, "value": typed, "focused": True}]}
+            return self._interaction(bot_id, user_id, ch.id, 4, data)
 
     def interact_button(self, bot_id: str, user_id: str, channel_id: str, message_id: str,
                         custom_id: str) -> Optional[str]:
