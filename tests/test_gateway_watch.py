@@ -359,3 +359,24 @@ def test_a_person_cannot_speak_for_someone_with_the_header(tmp_path, world) -> N
     assert home.runs() == []
     [refusal] = wait_for(lambda: results_by_task(world, [forged]).get(forged), "the refusal")
     assert "REFUSED" in refusal["content"] and f"add {world.mallory.id} to ALLOWED" in refusal["content"]
+
+
+def test_a_refused_intent_is_one_line_and_the_watch_polls(tmp_path) -> None:
+    from discord_orch.sim.localdiscord import LocalDiscord, RateLimits
+    from discord_orch.sim.world import make_world
+
+    with LocalDiscord(rate_limits=RateLimits.off(), message_content_intent=False) as ld:
+        world = make_world(ld)
+        home = watch_home(tmp_path, world)
+        proc = home.popen("orchestrate", "--watch", "--interval", "0.5")
+        try:
+            wait_for(lambda: "close 4014" in log_text(home), "the refusal")
+            submitted = home.cli("submit", "a task of the bot's own")   # its own messages it reads whole
+            assert submitted.returncode == 0, submitted.stderr
+            [task] = [m["id"] for m in ld.messages(world.task_queue)]
+            answered_once(world, home, [task])
+        finally:
+            stop(proc)
+        assert ld.gateway.identifies == []
+        [line] = [line for line in log_text(home).splitlines() if "close 4014" in line]
+        assert "turn on Message Content Intent in the Developer Portal" in line and "--watch polls every 0.5s" in line
