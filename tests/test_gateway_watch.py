@@ -9,6 +9,7 @@ the pass read from its cursor.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 from typing import List
 
@@ -337,9 +338,15 @@ def test_slash_task_posts_for_the_user_or_says_why_not(tmp_path, world) -> None:
                                   "[priority:high]")
         [result] = wait_for(lambda: results_by_task(world, [msg["id"]]).get(msg["id"]), "the task's result")
         assert "write a poem" in result["content"]
+        iid = world.ld.interact_command(world.bot.id, world.alice.id, world.task_queue, "task",
+                                        {"text": "summarise the log"}, files={"file": ("app.log", b"line 1\n")})
+        filed = wait_for(lambda: world.ld.interaction_answer(iid), "the answer to /task with a file")
+        assert filed["data"]["content"].startswith("posted: "), filed
+        wait_for(lambda: len(home.runs()) == 2, "the task with a file to run")
     finally:
         stop(proc)
-    [run] = home.runs()
+    run, with_file = home.runs()
+    assert with_file["inputs"] == {"app.log": hashlib.sha256(b"line 1\n").hexdigest()}
     assert "**[Task:" not in run["agents_md"] and run["task_id"] == msg["id"]
     from discord_orch.state import Store
 

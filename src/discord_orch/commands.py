@@ -8,7 +8,7 @@ an interaction reaches one session, and must be answered within 3 seconds.
 What is answered: ``/status`` (what ``discord-orch status`` shows, only to who asked); ``/task``
 (the task posted in #task-queue by the bot for the user, whose task it is: claim.Claims.as_posted);
 and the Stop / Retry buttons of the status messages (not commands: nothing to register). The model
-option is completed from the answering host's aliases. Not built: an attachment with /task.
+option is completed from the answering host's aliases; a file given is posted with the task.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 from .setup_api import SetupClient
 from .tasks import PRIORITIES, THINKING_LEVELS
 
-STRING = 3           # an option's type
+STRING, ATTACHMENT = 3, 11   # an option's type
 TASK_TEXT_MAX = 1800  # what one message holds with the header and the tags (longer: discord-orch submit --file)
 
 
@@ -37,6 +37,7 @@ COMMANDS: List[Dict[str, Any]] = [
          {"type": STRING, "name": "thinking", "description": "How hard it thinks", "choices": _choices(THINKING_LEVELS)},
          {"type": STRING, "name": "needs", "description": "Tags the host must have, comma-separated (gpu,big-disk)"},
          {"type": STRING, "name": "priority", "description": "Its priority", "choices": _choices(PRIORITIES)},
+         {"type": ATTACHMENT, "name": "file", "description": "A file for the agent (in its inputs/)"},
      ]},
 ]
 

@@ -170,7 +170,8 @@ class GatewayStep(Step):
     def _task(self, iid: str, token: str, data: Dict[str, Any]) -> None:
         """/task: posted in #task-queue by the bot with a header naming the user (claim.Claims.as_posted makes
         it theirs), after the checks a typed task gets (its tags; may this user run tasks), or why not."""
-        from ..models import User
+        from ..errors import AttachmentTooLarge
+        from ..models import FileUpload, User
         from ..tasks import format_task_message, posted_for_header, tag_problems
 
         opts = {str(o.get("name")): o.get("value") for o in (data.get("data") or {}).get("options") or []}
@@ -182,6 +183,9 @@ class GatewayStep(Step):
         problems = tag_problems(aliases=self.ctx.settings.aliases, **tags) if text else ("the task is empty",)
         ctx, client, access = self.ctx, self.ctx.client, self.ctx.parts.claims.access
         queue, identity = ctx.settings.task_queue_channel, ctx.parts.claims.identity
+        resolved = ((data.get("data") or {}).get("resolved") or {}).get("attachments") or {}
+        att = resolved.get(str(opts.get("file"))) if opts.get("file") else None
+        most = int(ctx.settings.input_max_mb * 1024 * 1024)
 
         def job() -> None:
             try:
@@ -190,9 +194,16 @@ class GatewayStep(Step):
                 elif not access.allows(user):
                     said = f"not posted: {user.username or user.id} may not run tasks here"
                 else:
+                    files = [FileUpload(str(att["filename"]), client.download(str(att["url"]), max_bytes=most))] \
+                        if att else []
                     msg = client.create_message(queue, posted_for_header(user.username, user.id) + " "
-                                                + format_task_message(text, **tags))
+                                                + format_task_message(text, **tags), files=files)
                     said = f"posted: https://discord.com/channels/{identity.guild()}/{queue}/{msg.id}"
+            except AttachmentTooLarge:
+                said = f"not posted: the file is larger than INPUT_MAX_MB ({ctx.settings.input_max_mb:g} MiB)"
+            except DiscordError as exc:   # roles unknown now, the post refused: said, and the pass goes on
+                said = f"not posted: {exc}"
+            try:
                 client.answer_interaction(iid, token, {"type": 4, "data": {
                     "content": said[:2000], "flags": EPHEMERAL, "allowed_mentions": {"parse": []}}})
             except DiscordError as exc:

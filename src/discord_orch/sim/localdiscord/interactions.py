@@ -53,15 +53,22 @@ class InteractionRoutes(Store):
 
     # -- people act ------------------------------------------------------------------
     def interact_command(self, bot_id: str, user_id: str, channel_id: str, name: str,
-                         options: Mapping[str, Any] = {}) -> Optional[str]:
-        """``user_id`` runs /``name`` in ``channel_id`` (the command must be registered for the bot)."""
+                         options: Mapping[str, Any] = {},
+                         files: Mapping[str, Tuple[str, bytes]] = {}) -> Optional[str]:
+        """``user_id`` runs /``name`` in ``channel_id`` (the command must be registered for the bot); ``files``:
+        ATTACHMENT options (name → (filename, bytes)), uploaded first and given in ``resolved.attachments``."""
         with self._lock:
             ch = self._channel(channel_id)
             command = next((c for c in self._commands_of(bot_id, ch.guild_id) if c["name"] == name), None)
             if command is None:
                 raise KeyError(f"/{name} is not registered in guild {ch.guild_id}")
-            data = {"id": command["id"], "name": name, "type": 1,
-                    "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()]}
+            data: Dict[str, Any] = {"id": command["id"], "name": name, "type": 1,
+                                    "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()]}
+            for option, (filename, blob) in files.items():
+                att = self._new_attachment(ch.id, self._next_id(), filename, blob, None)
+                data["options"].append({"name": option, "type": 11, "value": att.id})
+                data.setdefault("resolved", {}).setdefault("attachments", {})[att.id] = \
+                    self._attachment_json(ch.id, att)
             return self._interaction(bot_id, user_id, ch.id, 2, data)
 
     def interact_autocomplete(self, bot_id: str, user_id: str, channel_id: str, name: str, option: str,
