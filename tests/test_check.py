@@ -39,7 +39,7 @@ def fails_with(run, *expected: str) -> None:
     assert failed(run) == list(expected)
 
 
-def test_a_good_setup_passes_every_check_with_six_requests_and_posts_nothing(home, world):
+def test_a_good_setup_passes_every_check_with_eight_requests_and_posts_nothing(home, world):
     run = home.cli("check")
     assert run.returncode == 0, run.stderr
     out = lines(run)
@@ -60,7 +60,7 @@ def test_a_good_setup_passes_every_check_with_six_requests_and_posts_nothing(hom
     assert config.startswith("warn  OPENCLAW_CONFIG: ") and "no-openclaw.json not found" in config
     assert out[-1].startswith("ok    who may submit: the bot itself")
     assert all(line.startswith("ok") or line.startswith("warn") for line in out)
-    assert world.ld.request_count() == 6 and nothing_posted(world)
+    assert world.ld.request_count() == 8 and nothing_posted(world)   # GATEWAY=auto: the application, the commands
 
 
 def test_a_wrong_channel_id_is_named_once_with_its_key(home, world):
@@ -184,7 +184,7 @@ def test_without_create_public_threads_check_names_it_and_the_two_fixes(home, wo
                     "starting its thread and posting its result there needs: give it to the bot's role (Server Settings → Roles) or allow it in "
                     "#task-queue (Edit Channel → Permissions), or set CLAIM=reaction (one host only)")
     assert run.stderr.strip() == "discord-orch: error: 1 problem(s) found; fix them and run discord-orch check again"
-    assert world.ld.request_count() == 6 and nothing_posted(world)
+    assert world.ld.request_count() == 8 and nothing_posted(world)   # GATEWAY=auto: the application, the commands
     # what check saw missing is what the route refuses
     task = world.post(world.alice, "a task")
     refused = requests.post(f"{world.ld.base_url}/channels/{world.task_queue}/messages/{task['id']}/threads",
@@ -235,7 +235,7 @@ def test_claim_by_reaction_needs_no_thread_permission(home, world):
     out = lines(run)
     assert "ok    CLAIM=reaction: one host claims a task by its ✅; no thread permissions needed" in out
     assert not any("CLAIM=thread" in line for line in out)
-    assert world.ld.request_count() == 6 and nothing_posted(world)
+    assert world.ld.request_count() == 8 and nothing_posted(world)   # GATEWAY=auto: the application, the commands
 
 
 def test_a_channel_overwrite_for_everyone_is_seen_and_an_administrator_passes_it(home, world):

@@ -288,7 +288,8 @@ def test_route_table_is_what_the_server_serves(world: World) -> None:
     # every listed route answers something other than 404-unknown-route / 405
     m = world.ld.post_message(world.cid, world.alice.id, "x")
     values = {"channel_id": world.cid, "message_id": m["id"], "emoji": CHECK, "guild_id": world.gid,
-              "user_id": world.alice.id}
+              "user_id": world.alice.id, "application_id": world.bot.id,
+              "interaction_id": m["id"], "interaction_token": "unknown"}   # an unknown interaction: 404 10062
     for route in LocalDiscord.ROUTES:
         method, template = route.split(" ", 1)
         path = re.sub(r"\{([^}]*)\}", lambda mm: values[mm.group(1)], template)
@@ -592,3 +593,33 @@ def test_init_routes_bodies(oas: Spec, world: World) -> None:
     outsider = world.ld.create_guild("elsewhere")
     denied = world.call("GET", f"/guilds/{outsider}/channels")
     assert denied.status_code == 403 and oas.check_response("GET", "/guilds/{guild_id}/channels", denied)["code"] == 50001
+
+
+def test_gateway_bot_and_guild_commands_bodies(oas: Spec, world: World) -> None:
+    oas.check_response("GET", "/gateway/bot", world.call("GET", "/gateway/bot"))
+    template = "/applications/{application_id}/guilds/{guild_id}/commands"
+    path = f"/applications/{world.bot.id}/guilds/{world.gid}/commands"
+    body = [{"name": "status", "type": 1, "description": "what runs"}]
+    [made] = oas.check_response("PUT", template, world.call("PUT", path, json=body))
+    oas.no_undeclared(made, "ApplicationCommandResponse")
+    [listed] = oas.check_response("GET", template, world.call("GET", path))
+    assert listed == made
+    refused = world.call("POST", f"/interactions/{made['id']}/nope/callback", json={"type": 4, "data": {}})
+    assert oas.check_response("POST", "/interactions/{interaction_id}/{interaction_token}/callback",
+                              refused)["code"] == 10062
+
+
+def test_a_message_with_a_button_validates(oas: Spec, world: World) -> None:
+    row = {"type": 1, "components": [{"type": 2, "style": 4, "label": "Stop", "custom_id": "stop:1"}]}
+    made = oas.check_response("POST", "/channels/{channel_id}/messages",
+                              world.call("POST", f"/channels/{world.cid}/messages", json={"content": "s",
+                                                                                        "components": [row]}))
+    [kept] = made["components"]
+    assert kept["components"][0]["custom_id"] == "stop:1" and kept["components"][0]["style"] == 4
+    edited = oas.check_response("PATCH", "/channels/{channel_id}/messages/{message_id}",
+                                world.call("PATCH", f"/channels/{world.cid}/messages/{made['id']}",
+                                           json={"components": []}))
+    assert edited["components"] == []
+    bad = world.call("POST", f"/channels/{world.cid}/messages",
+                     json={"content": "s", "components": [{"type": 1, "components": [{"type": 2, "style": 1}]}]})
+    assert bad.status_code == 400 and bad.json()["code"] == 50035

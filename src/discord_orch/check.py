@@ -83,6 +83,7 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
         return [Finding(FAIL, "token", "", exc)]
     found.append(Finding(OK, "token", f"bot {me.username} (id {me.id})"))
     access = _Access(client, me)
+    guild = settings.guild_id
     for key in CHANNEL_KEYS:
         if key == "RESULTS_CHANNEL" and not settings.results_channel:   # CLAIM=thread: config.py saw to it
             found.append(Finding(OK, key, "empty: each result goes to its task's thread in #task-queue only"))
@@ -91,12 +92,49 @@ def run_checks(settings: Settings, client: DiscordClient) -> List[Finding]:
         found.append(finding)
         if channel is not None:   # a channel that failed is said once
             found.extend(_check_permissions(settings, access, key, channel))
+            if key == "TASK_QUEUE_CHANNEL":
+                guild = guild or channel.guild_id or ""
     if settings.claim == "reaction":
         found.append(Finding(OK, "CLAIM=reaction", "one host claims a task by its ✅; no thread permissions needed"))
     found.extend(_check_openclaw(settings))
     found.append(_check_containment(settings))
     found.append(_check_sandbox(settings))
+    if settings.gateway == "auto":
+        found.extend(_check_live(settings, client, guild))
     found.append(Finding(OK, "who may submit", _who_may_submit(settings)))
+    return found
+
+
+def _check_live(settings: Settings, client: DiscordClient, guild: str) -> List[Finding]:
+    """GATEWAY=auto: the websocket library, the Message Content intent, the slash commands (warnings: a cron
+    pass needs none of them, and `orchestrate --watch` polls without them)."""
+    from .commands import COMMANDS, missing
+    from .gateway import available
+    from .setup_api import SetupClient
+
+    found = []
+    if not available():
+        found.append(Finding(WARN, "GATEWAY=auto", "the websocket library is not installed: orchestrate --watch "
+                                                   "polls (pip install 'discord-orch[live]' for live events)"))
+    if not isinstance(client, SetupClient) or not guild:
+        return found
+    try:
+        app = client.application()
+        gone = missing(client, app.id, guild)
+    except DiscordError as exc:
+        return found + [Finding(WARN, "commands", f"could not be read ({exc})")]
+    if app.message_content_intent:
+        found.append(Finding(OK, "intents", "Message Content Intent is on (the Gateway session asks for it)"))
+    else:
+        found.append(Finding(WARN, "intents", "Message Content Intent is off: the Gateway refuses the session "
+                                              "(4014) and tasks read empty; turn it on in the Developer Portal "
+                                              "(Bot → Privileged Gateway Intents)"))
+    if gone:
+        found.append(Finding(WARN, "commands", ", ".join(f"/{n}" for n in gone) + " not registered in the server: "
+                             "run `discord-orch commands sync`"))
+    else:
+        found.append(Finding(OK, "commands", f"{', '.join('/' + c['name'] for c in COMMANDS)} registered "
+                                             "(answered by orchestrate --watch)"))
     return found
 
 

@@ -166,7 +166,7 @@ from .models import TASK_MESSAGE_TYPES, Attachment, Channel, Message, User, is_s
 from .order import can_run
 from .outcome import OK, STOPPED, TIMED_OUT
 from .state import CLAIMED, CLAIMING, POSTED_NOTICE, REFUSED, STATUS_MESSAGE_KEY, Store, TaskRecord
-from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task
+from .tasks import MAX_TASK_BYTES, TASK_ATTACHMENT, is_orchestrator_post, parse_task, posted_for
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -434,6 +434,14 @@ class Claims:
                         "tasks can claim one", msg.id, CLAIM_EMOJI, ", ".join(stray))
             self.store.set_meta(key, "logged")
         return False
+
+    def as_posted(self, msg: Message) -> Message:
+        """A task this bot posted for someone with ``/task`` is that person's: who may run it, whose turn it
+        is (order.py), who may stop it follow them, not the bot. Anyone else's message is as it is."""
+        who = posted_for(msg.content) if msg.author.bot else None
+        if who is None or msg.author.id != self.identity.bot_user_id():
+            return msg
+        return msg._replace(author=User(id=who[0], username=who[1]))
 
     def _own_post(self, msg: Message) -> bool:
         """Something an orchestrator posted (RESULTS_CHANNEL may be #task-queue): never a task.

@@ -112,11 +112,12 @@ def _load(ctx: click.Context, **overrides: Any):
     return settings
 
 
-def _client(settings):
+def _client(settings, *, setup: bool = False):
     from .discord_api import DiscordClient
+    from .setup_api import SetupClient
 
-    return DiscordClient(settings.token.reveal(), base_url=settings.api_base_url,
-                         max_wait=settings.rate_limit_max_wait)
+    return (SetupClient if setup else DiscordClient)(settings.token.reveal(), base_url=settings.api_base_url,
+                                                     max_wait=settings.rate_limit_max_wait)
 
 
 def _keep_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -294,7 +295,7 @@ def check(ctx: click.Context) -> None:
     settings.require_token()
     settings.require_channels("TASK_QUEUE_CHANNEL", "WORKER_POOL_CHANNEL")
     settings.require_results_channel()
-    with _client(settings) as client:
+    with _client(settings, setup=True) as client:
         findings = run_checks(settings, client)
     for f in findings:
         text = _explain(ctx, f.error) if f.error is not None else f.text
@@ -304,6 +305,21 @@ def check(ctx: click.Context) -> None:
         click.echo(f"discord-orch: error: {len(failed)} problem(s) found; fix them and run discord-orch check again",
                    err=True)
         ctx.exit(failed[0].error.exit_code if failed[0].error is not None else EXIT_DISCORD)
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["sync"]))
+@shared_options
+@click.pass_context
+def commands(ctx: click.Context, action: str) -> None:
+    """Register the slash commands (/status) in the server of #task-queue: commands sync."""
+    from .commands import sync
+
+    settings = _load(ctx)
+    settings.require_token()
+    settings.require_channels("TASK_QUEUE_CHANNEL")
+    with _client(settings, setup=True) as client:
+        click.echo(sync(settings, client))
 
 
 @cli.command()

@@ -90,6 +90,7 @@ class Settings(NamedTuple):
     allow_anyone: bool = default_of("ALLOW_ANYONE")
     claim_bot_ids: Tuple[str, ...] = default_of("CLAIM_BOT_IDS")
     claim: str = default_of("CLAIM")
+    gateway: str = default_of("GATEWAY")
     host_name: str = default_of("HOST_NAME")
     host_tags: Tuple[str, ...] = default_of("HOST_TAGS")
     host_silent_after_s: float = default_of("HOST_SILENT_AFTER")

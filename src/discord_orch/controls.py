@@ -6,6 +6,11 @@ Two ways to ask, one door
 - the word ``stop`` or ``retry`` typed in the task's thread: the thread's reader (the
   conversation side) calls :meth:`Controls.request` with the message's author.
 
+A Stop / Retry button on a task's status message (steps/gateway.py) is a third way: the host that
+gets the click asks :meth:`Controls.request` when it holds the task, else checks who clicked and
+adds the bot's own 🛑 / 🔁 on the task message, which the host that holds it takes like anyone's
+(the bot may run tasks), so a click works whichever host's session receives it.
+
 Both end in :meth:`Controls.request`, which takes the request when the person is the task's
 author or may run tasks here (``claim.Access``: ALLOWED_USER_IDS, ALLOWED_ROLE_IDS, this
 bot, ALLOW_ANYONE). Anyone else's is ignored and logged once. The orchestrator carries the
@@ -143,6 +148,10 @@ class Controls:
         log.info("task=%s: %s asked by %s (%s)", task_id, kind, user.username or "?", user.id)
         return Answer(True)
 
+    def may(self, user: User, author_id: Optional[str]) -> bool:
+        """Whether ``user`` may stop or retry a task by ``author_id`` (its author, or allowed to run tasks)."""
+        return self._may(user, author_id)
+
     def _may(self, user: User, author_id: Optional[str]) -> bool:
         if author_id is not None and user.id == author_id:
             return True
@@ -211,7 +220,7 @@ class Controls:
         Reads who reacted only when the count changed since it was last seen."""
         emoji = EMOJI_OF[kind]
         reaction = msg.reaction(emoji)
-        count = 0 if reaction is None else reaction.count - (1 if reaction.me else 0)
+        count = 0 if reaction is None else reaction.count
         seen = self._seen(msg.id)
         mine = seen.get(emoji) or {"count": 0, "spent": []}
         if count == mine["count"]:
@@ -220,7 +229,7 @@ class Controls:
         present = {u.id for u in users}
         spent: Set[str] = set(mine["spent"]) & present   # who took theirs away may ask again
         for user in users:
-            if user.id in spent or user.id == self.identity.bot_user_id():
+            if user.id in spent:   # this bot's own: a Stop / Retry button clicked on another host (steps/gateway.py)
                 continue
             spent.add(user.id)   # taken or ignored (and logged): once
             if self.pending(kind, msg.id) is None:

@@ -61,6 +61,7 @@ from .models import (
     ActiveThreads,
     Channel,
     FileUpload,
+    GatewayBot,
     Guild,
     Member,
     Message,
@@ -188,6 +189,27 @@ class DiscordClient:
         """The bot's own user (GET /users/@me)."""
         return self._call("GET", "/users/@me", {}, parse=User.from_json)
 
+    def gateway_bot(self) -> GatewayBot:
+        """The Gateway's URL and the sessions left to start today (GET /gateway/bot)."""
+        return self._call("GET", "/gateway/bot", {}, parse=GatewayBot.from_json)
+
+    def guild_commands(self, application_id: str, guild_id: str) -> List[str]:
+        """The names of the application's commands in a server (GET .../guilds/{id}/commands)."""
+        return self._call("GET", "/applications/{application_id}/guilds/{guild_id}/commands",
+                          {"application_id": application_id, "guild_id": guild_id},
+                          parse=lambda data: [str(c["name"]) for c in data])
+
+    def set_guild_commands(self, application_id: str, guild_id: str, commands: List[Dict[str, Any]]) -> List[str]:
+        """Replace the application's commands in a server (guild commands take effect at once); their names."""
+        return self._call("PUT", "/applications/{application_id}/guilds/{guild_id}/commands",
+                          {"application_id": application_id, "guild_id": guild_id}, json_body=commands,
+                          parse=lambda data: [str(c["name"]) for c in data])
+
+    def answer_interaction(self, interaction_id: str, token: str, answer: Dict[str, Any]) -> None:
+        """The first answer to an interaction, within Discord's 3 seconds (a second one: 40060; late: 10062)."""
+        self._call("POST", "/interactions/{interaction_id}/{interaction_token}/callback",
+                   {"interaction_id": interaction_id, "interaction_token": token}, json_body=answer, parse=None)
+
     def get_channel(self, channel_id: str) -> Channel:
         """A channel or a thread (GET /channels/{id}); a thread's parent, creator, archive state parsed."""
         return self._call("GET", "/channels/{channel_id}", {"channel_id": channel_id}, parse=Channel.from_json)
@@ -204,11 +226,13 @@ class DiscordClient:
             return None
 
     def post_in_thread(self, thread_id: str, content: str, *, files: Sequence[FileUpload] = (),
-                       nonce: Optional[str] = None) -> Optional[Message]:
+                       nonce: Optional[str] = None,
+                       components: Optional[Sequence[Mapping[str, Any]]] = None) -> Optional[Message]:
         """Post in a thread if there is one (None when there is none: 404 Unknown Channel answers
         the question, as for a task claimed before its host started threads)."""
         try:
-            return self.create_message(thread_id, content, files=files, nonce=nonce, answers=_NO_SUCH_CHANNEL)
+            return self.create_message(thread_id, content, files=files, nonce=nonce, components=components,
+                                       answers=_NO_SUCH_CHANNEL)
         except NotFound as exc:
             if exc.code != UNKNOWN_CHANNEL:
                 raise
@@ -315,6 +339,7 @@ class DiscordClient:
                        reply_to: Optional[str] = None, nonce: Optional[Union[str, int]] = None,
                        allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS,
                        embeds: Optional[Sequence[Mapping[str, Any]]] = None,
+                       components: Optional[Sequence[Mapping[str, Any]]] = None,
                        answers: FrozenSet[Tuple[int, int]] = frozenset()) -> Message:
         """Post a message. Always idempotent: a nonce (given or generated) is sent with
         ``enforce_nonce``, so a retried create returns the message the first try made.
@@ -331,6 +356,8 @@ class DiscordClient:
         }
         if embeds is not None:
             payload["embeds"] = _plain(list(embeds))
+        if components is not None:
+            payload["components"] = _plain(list(components))
         if reply_to is not None:
             payload["message_reference"] = {"message_id": str(reply_to), "channel_id": cid,
                                             "fail_if_not_exists": False}
@@ -351,14 +378,17 @@ class DiscordClient:
 
     def edit_message(self, channel_id: str, message_id: str, content: Optional[str] = None, *,
                      embeds: Optional[Sequence[Mapping[str, Any]]] = None,
+                     components: Optional[Sequence[Mapping[str, Any]]] = None,
                      allowed_mentions: Optional[Mapping[str, Any]] = NO_MENTIONS) -> Message:
-        """Edit a message's content or embeds (PATCH); mentions stay off."""
+        """Edit a message's content, embeds or buttons (PATCH); mentions stay off."""
         payload: Dict[str, Any] = {"allowed_mentions": _plain(NO_MENTIONS if allowed_mentions is None
                                                               else allowed_mentions)}
         if content is not None:
             payload["content"] = content
         if embeds is not None:
             payload["embeds"] = _plain(list(embeds))
+        if components is not None:
+            payload["components"] = _plain(list(components))
         return self._call("PATCH", "/channels/{channel_id}/messages/{message_id}",
                           {"channel_id": channel_id, "message_id": message_id}, json_body=payload,
                           parse=Message.from_json)
@@ -523,7 +553,11 @@ class DiscordClient:
         """Checked ids in, (url, route key, major parameter, channel id) out; BadRequest before sending."""
         params = {k: str(v) for k, v in path_params.items()}
         channel_id = params.get("channel_id")
-        _check_ids(method, template, {k: v for k, v in params.items() if k != "emoji"}, channel_id)
+        _check_ids(method, template, {k: v for k, v in params.items() if k not in ("emoji", "interaction_token")},
+                   channel_id)
+        token = params.get("interaction_token")
+        if token is not None and not token.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise BadRequest(method, template, None, None, "a malformed interaction token (not sent)")
         _check_ids(method, template, {k: v for k, v in (query or {}).items() if k in _ID_QUERY_KEYS}, channel_id)
         if "emoji" in params and not params["emoji"]:
             raise BadRequest(method, template, None, None, "empty emoji (not sent)", channel_id=channel_id)

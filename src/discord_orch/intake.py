@@ -101,8 +101,8 @@ class Intake:
         and the pass goes on (agents to supervise, or not the first poll). Raises otherwise."""
         after = self._seen_upto or self.store.get_meta(CURSOR_KEY.format(channel=self.channel)) or "0"
         try:
-            messages = list(itertools.islice(self.client.iter_messages_after(self.channel, after),
-                                             POLL_MAX_MESSAGES))
+            messages = [self.claims.as_posted(m) for m in itertools.islice(
+                self.client.iter_messages_after(self.channel, after), POLL_MAX_MESSAGES)]
             pending = self.claims.pending(messages) if messages else []
         except DiscordError as exc:
             transient = isinstance(exc, (DiscordUnavailable, RateLimitedTooLong))

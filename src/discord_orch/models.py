@@ -173,6 +173,20 @@ class Application(NamedTuple):
         return cls(id=str(data["id"]), name=str(data.get("name") or ""), flags=int(data.get("flags") or 0))
 
 
+class GatewayBot(NamedTuple):
+    """Where the Gateway is (GET /gateway/bot) and how many sessions may still start today."""
+
+    url: str
+    remaining: int
+    reset_after_s: float
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "GatewayBot":
+        limit = data.get("session_start_limit") or {}
+        return cls(url=str(data["url"]), remaining=int(limit.get("remaining", 0)),
+                   reset_after_s=int(limit.get("reset_after", 0)) / 1000)
+
+
 class Channel(NamedTuple):
     """A channel: its type, server and permission overwrites; for a thread also its parent, creator
     and archive state."""

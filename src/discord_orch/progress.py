@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .errors import DiscordError, NotFound, Unauthorized
 from .core.lanes import guarded
 from .models import Message
+from .outcome import RETRYABLE
 from .state import OPEN, POSTED_NOTICE, REPORTED, STATUS_MESSAGE_KEY, Store, TaskRecord
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class _Board:
         self.header = ""       # CLAIM=thread: the claim line, first line of every text (claim.py posted it)
         self.result: Optional[TaskRecord] = None   # the finished task whose result the message carries
         self.turn = False      # what it shows is a follow-up's turn (the task's result stays under it)
+        self.components: Optional[List[Dict[str, Any]]] = None   # its buttons (None: left as they are)
 
 
 class _Silence:
@@ -98,6 +100,7 @@ class StatusBoard:
         # hosts.Presence.fresh: a host that was silent edits nothing until it knows its tasks are still its
         # own (another host may have taken them over: then ``forget``)
         self.gate: Callable[[], bool] = lambda: True
+        self.buttons: Callable[[], bool] = lambda: False   # Stop / Retry: only where a Gateway session answers
 
     # -- what a status message should say ----------------------------------------
     def queued(self, rec: TaskRecord, position: int, of: int) -> None:
@@ -108,6 +111,7 @@ class StatusBoard:
         if board.final or not board.wanted.startswith("▶"):   # a turn waiting does not hide the run before it
             board.final = False
             self._want(board, status_queued(position, of, turn=self._turn_number(rec)))
+            self._button(board, "stop", rec)
 
     def running(self, rec: TaskRecord) -> None:
         from .report import status_running
@@ -118,6 +122,7 @@ class StatusBoard:
         self._silences[rec.task_id] = _Silence(self.clock())
         self._want(board, status_running(host=self.settings.host_name, elapsed_s=0.0, last_line="",
                                          turn=self._turn_number(rec)))
+        self._button(board, "stop", rec)
 
     def finished(self, rec: TaskRecord, outcome_status: str, duration_s: Optional[float]) -> None:
         from .report import status_final
@@ -130,6 +135,7 @@ class StatusBoard:
             board.result = self.store.get(rec.task_id)   # now, while the record keeps the outcome's texts
         self._want(board, status_final(outcome_status=outcome_status, duration_s=duration_s,
                                        turn=self._turn_number(rec)))
+        self._button(board, "retry" if outcome_status in RETRYABLE else "", rec)
         if not board.job_queued and not board.nowhere:   # at once: the thread is archived once the result is out
             self._send(self._root_of(rec.task_id) or rec.task_id, board)
 
@@ -229,18 +235,29 @@ class StatusBoard:
     def _want(board: _Board, text: str) -> None:
         board.wanted = text
 
+    def _button(self, board: _Board, kind: str, rec: TaskRecord) -> None:
+        """The message's one button (``kind``: stop, retry, or none); its id names the task (the door is
+        controls.Controls.request, through steps/gateway.py)."""
+        if not self.buttons():
+            return
+        task = self._root_of(rec.task_id) or rec.task_id
+        label, style = {"stop": ("Stop", 4), "retry": ("Retry", 1)}.get(kind, ("", 0))
+        board.components = [{"type": 1, "components": [{"type": 2, "style": style, "label": label,
+                                                        "custom_id": f"{kind}:{task}"}]}] if kind else []
+
     def _where(self, task: str) -> Tuple[str, Optional[str]]:
         """(channel, reply_to): the task's thread, or a reply to the task message (CLAIM=reaction)."""
         if self.settings.claim == CLAIM_BY_THREAD:
             return task, None
         return self.settings.task_queue_channel, task
 
-    def _post(self, task: str, content: str, *, nonce: Optional[str] = None) -> Optional[Message]:
+    def _post(self, task: str, content: str, *, nonce: Optional[str] = None,
+              components: Optional[List[Dict[str, Any]]] = None) -> Optional[Message]:
         """Post where the task's status goes; None when its thread does not exist."""
         channel, reply_to = self._where(task)
         if reply_to is None:
-            return self.client.post_in_thread(channel, content, nonce=nonce)
-        return self.client.create_message(channel, content, reply_to=reply_to, nonce=nonce)
+            return self.client.post_in_thread(channel, content, nonce=nonce, components=components)
+        return self.client.create_message(channel, content, reply_to=reply_to, nonce=nonce, components=components)
 
     def _send(self, task: str, board: _Board) -> None:
         board.job_queued = True
@@ -256,11 +273,12 @@ class StatusBoard:
             try:
                 if board.message_id is not None:
                     try:
-                        self.client.edit_message(channel, board.message_id, self._text(board))
+                        self.client.edit_message(channel, board.message_id, self._text(board),
+                                                 components=board.components)
                     except NotFound:
                         board.message_id = None   # deleted by someone: a new one, once
                 if board.message_id is None:
-                    msg = self._post(task, self._text(board), nonce=f"s{task}")
+                    msg = self._post(task, self._text(board), nonce=f"s{task}", components=board.components)
                     if msg is None:
                         board.nowhere = True
                         return

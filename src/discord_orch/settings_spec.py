@@ -24,6 +24,7 @@ HIGH_THINKING = ("high", "xhigh")
 STATUS_REACTION_MODES = ("full", "final", "off")
 SANDBOX_MODES = ("auto", "bwrap", "landlock", "off")   # as sandbox.MODES (this module imports no sandbox)
 CLAIM_MODES = ("thread", "reaction")   # how a host claims a task (claim.py)
+GATEWAY_MODES = ("auto", "off")        # --watch's live events (gateway.py): auto = a Gateway session when it can
 HOST_NAME_MAX = 32                    # characters: it ends each task thread's name (100 at most)
 _HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HOST_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")   # as tasks.HOST_TAG_RE (this module imports no tasks)
@@ -285,6 +286,10 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("POLL_INTERVAL", "poll_interval", Number(minimum=0.2, maximum=MAX_SECONDS),
             "seconds between polls of #task-queue while a pass runs and in --watch", default="5",
             flag="--interval", flag_help="Seconds between polls"),
+    Setting("GATEWAY", "gateway", Choice(GATEWAY_MODES),
+            "orchestrate --watch: auto = a Gateway session (needs the live extra) picks tasks, 🛑 / 🔁 and follow-ups "
+            "up as they happen, polling drops to a slow safety net; off = poll only (a cron pass always polls)",
+            default="auto"),
     Setting("WATCHDOG", "watchdog_s", Number(minimum=0, maximum=MAX_SECONDS),
             "seconds a pass may stand still before it exits (code 70) for the next pass to recover; 0 = never",
             default="1800"),

@@ -383,6 +383,26 @@ def _tag_text(model_alias: Optional[str], thinking: Optional[str], worker: Optio
     return " ".join(tags)
 
 
+_FOR_RE = re.compile(r"\s*\*\*\[[ \t]*task[ \t]*:[ \t]*for ([^\s\[\]`<>]{1,32}) <@([0-9]{1,20})>[ \t]*\]\*\*",
+                     re.IGNORECASE)
+
+
+def posted_for_header(username: str, user_id: str) -> str:
+    """The header of a task the bot posted for someone (``/task``): ``**[Task: for alice <@123>]**``;
+    parse_task strips it as any header, :func:`posted_for` reads it."""
+    name = re.sub(r"[\s\[\]`<>]", "", username)[:32] or "someone"
+    if not str(user_id).isdigit():
+        raise ValueError(f"user id {user_id!r} is not a snowflake")
+    return f"**[Task: for {name} <@{user_id}>]**"
+
+
+def posted_for(content: str) -> Optional[Tuple[str, str]]:
+    """(user id, username) when the message starts with :func:`posted_for_header`'s header, else None.
+    Only the bot's own messages are read so (claim.py): nobody else can speak for a user."""
+    m = _FOR_RE.match(content or "")
+    return None if m is None else (m.group(2), m.group(1))
+
+
 def _header(task_id: Optional[str]) -> str:
     if task_id is None:
         return ""

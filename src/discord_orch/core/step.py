@@ -19,12 +19,17 @@ for and holding an agent, and named events, gates and filters:
   agents), ``started`` (rec), ``queued`` (rec, position, of), ``finished`` (rec, outcome),
   ``forget`` (task id: another host has it now), ``passed`` (messages left to other hosts),
   ``polled`` (a poll's answer is in), ``waiting`` (the backlog changed), ``sigchld`` (from the
-  signal handler: keep it short).
+  signal handler: keep it short), ``poll_now`` (poll #task-queue at once), ``look_now`` (look for
+  🛑 / 🔁 at once), ``read_threads`` (read the task threads at once): the last three from the
+  Gateway step.
 - gates (``ctx.gate`` / ``ctx.allows``): ``claim`` (may this host claim now: its presence is
   fresh), ``claim-one`` (asked before each claim: a budget has room for one task more, counting
   what runs at its expected cost), ``start`` (rec: may it start; controls ends a task stopped
-  before it ran there).
-- filters (``ctx.filter`` / ``ctx.apply``): ``outcome`` (rec, outcome → outcome: TASK_MAX_USD's note).
+  before it ran there), ``slow_polls`` (may the Gateway stretch the polls now: recovery says no
+  while a start is unsettled).
+- filters (``ctx.filter`` / ``ctx.apply``): ``outcome`` (rec, outcome → outcome: TASK_MAX_USD's note),
+  ``poll_interval`` (seconds → seconds: the Gateway stretches polls while its session is up),
+  ``buttons`` (whether the status messages carry Stop / Retry buttons: the Gateway step answers them).
 """
 
 from __future__ import annotations

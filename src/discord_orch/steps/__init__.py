@@ -12,6 +12,7 @@ from ..core.step import Entry
 
 REGISTRY = [
     Entry("recovery"),       # the first turn: what a pass that is gone left behind
+    Entry("gateway", lambda s: s.gateway == "auto"),   # --watch only: live events make the steps below act at once
     Entry("presence", lambda s: s.host_silent_after_s > 0),   # this host's line; silent hosts' tasks taken over
     Entry("running"),        # start what is ready, supervise, finish (the agent's own times)
     Entry("intake"),         # read #task-queue on a lane; the backlog; a task no host can take answered

@@ -32,11 +32,13 @@ class ControlsStep(Step):
         self._last_look = float("-inf")
         self._looking = False
         ctx.gate("start", self._may_start)
+        ctx.on("look_now", self._look_now)   # the Gateway saw a 🛑 / 🔁
 
     def turn(self, now: float) -> None:
         if self.ctx.stopping:
             return
-        if not self._looking and now - self._last_look >= self.ctx.settings.poll_interval:
+        interval = self.ctx.apply("poll_interval", self.ctx.settings.poll_interval)
+        if not self._looking and now - self._last_look >= interval:
             self._look(now)
         for req in self.controls.take(STOP):
             self._stop(req)
@@ -68,6 +70,9 @@ class ControlsStep(Step):
                 log.warning("could not look for stop and retry requests (looked again in %gs): %s", interval, exc)
 
         ctx.submit("reads", job, self._looked)
+
+    def _look_now(self) -> None:
+        self._last_look = float("-inf")   # a look in flight: one more once it is back
 
     def _looked(self, _: None) -> None:
         self._looking = False

@@ -23,7 +23,15 @@ class ConversationStep(Step):
         self.ctx = ctx
         self.conversations = ctx.parts.conversations
         self._reading = False
+        self._again = False
         ctx.on("polled", self._read)
+        ctx.on("read_threads", self._read_soon)   # the Gateway saw a message in a task's thread
+
+    def _read_soon(self) -> None:
+        if self._reading:
+            self._again = True   # the read in flight may have passed it: one more once it is back
+        else:
+            self._read()
 
     def _read(self) -> None:
         if self._reading:
@@ -45,6 +53,9 @@ class ConversationStep(Step):
         self._reading = False
         for rec in self.conversations.expired(self.ctx.wall()):
             self.ctx.parts.reporter.clean_up(rec)
+        if self._again:
+            self._again = False
+            self._read()
 
     def turn(self, now: float) -> None:
         if self.ctx.stopping or self._reading:

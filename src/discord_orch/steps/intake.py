@@ -8,7 +8,8 @@ tasks, looked up on the lane) is kept by the loop (``Intake.apply``); event ``po
 A passed-over task (needs this host lacks) that has waited HOST_SILENT_AFTER with no live host
 able to take it gets one answer in #results (unreachable.py): the hosts seen are read on the
 reads lane too. ``--watch`` puts messages set aside back in line every RETRY_SET_ASIDE_S and
-reads the passed-over ones again every LOOK_AGAIN_PASSED_S.
+reads the passed-over ones again every LOOK_AGAIN_PASSED_S. Event ``poll_now`` (the Gateway saw a
+message in #task-queue) makes a poll due at once; filter ``poll_interval`` may stretch the interval.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("discord_orch")
 
+# Polls asked for by events (poll_now): at once, 3 in a row at most, then 2 a second (a flood of messages).
+POLL_NOW_BURST = 3.0
+POLL_NOW_RATE = 2.0
+
 
 class IntakeStep(Step):
     name = "intake"
@@ -41,7 +46,10 @@ class IntakeStep(Step):
         self._looked_at = -1    # tasks claimed when the pass took its last look (a pass ends: one look)
         self._last_set_aside = self._last_passed_look = ctx.clock()
         self._unreachable = None
+        self._now = False       # a poll asked for at once (event poll_now: the Gateway saw a task posted)
+        self._tokens, self._tokens_at = POLL_NOW_BURST, ctx.clock()
         ctx.on("passed", self._check_unreachable)
+        ctx.on("poll_now", self._poll_now)
 
     def turn(self, now: float) -> None:
         if self.ctx.stopping:
@@ -61,7 +69,17 @@ class IntakeStep(Step):
     def _due(self, now: float) -> bool:
         if self.intake.more_history and (self.intake.deciding or self._takeable()):
             return False   # a long history: what one chunk holds is claimed before the next is read
-        return self._first or self.intake.more_history or now - self._last_poll >= self.ctx.settings.poll_interval
+        interval = self.ctx.apply("poll_interval", self.ctx.settings.poll_interval)
+        return self._first or self._asked(now) or self.intake.more_history or now - self._last_poll >= interval
+
+    def _asked(self, now: float) -> bool:
+        """A poll asked for by an event, within the bucket that bounds a flood of them."""
+        self._tokens = min(POLL_NOW_BURST, self._tokens + (now - self._tokens_at) * POLL_NOW_RATE)
+        self._tokens_at = now
+        return self._now and self._tokens >= 1
+
+    def _poll_now(self) -> None:
+        self._now = True   # a poll in flight: one more once it is back (the message may be past its read)
 
     def _takeable(self) -> bool:
         return bool(self.intake.backlog) and self.ctx.board.capacity() > 0 and self.ctx.allows("claim")
@@ -80,6 +98,8 @@ class IntakeStep(Step):
 
     def _poll(self, now: float) -> None:
         first, self._first = self._first, False
+        if self._now:
+            self._now, self._tokens = False, self._tokens - 1
         self.intake.polling = True
         self._last_poll = now
         self._looked_at = self.ctx.stats.claimed

@@ -27,6 +27,7 @@ class ProgressStep(Step):
                                  turn_number=lambda rec: parts.conversations.turn_number(rec),
                                  clock=ctx.clock, wall=ctx.wall)
         self.board.gate = lambda: ctx.allows("post")
+        self.board.buttons = lambda: bool(ctx.apply("buttons", False))   # the Gateway step: whether it answers them
         ctx.on("queued", lambda rec, position, of: self._renders().queued(rec, position, of))
         ctx.on("started", lambda rec: self._renders().running(rec))
         ctx.on("finished", self._finished)

@@ -29,6 +29,7 @@ class Recovery(Step):
         self._unsettled: List[TaskRecord] = []
         self._settling = False
         ctx.on("polled", self._after_poll)
+        ctx.gate("slow_polls", lambda: not self._unsettled)   # they are settled again after each poll
 
     def turn(self, now: float) -> None:
         if self._done:

@@ -54,12 +54,17 @@ Emulated
       parameter) with a window that starts at the first request, ``X-RateLimit-*``
       headers on every answer of a limited route, 429 bodies and headers (per-route
       ``Scope: user`` and the per-bot global limit with ``X-RateLimit-Global``).
+    * The Gateway (``gateway``, whose docstring says which facts are verified and where), started on
+      first use (``ld.gateway``, or ``GET /gateway/bot``): HELLO, IDENTIFY → READY, heartbeats and
+      ACKs, MESSAGE_CREATE / MESSAGE_REACTION_ADD / THREAD_CREATE with sequence numbers, intents
+      (MESSAGE_CONTENT empties others' content), RESUME with replay, op 7, op 9, close codes,
+      1,000 identifies a day.
     * Fault injection: injected statuses and dropped connections (before or after the
       request took effect, narrowed to path parameters and the asking bot with ``where``;
       ``lose_thread_start_answers``), added latency, whole-API outage.
 
 Not emulated
-    The gateway (websocket), permissions other routes would need (the emulator serves no
+    Interactions and the Gateway's other events, permissions other routes would need (the emulator serves no
     moderation routes), categories and permission syncing, timeouts, private /
     announcement / forum threads, DMs,
     webhooks, interactions, pins, stickers, polls, components validation, custom
@@ -72,7 +77,7 @@ Not emulated
 Modules
     ``emulator`` (``LocalDiscord``: lifecycle, request pipeline, request log, faults),
     ``server`` (HTTP plumbing), ``store`` (the world and its JSON), the route handlers
-    ``messages``, ``reactions``, ``guilds`` and ``threads``, and their helpers ``routes``, ``apierror``,
+    ``messages``, ``reactions``, ``guilds``, ``threads`` and ``gateway`` (and its websocket), and their helpers ``routes``, ``apierror``,
     ``bodies``, ``emoji``, ``ratelimits`` and ``faults``.
 """
 

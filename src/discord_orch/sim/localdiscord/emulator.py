@@ -17,12 +17,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .apierror import ApiError, field_error, invalid_form
 from .faults import Fault, injected_response, take_fault
+from .gateway import GatewayRoutes
+from .interactions import InteractionRoutes
 from .guilds import GuildRoutes
 from .messages import MessageRoutes
 from .ratelimits import Limiter, RateLimits
 from .reactions import ReactionRoutes
 from .threads import START_ROUTE, ThreadRoutes
-from .routes import API_PREFIX, ATTACHMENT_ROUTE, ROUTE_DEFS, SNOWFLAKE_PARAMS, bucket_hash, match_route, norm_route
+from .routes import (API_PREFIX, ATTACHMENT_ROUTE, NO_BOT_TOKEN, ROUTE_DEFS, SNOWFLAKE_PARAMS, bucket_hash, match_route,
+                     norm_route)
 from .server import Resp, Server, error_response, json_bytes
 from .store import looks_like_snowflake
 
@@ -41,7 +44,7 @@ class RequestRecord:
     bucket: Optional[str]
 
 
-class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
+class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes, GatewayRoutes, InteractionRoutes):
     """The loopback Discord. See the package docstring for what is emulated."""
 
     ROUTES: Tuple[str, ...] = tuple(f"{m} {t}" for (m, t, _h, _b) in ROUTE_DEFS)
@@ -79,6 +82,7 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
         with self._lock:
             server, thread = self._server, self._thread
             self._server = self._thread = None
+        self._stop_gateway()
         if server is None:
             return
         server.shutdown()
@@ -282,7 +286,9 @@ class LocalDiscord(MessageRoutes, ReactionRoutes, GuildRoutes, ThreadRoutes):
                              family: Optional[str], params: Dict[str, str], query: str, headers: Any,
                              body: bytes, user_id: Optional[str], rec: Dict[str, Any]) -> Resp:
         if user_id is None:
-            return error_response(ApiError(401, 0, "401: Unauthorized"))
+            if template not in NO_BOT_TOKEN:
+                return error_response(ApiError(401, 0, "401: Unauthorized"))
+            user_id = ""
         rl = self.rate_limits
         rl_headers: List[Tuple[str, str]] = []
         if rl.enabled:

@@ -119,6 +119,7 @@ class MessageRoutes(Store):
                            allowed_mentions=dict(am) if isinstance(am, dict) else None,
                            tts=bool(payload.get("tts")), flags=int(payload.get("flags") or 0) & (4 | 4096),
                            nonce=nonce)
+        msg.components = self._components(payload.get("components"))   # type: ignore[attr-defined]
         if nonce is not None and payload.get("enforce_nonce") is True:
             self._nonces[(user_id, repr(nonce))] = (ch.id, msg.id, time.monotonic())
         return 200, self._render(msg, user_id, with_nonce=True)
@@ -147,6 +148,8 @@ class MessageRoutes(Store):
         msg.content = content
         msg.embeds = embeds
         msg.attachments = list(keep) + [self._new_attachment(ch.id, msg.id, n, d, desc) for n, d, desc in files]
+        if "components" in payload:
+            msg.components = self._components(payload.get("components"))   # type: ignore[attr-defined]
         if "flags" in payload and payload["flags"] is not None:
             msg.flags = int(payload["flags"]) & (4 | 4096)
         if "allowed_mentions" in payload:

@@ -32,7 +32,13 @@ ROUTE_DEFS: Tuple[Tuple[str, str, str, Optional[str]], ...] = (
     ("GET", "/guilds/{guild_id}/channels", "_h_list_guild_channels", None),
     ("POST", "/guilds/{guild_id}/channels", "_h_create_guild_channel", None),
     ("GET", "/guilds/{guild_id}/members/search", "_h_search_members", None),
+    ("GET", "/gateway/bot", "_h_get_gateway_bot", None),   # gateway.py: the local Gateway's URL
+    # interactions.py: slash commands and the answers to interactions
+    ("GET", "/applications/{application_id}/guilds/{guild_id}/commands", "_h_list_guild_commands", None),
+    ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands", "_h_set_guild_commands", None),
+    ("POST", "/interactions/{interaction_id}/{interaction_token}/callback", "_h_interaction_callback", None),
 )
+NO_BOT_TOKEN = ("/interactions/{interaction_id}/{interaction_token}/callback",)   # the interaction's token is enough
 ATTACHMENT_ROUTE = "GET /attachments/{channel_id}/{attachment_id}/{filename}"
 SNOWFLAKE_PARAMS = ("channel_id", "message_id", "guild_id", "user_id")
 

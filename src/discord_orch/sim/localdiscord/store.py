@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ...models import DISCORD_EPOCH_MS, MESSAGE_LIMIT
 from . import grants
@@ -99,6 +99,7 @@ class Msg:
     nonce: Optional[Union[str, int]] = None
     reactions: Dict[str, List[str]] = field(default_factory=dict)  # key -> user ids in order
     reaction_emoji: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    components: List[Dict[str, Any]] = field(default_factory=list)   # action rows of buttons (interactions.py)
 
 
 @dataclass
@@ -437,7 +438,12 @@ class Store:
         ch.by_id[mid] = msg
         if ch.thread is not None:
             self._thread_activity(ch, author_id)
+        self._gateway_event("MESSAGE_CREATE", ch, lambda bot, intent: dict(
+            self._render(msg, bot, intent=intent), guild_id=ch.guild_id))
         return msg
+
+    def _gateway_event(self, event: str, ch: Channel, render: Callable[[str, bool], Dict[str, Any]]) -> None:
+        """What the REST side did, for the Gateway's sessions (``gateway.GatewayRoutes``)."""
 
     def _thread_activity(self, ch: Channel, author_id: str) -> None:
         """A message was posted in the thread ``ch`` (``threads.ThreadRoutes`` says what follows)."""
@@ -504,6 +510,10 @@ class Store:
         msg.reaction_emoji.setdefault(key, ejson)
         if user_id not in users:
             users.append(user_id)
+            ch = self._channels[msg.channel_id]
+            data = {"user_id": user_id, "channel_id": ch.id, "message_id": msg.id, "guild_id": ch.guild_id,
+                    "emoji": dict(ejson), "message_author_id": msg.author_id, "burst": False, "type": 0}
+            self._gateway_event("MESSAGE_REACTION_ADD", ch, lambda bot, intent: data)
 
     def _remove_reaction(self, msg: Msg, key: str, user_id: str) -> None:
         users = msg.reactions.get(key)
@@ -562,7 +572,7 @@ class Store:
             "timestamp": iso(_snowflake_ms(msg.id)),
             "edited_timestamp": None if msg.edited_ms is None else iso(msg.edited_ms),
             "flags": msg.flags,
-            "components": [],
+            "components": [dict(c) for c in msg.components] if visible else [],
             "id": msg.id,
             "channel_id": msg.channel_id,
             "author": self._user_json(msg.author_id),

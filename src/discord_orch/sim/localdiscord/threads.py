@@ -294,6 +294,8 @@ class ThreadRoutes(Store):
         ch.messages.append(starter)
         ch.by_id[starter.id] = starter
         msg.flags |= HAS_THREAD
+        self._gateway_event("THREAD_CREATE", ch, lambda bot, intent: dict(self._thread_json(ch, bot),
+                                                                         newly_created=True))
         return 201, self._thread_json(ch, user_id)
 
     @staticmethod
