@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Scratch, bench_env, cli_argv, make_home  # noqa: E402
+from harness import Scratch, bench_env, cli_argv, make_home, wait_until  # noqa: E402
 
 from discord_orch.sim.fleet import live_processes_marked  # noqa: E402
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
@@ -36,13 +36,7 @@ COUNT_INTERVALS = 4      # poll intervals over which a running task's requests a
 
 
 def wait(cond, cap: float = WAIT_CAP_S, step: float = 0.005):
-    end = time.monotonic() + cap
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise SystemExit("gave up waiting")
+    return wait_until(cond, cap, step)
 
 
 def trial(root: Path, interval: float, grace: float, claim: str, rng: random.Random, sandbox: str = "auto"):

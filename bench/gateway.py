@@ -30,7 +30,7 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import CLAIM, Scratch, bench_env, cli_argv, make_home  # noqa: E402
+from harness import CLAIM, Scratch, bench_env, cli_argv, make_home, wait_until  # noqa: E402
 
 from discord_orch.sim.fleet import live_processes_marked  # noqa: E402
 from discord_orch.sim.localdiscord import LocalDiscord, RateLimits  # noqa: E402
@@ -41,13 +41,7 @@ WAIT_CAP_S = 60.0
 
 
 def wait(cond, cap: float = WAIT_CAP_S, step: float = 0.001):
-    end = time.monotonic() + cap
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise SystemExit("gave up waiting")
+    return wait_until(cond, cap, step)
 
 
 class Watch:

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from discord_orch.sim.world import LocalHome, World, make_world
 
@@ -226,3 +226,14 @@ class Scratch:
 
 __all__ = ["World", "LocalHome", "make_world", "make_home", "bench_env", "run_cli", "popen_cli", "Measured",
            "ProcStats", "timed_python", "request_rtt", "loadavg", "Scratch", "CLAIM", "cli_argv"]
+
+
+def wait_until(cond: Callable[[], object], cap: float = 60.0, step: float = 0.005) -> object:
+    """Poll ``cond`` every ``step`` s until it returns something true (returned); give up after ``cap`` s."""
+    end = time.monotonic() + cap
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise SystemExit("gave up waiting")

@@ -9,9 +9,10 @@ the pass read from its cursor.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
-from typing import List
+from typing import Iterator, List
 
 import pytest
 
@@ -58,41 +59,43 @@ def stop(proc) -> None:
     proc.communicate(timeout=60)
 
 
-def test_tasks_posted_while_watching_are_picked_up_from_the_gateway(tmp_path, world) -> None:
-    home = watch_home(tmp_path, world)
-    gateway = world.ld.gateway
+@contextlib.contextmanager
+def watching(home) -> Iterator[None]:
+    """`orchestrate --watch` (polls every 60 s: what it does sooner, the Gateway made it do) with its session
+    up; stopped with SIGTERM at the end."""
     proc = home.popen("orchestrate", "--watch", "--interval", "60")
     try:
         wait_for(lambda: "Gateway session up" in log_text(home), "the session")
-        tasks = post(world, [f"live task {i}" for i in range(4)])
-        answered_once(world, home, tasks)
+        yield
     finally:
         stop(proc)
+
+
+def test_tasks_posted_while_watching_are_picked_up_from_the_gateway(tmp_path, world) -> None:
+    home = watch_home(tmp_path, world)
+    gateway = world.ld.gateway
+    with watching(home):
+        tasks = post(world, [f"live task {i}" for i in range(4)])
+        answered_once(world, home, tasks)
     assert gateway.identifies == [world.bot.id]
 
 
 def test_socket_dropped_mid_burst_then_resumed(tmp_path, world) -> None:
     home = watch_home(tmp_path, world)
     gateway = world.ld.gateway
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
         first = post(world, ["burst 1", "burst 2"])
         gateway.drop()
         later = post(world, ["burst 3", "burst 4"])
         wait_for(lambda: "Gateway session resumed" in log_text(home), "the resume")
         answered_once(world, home, first + later)
-    finally:
-        stop(proc)
     assert gateway.identifies == [world.bot.id] and gateway.resumes >= 1
 
 
 def test_op7_then_op9_false(tmp_path, world) -> None:
     home = watch_home(tmp_path, world)
     gateway = world.ld.gateway
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
         gateway.reconnect()
         tasks = post(world, ["after op 7"])
         wait_for(lambda: "Gateway session resumed" in log_text(home), "the resume after op 7")
@@ -101,17 +104,13 @@ def test_op7_then_op9_false(tmp_path, world) -> None:
         wait_for(lambda: len(gateway.identifies) == 2, "a fresh IDENTIFY after op 9 false")
         tasks += post(world, ["with the new session"])
         answered_once(world, home, tasks)
-    finally:
-        stop(proc)
 
 
 def test_missed_heartbeat_acks_reconnect_and_resume(tmp_path, world) -> None:
     home = watch_home(tmp_path, world)
     gateway = world.ld.gateway
     gateway.heartbeat_interval_ms = 400
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
         gateway.acks = False   # a zombie connection: heartbeats go unanswered
         tasks = post(world, ["while zombie"])
         wait_for(lambda: "did not ACK a heartbeat" in log_text(home), "the missed ACK seen")
@@ -119,8 +118,6 @@ def test_missed_heartbeat_acks_reconnect_and_resume(tmp_path, world) -> None:
         wait_for(lambda: "Gateway session resumed" in log_text(home), "the resume")
         tasks += post(world, ["after the resume"])
         answered_once(world, home, tasks)
-    finally:
-        stop(proc)
     assert gateway.identifies == [world.bot.id]
 
 
@@ -149,9 +146,7 @@ def test_gateway_off_polls(tmp_path, world) -> None:
 
 def test_a_stop_and_a_follow_up_are_acted_on_as_they_are_posted(tmp_path, world) -> None:
     home = watch_home(tmp_path, world, FOLLOWUP_HOURS="1")
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
         [hang, chat] = post(world, ["long job HANG", "write a haiku"])
         wait_for(lambda: results_by_task(world, [chat]).get(chat), "the second task's result")
         world.ld.react(world.task_queue, hang, world.alice.id, "🛑")
@@ -160,8 +155,6 @@ def test_a_stop_and_a_follow_up_are_acted_on_as_they_are_posted(tmp_path, world)
         followup = world.ld.post_message(chat, world.alice.id, "now make it rhyme")["id"]
         wait_for(lambda: any((m.get("message_reference") or {}).get("message_id") == followup
                              for m in world.ld.messages(chat)), "the follow-up's answer in the thread")
-    finally:
-        stop(proc)
     assert sorted(r["task_id"] for r in home.runs()) == sorted([hang, chat, chat])   # the follow-up: a turn
 
 
@@ -210,14 +203,10 @@ def test_commands_sync_then_status_is_answered_only_to_who_asked(tmp_path, world
     after = home.cli("check")
     assert "ok    commands: /status, /task registered (answered by orchestrate --watch)" in after.stdout
     assert "ok    intents: Message Content Intent is on" in after.stdout
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
         answered_once(world, home, post(world, ["a task before the status"]))
         iid = world.ld.interact_command(world.bot.id, world.alice.id, world.task_queue, "status")
         answer = wait_for(lambda: world.ld.interaction_answer(iid), "the answer to /status")
-    finally:
-        stop(proc)
     assert answer["type"] == 4 and answer["data"]["flags"] == 64   # ephemeral: only alice sees it
     assert answer["data"]["content"].startswith("```") and "pass" in answer["data"]["content"]
 
@@ -261,9 +250,7 @@ def click(world, user, task: str, kind: str) -> str:
 
 def test_the_stop_button_stops_for_alice_and_answers_mallory_only_to_her(tmp_path, world) -> None:
     home = watch_home(tmp_path, world)
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
         [task] = post(world, ["long job HANG"])
         wait_for(lambda: status_button(world, task, "stop"), "the Stop button on the status message")
         refused = click(world, world.mallory, task, "stop")
@@ -281,8 +268,6 @@ def test_the_stop_button_stops_for_alice_and_answers_mallory_only_to_her(tmp_pat
         # (the second attempt's status edit meets the archived thread, 50083: a bug of the retry's, not the button's)
         wait_for(lambda: "retry asked by alice" in log_text(home) and "attempt 2 of 3" in log_text(home),
                  "the second attempt")
-    finally:
-        stop(proc)
 
 
 def test_a_click_that_reaches_a_host_not_running_the_task_still_stops_it(tmp_path, world) -> None:
@@ -314,9 +299,7 @@ def test_a_click_that_reaches_a_host_not_running_the_task_still_stops_it(tmp_pat
 def test_slash_task_posts_for_the_user_or_says_why_not(tmp_path, world) -> None:
     home = watch_home(tmp_path, world)
     assert home.cli("commands", "sync").stdout.strip() == f"registered in server {world.guild}: /status, /task"
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
-    try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+    with watching(home):
 
         def ask(user, **options):
             iid = world.ld.interact_command(world.bot.id, user.id, world.task_queue, "task", options)
@@ -343,8 +326,6 @@ def test_slash_task_posts_for_the_user_or_says_why_not(tmp_path, world) -> None:
         filed = wait_for(lambda: world.ld.interaction_answer(iid), "the answer to /task with a file")
         assert filed["data"]["content"].startswith("posted: "), filed
         wait_for(lambda: len(home.runs()) == 2, "the task with a file to run")
-    finally:
-        stop(proc)
     run, with_file = home.runs()
     assert with_file["inputs"] == {"app.log": hashlib.sha256(b"line 1\n").hexdigest()}
     assert "**[Task:" not in run["agents_md"] and run["task_id"] == msg["id"]
