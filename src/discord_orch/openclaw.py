@@ -136,21 +136,33 @@ def path_for_agent(program: str, path: Optional[str]) -> str:
     return os.pathsep.join(entries if directory in entries else [directory, *entries])
 
 
-def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:
-    """The interpreter ``program``'s ``#!`` line names that ``path`` cannot provide, if any."""
+def _shebang(program: str) -> Tuple[Optional[str], Optional[str]]:
+    """What ``program``'s ``#!`` line runs: (an interpreter's path, None), or (None, a name that env finds on
+    PATH); (None, None) without one."""
     try:
         with open(program, "rb") as fh:
             first = fh.readline(256)
     except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode("utf-8", "replace").split()
+        return None, None
+    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
     if not words:
-        return None
+        return None, None
     if os.path.basename(words[0]) != "env":
-        return None if os.access(words[0], os.X_OK) else words[0]
-    name = next((word for word in words[1:] if not word.startswith("-") and "=" not in word), None)
+        return words[0], None
+    return None, next((word for word in words[1:] if not word.startswith("-") and "=" not in word), None)
+
+
+def interpreter(program: str, path: Optional[str]) -> Optional[str]:
+    """The program ``program``'s ``#!`` line runs (through env: as found on ``path``), if any."""
+    direct, name = _shebang(program)
+    return direct or (shutil.which(name, path=path) if name else None)
+
+
+def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:
+    """The interpreter ``program``'s ``#!`` line names that ``path`` cannot provide, if any."""
+    direct, name = _shebang(program)
+    if direct:
+        return None if os.access(direct, os.X_OK) else direct
     return name if name and shutil.which(name, path=path) is None else None
 
 

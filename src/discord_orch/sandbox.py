@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 from .errors import AgentError, ConfigError
+from .openclaw import interpreter
 from . import landlock
 
 log = logging.getLogger("discord_orch")
@@ -193,22 +194,6 @@ def _link_chain(path: str) -> Tuple[List[Tuple[str, str]], str]:
         links.append((path, target))
         path = os.path.normpath(os.path.join(os.path.dirname(path), target))
     return links, os.path.realpath(path)
-
-
-def interpreter(program: str, path: Optional[str]) -> Optional[str]:
-    """The program its ``#!`` line runs (through env: found on ``path``), if any."""
-    try:
-        with open(program, "rb") as fh:
-            first = fh.readline(256)
-    except OSError:
-        return None
-    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
-    if not words:
-        return None
-    if os.path.basename(words[0]) != "env":
-        return words[0]
-    name = next((w for w in words[1:] if not w.startswith("-") and "=" not in w), None)
-    return shutil.which(name, path=path) if name else None
 
 
 def _program_trees(programs: Iterable[Optional[str]], guarded: Sequence[str]):
