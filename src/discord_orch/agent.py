@@ -323,14 +323,8 @@ class RunningAgent:
 
     def note_exit(self, now: float) -> None:
         """Stamp the leader's end if it has ended (called on SIGCHLD): a run's duration is the agent's own,
-        not the time the loop took to look. Peeks (WNOWAIT): the zombie keeps its pid until poll() reaps it."""
-        if self.leader_exited_at is not None or self._popen is None or self._popen.returncode is not None:
-            return
-        try:
-            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if info is not None and info.si_pid == self.pid:
+        not the time the loop took to look. Only our own child: its end is a peek (WNOWAIT), no /proc read."""
+        if self.leader_exited_at is None and self._popen is not None and self._leader_exited():
             self.leader_exited_at = now
 
     def _leader_exited(self) -> bool:
