@@ -475,6 +475,7 @@ class DiscordClient:
         question this call asks (404 Unknown Channel for "is there a thread?"), so never a setup problem."""
         self._check_thread(method, template)
         url, route_key, major, channel_id = self._route(method, template, path_params, query)
+        json_body, form, files = self._scrubbed(json_body, form, files)   # once, not per attempt
         failures = 0   # transient failures (connection errors, 5xx)
         limited = 0    # 429s
         while True:
@@ -486,7 +487,6 @@ class DiscordClient:
                 self._count(requests=1)
                 started = self._clock()
                 try:
-                    json_body, form, files = self._scrubbed(json_body, form, files)
                     resp = self._session.request(method, url, params=query, json=json_body, data=form, files=files,
                                                  headers=self._headers(auth=True), timeout=self._timeout,
                                                  proxies=self._proxies_for(url))
