@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -167,17 +168,11 @@ class Orchestrator:
                 log.warning("ALLOW_ANYONE=true: anyone who can post in #task-queue can run an agent on this machine")
             self.ctx.watch = watch
             if os.environ.get(STRICT_ENV) == "1":
-                self.client.forbid_thread(self._loop_thread())
+                self.client.forbid_thread(threading.get_ident())   # this thread runs the hub's loop
             self.hub.run(load_steps(REGISTRY, self.settings), self.ctx)
             return self.stats
         finally:
             self.store.release_lock()
-
-    @staticmethod
-    def _loop_thread() -> int:
-        import threading
-
-        return threading.get_ident()
 
     def request_stop(self, signum: int) -> None:
         """Called from a signal handler: stop claiming, stop agents, record, exit."""

@@ -23,6 +23,7 @@ import logging
 from typing import Optional, Tuple
 
 from ..claim import Decision
+from ..controls import STOP, STOP_EMOJI
 from ..core.step import Context, Step
 from ..errors import DiscordError, StateError, Unauthorized
 from ..models import Message
@@ -100,8 +101,6 @@ class Claiming(Step):
             self.ctx.board.refusing += 1
 
         def decide() -> Tuple[Optional[Decision], Optional[DiscordError]]:
-            from ..controls import STOP, STOP_EMOJI
-
             try:
                 if msg.reaction(STOP_EMOJI) is not None:   # the poll's copy: what it shows counts, never its absence
                     controls.check(msg, STOP, wall())
