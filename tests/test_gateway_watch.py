@@ -60,12 +60,13 @@ def stop(proc) -> None:
 
 
 @contextlib.contextmanager
-def watching(home) -> Iterator[None]:
-    """`orchestrate --watch` (polls every 60 s: what it does sooner, the Gateway made it do) with its session
-    up; stopped with SIGTERM at the end."""
-    proc = home.popen("orchestrate", "--watch", "--interval", "60")
+def watching(home, *, interval: str = "60", session: bool = True) -> Iterator[None]:
+    """`orchestrate --watch` (by default polling every 60 s: what it does sooner, the Gateway made it do),
+    with its session up unless ``session`` is False; stopped with SIGTERM at the end."""
+    proc = home.popen("orchestrate", "--watch", "--interval", interval)
     try:
-        wait_for(lambda: "Gateway session up" in log_text(home), "the session")
+        if session:
+            wait_for(lambda: "Gateway session up" in log_text(home), "the session")
         yield
     finally:
         stop(proc)
@@ -135,12 +136,9 @@ def test_a_cron_pass_never_identifies(tmp_path, world) -> None:
 def test_gateway_off_polls(tmp_path, world) -> None:
     home = watch_home(tmp_path, world, GATEWAY="off")
     gateway = world.ld.gateway
-    proc = home.popen("orchestrate", "--watch", "--interval", "0.5")
-    try:
+    with watching(home, interval="0.5", session=False):
         tasks = post(world, ["polled task"])
         answered_once(world, home, tasks)
-    finally:
-        stop(proc)
     assert gateway.identifies == [] and "Gateway" not in log_text(home)
 
 
@@ -169,12 +167,9 @@ def test_past_the_daily_bound_of_identifies_the_watch_polls_and_says_so(tmp_path
     store.set_meta("gateway:identifies", _time.strftime("%Y-%m-%d", _time.gmtime()) + " 100")
     store.close()
     gateway = world.ld.gateway
-    proc = home.popen("orchestrate", "--watch", "--interval", "0.5")
-    try:
+    with watching(home, interval="0.5", session=False):
         tasks = post(world, ["polled, not live"])
         answered_once(world, home, tasks)
-    finally:
-        stop(proc)
     assert gateway.identifies == []
     assert log_text(home).count("100 Gateway sessions started today (the bound") == 1
 
